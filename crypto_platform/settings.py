@@ -1,0 +1,145 @@
+"""The platform's universe, defined once: instruments (exchange x symbol), their sources, dates.
+
+Everything that has to be known when the code location loads (partition keys) comes from here; the
+rest (lake root, warehouse path, MLflow URI, ...) is resource configuration, resolved at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+DEFAULT_INSTRUMENTS_FILE = PACKAGE_DIR / "config" / "instruments.yaml"
+INSTRUMENTS_ENV = "CRYPTO_PLATFORM_INSTRUMENTS"
+
+SourceKind = Literal["synthetic", "ccxt", "replay"]
+SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay")
+SYNTHETIC_EXCHANGE = "sim"
+_EXCHANGE_RE = re.compile(r"^[a-z0-9_]+$")
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9.]+(:[A-Za-z0-9.\-]+)?$")
+
+
+class SettingsError(ValueError):
+    """The instrument configuration is invalid; the message names the file, entry and field."""
+
+
+def symbol_slug(symbol: str) -> str:
+    """'BTC/USDT' -> 'BTC-USDT', 'BTC/USDT:USDT' -> 'BTC-USDT-USDT': safe in paths and partition keys."""
+    return symbol.replace("/", "-").replace(":", "-")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One traded market: a ccxt exchange id and a ccxt unified symbol, plus where its trades come from."""
+
+    exchange: str
+    symbol: str
+    source: SourceKind = "synthetic"
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def slug(self) -> str:
+        return symbol_slug(self.symbol)
+
+    @property
+    def key(self) -> str:
+        """The `instrument` partition key, e.g. 'binance.BTC-USDT'."""
+        return f"{self.exchange}.{self.slug}"
+
+    @property
+    def base(self) -> str:
+        return self.symbol.split("/")[0]
+
+    @property
+    def quote(self) -> str:
+        return self.symbol.split("/")[1].split(":")[0]
+
+
+@dataclass(frozen=True)
+class Universe:
+    """The configured instruments and the first partition date."""
+
+    start_date: date
+    instruments: tuple[Instrument, ...]
+    path: Path
+
+    @property
+    def keys(self) -> list[str]:
+        return [i.key for i in self.instruments]
+
+    def instrument(self, key: str) -> Instrument:
+        """Look an instrument up by partition key; unknown keys are a clear error."""
+        for inst in self.instruments:
+            if inst.key == key:
+                return inst
+        raise SettingsError(
+            f"unknown instrument {key!r}: not in {self.path} (known: {', '.join(self.keys)})"
+        )
+
+
+def parse_universe(raw: dict[str, Any], path: Path) -> Universe:
+    """Validate the YAML document of an instruments file."""
+    if not isinstance(raw, dict) or "instruments" not in raw:
+        raise SettingsError(f"{path}: expected a mapping with an 'instruments' list")
+    try:
+        start = date.fromisoformat(str(raw.get("start_date", "2024-01-01")))
+    except ValueError as exc:
+        raise SettingsError(f"{path}: start_date {raw.get('start_date')!r} is not YYYY-MM-DD") from exc
+    items = raw["instruments"]
+    if not isinstance(items, list) or not items:
+        raise SettingsError(f"{path}: 'instruments' must be a non-empty list")
+    out: list[Instrument] = []
+    for n, item in enumerate(items):
+        where = f"{path}: instruments[{n}]"
+        if not isinstance(item, dict):
+            raise SettingsError(f"{where}: expected a mapping, got {item!r}")
+        exchange = str(item.get("exchange", "")).strip()
+        symbol = str(item.get("symbol", "")).strip()
+        source = str(item.get("source", "synthetic")).strip()
+        if not _EXCHANGE_RE.match(exchange):
+            raise SettingsError(f"{where}: exchange {exchange!r} is not a ccxt exchange id (lowercase)")
+        if not _SYMBOL_RE.match(symbol):
+            raise SettingsError(f"{where}: symbol {symbol!r} is not a ccxt unified symbol like 'BTC/USDT'")
+        if source not in SOURCE_KINDS:
+            raise SettingsError(f"{where}: source {source!r} is not one of {', '.join(SOURCE_KINDS)}")
+        if (source == "synthetic") != (exchange == SYNTHETIC_EXCHANGE):
+            raise SettingsError(
+                f"{where}: the synthetic source is only allowed with exchange '{SYNTHETIC_EXCHANGE}' "
+                f"(and '{SYNTHETIC_EXCHANGE}' only with the synthetic source), so simulated trades are "
+                "never labelled as a real exchange's"
+            )
+        if source == "replay" and not item.get("path"):
+            raise SettingsError(f"{where}: source 'replay' needs a 'path' (file or glob of recorded trades)")
+        options = {k: v for k, v in item.items() if k not in {"exchange", "symbol", "source"}}
+        out.append(Instrument(exchange, symbol, source, options))  # type: ignore[arg-type]
+    keys = [i.key for i in out]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise SettingsError(f"{path}: instruments listed twice: {', '.join(dupes)}")
+    return Universe(start_date=start, instruments=tuple(out), path=path)
+
+
+def instruments_file() -> Path:
+    """The instruments file in force: $CRYPTO_PLATFORM_INSTRUMENTS, else the packaged default."""
+    env = os.environ.get(INSTRUMENTS_ENV)
+    return Path(env).expanduser().resolve() if env else DEFAULT_INSTRUMENTS_FILE
+
+
+@cache
+def load_universe(path: Path | None = None) -> Universe:
+    """Load and validate the instruments file (cached: partitions are fixed per process)."""
+    path = path or instruments_file()
+    if not path.exists():
+        raise SettingsError(f"instruments file {path} does not exist (set {INSTRUMENTS_ENV})")
+    with path.open() as fh:
+        raw = yaml.safe_load(fh)
+    return parse_universe(raw, path)

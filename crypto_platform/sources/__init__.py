@@ -1,0 +1,1 @@
+"""Trade sources behind one interface: synthetic (default), ccxt (live exchanges), replay (files)."""
