@@ -1,0 +1,1 @@
+"""Dagster assets: thin wiring of the lake layers over the pure transforms."""

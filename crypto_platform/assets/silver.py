@@ -1,0 +1,110 @@
+"""silver layer: 1-minute OHLCV candles per instrument and day, and 5-minute / 1-hour roll-ups."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from crypto_platform.assets._meta import summarize
+from crypto_platform.assets.coverage import coverage_of
+from crypto_platform.assets.ingest import BRONZE
+from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
+from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.warehouse import View, WarehouseResource
+from crypto_platform.schemas import CANDLE_TABLES
+from crypto_platform.transforms.candles import candles_1m, rollup
+
+CANDLES_1M = dg.AssetKey(["silver", CANDLE_TABLES["1m"]])
+
+
+def _prev_close(lake: LakeResource, part: DayPartition) -> float | None:
+    """Last close of the previous day's candles, carried into this day's leading empty minutes."""
+    prev = lake.read_partition("silver", CANDLE_TABLES["1m"], DayPartition(part.instrument, part.day - timedelta(1)))
+    if prev is None or prev.is_empty():
+        return None
+    closes = prev.get_column("close").drop_nulls()
+    return float(closes[-1]) if len(closes) else None
+
+
+def _candle_stats(part: DayPartition, df: pl.DataFrame, info) -> dict:
+    empty_bars = int(df.get_column("is_empty").sum()) if df.height else 0
+    return {
+        "partition": part.key,
+        "rows": info.rows,
+        "empty_bars": empty_bars,
+        "trades": int(df.get_column("trade_count").sum()) if df.height else 0,
+        "bytes": info.bytes,
+        "from": df.get_column("ts").min(),
+        "to": df.get_column("ts").max(),
+    }
+
+
+@dg.asset(
+    key=CANDLES_1M,
+    deps=[BRONZE],
+    partitions_def=trade_partitions,
+    backfill_policy=single_run,
+    group_name="silver",
+    kinds={"parquet", "polars"},
+    description=(
+        "1-minute OHLCV candles (open, high, low, close, base and quote volume, VWAP, trade count, "
+        "taker buy/sell volume). Every minute of the covered window is present; empty minutes are "
+        "flagged (is_empty), with volume 0 and the close carried forward."
+    ),
+)
+def silver_candles_1m(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    stats = []
+    for part in partitions_of(context):
+        bronze = lake.read_partition("bronze", "trades", part)
+        if bronze is None:
+            raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
+        cov = coverage_of(lake.read_manifest("raw", "trades", part))
+        start = max(cov.covered_from, part.start) if cov.covered_from else part.start
+        end = min(cov.covered_to, part.end) if cov.covered_to else part.start
+        df = candles_1m(
+            bronze, start, end, prev_close=_prev_close(lake, part),
+            exchange=part.instrument.exchange, symbol=part.instrument.symbol,
+        )
+        info = lake.write_partition(df, "silver", CANDLE_TABLES["1m"], part)
+        stats.append(_candle_stats(part, df, info))
+        context.log.info(f"candles_1m {part}: {df.height} bars")
+    warehouse.refresh_views(lake, [View("silver", CANDLE_TABLES["1m"])])
+    return dg.MaterializeResult(metadata=summarize(stats, sums=("rows", "empty_bars", "trades", "bytes")))
+
+
+def _rollup_asset(width: str) -> dg.AssetsDefinition:
+    table = CANDLE_TABLES[width]
+
+    @dg.asset(
+        key=["silver", table],
+        name=f"silver_{table}",
+        deps=[CANDLES_1M],
+        partitions_def=trade_partitions,
+        backfill_policy=single_run,
+        group_name="silver",
+        kinds={"parquet", "polars"},
+        description=f"{width} OHLCV bars rolled up from the 1-minute candles (UTC-aligned, open-time labelled).",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        stats = []
+        for part in partitions_of(context):
+            one_min = lake.read_partition("silver", CANDLE_TABLES["1m"], part)
+            if one_min is None:
+                raise dg.Failure(f"silver/{CANDLE_TABLES['1m']} {part} is not materialized yet")
+            df = rollup(one_min, width)
+            info = lake.write_partition(df, "silver", table, part)
+            stats.append(_candle_stats(part, df, info))
+        warehouse.refresh_views(lake, [View("silver", table)])
+        return dg.MaterializeResult(metadata=summarize(stats, sums=("rows", "empty_bars", "trades", "bytes")))
+
+    return _asset
+
+
+silver_candles_5m = _rollup_asset("5m")
+silver_candles_1h = _rollup_asset("1h")

@@ -1,0 +1,1 @@
+"""Dagster resources: the Parquet lake, the DuckDB warehouse views, trade sources, MLflow."""

@@ -1,0 +1,385 @@
+"""Import OHLCV history (CSV, Kraken OHLCVT, Parquet, ccxt `fetch_ohlcv` rows) into the silver CANDLES contract.
+
+Imported bars are marked `origin='import:<file name>'` (or 'import:ccxt'). What the sources do not
+say is left unknown rather than invented: the taker buy/sell split is null, and so is the trade
+count when the file has none. Where only one of base/quote volume is known, the other is derived
+with the bar's close as the price (an approximation: the bar's true average price is unknown), so
+`vwap` (= quote_volume / volume) is then the close. Absent bars inside the covered span (sparse
+exports list only bars with trades) become explicit empty bars: prices = the previous close,
+volumes 0, `is_empty=True`. Bars coarser than 1 minute keep their own width (the interval is read
+from the timestamps) and are gap-filled on their own grid.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from crypto_platform.schemas import CANDLES, UTC_TS, conform
+
+ImportFormat = Literal["auto", "csv", "kraken", "parquet"]
+VolumeUnit = Literal["base", "quote"]
+
+_KEYS = ["exchange", "symbol"]
+_PRICES = ["open", "high", "low", "close"]
+# Accepted column names (lower-cased) for each contract field, first match wins.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "ts": ("ts", "timestamp", "time", "datetime", "date", "open_time"),
+    "open": ("open",),
+    "high": ("high",),
+    "low": ("low",),
+    "close": ("close",),
+    "volume": ("volume", "base_volume"),
+    "quote_volume": ("quote_volume", "qav", "quote_asset_volume"),
+    "trade_count": ("trade_count", "trades", "num_trades", "no_of_trades", "count"),
+    "buy_volume": ("buy_volume", "taker_base_vol", "taker_buy_base_volume", "taker_buy_volume"),
+    "vwap": ("vwap",),
+}
+_KRAKEN_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "trade_count"]
+
+
+def read_ohlcv(
+    path: str | Path,
+    *,
+    exchange: str,
+    symbol: str,
+    fmt: ImportFormat = "auto",
+    volume_unit: VolumeUnit = "base",
+    interval: timedelta | None = None,
+    fill_gaps: bool = True,
+) -> pl.DataFrame:
+    """Read one OHLCV history file into CANDLES (format sniffed from suffix/first line when 'auto')."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: OHLCV file does not exist")
+    kind = _sniff_format(path) if fmt == "auto" else fmt
+    if kind == "kraken":
+        raw = _read_kraken_raw(path)
+        volume_unit = "base"
+    elif kind == "csv":
+        raw = _read_csv_raw(path)
+    elif kind == "parquet":
+        raw = _read_parquet_raw(path)
+    else:
+        raise ValueError(f"{path}: unknown OHLCV format {fmt!r} (expected auto, csv, kraken or parquet)")
+    return candles_from_ohlcv(
+        raw,
+        exchange=exchange,
+        symbol=symbol,
+        origin=f"import:{path.name}",
+        volume_unit=volume_unit,
+        interval=interval,
+        fill_gaps=fill_gaps,
+        where=str(path),
+    )
+
+
+def read_ftx_csv(
+    path: str | Path, *, exchange: str = "ftx", symbol: str = "BTC/USD:USD", fill_gaps: bool = True
+) -> pl.DataFrame:
+    """Read an FTX candle CSV (header; volume is QUOTE volume, so base volume = quote / close, approx)."""
+    return read_ohlcv(path, exchange=exchange, symbol=symbol, fmt="csv", volume_unit="quote", fill_gaps=fill_gaps)
+
+
+def read_kraken_ohlcvt(
+    path: str | Path, *, symbol: str, exchange: str = "kraken", fill_gaps: bool = True
+) -> pl.DataFrame:
+    """Read a Kraken OHLCVT export (no header: unix s, o, h, l, c, base volume, trades), filling absent bars."""
+    return read_ohlcv(path, exchange=exchange, symbol=symbol, fmt="kraken", fill_gaps=fill_gaps)
+
+
+def from_ccxt_ohlcv(
+    rows: Sequence[Sequence[float | int | None]],
+    *,
+    exchange: str,
+    symbol: str,
+    timeframe: str = "1m",
+    fill_gaps: bool = True,
+) -> pl.DataFrame:
+    """ccxt `fetch_ohlcv` rows ([ms, open, high, low, close, base volume]) -> CANDLES, origin 'import:ccxt'."""
+    where = f"ccxt fetch_ohlcv {exchange} {symbol}"
+    bad = [i for i, r in enumerate(rows) if len(r) < 6]
+    if bad:
+        raise ValueError(f"{where}: rows {bad[:5]} have fewer than 6 fields [ms, o, h, l, c, v]")
+    fields = ["open", "high", "low", "close", "volume"]
+    data: dict[str, list] = {"ts": [r[0] for r in rows]}
+    for i, c in enumerate(fields, start=1):
+        data[c] = [None if r[i] is None else float(r[i]) for r in rows]
+    schema = {"ts": pl.Int64(), **{c: pl.Float64() for c in fields}}
+    raw = pl.DataFrame(data, schema=schema).with_columns(pl.from_epoch("ts", time_unit="ms"))
+    return candles_from_ohlcv(
+        raw,
+        exchange=exchange,
+        symbol=symbol,
+        origin="import:ccxt",
+        interval=parse_timeframe(timeframe),
+        fill_gaps=fill_gaps,
+        where=where,
+    )
+
+
+def parse_timeframe(timeframe: str) -> timedelta:
+    """'1m' / '5m' / '1h' / '1d' -> timedelta (ccxt timeframe notation)."""
+    m = re.fullmatch(r"(\d+)([smhdw])", timeframe.strip())
+    if not m:
+        raise ValueError(f"timeframe {timeframe!r} is not like '1m', '5m', '1h', '1d'")
+    n, unit = int(m.group(1)), m.group(2)
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    return timedelta(seconds=n * seconds)
+
+
+def candles_from_ohlcv(
+    raw: pl.DataFrame,
+    *,
+    exchange: str,
+    symbol: str,
+    origin: str,
+    volume_unit: VolumeUnit = "base",
+    interval: timedelta | None = None,
+    fill_gaps: bool = True,
+    where: str = "ohlcv",
+) -> pl.DataFrame:
+    """Validate a frame of OHLCV bars (ts + o/h/l/c/volume, optional extras) and conform it to CANDLES."""
+    df = _rename_aliases(raw, where)
+    missing = [c for c in ["ts", *_PRICES, "volume"] if c not in df.columns]
+    if "volume" in missing and "quote_volume" in df.columns:
+        missing.remove("volume")
+    if missing:
+        raise ValueError(f"{where}: missing OHLCV columns {missing} (have {raw.columns})")
+    if df.height == 0:
+        raise ValueError(f"{where}: no rows")
+    df = df.with_columns(_to_utc(df["ts"], where).alias("ts"))
+    for c in [*_PRICES, "volume", "quote_volume", "buy_volume", "vwap"]:
+        if c in df.columns:
+            if not df.schema[c].is_numeric():
+                raise ValueError(f"{where}: column {c!r} is not numeric ({df.schema[c]})")
+            df = df.with_columns(pl.col(c).cast(pl.Float64))
+    if volume_unit == "quote":
+        if "volume" not in df.columns:
+            raise ValueError(f"{where}: volume_unit='quote' needs a 'volume' column")
+        df = df.drop("quote_volume", strict=False).rename({"volume": "quote_volume"})
+    df = _validate(df, where)
+    df = _derive_volumes(df)
+    df = df.with_columns(
+        pl.lit(exchange).alias("exchange"),
+        pl.lit(symbol).alias("symbol"),
+        pl.lit(origin).alias("origin"),
+        (pl.col("volume") == 0).alias("is_empty"),
+    )
+    step = interval or _infer_interval(df["ts"], where)
+    _check_grid(df["ts"], step, where)
+    out = conform(df, CANDLES, name=where)
+    if fill_gaps:
+        out = fill_missing_bars(out, step)
+    return out.sort([*_KEYS, "ts"])
+
+
+def fill_missing_bars(candles: pl.DataFrame, interval: timedelta = timedelta(minutes=1)) -> pl.DataFrame:
+    """Insert explicit empty bars (previous close carried, volumes 0, is_empty) for absent grid times."""
+    if candles.height == 0:
+        return candles
+    parts = []
+    for (exchange, symbol), g in candles.sort("ts").group_by(_KEYS, maintain_order=True):
+        grid = pl.DataFrame(
+            {"ts": pl.datetime_range(g["ts"].min(), g["ts"].max(), interval, eager=True, time_unit="us",
+                                     time_zone="UTC")}
+        ).with_columns(pl.col("ts").cast(UTC_TS))
+        split_known = g["buy_volume"].is_not_null().any()
+        origin = g["origin"][0]
+        full = grid.join(g, on="ts", how="left").with_columns(pl.col("exchange").is_null().alias("_new"))
+        carried = pl.col("close").forward_fill()
+        full = full.with_columns(
+            pl.lit(exchange).alias("exchange"),
+            pl.lit(symbol).alias("symbol"),
+            *[pl.when(pl.col("_new")).then(carried).otherwise(pl.col(c)).alias(c) for c in _PRICES],
+            *[pl.col(c).fill_null(0.0).alias(c) for c in ["volume", "quote_volume"]],
+            pl.when(pl.col("_new")).then(carried).otherwise(pl.col("vwap")).alias("vwap"),
+            pl.when(pl.col("_new")).then(0).otherwise(pl.col("trade_count")).alias("trade_count"),
+            *[
+                pl.when(pl.col("_new")).then(pl.lit(0.0 if split_known else None)).otherwise(pl.col(c)).alias(c)
+                for c in ["buy_volume", "sell_volume"]
+            ],
+            (pl.col("_new") | pl.col("is_empty")).alias("is_empty"),
+            pl.lit(origin).alias("origin"),
+        )
+        parts.append(conform(full, CANDLES, name="fill_missing_bars"))
+    return pl.concat(parts).sort([*_KEYS, "ts"])
+
+
+def split_by_day(candles: pl.DataFrame) -> dict[date, pl.DataFrame]:
+    """Split candles into UTC-day frames (sorted by exchange, symbol, ts) for per-day partition writes."""
+    if candles.height == 0:
+        return {}
+    keyed = candles.with_columns(pl.col("ts").dt.date().alias("_day")).sort([*_KEYS, "ts"])
+    out: dict[date, pl.DataFrame] = {}
+    for (day,), g in keyed.group_by("_day", maintain_order=False):
+        out[day] = g.drop("_day")
+    return dict(sorted(out.items()))
+
+
+# ----------------------------------------------------------------------------------------------
+# readers and helpers
+
+
+def _sniff_format(path: Path) -> str:
+    """Parquet by suffix; CSV without a header (numeric first field) is Kraken OHLCVT."""
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return "parquet"
+    if suffix not in {".csv", ".txt"}:
+        raise ValueError(f"{path}: cannot tell the OHLCV format from suffix {suffix!r}; pass fmt=")
+    with path.open() as fh:
+        first = fh.readline().strip()
+    if not first:
+        raise ValueError(f"{path}: empty file")
+    head = first.split(",")[0].strip()
+    try:
+        float(head)
+    except ValueError:
+        return "csv"
+    return "kraken"
+
+
+def _read_csv_raw(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_csv(path, infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable CSV with a header ({exc})") from exc
+
+
+def _read_kraken_raw(path: Path) -> pl.DataFrame:
+    try:
+        df = pl.read_csv(path, has_header=False, infer_schema_length=10_000)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Kraken OHLCVT CSV ({exc})") from exc
+    if df.width != len(_KRAKEN_COLUMNS):
+        raise ValueError(
+            f"{path}: Kraken OHLCVT needs {len(_KRAKEN_COLUMNS)} columns "
+            f"(unix seconds, open, high, low, close, volume, trades), found {df.width}"
+        )
+    df.columns = _KRAKEN_COLUMNS
+    if not df.schema["ts"].is_integer():
+        raise ValueError(f"{path}: first column must be unix seconds (integers), got {df.schema['ts']}")
+    return df.with_columns(pl.from_epoch("ts", time_unit="s"))
+
+
+def _read_parquet_raw(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _rename_aliases(df: pl.DataFrame, where: str) -> pl.DataFrame:
+    lower = {c.lower().strip(): c for c in df.columns}
+    select = []
+    for field, names in _ALIASES.items():
+        for n in names:
+            if n in lower:
+                select.append(pl.col(lower[n]).alias(field))
+                break
+    if not select:
+        raise ValueError(f"{where}: no OHLCV columns recognised in {df.columns}")
+    return df.select(select)
+
+
+def _to_utc(ts: pl.Series, where: str) -> pl.Series:
+    """Datetime (naive = UTC), integer/float epoch (s, ms or µs by magnitude) or ISO string -> UTC µs."""
+    dtype = ts.dtype
+    try:
+        if isinstance(dtype, pl.Datetime):
+            out = ts.dt.replace_time_zone("UTC") if dtype.time_zone is None else ts.dt.convert_time_zone("UTC")
+        elif dtype.is_numeric():
+            v = ts.cast(pl.Float64)
+            peak = v.abs().max() or 0.0
+            unit = "s" if peak < 1e11 else "ms" if peak < 1e14 else "us"
+            out = pl.from_epoch(v.round(0).cast(pl.Int64), time_unit=unit)
+            out = out.dt.replace_time_zone("UTC")
+        elif dtype == pl.String:
+            out = ts.str.strip_chars().str.to_datetime(time_unit="us", time_zone="UTC")
+        elif dtype == pl.Date:
+            out = ts.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        else:
+            raise ValueError(f"unsupported timestamp type {dtype}")
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        raise ValueError(f"{where}: cannot parse timestamps ({exc})") from exc
+    if out.null_count() > ts.null_count():
+        raise ValueError(f"{where}: {out.null_count() - ts.null_count()} timestamps could not be parsed")
+    return out.cast(UTC_TS)
+
+
+def _validate(df: pl.DataFrame, where: str) -> pl.DataFrame:
+    """Reject nulls, non-finite or non-positive prices, incoherent OHLC, negative volumes, conflicting dupes."""
+    cols = ["ts", *_PRICES]
+    nulls = {c: n for c in cols if (n := df[c].null_count())}
+    if nulls:
+        raise ValueError(f"{where}: null values in {nulls}")
+    vol_cols = [c for c in ["volume", "quote_volume"] if c in df.columns]
+    problems = {
+        "non-finite or non-positive prices": pl.any_horizontal([~(pl.col(c) > 0) | ~pl.col(c).is_finite()
+                                                                 for c in _PRICES]),
+        "high below open/close/low": pl.col("high") < pl.max_horizontal("open", "close", "low"),
+        "low above open/close": pl.col("low") > pl.min_horizontal("open", "close"),
+        "negative or non-finite volume": pl.any_horizontal(
+            [(pl.col(c) < 0) | ~pl.col(c).is_finite() for c in vol_cols]
+        ),
+    }
+    for what, cond in problems.items():
+        bad = df.with_row_index("_row").filter(cond)
+        if bad.height:
+            rows = bad["_row"].head(5).to_list()
+            raise ValueError(f"{where}: {bad.height} rows with {what} (first rows {rows}: {bad.head(1).to_dicts()})")
+    df = df.unique(maintain_order=True)
+    dup = df.filter(pl.col("ts").is_duplicated())
+    if dup.height:
+        raise ValueError(f"{where}: {dup.height} rows share a timestamp with different values, e.g. {dup['ts'][0]}")
+    return df.sort("ts")
+
+
+def _derive_volumes(df: pl.DataFrame) -> pl.DataFrame:
+    """Fill whichever of base/quote volume is missing (close as the price), vwap, taker split and count."""
+    has_base, has_quote = "volume" in df.columns, "quote_volume" in df.columns
+    if not has_base:
+        df = df.with_columns((pl.col("quote_volume") / pl.col("close")).alias("volume"))
+    if not has_quote:
+        df = df.with_columns((pl.col("volume") * pl.col("close")).alias("quote_volume"))
+    if "vwap" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.Float64).alias("vwap"))
+    computed = pl.when(pl.col("volume") > 0).then(pl.col("quote_volume") / pl.col("volume"))
+    vwap = pl.coalesce(pl.col("vwap"), computed, pl.col("close"))
+    if "buy_volume" in df.columns:
+        sell = (pl.col("volume") - pl.col("buy_volume")).clip(lower_bound=0.0)
+    else:
+        df = df.with_columns(pl.lit(None, pl.Float64).alias("buy_volume"))
+        sell = pl.lit(None, pl.Float64)
+    if "trade_count" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.Int64).alias("trade_count"))
+    return df.with_columns(
+        vwap.alias("vwap"), sell.alias("sell_volume"), pl.col("trade_count").cast(pl.Int64)
+    )
+
+
+def _infer_interval(ts: pl.Series, where: str) -> timedelta:
+    """The bar width: the smallest gap between consecutive bars (1 minute for a single bar)."""
+    diffs = ts.sort().diff().drop_nulls()
+    if diffs.len() == 0:
+        return timedelta(minutes=1)
+    step = diffs.min()
+    if not isinstance(step, timedelta) or step <= timedelta(0):
+        raise ValueError(f"{where}: cannot infer the bar interval from timestamps")
+    return step
+
+
+def _check_grid(ts: pl.Series, step: timedelta, where: str) -> None:
+    """Every bar must sit on the regular grid started by the first bar."""
+    us = int(step.total_seconds() * 1_000_000)
+    first = ts.min()
+    off = ((ts - first).dt.total_microseconds() % us) != 0
+    if off.any():
+        bad = ts.filter(off)[0]
+        raise ValueError(f"{where}: bar {bad} is not on the {step} grid starting at {first}")
