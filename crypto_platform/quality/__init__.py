@@ -1,0 +1,1 @@
+"""Data-quality suites (Great Expectations, run in-process) for the lake tables."""

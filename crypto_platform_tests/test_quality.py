@@ -1,0 +1,253 @@
+"""GX suites on real candles and trades: clean data passes, crafted faults fail with the right counts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from crypto_platform.quality.expectations import (
+    SuiteResult,
+    validate_bronze,
+    validate_candles,
+    warm_up,
+)
+from crypto_platform.schemas import BRONZE_TRADES, CANDLES, conform
+
+DAY = datetime(2022, 1, 10, tzinfo=UTC)
+NEXT = DAY + timedelta(days=1)
+TRADES_START = datetime(2024, 1, 1, tzinfo=UTC)
+TRADES_END = TRADES_START + timedelta(days=1)
+
+
+def ftx_candles(shared_data: Path, start: datetime, end: datetime) -> pl.DataFrame:
+    """FTX BTC-PERP 1-minute bars in [start, end) as silver CANDLES (volume in the file is quote volume)."""
+    raw = pl.read_csv(shared_data / "candles" / "ftx_btcperp_1m_2022-01.csv")
+    ts = pl.col("timestamp").str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", time_zone="UTC")
+    df = (
+        raw.with_columns(ts.alias("ts"))
+        .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        .select(
+            pl.lit("ftx").alias("exchange"), pl.lit("BTC/USD:USD").alias("symbol"), "ts",
+            "open", "high", "low", "close",
+            (pl.col("volume") / pl.col("close")).alias("volume"), pl.col("volume").alias("quote_volume"),
+            pl.col("close").alias("vwap"), pl.lit(None, pl.Int64).alias("trade_count"),
+            pl.lit(None, pl.Float64).alias("buy_volume"), pl.lit(None, pl.Float64).alias("sell_volume"),
+            (pl.col("volume") == 0).alias("is_empty"), pl.lit("import:ftx").alias("origin"),
+        )
+    )
+    return conform(df, CANDLES, name="test candles")
+
+
+def binance_trades(shared_data: Path) -> pl.DataFrame:
+    """Binance spot BTC/USDT trades (2024-01-01 12:00-12:30) as BRONZE_TRADES."""
+    raw = pl.read_parquet(shared_data / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet")
+    side = pl.when(pl.col("is_buyer_maker") == 1).then(pl.lit("sell")).otherwise(pl.lit("buy"))
+    df = raw.select(
+        pl.lit("binance").alias("exchange"), pl.lit("BTC/USDT").alias("symbol"),
+        pl.col("trade_id").cast(pl.String), pl.col("datetime").alias("ts"), "price",
+        pl.col("quantity").alias("amount"), (pl.col("price") * pl.col("quantity")).alias("cost"),
+        side.alias("side"),
+    )
+    return conform(df, BRONZE_TRADES, name="test trades")
+
+
+@pytest.fixture(scope="module")
+def candles(shared_data: Path) -> pl.DataFrame:
+    warm_up()
+    return ftx_candles(shared_data, DAY, NEXT)
+
+
+@pytest.fixture(scope="module")
+def trades(shared_data: Path) -> pl.DataFrame:
+    warm_up()
+    return binance_trades(shared_data)
+
+
+def counts(result: SuiteResult) -> dict[str, int | None]:
+    """unexpected_count of every failed outcome."""
+    return {o.name: o.unexpected_count for o in result.failed}
+
+
+def set_row(df: pl.DataFrame, row: int, **values: object) -> pl.DataFrame:
+    idx = pl.int_range(pl.len()) == row
+    return df.with_columns(
+        [
+            pl.when(idx).then(pl.lit(v, dtype=df.schema[c])).otherwise(pl.col(c)).alias(c)
+            for c, v in values.items()
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# candles
+
+
+def test_clean_candles_pass(candles: pl.DataFrame) -> None:
+    r = validate_candles(candles, DAY, NEXT)
+    assert candles.height == 1440
+    assert r.success, r.summary()
+    assert r.row_count == 1440
+    assert all(o.success for o in r.outcomes)
+    names = {o.name for o in r.outcomes}
+    assert {
+        "columns", "dtypes_match_contract", "minute_unique", "high_ge_low", "open_ge_low", "close_le_high",
+        "volume_non_negative", "ts_in_window", "non_empty_share", "symbol_not_null",
+    } <= names
+    assert r.outcome("non_empty_share").observed_value == "1.0000"
+    assert r.outcome("ts_in_window").element_count == 1440
+    meta = r.to_metadata()
+    assert meta["success"] is True and meta["failed_expectations"] == "-"
+    assert meta["minute_unique.unexpected_count"] == 0
+
+
+def test_high_below_low_is_counted(candles: pl.DataFrame) -> None:
+    row = candles.row(100, named=True)
+    bad = set_row(candles, 100, high=row["low"] - 10.0)
+    r = validate_candles(bad, DAY, NEXT)
+    assert not r.success
+    # high < low, and therefore also high < open and high < close; open/close >= low still hold
+    assert counts(r) == {"high_ge_low": 1, "open_le_high": 1, "close_le_high": 1}
+    assert r.outcome("high_ge_low").unexpected_examples[0].startswith(f"({row['low'] - 10.0}")
+
+
+def test_duplicated_minute_and_null_key(candles: pl.DataFrame) -> None:
+    dup = pl.concat([candles, candles.slice(500, 1)])
+    r = validate_candles(dup, DAY, NEXT)
+    assert counts(r) == {"minute_unique": 2}  # GX counts every row of a duplicated key
+    assert "2022-01-10 08:20:00" in r.outcome("minute_unique").unexpected_examples[0]
+
+    nulls = set_row(candles, 7, symbol=None)
+    r = validate_candles(nulls, DAY, NEXT)
+    assert counts(r) == {"symbol_not_null": 1}
+    assert r.outcome("symbol_not_null").unexpected_examples == ("null",)
+
+
+def test_ts_outside_window(candles: pl.DataFrame, shared_data: Path) -> None:
+    spill = ftx_candles(shared_data, NEXT, NEXT + timedelta(minutes=3))
+    r = validate_candles(pl.concat([candles, spill]), DAY, NEXT)
+    assert counts(r) == {"ts_in_window": 3}
+    # the window is a parameter of the cached suite: the same frame passes with a wider window
+    assert validate_candles(pl.concat([candles, spill]), DAY, NEXT + timedelta(hours=1)).success
+
+
+def test_non_empty_share(candles: pl.DataFrame) -> None:
+    first = candles.row(0, named=True)
+    empty_bar = {"open": first["close"], "high": first["close"], "low": first["close"], "volume": 0.0,
+                 "quote_volume": 0.0, "is_empty": True}
+    n_empty = 900  # 540 / 1440 = 37.5% non-empty
+    thin = candles.with_columns(
+        [pl.when(pl.int_range(pl.len()) < n_empty).then(pl.lit(v)).otherwise(pl.col(c)).alias(c)
+         for c, v in empty_bar.items()]
+    )
+    r = validate_candles(thin, DAY, NEXT, min_non_empty_share=0.5)
+    assert counts(r) == {"non_empty_share": n_empty}
+    assert r.outcome("non_empty_share").observed_value == f"{540 / 1440:.4f}"
+    assert validate_candles(thin, DAY, NEXT, min_non_empty_share=0.3).success
+    skipped = validate_candles(thin, DAY, NEXT, min_non_empty_share=None)
+    assert skipped.success and "non_empty_share" not in {o.name for o in skipped.outcomes}
+
+
+def test_open_close_range_is_only_checked_on_traded_bars(candles: pl.DataFrame) -> None:
+    row = candles.row(3, named=True)
+    out_of_range = {"open": row["high"] + 5.0}
+    on_traded = validate_candles(set_row(candles, 3, **out_of_range), DAY, NEXT)
+    assert counts(on_traded) == {"open_le_high": 1}
+    on_empty = validate_candles(set_row(candles, 3, is_empty=True, **out_of_range), DAY, NEXT)
+    assert on_empty.success, on_empty.summary()
+
+
+def test_schema_faults(candles: pl.DataFrame) -> None:
+    r = validate_candles(candles.drop("vwap"), DAY, NEXT)
+    assert not r.outcome("columns").success
+    assert "missing=['vwap']" in (r.outcome("columns").observed_value or "")
+    assert not r.outcome("vwap_type").success and r.outcome("vwap_type").error
+
+    ns = candles.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
+    r = validate_candles(ns, DAY, NEXT)
+    assert counts(r) == {"dtypes_match_contract": 1}
+    assert r.outcome("dtypes_match_contract").unexpected_examples[0].startswith("ts: Datetime(time_unit='ns'")
+
+    with pytest.raises(ValueError, match="timezone-aware"):
+        validate_candles(candles, DAY.replace(tzinfo=None), NEXT)
+    with pytest.raises(ValueError, match="min_non_empty_share"):
+        validate_candles(candles, DAY, NEXT, min_non_empty_share=1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# bronze trades
+
+
+def test_clean_trades_pass(trades: pl.DataFrame) -> None:
+    assert trades.height == 16_702
+    r = validate_bronze(trades, TRADES_START, TRADES_END)
+    assert r.success, r.summary()
+    assert r.outcome("trade_id_unique").element_count == 16_702
+
+
+def test_bad_trades_are_counted(trades: pl.DataFrame) -> None:
+    bad = set_row(trades, 10, price=-1.0)
+    bad = set_row(bad, 11, amount=0.0)
+    bad = set_row(bad, 12, trade_id=None)
+    bad = pl.concat([bad, trades.slice(20, 1)])  # a duplicated trade id
+    late = trades.slice(30, 2).with_columns(pl.col("ts") + timedelta(days=1), pl.col("trade_id") + "-late")
+    bad = pl.concat([bad, late])
+    r = validate_bronze(bad, TRADES_START, TRADES_END)
+    assert counts(r) == {
+        "trade_id_not_null": 1, "price_positive": 1, "amount_positive": 1, "trade_id_unique": 2,
+        "ts_in_window": 2,
+    }
+    assert r.outcome("price_positive").unexpected_examples == ("-1.0",)
+    meta = r.to_metadata()
+    assert meta["success"] is False
+    assert meta["ts_in_window.unexpected_count"] == 2
+    assert "price_positive" in str(meta["failed_expectations"])
+
+
+def test_unknown_side(trades: pl.DataFrame) -> None:
+    # Off-contract frame (side as free text): both the type and the value set fail.
+    loose = trades.with_columns(pl.col("side").cast(pl.String))
+    loose = set_row(loose, 5, side="unknown")
+    r = validate_bronze(loose, TRADES_START, TRADES_END)
+    assert counts(r) == {"side_type": None, "dtypes_match_contract": 1, "side_in_set": 1}
+    assert r.outcome("side_in_set").unexpected_examples == ("unknown",)
+
+
+def test_empty_partition_passes() -> None:
+    r = validate_bronze(pl.DataFrame(schema=BRONZE_TRADES), TRADES_START, TRADES_END)
+    assert r.success and r.row_count == 0
+
+
+def test_no_network_and_no_analytics() -> None:
+    """Importing GX, building the context and validating opens no connection (fresh interpreter)."""
+    script = textwrap.dedent(
+        """
+        import socket
+        attempts = []
+        real_connect = socket.socket.connect
+        def guard(self, address):
+            if not (isinstance(address, str) or str(address[0]) in ("127.0.0.1", "::1", "localhost")):
+                attempts.append(address)
+                raise OSError("network disabled in test")
+            return real_connect(self, address)
+        socket.socket.connect = guard  # socket.create_connection and every HTTP client go through it
+        from datetime import UTC, datetime, timedelta
+        import polars as pl
+        from crypto_platform.quality import expectations as q
+        from crypto_platform.schemas import CANDLES
+        start = datetime(2022, 1, 10, tzinfo=UTC)
+        r = q.validate_candles(pl.DataFrame(schema=CANDLES), start, start + timedelta(days=1))
+        assert r.success, r.summary()
+        ctx = q._runtime().context
+        print("analytics", ctx.config.analytics_enabled, "attempts", len(attempts))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "analytics False attempts 0" in out.stdout
