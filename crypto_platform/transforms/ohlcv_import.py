@@ -1,4 +1,4 @@
-"""Import OHLCV history (CSV, Kraken OHLCVT, Parquet, ccxt `fetch_ohlcv` rows) into the silver CANDLES contract.
+"""Import OHLCV history (CSV, Kraken OHLCVT, Parquet, ccxt `fetch_ohlcv` rows) as silver CANDLES.
 
 Imported bars are marked `origin='import:<file name>'` (or 'import:ccxt'). What the sources do not
 say is left unknown rather than invented: the taker buy/sell split is null, and so is the trade
@@ -83,13 +83,15 @@ def read_ftx_csv(
     path: str | Path, *, exchange: str = "ftx", symbol: str = "BTC/USD:USD", fill_gaps: bool = True
 ) -> pl.DataFrame:
     """Read an FTX candle CSV (header; volume is QUOTE volume, so base volume = quote / close, approx)."""
-    return read_ohlcv(path, exchange=exchange, symbol=symbol, fmt="csv", volume_unit="quote", fill_gaps=fill_gaps)
+    return read_ohlcv(
+        path, exchange=exchange, symbol=symbol, fmt="csv", volume_unit="quote", fill_gaps=fill_gaps
+    )
 
 
 def read_kraken_ohlcvt(
     path: str | Path, *, symbol: str, exchange: str = "kraken", fill_gaps: bool = True
 ) -> pl.DataFrame:
-    """Read a Kraken OHLCVT export (no header: unix s, o, h, l, c, base volume, trades), filling absent bars."""
+    """Read a Kraken OHLCVT export (no header: unix s, o, h, l, c, base volume, trades); fills absent bars."""
     return read_ohlcv(path, exchange=exchange, symbol=symbol, fmt="kraken", fill_gaps=fill_gaps)
 
 
@@ -101,7 +103,7 @@ def from_ccxt_ohlcv(
     timeframe: str = "1m",
     fill_gaps: bool = True,
 ) -> pl.DataFrame:
-    """ccxt `fetch_ohlcv` rows ([ms, open, high, low, close, base volume]) -> CANDLES, origin 'import:ccxt'."""
+    """ccxt `fetch_ohlcv` rows ([ms, open, high, low, close, base volume]) -> CANDLES ('import:ccxt')."""
     where = f"ccxt fetch_ohlcv {exchange} {symbol}"
     bad = [i for i, r in enumerate(rows) if len(r) < 6]
     if bad:
@@ -189,7 +191,7 @@ def fill_missing_bars(candles: pl.DataFrame, interval: timedelta = timedelta(min
             {"ts": pl.datetime_range(g["ts"].min(), g["ts"].max(), interval, eager=True, time_unit="us",
                                      time_zone="UTC")}
         ).with_columns(pl.col("ts").cast(UTC_TS))
-        split_known = g["buy_volume"].is_not_null().any()
+        empty_split = 0.0 if g["buy_volume"].is_not_null().any() else None  # unknown split stays unknown
         origin = g["origin"][0]
         full = grid.join(g, on="ts", how="left").with_columns(pl.col("exchange").is_null().alias("_new"))
         carried = pl.col("close").forward_fill()
@@ -201,7 +203,7 @@ def fill_missing_bars(candles: pl.DataFrame, interval: timedelta = timedelta(min
             pl.when(pl.col("_new")).then(carried).otherwise(pl.col("vwap")).alias("vwap"),
             pl.when(pl.col("_new")).then(0).otherwise(pl.col("trade_count")).alias("trade_count"),
             *[
-                pl.when(pl.col("_new")).then(pl.lit(0.0 if split_known else None)).otherwise(pl.col(c)).alias(c)
+                pl.when(pl.col("_new")).then(pl.lit(empty_split, pl.Float64)).otherwise(pl.col(c)).alias(c)
                 for c in ["buy_volume", "sell_volume"]
             ],
             (pl.col("_new") | pl.col("is_empty")).alias("is_empty"),
@@ -293,7 +295,8 @@ def _to_utc(ts: pl.Series, where: str) -> pl.Series:
     dtype = ts.dtype
     try:
         if isinstance(dtype, pl.Datetime):
-            out = ts.dt.replace_time_zone("UTC") if dtype.time_zone is None else ts.dt.convert_time_zone("UTC")
+            naive = dtype.time_zone is None
+            out = ts.dt.replace_time_zone("UTC") if naive else ts.dt.convert_time_zone("UTC")
         elif dtype.is_numeric():
             v = ts.cast(pl.Float64)
             peak = v.abs().max() or 0.0
@@ -314,7 +317,7 @@ def _to_utc(ts: pl.Series, where: str) -> pl.Series:
 
 
 def _validate(df: pl.DataFrame, where: str) -> pl.DataFrame:
-    """Reject nulls, non-finite or non-positive prices, incoherent OHLC, negative volumes, conflicting dupes."""
+    """Reject null/non-finite/non-positive prices, incoherent OHLC, negative volume, conflicting dupes."""
     cols = ["ts", *_PRICES]
     nulls = {c: n for c in cols if (n := df[c].null_count())}
     if nulls:
@@ -333,11 +336,14 @@ def _validate(df: pl.DataFrame, where: str) -> pl.DataFrame:
         bad = df.with_row_index("_row").filter(cond)
         if bad.height:
             rows = bad["_row"].head(5).to_list()
-            raise ValueError(f"{where}: {bad.height} rows with {what} (first rows {rows}: {bad.head(1).to_dicts()})")
+            first = bad.head(1).to_dicts()
+            raise ValueError(f"{where}: {bad.height} rows with {what} (rows {rows}; first: {first})")
     df = df.unique(maintain_order=True)
     dup = df.filter(pl.col("ts").is_duplicated())
     if dup.height:
-        raise ValueError(f"{where}: {dup.height} rows share a timestamp with different values, e.g. {dup['ts'][0]}")
+        raise ValueError(
+            f"{where}: {dup.height} rows share a timestamp with different values, e.g. {dup['ts'][0]}"
+        )
     return df.sort("ts")
 
 
@@ -350,8 +356,11 @@ def _derive_volumes(df: pl.DataFrame) -> pl.DataFrame:
         df = df.with_columns((pl.col("volume") * pl.col("close")).alias("quote_volume"))
     if "vwap" not in df.columns:
         df = df.with_columns(pl.lit(None, pl.Float64).alias("vwap"))
+    # With one volume derived from the other through the close, the vwap is exactly the close.
     computed = pl.when(pl.col("volume") > 0).then(pl.col("quote_volume") / pl.col("volume"))
-    vwap = pl.coalesce(pl.col("vwap"), computed, pl.col("close"))
+    both = has_base and has_quote
+    sources = [pl.col("vwap"), computed, pl.col("close")] if both else [pl.col("vwap"), pl.col("close")]
+    vwap = pl.coalesce(sources)
     if "buy_volume" in df.columns:
         sell = (pl.col("volume") - pl.col("buy_volume")).clip(lower_bound=0.0)
     else:
@@ -382,4 +391,7 @@ def _check_grid(ts: pl.Series, step: timedelta, where: str) -> None:
     off = ((ts - first).dt.total_microseconds() % us) != 0
     if off.any():
         bad = ts.filter(off)[0]
-        raise ValueError(f"{where}: bar {bad} is not on the {step} grid starting at {first}")
+        raise ValueError(
+            f"{where}: bar {bad} is not on the {step} grid starting at {first} "
+            "(irregular timestamps; pass interval= if the inferred width is wrong)"
+        )

@@ -1,0 +1,1 @@
+"""Model training, evaluation and registry code (pure functions; the Dagster assets wrap them)."""

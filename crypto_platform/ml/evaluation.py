@@ -1,0 +1,230 @@
+"""Forecast evaluation against naive baselines, feature importance, and the promotion (skill) gate.
+
+The trap with short-horizon returns: they are mostly noise around zero, so the zero forecast is
+close to MAE/RMSE-optimal and a model "beating" it on MAE says little. Skill shows in the ranking
+(Spearman rank IC) and the direction (hit rate on moves that are not zero), which is what the gate
+uses. Baselines, both known at the same moment as the features (bar t closed):
+
+* zero: predicts a log return of 0 (no move);
+* momentum: predicts that the last h minutes repeat, log(close[t] / close[t-h]) (null -> 0).
+
+The hit rate is tested (one-sided binomial) against the larger of 50% and the chance level
+implied by the sign frequencies, P(pred>0)P(real>0) + P(pred<0)P(real<0): a model that merely
+predicts the sign of a trending window's drift has a high hit rate but no skill. Overlapping labels
+(an h-minute label every minute) are not independent observations, so the test is run on the
+effective sample (hits and trials divided by the overlap h); the naive p-value is reported too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from scipy import stats
+
+PrimaryMetric = Literal["rank_ic", "hit_rate", "mae", "rmse"]
+HIGHER_IS_BETTER: dict[str, bool] = {"rank_ic": True, "hit_rate": True, "mae": False, "rmse": False}
+METRIC_NAMES = [
+    "n", "mae", "rmse", "hit_rate", "hit_rate_null", "n_directional", "hit_p_value", "hit_p_value_naive",
+    "rank_ic",
+]
+
+
+@dataclass(frozen=True)
+class ForecastMetrics:
+    """Accuracy of one forecast against the realised returns (NaN where a metric is undefined)."""
+
+    n: int
+    mae: float
+    rmse: float
+    hit_rate: float  # share of same-sign pairs among rows where forecast and outcome are both non-zero
+    hit_rate_null: float  # the tested chance level: max(0.5, sign-frequency chance level)
+    n_directional: int  # how many such rows
+    hit_p_value: float  # one-sided binomial test of hit_rate > hit_rate_null, overlap-adjusted sample
+    hit_p_value_naive: float  # the same test treating every (overlapping) row as independent
+    rank_ic: float  # Spearman rank correlation of forecast and outcome (NaN for a constant forecast)
+
+    def as_dict(self) -> dict[str, float]:
+        """The metrics as a flat name -> number mapping."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Model vs the zero and momentum baselines on one evaluation window, plus gain importance."""
+
+    model: ForecastMetrics
+    zero: ForecastMetrics
+    momentum: ForecastMetrics
+    horizon: int
+    window_start: datetime
+    window_end: datetime  # last bar time in the window (inclusive)
+    importance: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+    def table(self) -> pl.DataFrame:
+        """One row per forecast (model, zero, momentum) with every metric as a column."""
+        rows = [{"forecast": k, **m.as_dict()} for k, m in self.forecasts().items()]
+        return pl.DataFrame(rows)
+
+    def forecasts(self) -> dict[str, ForecastMetrics]:
+        """{'model': ..., 'zero': ..., 'momentum': ...}."""
+        return {"model": self.model, "zero": self.zero, "momentum": self.momentum}
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether to promote a model to champion, with one PASS/FAIL line per check."""
+
+    promote: bool
+    reasons: list[str]
+    primary: str = "rank_ic"
+
+
+def forecast_metrics(prediction: np.ndarray, realised: np.ndarray, *, overlap: int = 1) -> ForecastMetrics:
+    """MAE, RMSE, directional hit rate with its one-sided binomial p-value, and Spearman rank IC."""
+    pred = np.asarray(prediction, dtype=float)
+    real = np.asarray(realised, dtype=float)
+    if pred.shape != real.shape:
+        raise ValueError(f"forecast_metrics: {pred.shape} predictions vs {real.shape} outcomes")
+    ok = np.isfinite(pred) & np.isfinite(real)
+    pred, real = pred[ok], real[ok]
+    n = int(pred.size)
+    if n == 0:
+        nan = float("nan")
+        return ForecastMetrics(0, nan, nan, nan, 0.5, 0, 1.0, 1.0, nan)
+    err = pred - real
+    directional = (pred != 0) & (real != 0)
+    n_dir = int(directional.sum())
+    up_pred, up_real = pred[directional] > 0, real[directional] > 0
+    hits = int((up_pred == up_real).sum())
+    hit_rate = hits / n_dir if n_dir else float("nan")
+    a, b = (float(up_pred.mean()), float(up_real.mean())) if n_dir else (0.5, 0.5)
+    null = max(0.5, a * b + (1 - a) * (1 - b))
+    return ForecastMetrics(
+        n=n,
+        mae=float(np.mean(np.abs(err))),
+        rmse=float(np.sqrt(np.mean(err**2))),
+        hit_rate=hit_rate,
+        hit_rate_null=null,
+        n_directional=n_dir,
+        hit_p_value=_binom_p(hits, n_dir, max(1, overlap), null),
+        hit_p_value_naive=_binom_p(hits, n_dir, 1, null),
+        rank_ic=rank_ic(pred, real),
+    )
+
+
+def rank_ic(prediction: np.ndarray, realised: np.ndarray) -> float:
+    """Spearman rank correlation (NaN when either side is constant or there are < 3 points)."""
+    pred = np.asarray(prediction, dtype=float)
+    real = np.asarray(realised, dtype=float)
+    if pred.size < 3 or np.ptp(pred) == 0 or np.ptp(real) == 0:
+        return float("nan")
+    return float(stats.spearmanr(pred, real).statistic)
+
+
+def evaluate(
+    frame: pl.DataFrame,
+    prediction: np.ndarray,
+    *,
+    horizon: int,
+    momentum_col: str,
+    label_col: str = "label",
+    booster: lgb.Booster | None = None,
+) -> EvaluationReport:
+    """Score a model's predictions on `frame` (ts, label, momentum column) against both baselines."""
+    if frame.height == 0:
+        raise ValueError("evaluate: empty evaluation window")
+    if len(prediction) != frame.height:
+        raise ValueError(f"evaluate: {len(prediction)} predictions for {frame.height} rows")
+    missing = [c for c in ["ts", label_col, momentum_col] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"evaluate: frame lacks columns {missing}")
+    real = frame[label_col].cast(pl.Float64).to_numpy()
+    momentum = frame[momentum_col].cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy()
+    return EvaluationReport(
+        model=forecast_metrics(np.asarray(prediction, dtype=float), real, overlap=horizon),
+        zero=forecast_metrics(np.zeros_like(real), real, overlap=horizon),
+        momentum=forecast_metrics(momentum, real, overlap=horizon),
+        horizon=horizon,
+        window_start=frame["ts"].min(),  # type: ignore[arg-type]
+        window_end=frame["ts"].max(),  # type: ignore[arg-type]
+        importance=feature_importance(booster) if booster is not None else pl.DataFrame(),
+    )
+
+
+def feature_importance(booster: lgb.Booster) -> pl.DataFrame:
+    """(feature, gain, gain_share, splits), by total gain, largest first."""
+    gain = booster.feature_importance(importance_type="gain").astype(float)
+    splits = booster.feature_importance(importance_type="split").astype(np.int64)
+    total = float(gain.sum()) or 1.0
+    return pl.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "gain": gain,
+            "gain_share": gain / total,
+            "splits": splits,
+        }
+    ).sort(["gain", "feature"], descending=[True, False])
+
+
+def skill_gate(
+    model_metrics: ForecastMetrics,
+    momentum_metrics: ForecastMetrics,
+    champion_metrics: ForecastMetrics | None,
+    primary: PrimaryMetric = "rank_ic",
+    *,
+    alpha: float = 0.05,
+) -> GateDecision:
+    """Promote only if rank IC > 0 and > momentum's, hit rate > 50% (p < alpha), champion beaten."""
+    if primary not in HIGHER_IS_BETTER:
+        raise ValueError(f"skill_gate: primary must be one of {sorted(HIGHER_IS_BETTER)}, got {primary!r}")
+    ic, mom_ic = model_metrics.rank_ic, momentum_metrics.rank_ic
+    checks: list[tuple[bool, str]] = [
+        (_finite(ic) and ic > 0, f"rank IC {_fmt(ic)} > 0"),
+        (
+            _finite(ic) and (not _finite(mom_ic) or ic > mom_ic),
+            f"rank IC {_fmt(ic)} > momentum rank IC {_fmt(mom_ic)}",
+        ),
+        (
+            _finite(model_metrics.hit_rate)
+            and model_metrics.hit_rate > 0.5
+            and model_metrics.hit_p_value < alpha,
+            f"hit rate {_fmt(model_metrics.hit_rate)} > 0.5, one-sided binomial p "
+            f"{_fmt(model_metrics.hit_p_value)} < {alpha} against chance {_fmt(model_metrics.hit_rate_null)}"
+            " (overlap-adjusted)",
+        ),
+    ]
+    mine = getattr(model_metrics, primary)
+    if champion_metrics is None:
+        checks.append((True, "no current champion to beat"))
+    else:
+        theirs = getattr(champion_metrics, primary)
+        higher = HIGHER_IS_BETTER[primary]
+        better = _finite(mine) and (not _finite(theirs) or (mine > theirs if higher else mine < theirs))
+        op = ">" if higher else "<"
+        checks.append(
+            (better, f"{primary} {_fmt(mine)} {op} champion's {_fmt(theirs)} on the same evaluation window")
+        )
+    reasons = [("PASS " if ok else "FAIL ") + text for ok, text in checks]
+    return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons, primary=primary)
+
+
+def _binom_p(hits: int, trials: int, overlap: int, null: float) -> float:
+    """One-sided binomial p-value of P(hit) > null, with hits and trials shrunk by the label overlap."""
+    k, n = round(hits / overlap), round(trials / overlap)
+    if n <= 0:
+        return 1.0
+    return float(stats.binomtest(min(k, n), n, null, alternative="greater").pvalue)
+
+
+def _finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not _finite(x) else f"{x:.4g}"

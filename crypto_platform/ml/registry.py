@@ -1,0 +1,346 @@
+"""MLflow tracking and model registry: log a training run, register the model, keep the champion alias.
+
+Each call of `log_and_register` makes one MLflow run (parameters, model and baseline metrics, the
+Optuna best trial, gain importance, the evaluation table, the gate decision and a drift reference
+sample of the training features) and one new version of the registered model. The version gets the
+alias 'champion' when the skill gate promotes it, else 'challenger' (with the gate's reasons in its
+description and tags). Consumers load the champion with nothing but the tracking URI:
+
+    mlflow.set_tracking_uri(uri); mlflow.pyfunc.load_model("models:/<name>@champion")
+
+Local tracking URIs (sqlite:///dir/mlflow.db) keep their artifacts next to the database
+(dir/artifacts). Nothing here talks to the network; MLflow's telemetry is disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import lightgbm as lgb
+import mlflow
+import mlflow.lightgbm
+import numpy as np
+import pandas as pd
+import polars as pl
+import scipy
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking._model_registry import utils as _registry_utils
+from mlflow.tracking._tracking_service import utils as _tracking_utils
+
+from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
+from crypto_platform.ml.training import TrainResult
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_EXPERIMENT = "crypto_platform-models"
+MODEL_ARTIFACT = "model"
+DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
+
+
+class NoAliasError(LookupError):
+    """The registered model does not exist or has no version with the requested alias."""
+
+
+class NoChampionError(NoAliasError):
+    """The registered model does not exist or has no version with the 'champion' alias."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered model version and what the platform recorded about it."""
+
+    name: str
+    version: str
+    run_id: str
+    model_uri: str  # models:/<name>/<version>
+    alias: str | None  # 'champion' | 'challenger' | None
+    promoted: bool
+    reasons: list[str]
+    feature_cols: list[str]
+    horizon: int
+    eval_window_start: str
+    eval_window_end: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ChampionModel:
+    """A loaded model version (MLflow pyfunc) with its version info; `predict` selects its features."""
+
+    model: mlflow.pyfunc.PyFuncModel
+    info: ModelVersionInfo
+
+    def predict(self, features: pl.DataFrame | pd.DataFrame) -> np.ndarray:
+        """Forecasts for feature rows (extra columns are ignored, nulls are missing values)."""
+        return np.asarray(self.model.predict(_model_input(features, self.info.feature_cols)), dtype=float)
+
+
+def log_and_register(
+    result: TrainResult,
+    *,
+    tracking_uri: str,
+    model_name: str,
+    feature_cols: list[str],
+    reference_features: pl.DataFrame,
+    input_example: pl.DataFrame | pd.DataFrame,
+    decision: GateDecision,
+    experiment_name: str = DEFAULT_EXPERIMENT,
+    artifact_location: str | None = None,
+    run_name: str | None = None,
+) -> ModelVersionInfo:
+    """Log the run (params, metrics, importance, drift reference, model), register it and set its alias."""
+    if list(feature_cols) != list(result.feature_cols):
+        raise ValueError("log_and_register: feature_cols differ from the columns the model was trained on")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with _tracking(tracking_uri):
+        location = artifact_location or _default_artifacts(tracking_uri)
+        experiment_id = _experiment(client, experiment_name, location)
+        example = _model_input(input_example, feature_cols)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            mlflow.log_params(result.params_for_logging())
+            mlflow.log_params(
+                {
+                    "best_trial_number": result.best_trial,
+                    "train_start": str(result.train_start),
+                    "train_end": str(result.train_end),
+                    "eval_window_start": str(result.holdout_start),
+                    "eval_window_end": str(result.holdout_end),
+                }
+            )
+            mlflow.log_metrics(_run_metrics(result, decision))
+            _log_tables(result, decision, reference_features, feature_cols)
+            signature = infer_signature(example, result.booster.predict(example.to_numpy()))
+            model_info = mlflow.lightgbm.log_model(
+                result.booster,
+                name=MODEL_ARTIFACT,
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+            )
+            run_id = run.info.run_id
+        version = mlflow.register_model(model_info.model_uri, model_name)
+    tags = {
+        "run_id": run_id,
+        "horizon": str(result.horizon),
+        "feature_cols": json.dumps(list(feature_cols)),
+        "eval_window_start": result.holdout_start.isoformat(),
+        "eval_window_end": result.holdout_end.isoformat(),
+        "train_window_start": result.train_start.isoformat(),
+        "train_window_end": result.train_end.isoformat(),
+        "drift_reference": f"runs:/{run_id}/{DRIFT_REFERENCE_ARTIFACT}",
+        "gate_promote": str(decision.promote).lower(),
+        "gate_primary": decision.primary,
+        "gate_reasons": "\n".join(decision.reasons),
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, version.version, k, v)
+    alias = CHAMPION if decision.promote else CHALLENGER
+    verdict = "promoted to champion" if decision.promote else "not promoted (challenger)"
+    client.update_model_version(
+        model_name, version.version, description=f"{verdict}:\n" + "\n".join(decision.reasons)
+    )
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return _info(client.get_model_version(model_name, version.version), alias)
+
+
+def load_champion(tracking_uri: str, model_name: str) -> ChampionModel:
+    """Load `models:/<name>@champion` as a pyfunc model; NoChampionError when there is none."""
+    return load_alias(tracking_uri, model_name, CHAMPION)
+
+
+def load_alias(tracking_uri: str, model_name: str, alias: str) -> ChampionModel:
+    """Load `models:/<name>@<alias>` (e.g. 'challenger'); NoAliasError / NoChampionError if absent."""
+    info = alias_info(tracking_uri, model_name, alias)
+    with _tracking(tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{info.version}")
+    return ChampionModel(model=model, info=info)
+
+
+def champion_info(tracking_uri: str, model_name: str) -> ModelVersionInfo:
+    """The version info of the current champion; NoChampionError when there is none."""
+    return alias_info(tracking_uri, model_name, CHAMPION)
+
+
+def alias_info(tracking_uri: str, model_name: str, alias: str) -> ModelVersionInfo:
+    """The version info behind an alias; NoChampionError ('champion') / NoAliasError when unset."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return _info(_version_by_alias(client, tracking_uri, model_name, alias), alias)
+
+
+def champion_metrics(
+    tracking_uri: str, model_name: str, frame: pl.DataFrame, *, label_col: str = "label"
+) -> ForecastMetrics | None:
+    """Score the current champion on `frame` (the challenger's evaluation window); None if no champion."""
+    try:
+        info = champion_info(tracking_uri, model_name)
+    except NoChampionError:
+        return None
+    missing = [c for c in [*info.feature_cols, label_col] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"champion_metrics: evaluation frame lacks the champion's columns {missing}")
+    with _tracking(tracking_uri):
+        booster = mlflow.lightgbm.load_model(f"models:/{model_name}/{info.version}")
+    x = frame.select([pl.col(c).cast(pl.Float64) for c in info.feature_cols]).to_numpy()
+    pred = np.asarray(booster.predict(x), dtype=float)
+    return forecast_metrics(pred, frame[label_col].cast(pl.Float64).to_numpy(), overlap=info.horizon)
+
+
+def load_reference_features(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> pl.DataFrame:
+    """The drift reference sample stored with the aliased version (features as seen in training)."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = _version_by_alias(client, tracking_uri, model_name, alias)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path=DRIFT_REFERENCE_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        return pl.read_parquet(path)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (tracking + registry) at `uri`, then restore the previous state exactly.
+
+    MLflow keeps these in module globals and mirrors them into MLFLOW_TRACKING_URI /
+    MLFLOW_REGISTRY_URI; both are put back as they were, so callers' defaults are never pinned.
+    """
+    saved_tracking = getattr(_tracking_utils, "_tracking_uri", None)
+    saved_registry = getattr(_registry_utils, "_registry_uri", None)
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)  # type: ignore[arg-type]  # None = unset
+        _registry_utils._registry_uri = saved_registry
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _version_by_alias(client: MlflowClient, tracking_uri: str, model_name: str, alias: str) -> ModelVersion:
+    """The aliased version, or NoChampionError / NoAliasError naming the model, alias and store."""
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        error = NoChampionError if alias == CHAMPION else NoAliasError
+        raise error(f"no '{alias}' version of registered model {model_name!r} at {tracking_uri}") from exc
+
+
+def _default_artifacts(tracking_uri: str) -> str | None:
+    """sqlite:///dir/mlflow.db -> dir/artifacts (absolute), so artifacts never land in the CWD."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not db.is_absolute():
+            db = Path.cwd() / db
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def _experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def _model_input(features: pl.DataFrame | pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame:
+    """pandas float64 frame of exactly the model's columns (nulls -> NaN)."""
+    if isinstance(features, pl.DataFrame):
+        missing = [c for c in feature_cols if c not in features.columns]
+        if missing:
+            raise ValueError(f"model input lacks feature columns {missing}")
+        return features.select([pl.col(c).cast(pl.Float64) for c in feature_cols]).to_pandas()
+    return features[feature_cols].astype("float64")
+
+
+def _run_metrics(result: TrainResult, decision: GateDecision) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "cv_mean_rank_ic": result.best_value,
+        "best_trial_value": result.best_value,
+        "n_train": float(result.n_train),
+        "n_holdout": float(result.n_holdout),
+        "n_pruned_trials": float(result.n_pruned),
+        "gate_promote": 1.0 if decision.promote else 0.0,
+    }
+    metrics.update({f"cv_fold{k + 1}_rank_ic": s for k, s in enumerate(result.cv_scores)})
+    for name, m in result.evaluation.forecasts().items():
+        metrics.update({f"{name}_{k}": v for k, v in m.as_dict().items()})
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def _log_tables(
+    result: TrainResult, decision: GateDecision, reference: pl.DataFrame, feature_cols: list[str]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        result.evaluation.importance.write_csv(d / "feature_importance.csv")
+        result.evaluation.table().write_csv(d / "evaluation.csv")
+        keep = [c for c in reference.columns if c in {"exchange", "symbol", "ts", *feature_cols}]
+        (d / "drift").mkdir()
+        reference.select(keep).write_parquet(d / DRIFT_REFERENCE_ARTIFACT)
+        summary = {
+            "promote": decision.promote,
+            "primary": decision.primary,
+            "reasons": decision.reasons,
+            "best_trial": result.best_trial,
+            "best_value": result.best_value,
+            "best_params": result.best_params,
+            "cv_scores": result.cv_scores,
+            "folds": [{k: _jsonable(v) for k, v in f.items()} for f in result.folds],
+        }
+        (d / "gate.json").write_text(json.dumps(summary, indent=2, default=str))
+        for name in ["feature_importance.csv", "evaluation.csv", "gate.json"]:
+            mlflow.log_artifact(str(d / name))
+        mlflow.log_artifact(str(d / DRIFT_REFERENCE_ARTIFACT), artifact_path="drift")
+
+
+def _jsonable(v: object) -> object:
+    return v.isoformat() if isinstance(v, datetime) else v
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc model (explicit: no slow environment inference)."""
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"lightgbm=={lgb.__version__}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+        f"scipy=={scipy.__version__}",
+    ]
+
+
+def _info(mv: ModelVersion, alias: str | None) -> ModelVersionInfo:
+    tags = dict(mv.tags or {})
+    reasons = tags.get("gate_reasons", "")
+    return ModelVersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id or tags.get("run_id", ""),
+        model_uri=f"models:/{mv.name}/{mv.version}",
+        alias=alias,
+        promoted=tags.get("gate_promote") == "true",
+        reasons=reasons.split("\n") if reasons else [],
+        feature_cols=json.loads(tags.get("feature_cols", "[]")),
+        horizon=int(tags.get("horizon", "0") or 0),
+        eval_window_start=tags.get("eval_window_start", ""),
+        eval_window_end=tags.get("eval_window_end", ""),
+        tags=tags,
+    )

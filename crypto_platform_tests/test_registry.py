@@ -1,0 +1,200 @@
+"""MLflow registry round trip on a real local SQLite tracking store: register, alias, load, predict."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from crypto_platform.ml import registry
+from crypto_platform.ml.evaluation import GateDecision, forecast_metrics, skill_gate
+from crypto_platform.ml.training import TrainResult, predict, train
+from crypto_platform.transforms.features import FEATURE_COLUMNS
+from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.test_training import FAST, HORIZON, planted_frame
+
+MODEL = "btc_5m_return"
+
+
+@pytest.fixture(scope="module")
+def frame() -> pl.DataFrame:
+    return planted_frame(4000)
+
+
+@pytest.fixture(scope="module")
+def result(frame: pl.DataFrame) -> TrainResult:
+    return train(frame, FEATURE_COLUMNS, horizon=HORIZON, **FAST)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def champion(result: TrainResult, frame: pl.DataFrame, store: str) -> registry.ModelVersionInfo:
+    ev = result.evaluation
+    assert registry.champion_metrics(store, MODEL, frame) is None  # empty registry: nothing to beat
+    decision = skill_gate(ev.model, ev.momentum, None)
+    assert decision.promote, decision.reasons
+    return registry.log_and_register(
+        result,
+        tracking_uri=store,
+        model_name=MODEL,
+        feature_cols=FEATURE_COLUMNS,
+        reference_features=frame.sample(300, seed=1),
+        input_example=frame.head(5),
+        decision=decision,
+    )
+
+
+def _global_mlflow_state() -> tuple[str, str | None, str | None]:
+    env = os.environ
+    return mlflow.get_tracking_uri(), env.get("MLFLOW_TRACKING_URI"), env.get("MLFLOW_REGISTRY_URI")
+
+
+def test_registry_calls_leave_the_global_mlflow_state_alone(
+    champion: registry.ModelVersionInfo, store: str
+) -> None:
+    before = _global_mlflow_state()
+    registry.load_champion(store, MODEL)
+    registry.champion_info(store, MODEL)
+    after = _global_mlflow_state()
+    assert after == before
+    assert store not in (after[1] or "") and store not in (after[2] or "")
+
+
+def test_no_champion_is_a_named_error(store: str) -> None:
+    with pytest.raises(registry.NoChampionError, match="no-such-model"):
+        registry.load_champion(store, "no-such-model")
+
+
+def test_register_and_load_the_champion_by_alias(
+    champion: registry.ModelVersionInfo, result: TrainResult, frame: pl.DataFrame, store: str
+) -> None:
+    assert champion.alias == "champion" and champion.promoted and champion.version == "1"
+    assert champion.feature_cols == FEATURE_COLUMNS and champion.horizon == HORIZON
+    assert champion.eval_window_start == result.holdout_start.isoformat()
+    assert champion.eval_window_end == result.holdout_end.isoformat()
+
+    rows = frame.tail(50)
+    expected = predict(result.booster, rows, FEATURE_COLUMNS)
+
+    # the plain MLflow way, as any consumer would do it (tracking URI from the environment)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store)
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    got = np.asarray(model.predict(rows.select(FEATURE_COLUMNS).to_pandas()), dtype=float)
+    assert np.allclose(got, expected, rtol=1e-12, atol=0)
+
+    loaded = registry.load_champion(store, MODEL)
+    assert loaded.info.version == "1"
+    assert np.allclose(loaded.predict(rows), expected, rtol=1e-12, atol=0)
+
+    signature_cols = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
+    assert signature_cols == FEATURE_COLUMNS
+
+
+def test_run_holds_params_metrics_importance_and_drift_reference(
+    champion: registry.ModelVersionInfo, result: TrainResult, frame: pl.DataFrame, store: str
+) -> None:
+    client = MlflowClient(tracking_uri=store)
+    run = client.get_run(champion.run_id)
+    m = run.data.metrics
+    for forecast in ["model", "zero", "momentum"]:
+        assert f"{forecast}_mae" in m and f"{forecast}_rmse" in m
+    assert m["model_rank_ic"] == pytest.approx(result.evaluation.model.rank_ic)
+    assert m["best_trial_value"] == pytest.approx(result.best_value)
+    assert "zero_rank_ic" not in m  # undefined for a constant forecast: not logged as a number
+    assert run.data.params["horizon"] == str(HORIZON)
+    assert run.data.params["lgb_num_leaves"] == str(result.best_params["num_leaves"])
+    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {"feature_importance.csv", "evaluation.csv", "gate.json", "drift"} <= artifacts
+
+    reference = registry.load_reference_features(store, MODEL)
+    assert reference.height == 300
+    assert set(FEATURE_COLUMNS) <= set(reference.columns)
+    assert champion.tags["drift_reference"].endswith("drift/reference_features.parquet")
+
+
+def test_a_challenger_that_fails_the_gate_keeps_the_champion(
+    champion: registry.ModelVersionInfo, result: TrainResult, frame: pl.DataFrame, store: str
+) -> None:
+    holdout = frame.filter(pl.col("ts") >= result.holdout_start)
+    current = registry.champion_metrics(store, MODEL, holdout)
+    assert current is not None
+    mine = forecast_metrics(predict(result.booster, holdout, FEATURE_COLUMNS), holdout["label"].to_numpy(),
+                            overlap=HORIZON)
+    assert current.rank_ic == pytest.approx(mine.rank_ic)  # same model, same window
+
+    decision = skill_gate(result.evaluation.model, result.evaluation.momentum, current)
+    assert not decision.promote  # equal to the champion is not better
+    second = registry.log_and_register(
+        result,
+        tracking_uri=store,
+        model_name=MODEL,
+        feature_cols=FEATURE_COLUMNS,
+        reference_features=frame.sample(100, seed=2),
+        input_example=frame.head(3).to_pandas(),
+        decision=decision,
+    )
+    assert second.version == "2" and second.alias == "challenger" and not second.promoted
+    assert any(r.startswith("FAIL") and "champion" in r for r in second.reasons)
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+    assert "not promoted" in client.get_model_version(MODEL, "2").description
+    assert registry.load_champion(store, MODEL).info.version == "1"
+    challenger = registry.load_alias(store, MODEL, "challenger")
+    assert challenger.info.version == "2" and challenger.info.alias == "challenger"
+    with pytest.raises(registry.NoAliasError, match="'canary'"):
+        registry.load_alias(store, MODEL, "canary")
+
+
+def test_promotion_moves_the_alias(
+    champion: registry.ModelVersionInfo, result: TrainResult, frame: pl.DataFrame, store: str
+) -> None:
+    promoted = registry.log_and_register(
+        result,
+        tracking_uri=store,
+        model_name=MODEL,
+        feature_cols=FEATURE_COLUMNS,
+        reference_features=frame.sample(100, seed=3),
+        input_example=frame.head(3),
+        decision=GateDecision(promote=True, reasons=["PASS forced for the test"]),
+    )
+    assert registry.champion_info(store, MODEL).version == promoted.version
+    with pytest.raises(ValueError, match="feature_cols"):
+        registry.log_and_register(
+            result, tracking_uri=store, model_name=MODEL, feature_cols=FEATURE_COLUMNS[:-1],
+            reference_features=frame, input_example=frame.head(1), decision=GateDecision(False, []),
+        )
+
+
+def test_champion_loads_from_a_plain_python_process(
+    champion: registry.ModelVersionInfo, frame: pl.DataFrame, store: str, tmp_path: Path
+) -> None:
+    rows = frame.tail(5).select(FEATURE_COLUMNS).to_pandas()
+    rows.to_parquet(tmp_path / "rows.parquet")
+    code = (
+        "import mlflow, pandas as pd, sys\n"
+        f"mlflow.set_tracking_uri({store!r})\n"
+        f"m = mlflow.pyfunc.load_model('models:/{MODEL}@champion')\n"
+        f"print(list(m.predict(pd.read_parquet({str(tmp_path / 'rows.parquet')!r}))))\n"
+    )
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120, check=True)
+    values = [float(v) for v in out.stdout.strip().strip("[]").replace("np.float64(", "").replace(")", "")
+              .split(",")]
+    expected = registry.load_champion(store, MODEL).predict(pd.DataFrame(rows))
+    assert np.allclose(values, expected, rtol=1e-9)
+    assert PROJECT_DIR.is_dir()
