@@ -1,0 +1,242 @@
+"""Trades from a real exchange through ccxt (sync): paginated `fetch_trades`, retries, coverage.
+
+Pagination walks forward with `since`: each page's last timestamp becomes the next `since` (not +1,
+since several trades can share a millisecond); ids already seen are dropped, so page overlaps and
+stale/duplicated pages are harmless. Transient errors are retried with exponential back-off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import ccxt
+import polars as pl
+
+from crypto_platform import schemas
+from crypto_platform.settings import Instrument
+from crypto_platform.sources.base import SourceError, TradeBatch
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ccxt errors worth retrying: network trouble, rate limits, maintenance, time-outs, transient failures.
+RETRYABLE: tuple[type[Exception], ...] = (
+    ccxt.NetworkError,
+    ccxt.RateLimitExceeded,
+    ccxt.ExchangeNotAvailable,
+    ccxt.RequestTimeout,
+    ccxt.DDoSProtection,
+    ccxt.OperationFailed,  # e.g. Binance -1000 "An unknown error occurred while processing the request."
+)
+# Exchanges whose `fetch_trades(since=...)` only covers [since, since + window]: an exhausted page then
+# means "nothing more in this window", not "nothing more at all" (ccxt sends endTime = since + 1 h).
+SINCE_WINDOW_MS: dict[str, int] = {
+    "binance": 3_600_000,
+    "binanceus": 3_600_000,
+    "binanceusdm": 3_600_000,
+    "binancecoinm": 3_600_000,
+}
+
+
+def override_api_urls(api: Any, base_url: str) -> Any:
+    """Copy of ccxt `urls['api']` with every URL's scheme://host replaced by `base_url` (paths kept),
+    so one override serves all of an exchange's endpoint families (binance: /api/v3, /fapi/v1, ...)."""
+    if isinstance(api, str):
+        parts = urlsplit(api)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc:
+            return base_url.rstrip("/") + api[len(f"{parts.scheme}://{parts.netloc}") :]
+        return api
+    if isinstance(api, dict):
+        return {k: override_api_urls(v, base_url) for k, v in api.items()}
+    if isinstance(api, list):
+        return [override_api_urls(v, base_url) for v in api]
+    return api
+
+
+def ms_ceil(ts: datetime) -> int:
+    """Smallest epoch ms whose instant is >= ts."""
+    delta = ts - EPOCH
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return -(-us // 1000)
+
+
+def trade_key(trade: dict[str, Any]) -> Any:
+    """De-duplication key of a ccxt trade: its id, else its content."""
+    tid = trade.get("id")
+    if tid is not None:
+        return str(tid)
+    return (trade.get("timestamp"), trade.get("price"), trade.get("amount"), trade.get("side"))
+
+
+def trades_frame(
+    trades: list[dict[str, Any]], exchange: str, symbol: str, received_at: datetime
+) -> pl.DataFrame:
+    """RAW_TRADES frame from ccxt unified trade dicts (ccxt's parsing; payload = the raw `info`)."""
+    df = pl.DataFrame(
+        {
+            "exchange": [exchange] * len(trades),
+            "symbol": [symbol] * len(trades),
+            "trade_id": [None if t.get("id") is None else str(t["id"]) for t in trades],
+            "timestamp_ms": [t.get("timestamp") for t in trades],
+            "price": [t.get("price") for t in trades],
+            "amount": [t.get("amount") for t in trades],
+            "cost": [t.get("cost") for t in trades],
+            "side": [t.get("side") for t in trades],
+            "payload": [json.dumps(t.get("info"), separators=(",", ":")) for t in trades],
+            "source": ["ccxt"] * len(trades),
+            "received_at": [received_at] * len(trades),
+        },
+        schema=schemas.RAW_TRADES,
+        strict=False,
+    )
+    return schemas.conform(df, schemas.RAW_TRADES, name=f"raw trades (ccxt {exchange} {symbol})")
+
+
+class CcxtSource:
+    """A ccxt exchange's public trades for [start, end), paginated, de-duplicated and retried."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        api_url: str | None = None,
+        page_limit: int = 1000,
+        max_retries: int = 5,
+        backoff_seconds: float = 1.0,
+        timeout_ms: int = 10000,
+        now: Callable[[], datetime] | None = None,
+        exchange_options: dict | None = None,
+    ) -> None:
+        if exchange_id not in ccxt.exchanges:
+            raise SourceError(f"ccxt: unknown exchange id {exchange_id!r} (not in ccxt.exchanges)")
+        if page_limit < 1 or max_retries < 0 or backoff_seconds < 0:
+            raise ValueError("page_limit must be >= 1, max_retries and backoff_seconds >= 0")
+        self.exchange_id = exchange_id
+        self.api_url = api_url
+        self.page_limit = page_limit
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.timeout_ms = timeout_ms
+        self.exchange_options = dict(exchange_options or {})
+        self._now = now or (lambda: datetime.now(UTC))
+        self._exchange: ccxt.Exchange | None = None
+
+    @property
+    def exchange(self) -> ccxt.Exchange:
+        """The ccxt client (created once; rate-limited; API URLs rewritten when overridden)."""
+        if self._exchange is None:
+            ex = getattr(ccxt, self.exchange_id)(
+                {"enableRateLimit": True, "timeout": self.timeout_ms, "options": dict(self.exchange_options)}
+            )
+            if self.api_url:
+                ex.urls["api"] = override_api_urls(ex.urls["api"], self.api_url)
+            self._exchange = ex
+        return self._exchange
+
+    def call(self, what: str, symbol: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ccxt, retrying transient errors with exponential back-off; other errors fail at once."""
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except RETRYABLE as exc:
+                last = exc
+                if attempt < self.max_retries:
+                    delay = self.backoff_seconds * 2**attempt
+                    log.warning("ccxt %s %s %s: %s; retry %d in %.2fs", self.exchange_id, symbol, what,
+                                type(exc).__name__, attempt + 1, delay)  # fmt: skip
+                    time.sleep(delay)
+            except ccxt.BaseError as exc:
+                raise SourceError(
+                    f"ccxt {self.exchange_id} {symbol}: {what} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        raise SourceError(
+            f"ccxt {self.exchange_id} {symbol}: {what} failed after {self.max_retries + 1} attempts "
+            f"({self.max_retries} retries); last error: {type(last).__name__}: {last}"
+        )
+
+    def check_symbol(self, symbol: str) -> None:
+        """Load the markets (with retries) and fail clearly when the exchange does not list the symbol."""
+        markets = self.call("load_markets", symbol, self.exchange.load_markets)
+        if symbol not in markets:
+            raise SourceError(
+                f"ccxt {self.exchange_id}: symbol {symbol!r} is not listed ({len(markets)} markets loaded)"
+            )
+
+    def page(self, symbol: str, since: int) -> list[dict[str, Any]]:
+        """One page of trades from `since` (ms), oldest first."""
+        trades = self.call(f"fetch_trades(since={since})", symbol, self.exchange.fetch_trades, symbol,
+                           since=since, limit=self.page_limit)  # fmt: skip
+        return sorted(trades, key=lambda t: t.get("timestamp") or 0)
+
+    def collect(self, symbol: str, start_ms: int, end_ms: int, stop_ms: int) -> list[dict[str, Any]]:
+        """All trades with start_ms <= timestamp < end_ms, walking pages forward until `end_ms` is
+        reached or the exchange has nothing newer (`stop_ms` = min(end, now) bounds window jumps)."""
+        window = SINCE_WINDOW_MS.get(self.exchange_id)
+        since, seen, kept, asked_again = start_ms, set(), [], False
+        while True:
+            page = self.page(symbol, since)
+            new = [t for t in page if trade_key(t) not in seen]
+            seen.update(trade_key(t) for t in new)
+            kept.extend(
+                t for t in new if t.get("timestamp") is not None and start_ms <= t["timestamp"] < end_ms
+            )
+            last = max((t["timestamp"] for t in page if t.get("timestamp") is not None), default=None)
+            if last is not None and last >= end_ms:
+                break  # reached the end of the window
+            if new:
+                asked_again = False
+                since = max(since, last) if last is not None else since
+                continue
+            if last is not None and last > since:  # only known trades, yet newer: move on past them
+                since = last
+                continue
+            if page and not asked_again:  # only known trades: a stale or duplicated page? ask once more
+                asked_again = True
+                continue
+            asked_again = False
+            if len(page) >= self.page_limit and (last is None or last <= since):
+                log.warning("ccxt %s %s: more than %d trades at ms %d; skipping the rest of that ms",
+                            self.exchange_id, symbol, self.page_limit, since)  # fmt: skip
+                since += 1
+            elif window is not None and since + window < stop_ms:
+                since += window  # the exchange only answered for [since, since + window]: move on
+            else:
+                break  # the exchange has nothing newer than what we have
+        return kept
+
+    def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
+        """Trades in [start, end); coverage to `end` when it is past, else to the newest trade seen."""
+        if instrument.exchange != self.exchange_id:
+            raise SourceError(
+                f"ccxt {self.exchange_id}: instrument {instrument.key} "
+                f"belongs to exchange {instrument.exchange!r}"
+            )
+        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+        end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+        if end < start:
+            raise SourceError(
+                f"ccxt {self.exchange_id} {instrument.symbol}: window end {end} is before {start}"
+            )
+        self.check_symbol(instrument.symbol)
+        now = self._now()
+        now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+        start_ms, end_ms = ms_ceil(start), ms_ceil(end)
+        kept = (
+            []
+            if end_ms <= start_ms
+            else self.collect(instrument.symbol, start_ms, end_ms, ms_ceil(min(end, now)))
+        )
+        if end <= now:
+            covered_to = end
+        else:
+            newest = max((t["timestamp"] for t in kept), default=None)
+            newest_dt = EPOCH + timedelta(milliseconds=newest) if newest is not None else start
+            covered_to = max(start, min(now, newest_dt))
+        frame = trades_frame(kept, self.exchange_id, instrument.symbol, now)
+        return TradeBatch(frame, covered_from=start, covered_to=covered_to)

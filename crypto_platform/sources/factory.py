@@ -1,0 +1,53 @@
+"""Build the configured trade source of an instrument; never substitutes one source for another."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from crypto_platform import settings
+from crypto_platform.settings import Instrument
+from crypto_platform.sources.base import SourceError, TradeSource
+
+# instrument options passed through to CcxtSource (everything else in the YAML entry is ignored there)
+CCXT_OPTIONS = ("page_limit", "max_retries", "backoff_seconds", "timeout_ms", "exchange_options")
+
+
+def replay_path(instrument: Instrument, project_dir: Path) -> str:
+    """The replay file/glob of an instrument, relative paths taken from the project (repo) root."""
+    raw = instrument.options.get("path")
+    if not raw:
+        raise SourceError(f"replay: instrument {instrument.key} has no 'path' option (file or glob)")
+    path = Path(str(raw)).expanduser()
+    return str(path if path.is_absolute() else project_dir / path)
+
+
+def build_source(
+    instrument: Instrument,
+    *,
+    seed: int = 7,
+    api_urls: dict[str, str] | None = None,
+    now: Callable[[], datetime] | None = None,
+    project_dir: Path = settings.PROJECT_DIR,
+) -> TradeSource:
+    """The source named by `instrument.source` (synthetic | ccxt | replay), configured from its options;
+    `api_urls` maps exchange id -> ccxt API base-URL override (else the instrument's `api_url` option)."""
+    kind = instrument.source
+    if kind == "synthetic":
+        from crypto_platform.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(seed=seed, now=now)  # per-instrument trades_per_minute is read at fetch
+    if kind == "ccxt":
+        from crypto_platform.sources.ccxt_source import CcxtSource
+
+        api_url = (api_urls or {}).get(instrument.exchange) or instrument.options.get("api_url")
+        extra = {k: instrument.options[k] for k in CCXT_OPTIONS if k in instrument.options}
+        return CcxtSource(instrument.exchange, api_url=api_url, now=now, **extra)
+    if kind == "replay":
+        from crypto_platform.sources.replay import ReplaySource
+
+        return ReplaySource(replay_path(instrument, project_dir), now=now)
+    raise SourceError(
+        f"instrument {instrument.key}: unknown source {kind!r} (expected one of {settings.SOURCE_KINDS})"
+    )

@@ -1,0 +1,418 @@
+"""Replay recorded trades from files: Parquet, CSV (incl. Binance bulk dumps), ccxt trade JSON.
+
+The format is detected from the content (magic bytes, first line), the columns from their names
+(or, for header-less Binance data.binance.vision dumps, from the column count). Values are kept as
+recorded; only unparseable numbers become null. The coverage is the recorded span of the file(s)
+intersected with the requested window.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from crypto_platform import schemas
+from crypto_platform.settings import Instrument
+from crypto_platform.sources.base import SourceError, TradeBatch
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Header-less Binance bulk dumps (data.binance.vision), told apart by their column count.
+BINANCE_TRADES_COLUMNS = ["id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"]
+BINANCE_AGGTRADES_COLUMNS = [
+    "aggTradeId", "price", "qty", "firstTradeId", "lastTradeId",
+    "transactTime", "isBuyerMaker", "isBestMatch",
+]  # fmt: skip
+HEADERLESS_LAYOUTS = {len(BINANCE_TRADES_COLUMNS): BINANCE_TRADES_COLUMNS, 8: BINANCE_AGGTRADES_COLUMNS}
+
+# Accepted column names per field, in priority order, compared lower-case without '_', '-', ' '.
+# (`local_ts` of the websocket captures is the capture clock, never the exchange time.)
+ALIASES: dict[str, tuple[str, ...]] = {
+    "timestamp": ("tsms", "timestamp", "transacttime", "time", "tradetime", "datetime", "date", "ts"),
+    "trade_id": ("tradeid", "aggtradeid", "aggregatetradeid", "id"),
+    "price": ("price", "px"),
+    "amount": ("amount", "qty", "quantity", "size", "baseqty"),
+    "cost": ("cost", "quoteqty", "quotequantity", "quoteamount"),
+    "side": ("side", "takerside"),
+    "maker": ("isbuyermaker", "buyermaker", "buyerismaker"),
+    "symbol": ("symbol", "market", "instrument"),
+}
+# Binance's one-letter wire keys (JSON records), matched case-sensitively when no long name matches.
+WIRE_KEYS: dict[str, tuple[str, ...]] = {
+    "timestamp": ("T",),
+    "trade_id": ("a", "t"),
+    "price": ("p",),
+    "amount": ("q",),
+    "maker": ("m",),
+    "symbol": ("s",),
+}
+REQUIRED = ("timestamp", "trade_id", "price", "amount")
+TRUE_TEXT = ("true", "1", "t", "yes", "y")
+FALSE_TEXT = ("false", "0", "f", "no", "n")
+PAYLOAD = "__payload"  # precomputed payload column (ccxt JSON: the exchange's own `info` record)
+
+
+def _norm(name: str) -> str:
+    """Column-name key: lower case without separators ('is_buyer_maker' == 'isBuyerMaker')."""
+    return re.sub(r"[\s_\-]", "", name).lower()
+
+
+def resolve_columns(columns: list[str]) -> dict[str, str]:
+    """Map each field (timestamp, trade_id, ...) to the file's column holding it, by alias priority."""
+    by_norm: dict[str, str] = {}
+    for c in columns:
+        by_norm.setdefault(_norm(c), c)
+    out: dict[str, str] = {}
+    for field, names in ALIASES.items():
+        hit = next((by_norm[n] for n in names if n in by_norm), None)
+        hit = hit or next((k for k in WIRE_KEYS.get(field, ()) if k in columns), None)
+        if hit is not None:
+            out[field] = hit
+    return out
+
+
+def _ms_by_magnitude(v: pl.Expr, scale: float | int) -> pl.Expr:
+    """Epoch s/ms/µs/ns -> ms, the unit told by magnitude (Binance dumps moved from ms to µs in 2025)."""
+    a = v.abs()
+    return (
+        pl.when(a >= 10**17 * scale).then(v // (10**6 * scale))
+        .when(a >= 10**14 * scale).then(v // (10**3 * scale))
+        .when(a >= 10**11 * scale).then(v // scale)
+        .otherwise(v * 1000 // scale)
+    )  # fmt: skip
+
+
+def epoch_ms_from_number(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Epoch numbers (or their text) in s/ms/µs/ns -> Int64 ms; integers exactly, non-numbers -> null."""
+    if dtype.is_integer():
+        return _ms_by_magnitude(col.cast(pl.Int64), 1)
+    as_float = _ms_by_magnitude(col.cast(pl.Float64, strict=False), 1.0).floor().cast(pl.Int64, strict=False)
+    if dtype.is_float():
+        return as_float
+    return pl.coalesce(_ms_by_magnitude(col.cast(pl.Int64, strict=False), 1), as_float)
+
+
+def timestamp_ms_expr(name: str, dtype: pl.DataType, sample: Any, file: Path) -> pl.Expr:
+    """Expression turning the file's timestamp column into epoch ms (Int64), whatever its type."""
+    col = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        return col.dt.epoch("ms")
+    if dtype.is_numeric():
+        return epoch_ms_from_number(col, dtype)
+    if dtype == pl.String:
+        text = col.str.strip_chars()
+        if sample is None or _is_number(str(sample)):
+            return epoch_ms_from_number(text, pl.String())
+        try:
+            pl.Series([str(sample)]).str.to_datetime(time_zone="UTC", time_unit="ms")
+        except pl.exceptions.PolarsError as exc:
+            raise SourceError(f"replay: {file}: column {name!r} holds {sample!r}, not a timestamp") from exc
+        return text.str.to_datetime(strict=False, time_zone="UTC", time_unit="ms").dt.epoch("ms")
+    raise SourceError(f"replay: {file}: timestamp column {name!r} has unsupported type {dtype}")
+
+
+def _is_number(text: str) -> bool:
+    """True when the text parses as a number."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def side_expr(fields: dict[str, str]) -> pl.Expr:
+    """Taker side: the side column as recorded, else from the maker flag (buyer maker => taker sold)."""
+    if "side" in fields:
+        return pl.col(fields["side"]).cast(pl.String)
+    raw = pl.col(fields["maker"]).cast(pl.String)
+    flag = raw.str.strip_chars().str.to_lowercase()
+    return (
+        pl.when(flag.is_in(TRUE_TEXT)).then(pl.lit("sell"))
+        .when(flag.is_in(FALSE_TEXT)).then(pl.lit("buy"))
+        .otherwise(raw)
+    )  # fmt: skip
+
+
+def number_expr(name: str | None) -> pl.Expr:
+    """Float64 of a column as recorded; text that is not a number becomes null."""
+    if name is None:
+        return pl.lit(None, dtype=pl.Float64)
+    return pl.col(name).cast(pl.Float64, strict=False)
+
+
+def symbol_keys(instrument: Instrument) -> list[str]:
+    """Spellings of the instrument in recorded files: 'BTC/USDT:USDT' ~ 'BTCUSDT', 'BTCUSD_PERP', ..."""
+    pair = f"{instrument.base}{instrument.quote}".upper()
+    keys = {re.sub(r"[^A-Z0-9]", "", instrument.symbol.upper()), pair, pair + "PERP"}
+    if ":" in instrument.symbol and "-" in instrument.symbol.split(":")[1]:
+        keys.add(pair + instrument.symbol.split("-")[-1])  # dated future 'BTC/USD:BTC-240927'
+    return sorted(keys)
+
+
+def _symbol_key(col: pl.Expr) -> pl.Expr:
+    """Row symbol reduced to upper-case letters and digits, for matching against `symbol_keys`."""
+    return col.cast(pl.String).str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# format detection and readers: each returns the file's original columns as a LazyFrame
+
+
+def _raw_bytes(path: Path) -> bytes:
+    """The file's content, decompressed when gzip or a one-member zip (bulk dumps come zipped)."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            members = [n for n in zf.namelist() if not n.endswith("/")]
+            if len(members) != 1:
+                raise SourceError(f"replay: {path}: zip holds {len(members)} files, expected exactly one")
+            return zf.read(members[0])
+    return data
+
+
+def _head(path: Path, size: int = 1 << 16) -> bytes:
+    """The first bytes of the (decompressed) content, cheaply for plain files."""
+    with path.open("rb") as fh:
+        start = fh.read(4)
+    if start[:2] == b"\x1f\x8b":
+        with gzip.open(path, "rb") as gz:
+            try:
+                return gz.read(size)
+            except (OSError, EOFError) as exc:
+                raise SourceError(f"replay: {path}: corrupt gzip ({exc})") from exc
+    if start == b"PK\x03\x04":
+        return _raw_bytes(path)[:size]
+    with path.open("rb") as fh:
+        return fh.read(size)
+
+
+def detect_format(path: Path) -> str:
+    """'parquet' | 'json' | 'csv', from the content (magic bytes / first character / first line)."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == b"PAR1":
+        return "parquet"
+    head = _head(path)
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if not text:
+        raise SourceError(f"replay: {path}: the file is empty")
+    if text[:1] in (b"[", b"{"):
+        return "json"
+    first = text.split(b"\n", 1)[0]
+    if b"," in first and b"\x00" not in head:
+        try:
+            first.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "csv"
+    raise SourceError(
+        f"replay: {path}: unknown format (not Parquet, CSV or ccxt trade JSON; starts with {head[:16]!r})"
+    )
+
+
+def read_parquet(path: Path) -> pl.LazyFrame:
+    """Lazy scan of a Parquet file."""
+    return pl.scan_parquet(path, glob=False)
+
+
+def read_csv(path: Path) -> pl.LazyFrame:
+    """Lazy CSV scan, all columns as text (exact as recorded); header-less Binance dumps get names."""
+    first = _head(path).lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].decode().strip()
+    cells = [c.strip().strip('"') for c in first.split(",")]
+    has_header = any(not _is_number(c) and c.lower() not in ("true", "false") for c in cells)
+    names = None
+    if not has_header:
+        names = HEADERLESS_LAYOUTS.get(len(cells))
+        if names is None:
+            raise SourceError(
+                f"replay: {path}: header-less CSV with {len(cells)} columns is not a known layout "
+                f"(Binance trades dump: 7 columns, aggTrades dump: 8)"
+            )
+    with path.open("rb") as fh:
+        compressed = fh.read(4)[:2] in (b"\x1f\x8b", b"PK")
+    source: Path | bytes = _raw_bytes(path) if compressed else path
+    return pl.scan_csv(source, has_header=has_header, new_columns=names, infer_schema=False, glob=False)
+
+
+def read_json(path: Path) -> pl.LazyFrame:
+    """ccxt unified trade dicts (or raw exchange records) from a JSON list or JSON lines, as text columns;
+    the payload is each record's `info` (the exchange's own record) when present, else the record."""
+    text = _raw_bytes(path).decode("utf-8")
+    try:
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            records = json.loads(stripped)
+        else:
+            records = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"replay: {path}: invalid JSON ({exc})") from exc
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise SourceError(f"replay: {path}: expected a JSON list of trade objects")
+    keys: list[str] = []
+    for r in records:
+        keys.extend(k for k in r if k != "info" and k not in keys)
+    columns: dict[str, list[str | None]] = {k: [_text(r.get(k)) for r in records] for k in keys}
+    columns[PAYLOAD] = [json.dumps(r.get("info", r), separators=(",", ":")) for r in records]
+    return pl.LazyFrame(columns, schema={k: pl.String for k in columns})
+
+
+def _text(value: Any) -> str | None:
+    """A JSON scalar as text (bools as 'true'/'false'), nested values as JSON; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+READERS: dict[str, Callable[[Path], pl.LazyFrame]] = {
+    "parquet": read_parquet,
+    "csv": read_csv,
+    "json": read_json,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# normalisation to RAW_TRADES
+
+
+@dataclass(frozen=True)
+class FileTrades:
+    """One file's trades of an instrument in the window, and the file's recorded span (ms)."""
+
+    trades: pl.DataFrame
+    first_ms: int | None
+    last_ms: int | None
+    other_symbols: tuple[str, ...] = ()  # symbols the file holds when none is the instrument's
+
+
+def _first_value(lf: pl.LazyFrame, name: str) -> Any:
+    """The first non-null value of a column (to tell timestamp text formats apart)."""
+    head = lf.select(pl.col(name)).drop_nulls().head(1).collect()
+    return head.item() if head.height else None
+
+
+def load_file(
+    path: Path, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime
+) -> FileTrades:
+    """Read one file: the instrument's trades with lo_ms <= timestamp < hi_ms, plus the recorded span."""
+    raw = READERS[detect_format(path)](path)
+    schema = raw.collect_schema()
+    originals = [c for c in schema.names() if c != PAYLOAD]
+    fields = resolve_columns(originals)
+    missing = [f for f in REQUIRED if f not in fields]
+    if "side" not in fields and "maker" not in fields:
+        missing.append("side (or is_buyer_maker)")
+    if missing:
+        raise SourceError(f"replay: {path}: missing columns for {missing} (have {originals})")
+
+    ts_col = fields["timestamp"]
+    sample = _first_value(raw, ts_col) if schema[ts_col] == pl.String else None
+    lf = raw.with_columns(timestamp_ms_expr(ts_col, schema[ts_col], sample, path).alias("__ts"))
+    if "symbol" in fields:
+        lf = lf.filter(_symbol_key(pl.col(fields["symbol"])).is_in(symbol_keys(instrument)))
+    span = lf.select(pl.col("__ts").min().alias("first"), pl.col("__ts").max().alias("last"))
+    payload = pl.col(PAYLOAD) if PAYLOAD in schema.names() else pl.struct(originals).struct.json_encode()
+    window = lf.filter((pl.col("__ts") >= lo_ms) & (pl.col("__ts") < hi_ms)).select(
+        pl.lit(instrument.exchange).alias("exchange"),
+        pl.lit(instrument.symbol).alias("symbol"),
+        pl.col(fields["trade_id"]).cast(pl.String).alias("trade_id"),
+        pl.col("__ts").alias("timestamp_ms"),
+        number_expr(fields["price"]).alias("price"),
+        number_expr(fields["amount"]).alias("amount"),
+        number_expr(fields.get("cost")).alias("cost"),
+        side_expr(fields).alias("side"),
+        payload.alias("payload"),
+        pl.lit(f"replay:{path.name}").alias("source"),
+        pl.lit(received_at).cast(schemas.UTC_TS).alias("received_at"),
+    )
+    span_df, trades = pl.collect_all([span, window])
+    first, last = span_df.row(0)
+    others: tuple[str, ...] = ()
+    if first is None and "symbol" in fields:
+        found = raw.select(pl.col(fields["symbol"]).cast(pl.String).unique(maintain_order=True).head(5))
+        others = tuple(str(v) for v in found.collect().to_series().to_list())
+    return FileTrades(trades, first, last, others)
+
+
+def ms_ceil(ts: datetime) -> int:
+    """Smallest epoch ms whose instant is >= ts (so `timestamp_ms >= ms_ceil(start)` <=> ts >= start)."""
+    delta = (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts) - EPOCH
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return -(-us // 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    """UTC datetime of epoch milliseconds."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+class ReplaySource:
+    """Recorded trades from a file or glob (Parquet, CSV, Binance bulk-dump CSV, ccxt JSON[.gz])."""
+
+    def __init__(self, path: str | Path, now: Callable[[], datetime] | None = None) -> None:
+        self.path = str(path)
+        self._now = now or (lambda: datetime.now(UTC))
+
+    def files(self) -> list[Path]:
+        """The files the path or glob names (sorted); none is an error naming the path."""
+        if glob.has_magic(self.path):
+            found = sorted(Path(p) for p in glob.glob(self.path, recursive=True) if Path(p).is_file())
+        else:
+            found = [Path(self.path)] if Path(self.path).is_file() else []
+        if not found:
+            raise SourceError(f"replay: no recorded trade file matches {self.path}")
+        return found
+
+    def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
+        """Recorded trades in [start, end); coverage = recorded span of the file(s) within the window."""
+        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+        end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+        if end < start:
+            raise SourceError(f"replay: {instrument.key}: window end {end} is before start {start}")
+        lo_ms, hi_ms = ms_ceil(start), ms_ceil(end)
+        received_at = self._now()
+        parts: list[FileTrades] = []
+        for path in self.files():
+            try:
+                parts.append(load_file(path, instrument, lo_ms, hi_ms, received_at))
+            except SourceError:
+                raise
+            except (pl.exceptions.PolarsError, OSError, ValueError, zipfile.BadZipFile) as exc:
+                raise SourceError(
+                    f"replay: {path}: cannot read trades ({type(exc).__name__}: {exc})"
+                ) from exc
+        others = sorted({sym for p in parts for sym in p.other_symbols})
+        if others and all(p.first_ms is None for p in parts):  # trades recorded, none of this symbol
+            raise SourceError(
+                f"replay: {self.path}: no trades of {instrument.symbol} "
+                f"(looked for {symbol_keys(instrument)}); "
+                f"the file(s) hold symbols {others}"
+            )
+        trades = pl.concat([p.trades for p in parts]).sort("timestamp_ms", maintain_order=True)
+        trades = schemas.conform(trades, schemas.RAW_TRADES, name=f"raw trades (replay {self.path})")
+        firsts = [p.first_ms for p in parts if p.first_ms is not None]
+        lasts = [p.last_ms for p in parts if p.last_ms is not None]
+        if not firsts:
+            return TradeBatch(trades, covered_from=start, covered_to=start)
+        covered_from = max(start, from_ms(min(firsts)))
+        covered_to = min(end, from_ms(max(lasts) + 1))
+        if covered_from >= covered_to:
+            return TradeBatch(trades, covered_from=start, covered_to=start)
+        return TradeBatch(trades, covered_from=covered_from, covered_to=covered_to)
