@@ -401,3 +401,16 @@ def test_day_partition_dates_are_utc() -> None:
     # guard for the day split above: DuckDB's date of the first usdm trade is 2023-04-04 (UTC)
     first = scalar(f"select min(ts_ms) from read_csv('{WS / 'usdm_btcusdt_trades.csv'}')")
     assert datetime.fromtimestamp(first / 1000, UTC).date() == date(2023, 4, 4)
+
+
+def test_days_between_recorded_sessions_are_not_vouched_for() -> None:
+    """usdm_btcusdt holds a 2023-04 and a 2024-08 session: the months between are not 'empty, covered'."""
+    inst = Instrument("binanceusdm", "BTC/USDT:USDT", "replay", {"path": str(WS / "usdm_btcusdt_trades.csv")})
+    src = ReplaySource(str(WS / "usdm_btcusdt_trades.csv"))
+    between = src.fetch(inst, utc(2023, 6, 1), utc(2023, 6, 2))
+    assert between.trades.height == 0 and between.covered_from == between.covered_to
+    # The session's own days: covered up to midnight on the first day, from midnight on the second.
+    day1 = src.fetch(inst, utc(2023, 4, 4), utc(2023, 4, 5))
+    day2 = src.fetch(inst, utc(2023, 4, 5), utc(2023, 4, 6))
+    assert day1.covered_to == utc(2023, 4, 5) and day1.covered_from > utc(2023, 4, 4, 23)
+    assert day2.covered_from == utc(2023, 4, 5) and day2.covered_to < utc(2023, 4, 5, 1)

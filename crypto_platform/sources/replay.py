@@ -27,6 +27,8 @@ from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError, TradeBatch
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A recording continues across a window edge if it has a trade within this time on the other side.
+SESSION_GAP = timedelta(hours=2)
 
 # Header-less Binance bulk dumps (data.binance.vision), told apart by their column count.
 BINANCE_TRADES_COLUMNS = ["id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"]
@@ -380,14 +382,8 @@ class ReplaySource:
             raise SourceError(f"replay: no recorded trade file matches {self.path}")
         return found
 
-    def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
-        """Recorded trades in [start, end); coverage = recorded span of the file(s) within the window."""
-        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
-        end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
-        if end < start:
-            raise SourceError(f"replay: {instrument.key}: window end {end} is before start {start}")
-        lo_ms, hi_ms = ms_ceil(start), ms_ceil(end)
-        received_at = self._now()
+    def _load(self, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime) -> list[FileTrades]:
+        """Every file's trades of the instrument in [lo_ms, hi_ms), with unreadable files named."""
         parts: list[FileTrades] = []
         for path in self.files():
             try:
@@ -398,6 +394,21 @@ class ReplaySource:
                 raise SourceError(
                     f"replay: {path}: cannot read trades ({type(exc).__name__}: {exc})"
                 ) from exc
+        return parts
+
+    def _any(self, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime) -> bool:
+        """Whether the recording holds a trade of the instrument in [lo_ms, hi_ms)."""
+        return any(p.trades.height for p in self._load(instrument, lo_ms, hi_ms, received_at))
+
+    def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
+        """Recorded trades in [start, end), covered where the recording is continuous (see below)."""
+        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+        end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+        if end < start:
+            raise SourceError(f"replay: {instrument.key}: window end {end} is before start {start}")
+        lo_ms, hi_ms = ms_ceil(start), ms_ceil(end)
+        received_at = self._now()
+        parts = self._load(instrument, lo_ms, hi_ms, received_at)
         others = sorted({sym for p in parts for sym in p.other_symbols})
         if others and all(p.first_ms is None for p in parts):  # trades recorded, none of this symbol
             raise SourceError(
@@ -407,12 +418,17 @@ class ReplaySource:
             )
         trades = pl.concat([p.trades for p in parts]).sort("timestamp_ms", maintain_order=True)
         trades = schemas.conform(trades, schemas.RAW_TRADES, name=f"raw trades (replay {self.path})")
-        firsts = [p.first_ms for p in parts if p.first_ms is not None]
-        lasts = [p.last_ms for p in parts if p.last_ms is not None]
-        if not firsts:
-            return TradeBatch(trades, covered_from=start, covered_to=start)
-        covered_from = max(start, from_ms(min(firsts)))
-        covered_to = min(end, from_ms(max(lasts) + 1))
-        if covered_from >= covered_to:
-            return TradeBatch(trades, covered_from=start, covered_to=start)
+        # Coverage: the recording vouches for a window edge only if it continues across it (a trade
+        # within SESSION_GAP on the other side); otherwise it ends at the first/last recorded trade.
+        # So separate sessions days apart never vouch for the days between them as empty.
+        gap_ms = int(SESSION_GAP.total_seconds() * 1000)
+        stamps = trades.get_column("timestamp_ms").drop_nulls()
+        stamps = stamps.filter((stamps >= lo_ms) & (stamps < hi_ms))
+        before = self._any(instrument, lo_ms - gap_ms, lo_ms, received_at)
+        after = self._any(instrument, hi_ms, hi_ms + gap_ms, received_at)
+        if stamps.is_empty():
+            covered = (start, end) if before and after else (start, start)
+            return TradeBatch(trades, covered_from=covered[0], covered_to=covered[1])
+        covered_from = start if before else max(start, from_ms(int(stamps.min())))
+        covered_to = end if after else min(end, from_ms(int(stamps.max()) + 1))
         return TradeBatch(trades, covered_from=covered_from, covered_to=covered_to)
