@@ -7,6 +7,7 @@ The demo drives Dagster exactly as a user would from a terminal (`dagster asset 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,16 @@ select symbol, count(*) as minutes, sum(trade_count) as trades,
        round(min(low), 2) as low, round(max(high), 2) as high, round(sum(quote_volume)) as quote_volume
 from silver.candles_1m group by symbol order by symbol
 """.strip()
+EVAL_QUERY = """
+select model_version, alias, forecast, n, round(rank_ic, 4) as rank_ic, round(hit_rate, 4) as hit_rate,
+       round(hit_p_value, 4) as hit_p, round(mae * 1e4, 3) as mae_bp, round(rmse * 1e4, 3) as rmse_bp
+from gold.model_evaluations order by model_version desc, forecast limit 8
+""".strip()
+PRED_QUERY = """
+select symbol, ts, round(close, 2) as close, round(predicted_return * 1e4, 2) as predicted_bp,
+       round(implied_price, 2) as implied_price, model_name, model_version, qualified
+from gold.predictions order by ts desc, symbol limit 6
+""".strip()
 
 
 def _env() -> dict[str, str]:
@@ -29,26 +40,36 @@ def _env() -> dict[str, str]:
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
     env.setdefault("DO_NOT_TRACK", "1")
+    env.setdefault("PYTHONWARNINGS", "ignore")
     return env
 
 
-def materialize(selection: str, partition_range: str | None = None, partition: str | None = None) -> None:
-    """Run `dagster asset materialize` for a selection (and partition or range) in this environment."""
+def materialize(selection: str, partition_range: str | None = None, config: dict | None = None) -> None:
+    """Run `dagster asset materialize` for a selection (and partition range) in this environment."""
     cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_platform.definitions",
            "--select", selection]
+    shown = f"\n$ dagster asset materialize --select '{selection}'"
     if partition_range:
         cmd += ["--partition-range", partition_range]
-    if partition:
-        cmd += ["--partition", partition]
-    print(f"\n$ dagster asset materialize --select '{selection}'"
-          + (f" --partition-range '{partition_range}'" if partition_range else "")
-          + (f" --partition '{partition}'" if partition else ""), flush=True)
+        shown += f" --partition-range '{partition_range}'"
+    if config:
+        cmd += ["--config-json", json.dumps(config)]
+        shown += f" --config-json '{json.dumps(config)}'"
+    print(shown, flush=True)
     started = time.monotonic()
-    subprocess.run(cmd, check=True, cwd=PROJECT_DIR, env=_env(), stdout=subprocess.DEVNULL)
-    print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
+    log = PROJECT_DIR / "data" / "logs" / "demo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        fh.write(shown.strip() + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=_env(), stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        sys.exit(f"{tail}\n\ndemo: the step above failed (exit {proc.returncode}); full log: {log}")
+    print(f"  done in {time.monotonic() - started:.1f} s (log: data/logs/demo.log)", flush=True)
 
 
-def demo(days: int) -> None:
+def demo(days: int, trials: int) -> None:
     """Materialize the last `days` complete UTC days of every synthetic instrument, end to end."""
     universe = load_universe()
     sim = [i.key for i in universe.instruments if i.source == "synthetic"]
@@ -62,7 +83,16 @@ def demo(days: int) -> None:
     rng = f"{multi_key(first, sim[0])}...{multi_key(last, sim[-1])}"
     print(f"crypto_platform demo: {len(sim)} synthetic instruments x {days} days ({first} .. {last})")
     materialize("group:raw or group:bronze or group:silver", partition_range=rng)
+    materialize("key:gold/features or key:gold/labels", partition_range=rng)
+    materialize("key:gold/training_set or key:gold/training_set_summary or key:gold/model or key:gold/model_evaluations",
+                config={"ops": {"gold_model": {"config": {"n_trials": trials}}}})
+    print("  (demo: predictions may use the latest 'challenger' if no model passed the promotion gate;"
+          " production runs never do unless allow_unqualified_model is set)")
+    materialize("key:gold/predictions", partition_range=rng,
+                config={"ops": {"gold__predictions": {"config": {"allow_unqualified_model": True}}}})
     show(DEMO_QUERY)
+    show(EVAL_QUERY)
+    show(PRED_QUERY)
     print(
         "\nQuery the warehouse yourself:\n"
         '  ./run duckdb data/warehouse.duckdb "select * from silver.candles_1m limit 5"\n'
@@ -86,11 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="crypto-platform", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_demo = sub.add_parser("demo", help="run the pipeline end to end on the embedded defaults")
-    p_demo.add_argument("--days", type=int, default=2, help="complete UTC days to materialize (default 2)")
+    p_demo.add_argument("--days", type=int, default=3, help="complete UTC days to materialize (default 3)")
+    p_demo.add_argument("--trials", type=int, default=10, help="Optuna trials for the demo model (default 10)")
     args = parser.parse_args(argv)
     os.chdir(PROJECT_DIR)
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ})
     if args.cmd == "demo":
-        demo(args.days)
+        demo(args.days, args.trials)
 
 

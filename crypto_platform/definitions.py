@@ -11,9 +11,10 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_platform.assets import ingest, silver
+from crypto_platform.assets import gold, ingest, silver
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.resources.lake import LAKE_ROOT_ENV, LakeResource
+from crypto_platform.resources.mlflow import MLFLOW_URI_ENV, MlflowResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WAREHOUSE_ENV, WarehouseResource
 
@@ -29,11 +30,12 @@ def build_resources() -> dict[str, Any]:
         "lake": LakeResource(root=_env_or(LAKE_ROOT_ENV, "data/lake")),
         "warehouse": WarehouseResource(path=_env_or(WAREHOUSE_ENV, "data/warehouse.duckdb")),
         "trade_sources": TradeSourcesResource(),
+        "mlflow_registry": MlflowResource(tracking_uri=_env_or(MLFLOW_URI_ENV, "")),
     }
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, silver]),
+    assets=dg.load_assets_from_modules([ingest, silver, gold]),
     jobs=JOBS,
     resources=build_resources(),
     executor=dg.in_process_executor,

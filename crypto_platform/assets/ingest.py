@@ -1,6 +1,5 @@
 """raw and bronze layers: fetch trades into immutable raw batches, then type/validate/de-duplicate."""
 
-from __future__ import annotations
 
 from datetime import UTC, datetime
 

@@ -1,6 +1,5 @@
 """silver layer: 1-minute OHLCV candles per instrument and day, and 5-minute / 1-hour roll-ups."""
 
-from __future__ import annotations
 
 from datetime import timedelta
 
@@ -81,7 +80,6 @@ def _rollup_asset(width: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=["silver", table],
-        name=f"silver_{table}",
         deps=[CANDLES_1M],
         partitions_def=trade_partitions,
         backfill_policy=single_run,
@@ -103,6 +101,7 @@ def _rollup_asset(width: str) -> dg.AssetsDefinition:
         warehouse.refresh_views(lake, [View("silver", table)])
         return dg.MaterializeResult(metadata=summarize(stats, sums=("rows", "empty_bars", "trades", "bytes")))
 
+    _asset.__name__ = f"silver_{table}"
     return _asset
 
 

@@ -57,9 +57,10 @@ class LakeResource(dg.ConfigurableResource):
         """Folder of one (instrument, day) partition of a table."""
         return self.table_path(layer, table) / f"instrument={part.instrument.key}" / f"date={part.day}"
 
-    def table_glob(self, layer: str, table: str, file: str = PART_FILE) -> str:
-        """Glob matching every partition file of a table (for DuckDB views and scans)."""
-        return str(self.table_path(layer, table) / "instrument=*" / "date=*" / file)
+    def table_glob(self, layer: str, table: str, *, partitioned: bool = True) -> str:
+        """Glob matching every data file of a table (for DuckDB views and scans)."""
+        pattern = f"instrument=*/date=*/{PART_FILE}" if partitioned else "*.parquet"
+        return str(self.table_path(layer, table) / pattern)
 
     # -- whole-partition tables (bronze, silver, gold) -------------------------------------------
     def write_partition(self, df: pl.DataFrame, layer: str, table: str, part: DayPartition) -> WriteInfo:
@@ -74,9 +75,10 @@ class LakeResource(dg.ConfigurableResource):
     def has_partition(self, layer: str, table: str, part: DayPartition) -> bool:
         return (self.partition_path(layer, table, part) / PART_FILE).exists()
 
-    def scan_table(self, layer: str, table: str) -> pl.LazyFrame | None:
-        """Lazy scan over all partitions of a table (None when the table has no partition yet)."""
-        files = sorted(self.table_path(layer, table).glob(f"instrument=*/date=*/{PART_FILE}"))
+    def scan_table(self, layer: str, table: str, *, partitioned: bool = True) -> pl.LazyFrame | None:
+        """Lazy scan over all data files of a table (None when it has none yet)."""
+        pattern = f"instrument=*/date=*/{PART_FILE}" if partitioned else "*.parquet"
+        files = sorted(self.table_path(layer, table).glob(pattern))
         if not files:
             return None
         return pl.scan_parquet(files, hive_partitioning=False)
@@ -85,6 +87,16 @@ class LakeResource(dg.ConfigurableResource):
         """Concatenation of the given partitions that exist (None if none does)."""
         frames = [df for p in parts if (df := self.read_partition(layer, table, p)) is not None]
         return pl.concat(frames, how="vertical") if frames else None
+
+    # -- unpartitioned tables (training sets, model evaluations) ---------------------------------
+    def write_table(self, df: pl.DataFrame, layer: str, table: str, name: str = "part") -> WriteInfo:
+        """Atomically write one file of an unpartitioned table (`<table>/<name>.parquet`)."""
+        return self._write_parquet(df, self.table_path(layer, table) / f"{name}.parquet")
+
+    def read_table(self, layer: str, table: str, name: str = "part") -> pl.DataFrame | None:
+        """One file of an unpartitioned table, or None."""
+        path = self.table_path(layer, table) / f"{name}.parquet"
+        return pl.read_parquet(path) if path.exists() else None
 
     # -- append-only tables (raw) ----------------------------------------------------------------
     def write_batch(self, df: pl.DataFrame, layer: str, table: str, part: DayPartition, name: str) -> WriteInfo:

@@ -29,6 +29,7 @@ class View:
 
     layer: str
     table: str
+    partitioned: bool = True
 
     @property
     def qualified(self) -> str:
@@ -53,14 +54,14 @@ class WarehouseResource(dg.ConfigurableResource):
         """(Re)create the views whose tables have data; returns the qualified names created."""
         statements: list[tuple[str, str]] = []
         for v in views:
-            if lake.scan_table(v.layer, v.table) is None:
+            if lake.scan_table(v.layer, v.table, partitioned=v.partitioned) is None:
                 continue
-            glob = lake.table_glob(v.layer, v.table).replace("'", "''")
+            glob = lake.table_glob(v.layer, v.table, partitioned=v.partitioned).replace("'", "''")
             statements.append(
                 (
                     v.qualified,
                     f"create or replace view {v.qualified} as select * from read_parquet("
-                    f"'{glob}', hive_partitioning = true, union_by_name = true)",
+                    f"'{glob}', hive_partitioning = {str(v.partitioned).lower()}, union_by_name = true)",
                 )
             )
         if not statements:
@@ -72,10 +73,13 @@ class WarehouseResource(dg.ConfigurableResource):
                 con.execute(sql)
         return [name for name, _ in statements]
 
-    def query(self, sql: str) -> duckdb.DuckDBPyRelation:
-        """Run a read-only query (for tests and the CLI); the caller fetches the result."""
+    def query(self, sql: str) -> list[tuple]:
+        """Run a read-only query over the views and return its rows."""
         con = duckdb.connect(str(self.file), read_only=True)
-        return con.sql(sql)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         self.file.parent.mkdir(parents=True, exist_ok=True)

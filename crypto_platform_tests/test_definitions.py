@@ -1,0 +1,45 @@
+"""The whole asset graph at a glance: a change to keys, deps, partitions, groups or policies shows here."""
+
+import dagster as dg
+
+from crypto_platform.definitions import defs
+from crypto_platform.partitions import trade_partitions
+
+EXPECTED = {
+    "raw/trades": ("raw", True, []),
+    "bronze/trades": ("bronze", True, ["raw/trades"]),
+    "bronze/trade_rejects": ("bronze", True, ["raw/trades"]),
+    "silver/candles_1m": ("silver", True, ["bronze/trades"]),
+    "silver/candles_5m": ("silver", True, ["silver/candles_1m"]),
+    "silver/candles_1h": ("silver", True, ["silver/candles_1m"]),
+    "gold/features": ("gold", True, ["silver/candles_1m"]),
+    "gold/labels": ("gold", True, ["silver/candles_1m"]),
+    "gold/training_set": ("gold", False, ["gold/features", "gold/labels"]),
+    "gold/training_set_summary": ("gold", False, ["gold/features", "gold/labels"]),
+    "gold/model": ("gold", False, ["gold/training_set"]),
+    "gold/model_evaluations": ("gold", False, ["gold/training_set"]),
+    "gold/predictions": ("gold", True, ["gold/features", "gold/model"]),
+}
+
+
+def test_asset_graph_snapshot() -> None:
+    graph = defs.resolve_asset_graph()
+    got = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        got[key.to_user_string()] = (
+            node.group_name,
+            node.partitions_def is not None,
+            sorted(k.to_user_string() for k in node.parent_keys),
+        )
+        if node.partitions_def is not None:
+            assert node.partitions_def == trade_partitions, key
+            assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+        assert node.description, f"{key} has no description"
+    assert got == EXPECTED
+
+
+def test_definitions_load_with_resources_and_jobs() -> None:
+    repo = defs.get_repository_def()
+    assert {"ingest_job", "features_job", "training_job", "predictions_job"} <= {j.name for j in repo.get_all_jobs()}
+    assert {"lake", "warehouse", "trade_sources", "mlflow_registry"} <= set(repo.get_top_level_resources())
