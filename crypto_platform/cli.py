@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from crypto_platform.partitions import multi_key
 from crypto_platform.settings import PROJECT_DIR, load_universe
@@ -46,8 +46,17 @@ def _env() -> dict[str, str]:
 
 def materialize(selection: str, partition_range: str | None = None, config: dict | None = None) -> None:
     """Run `dagster asset materialize` for a selection (and partition range) in this environment."""
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_platform.definitions",
-           "--select", selection]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "crypto_platform.definitions",
+        "--select",
+        selection,
+    ]
     shown = f"\n$ dagster asset materialize --select '{selection}'"
     if partition_range:
         cmd += ["--partition-range", partition_range]
@@ -84,12 +93,20 @@ def demo(days: int, trials: int) -> None:
     print(f"crypto_platform demo: {len(sim)} synthetic instruments x {days} days ({first} .. {last})")
     materialize("group:raw or group:bronze or group:silver", partition_range=rng)
     materialize("key:gold/features or key:gold/labels", partition_range=rng)
-    materialize("key:gold/training_set or key:gold/training_set_summary or key:gold/model or key:gold/model_evaluations",
-                config={"ops": {"gold_model": {"config": {"n_trials": trials}}}})
-    print("  (demo: predictions may use the latest 'challenger' if no model passed the promotion gate;"
-          " production runs never do unless allow_unqualified_model is set)")
-    materialize("key:gold/predictions", partition_range=rng,
-                config={"ops": {"gold__predictions": {"config": {"allow_unqualified_model": True}}}})
+    materialize(
+        "key:gold/training_set or key:gold/training_set_summary"
+        " or key:gold/model or key:gold/model_evaluations",
+        config={"ops": {"gold_model": {"config": {"n_trials": trials}}}},
+    )
+    print(
+        "  (demo: predictions may use the latest 'challenger' if no model passed the promotion gate;"
+        " production runs never do unless allow_unqualified_model is set)"
+    )
+    materialize(
+        "key:gold/predictions",
+        partition_range=rng,
+        config={"ops": {"gold__predictions": {"config": {"allow_unqualified_model": True}}}},
+    )
     show(DEMO_QUERY)
     show(EVAL_QUERY)
     show(PRED_QUERY)
@@ -106,7 +123,7 @@ def show(sql: str) -> None:
     import duckdb
 
     con = duckdb.connect(str(PROJECT_DIR / "data" / "warehouse.duckdb"), read_only=True)
-    print(f"\n$ duckdb data/warehouse.duckdb \"{' '.join(sql.split())}\"")
+    print(f'\n$ duckdb data/warehouse.duckdb "{" ".join(sql.split())}"')
     con.sql(sql).show(max_width=200)
     con.close()
 
@@ -117,11 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_demo = sub.add_parser("demo", help="run the pipeline end to end on the embedded defaults")
     p_demo.add_argument("--days", type=int, default=3, help="complete UTC days to materialize (default 3)")
-    p_demo.add_argument("--trials", type=int, default=10, help="Optuna trials for the demo model (default 10)")
+    p_demo.add_argument(
+        "--trials", type=int, default=10, help="Optuna trials for the demo model (default 10)"
+    )
     args = parser.parse_args(argv)
     os.chdir(PROJECT_DIR)
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ})
     if args.cmd == "demo":
         demo(args.days, args.trials)
-
-

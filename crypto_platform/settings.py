@@ -81,9 +81,7 @@ class Universe:
         for inst in self.instruments:
             if inst.key == key:
                 return inst
-        raise SettingsError(
-            f"unknown instrument {key!r}: not in {self.path} (known: {', '.join(self.keys)})"
-        )
+        raise SettingsError(f"unknown instrument {key!r}: not in {self.path} (known: {', '.join(self.keys)})")
 
 
 def parse_universe(raw: dict[str, Any], path: Path) -> Universe:

@@ -25,7 +25,8 @@ def _free_port() -> int:
 
 def _graphql(port: int) -> dict:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": QUERY}).encode(),
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": QUERY}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -37,11 +38,19 @@ def test_dagster_dev_loads_everything(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "CRYPTO_LAKE_ROOT": str(tmp_path / "lake"),
-           "CRYPTO_WAREHOUSE_PATH": str(tmp_path / "wh.duckdb")}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CRYPTO_LAKE_ROOT": str(tmp_path / "lake"),
+        "CRYPTO_WAREHOUSE_PATH": str(tmp_path / "wh.duckdb"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         entry, deadline = None, time.monotonic() + 120

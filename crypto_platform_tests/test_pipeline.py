@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from crypto_platform.assets import ingest, silver
-from crypto_platform.partitions import DayPartition, parse_key
+from crypto_platform.partitions import parse_key
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
@@ -76,7 +76,9 @@ def test_replayed_binance_trades_give_31_candles_equal_to_duckdb(tmp_path: Path)
 
         # The warehouse view answers the same question in SQL.
         wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
-        n = wh.execute("select count(*) from silver.candles_1m where instrument = 'binance.BTC-USDT'").fetchone()
+        n = wh.execute(
+            "select count(*) from silver.candles_1m where instrument = 'binance.BTC-USDT'"
+        ).fetchone()
         assert n == (31,)
         wh.close()
 

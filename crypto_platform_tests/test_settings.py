@@ -13,8 +13,12 @@ P = Path("instruments.yaml")
 
 def test_keys_and_slugs() -> None:
     u = parse_universe(
-        {"instruments": [{"exchange": "sim", "symbol": "BTC/USDT"},
-                         {"exchange": "binanceusdm", "symbol": "BTC/USDT:USDT", "source": "ccxt"}]},
+        {
+            "instruments": [
+                {"exchange": "sim", "symbol": "BTC/USDT"},
+                {"exchange": "binanceusdm", "symbol": "BTC/USDT:USDT", "source": "ccxt"},
+            ]
+        },
         P,
     )
     assert u.keys == ["sim.BTC-USDT", "binanceusdm.BTC-USDT-USDT"]
@@ -28,7 +32,10 @@ def test_keys_and_slugs() -> None:
         ({"exchange": "Binance", "symbol": "BTC/USDT", "source": "ccxt"}, "exchange 'Binance'"),
         ({"exchange": "binance", "symbol": "BTCUSDT", "source": "ccxt"}, "symbol 'BTCUSDT'"),
         ({"exchange": "binance", "symbol": "BTC/USDT", "source": "kafka"}, "source 'kafka'"),
-        ({"exchange": "binance", "symbol": "BTC/USDT", "source": "synthetic"}, "only allowed with exchange 'sim'"),
+        (
+            {"exchange": "binance", "symbol": "BTC/USDT", "source": "synthetic"},
+            "only allowed with exchange 'sim'",
+        ),
         ({"exchange": "sim", "symbol": "BTC/USDT", "source": "ccxt"}, "only allowed with exchange 'sim'"),
         ({"exchange": "binance", "symbol": "BTC/USDT", "source": "replay"}, "needs a 'path'"),
     ],
@@ -40,10 +47,10 @@ def test_bad_entries_are_named(entry: dict, message: str) -> None:
 
 
 def test_duplicates_and_unknown_keys() -> None:
-    with pytest.raises(SettingsError, match="listed twice: sim.BTC-USDT"):
+    with pytest.raises(SettingsError, match=r"listed twice: sim\.BTC-USDT"):
         parse_universe({"instruments": [{"exchange": "sim", "symbol": "BTC/USDT"}] * 2}, P)
     u = parse_universe({"instruments": [{"exchange": "sim", "symbol": "BTC/USDT"}]}, P)
-    with pytest.raises(SettingsError, match="unknown instrument 'sim.DOGE-USDT'"):
+    with pytest.raises(SettingsError, match=r"unknown instrument 'sim\.DOGE-USDT'"):
         u.instrument("sim.DOGE-USDT")
     with pytest.raises(SettingsError, match="start_date"):
         parse_universe({"start_date": "yesterday", "instruments": [{"exchange": "sim", "symbol": "A/B"}]}, P)

@@ -1,6 +1,5 @@
 """silver layer: 1-minute OHLCV candles per instrument and day, and 5-minute / 1-hour roll-ups."""
 
-
 from datetime import timedelta
 
 import dagster as dg
@@ -20,7 +19,9 @@ CANDLES_1M = dg.AssetKey(["silver", CANDLE_TABLES["1m"]])
 
 def _prev_close(lake: LakeResource, part: DayPartition) -> float | None:
     """Last close of the previous day's candles, carried into this day's leading empty minutes."""
-    prev = lake.read_partition("silver", CANDLE_TABLES["1m"], DayPartition(part.instrument, part.day - timedelta(1)))
+    prev = lake.read_partition(
+        "silver", CANDLE_TABLES["1m"], DayPartition(part.instrument, part.day - timedelta(1))
+    )
     if prev is None or prev.is_empty():
         return None
     closes = prev.get_column("close").drop_nulls()
@@ -65,8 +66,12 @@ def silver_candles_1m(
         start = max(cov.covered_from, part.start) if cov.covered_from else part.start
         end = min(cov.covered_to, part.end) if cov.covered_to else part.start
         df = candles_1m(
-            bronze, start, end, prev_close=_prev_close(lake, part),
-            exchange=part.instrument.exchange, symbol=part.instrument.symbol,
+            bronze,
+            start,
+            end,
+            prev_close=_prev_close(lake, part),
+            exchange=part.instrument.exchange,
+            symbol=part.instrument.symbol,
         )
         info = lake.write_partition(df, "silver", CANDLE_TABLES["1m"], part)
         stats.append(_candle_stats(part, df, info))
@@ -85,7 +90,7 @@ def _rollup_asset(width: str) -> dg.AssetsDefinition:
         backfill_policy=single_run,
         group_name="silver",
         kinds={"parquet", "polars"},
-        description=f"{width} OHLCV bars rolled up from the 1-minute candles (UTC-aligned, open-time labelled).",
+        description=f"{width} OHLCV bars rolled up from the 1-minute candles (UTC-aligned, by open time).",
     )
     def _asset(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource

@@ -8,7 +8,9 @@ from crypto_platform.partitions import trade_partitions
 
 INGEST = dg.AssetSelection.groups("raw", "bronze", "silver")
 FEATURES = dg.AssetSelection.assets(["gold", "features"], ["gold", "labels"])
-TRAINING = dg.AssetSelection.assets(["gold", "training_set"], ["gold", "model"]).required_multi_asset_neighbors()
+TRAINING = dg.AssetSelection.assets(
+    ["gold", "training_set"], ["gold", "model"]
+).required_multi_asset_neighbors()
 PREDICTIONS = dg.AssetSelection.assets(["gold", "predictions"])
 
 ingest_job = dg.define_asset_job(

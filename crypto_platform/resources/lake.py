@@ -99,11 +99,15 @@ class LakeResource(dg.ConfigurableResource):
         return pl.read_parquet(path) if path.exists() else None
 
     # -- append-only tables (raw) ----------------------------------------------------------------
-    def write_batch(self, df: pl.DataFrame, layer: str, table: str, part: DayPartition, name: str) -> WriteInfo:
+    def write_batch(
+        self, df: pl.DataFrame, layer: str, table: str, part: DayPartition, name: str
+    ) -> WriteInfo:
         """Atomically write one immutable batch file of an append-only partition."""
         return self._write_parquet(df, self.partition_path(layer, table, part) / f"{name}.parquet")
 
-    def read_batches(self, layer: str, table: str, part: DayPartition, names: list[str]) -> list[pl.DataFrame]:
+    def read_batches(
+        self, layer: str, table: str, part: DayPartition, names: list[str]
+    ) -> list[pl.DataFrame]:
         """Read the named batch files of an append-only partition (listed by its manifest)."""
         folder = self.partition_path(layer, table, part)
         return [pl.read_parquet(folder / f"{n}.parquet") for n in names]

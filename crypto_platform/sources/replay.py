@@ -382,7 +382,9 @@ class ReplaySource:
             raise SourceError(f"replay: no recorded trade file matches {self.path}")
         return found
 
-    def _load(self, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime) -> list[FileTrades]:
+    def _load(
+        self, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime
+    ) -> list[FileTrades]:
         """Every file's trades of the instrument in [lo_ms, hi_ms), with unreadable files named."""
         parts: list[FileTrades] = []
         for path in self.files():
