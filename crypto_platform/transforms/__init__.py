@@ -1,0 +1,1 @@
+"""Pure polars transforms (polars in, polars out, no Dagster): trades -> bronze -> candles -> features."""
