@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_platform.assets import gold, ingest, silver
+from crypto_platform.assets import gold, history, ingest, silver
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.resources.lake import LAKE_ROOT_ENV, LakeResource
 from crypto_platform.resources.mlflow import MLFLOW_URI_ENV, MlflowResource
@@ -36,7 +36,7 @@ def build_resources() -> dict[str, Any]:
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, silver, gold]),
-    jobs=JOBS,
+    jobs=[*JOBS, *history.HISTORY_JOBS],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

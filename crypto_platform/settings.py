@@ -21,8 +21,13 @@ PROJECT_DIR = PACKAGE_DIR.parent
 DEFAULT_INSTRUMENTS_FILE = PACKAGE_DIR / "config" / "instruments.yaml"
 INSTRUMENTS_ENV = "CRYPTO_PLATFORM_INSTRUMENTS"
 
-SourceKind = Literal["synthetic", "ccxt", "replay"]
-SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay")
+SourceKind = Literal["synthetic", "ccxt", "replay", "candles"]
+SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay", "candles")
+# Sources that deliver trades (raw -> bronze -> silver). A 'candles' instrument has no trades: its
+# silver 1-minute candles only come from OHLCV history imported by the `import_candles` job.
+TRADE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay")
+CANDLE_IMPORT_FORMATS: tuple[str, ...] = ("auto", "csv", "kraken", "parquet")
+VOLUME_UNITS: tuple[str, ...] = ("base", "quote")
 SYNTHETIC_EXCHANGE = "sim"
 _EXCHANGE_RE = re.compile(r"^[a-z0-9_]+$")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9.]+(:[A-Za-z0-9.\-]+)?$")
@@ -54,6 +59,11 @@ class Instrument:
     def key(self) -> str:
         """The `instrument` partition key, e.g. 'binance.BTC-USDT'."""
         return f"{self.exchange}.{self.slug}"
+
+    @property
+    def has_trades(self) -> bool:
+        """False for 'candles' instruments, whose history only comes as imported OHLCV bars."""
+        return self.source in TRADE_SOURCE_KINDS
 
     @property
     def base(self) -> str:
@@ -117,6 +127,12 @@ def parse_universe(raw: dict[str, Any], path: Path) -> Universe:
             )
         if source == "replay" and not item.get("path"):
             raise SettingsError(f"{where}: source 'replay' needs a 'path' (file or glob of recorded trades)")
+        if source == "candles" and str(item.get("format", "auto")) not in CANDLE_IMPORT_FORMATS:
+            raise SettingsError(
+                f"{where}: format {item['format']!r} is not one of {', '.join(CANDLE_IMPORT_FORMATS)}"
+            )
+        if source == "candles" and str(item.get("volume_unit", "base")) not in VOLUME_UNITS:
+            raise SettingsError(f"{where}: volume_unit {item['volume_unit']!r} is not one of base, quote")
         options = {k: v for k, v in item.items() if k not in {"exchange", "symbol", "source"}}
         out.append(Instrument(exchange, symbol, source, options))  # type: ignore[arg-type]
     keys = [i.key for i in out]

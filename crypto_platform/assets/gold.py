@@ -2,9 +2,19 @@
 
 Features and predictions are partitioned like the silver candles and computed by the same function
 (`transforms.features.build_features`) for training and serving, so there is no training-serving skew.
+
+Silver is read as it is: a minute absent from silver (a day not materialized, a recording that
+ended, an import that stopped) is unknown time, and gold never fills it. Feature windows restart
+after such a gap and labels are only made where bar t+h exists. Leading empty minutes that silver
+could not price (no earlier close when it built them) take the close of the minute before when
+that minute is known, else they are dropped (`priced_candles`).
+
+Labels are written for every model horizon (1, 5, 15, 60 minutes); the training set picks one
+(`horizon_minutes`), the model records it and predictions forecast that horizon, so the horizon is
+configured once. The model's LightGBM thread count is `ModelConfig.num_threads` (default 1).
 """
 
-
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -18,10 +28,19 @@ from crypto_platform.partitions import DayPartition, partitions_of, single_run, 
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
 from crypto_platform.resources.warehouse import View, WarehouseResource
-from crypto_platform.settings import load_universe
-from crypto_platform.transforms.features import FEATURE_COLUMNS, INDEX_COLUMNS, LOOKBACK_MINUTES, build_features
-from crypto_platform.transforms.labels import forward_return_labels
-from crypto_platform.transforms.ohlcv_import import fill_missing_bars
+from crypto_platform.schemas import UTC_TS
+from crypto_platform.settings import Instrument, load_universe
+from crypto_platform.transforms import features as features_mod
+from crypto_platform.transforms.features import (
+    CROSS_FEATURES,
+    FEATURE_COLUMNS,
+    INDEX_COLUMNS,
+    KEYS,
+    LOOKBACK_MINUTES,
+    RETURN_HORIZONS,
+    build_features,
+)
+from crypto_platform.transforms.labels import LABEL_COLUMNS, forward_return_labels
 
 FEATURES = dg.AssetKey(["gold", "features"])
 LABELS = dg.AssetKey(["gold", "labels"])
@@ -32,15 +51,89 @@ MODEL_EVALUATIONS = dg.AssetKey(["gold", "model_evaluations"])
 PREDICTIONS = dg.AssetKey(["gold", "predictions"])
 HISTORY_DAYS = math.ceil(LOOKBACK_MINUTES / (24 * 60))  # earlier days a feature day needs
 DEFAULT_HORIZON = 5
+# Labels are written for every horizon the model can be trained on (the momentum baseline of a
+# horizon h is the feature ret_h), so the training set's horizon can never disagree with the labels.
+LABEL_HORIZONS: tuple[int, ...] = RETURN_HORIZONS
+MINUTE = timedelta(minutes=1)
+PRICE_COLUMNS = ["open", "high", "low", "close", "vwap"]
+FEATURES_SCHEMA = {
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "ts": UTC_TS,
+    **{c: pl.Float64() for c in FEATURE_COLUMNS},
+}
+LABELS_SCHEMA = {
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "ts": UTC_TS,
+    "horizon": pl.Int32(),
+    "label": pl.Float64(),
+    "label_available_at": UTC_TS,
+}
 
 
-def _candles(lake: LakeResource, part: DayPartition, days: range) -> pl.DataFrame | None:
-    """1-minute candles of the partition's instrument over days relative to it, on a gap-free grid."""
-    parts = [DayPartition(part.instrument, part.day + timedelta(days=d)) for d in days]
+# ----------------------------------------------------------------------------------------------
+# silver candles as gold reads them
+
+
+def _segment_id() -> pl.Expr:
+    """Run number of contiguous minutes per instrument: a new run starts after any absent minute."""
+    breaks = (pl.col("ts").diff() != MINUTE).fill_null(True)
+    return breaks.cast(pl.Int32).cum_sum().over(KEYS).alias("_seg")
+
+
+def priced_candles(candles: pl.DataFrame) -> pl.DataFrame:
+    """Silver 1-minute candles ready for gold: sorted, nothing invented, every row priced.
+
+    * No minute is inserted. Silver has every minute of what its sources covered; a minute absent
+      from silver is time no source vouched for (a day not materialized, a recording that ended),
+      and a flat price carried across it would be invented data: fake zero returns in features and
+      fake labels. Features therefore restart after such a gap (see `segmented_features`), and a
+      label whose bar t+h is absent is not made.
+    * Null prices: silver leaves the prices of leading empty minutes null when it had no earlier
+      close (e.g. the previous day was materialized after this one). Where the minute before is
+      present, its close is carried, exactly what silver writes for empty minutes; rows that stay
+      without a price (nothing known before them) are dropped.
+    """
+    if candles.is_empty():
+        return candles
+    df = candles.sort(INDEX_COLUMNS)
+    dupes = df.select(INDEX_COLUMNS).is_duplicated().sum()
+    if dupes:
+        raise ValueError(f"silver candles hold {dupes} duplicated (exchange, symbol, minute) rows")
+    df = df.with_columns(_segment_id())
+    carried = pl.col("close").forward_fill().over([*KEYS, "_seg"])
+    unpriced = pl.col("close").is_null()
+    df = df.with_columns(
+        *[pl.when(unpriced).then(carried).otherwise(pl.col(c)).alias(c) for c in PRICE_COLUMNS]
+    )
+    return df.filter(pl.col("close").is_not_null()).drop("_seg")
+
+
+def _silver(lake: LakeResource, inst: Instrument, day, offsets: range) -> pl.DataFrame | None:
+    """Priced 1-minute candles of one instrument over days relative to `day` (None: none written)."""
+    parts = [DayPartition(inst, day + timedelta(days=d)) for d in offsets]
     df = lake.read_partitions("silver", "candles_1m", parts)
-    if df is None or df.is_empty():
-        return None
-    return fill_missing_bars(df.sort("ts"))
+    return None if df is None else priced_candles(df)
+
+
+def segmented_features(candles: pl.DataFrame) -> pl.DataFrame:
+    """`build_features` on candles that may have gaps: each contiguous run of an instrument's minutes
+    is a series of its own (windows restart after a gap: warm-up nulls, never a window spanning
+    unknown time); the cross-symbol features then join the instruments on the same minute. On
+    gap-free candles this equals `build_features(candles)`."""
+    if candles.is_empty():
+        return pl.DataFrame(schema=FEATURES_SCHEMA)
+    df = candles.sort(INDEX_COLUMNS).with_columns(_segment_id())
+    runs = [build_features(g.drop("_seg")) for _, g in df.group_by([*KEYS, "_seg"], maintain_order=True)]
+    per_symbol = pl.concat(runs, how="vertical").drop(CROSS_FEATURES)
+    if per_symbol.select(KEYS).n_unique() < 2:
+        out = per_symbol.with_columns(pl.lit(None, pl.Float64).alias(c) for c in CROSS_FEATURES)
+    else:  # the same cross-symbol step build_features runs, on the per-run features
+        out = features_mod._cross_symbol_features(per_symbol.lazy(), per_symbol, None).collect()
+    return out.select([*INDEX_COLUMNS, *[pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS]]).sort(
+        INDEX_COLUMNS
+    )
 
 
 def _day(df: pl.DataFrame, part: DayPartition) -> pl.DataFrame:
@@ -52,19 +145,38 @@ def _day(df: pl.DataFrame, part: DayPartition) -> pl.DataFrame:
     )
 
 
+def _require_silver(lake: LakeResource, part: DayPartition) -> None:
+    if not lake.has_partition("silver", "candles_1m", part):
+        raise dg.Failure(
+            f"silver/candles_1m {part} is not materialized; materialize the silver layer (or import its "
+            "OHLCV history with import_candles_job) first"
+        )
+
+
 def features_for(lake: LakeResource, part: DayPartition) -> pl.DataFrame:
     """Features of one (instrument, day): its candles plus same-exchange peers for cross-symbol features."""
-    own = _candles(lake, part, range(-HISTORY_DAYS, 1))
+    _require_silver(lake, part)
+    own = _silver(lake, part.instrument, part.day, range(-HISTORY_DAYS, 1))
     if own is None or _day(own, part).is_empty():
-        raise dg.Failure(f"silver/candles_1m {part} has no candles; materialize the silver layer first")
+        return pl.DataFrame(schema=FEATURES_SCHEMA)  # no priced minute that day (see priced_candles)
     peers = [
         c
         for inst in load_universe().instruments
         if inst.exchange == part.instrument.exchange and inst != part.instrument
-        if (c := _candles(lake, DayPartition(inst, part.day), range(-HISTORY_DAYS, 1))) is not None
+        if (c := _silver(lake, inst, part.day, range(-HISTORY_DAYS, 1))) is not None and c.height
     ]
-    candles = pl.concat([own, *peers], how="vertical").filter(pl.col("close").is_not_null())
-    return _day(build_features(candles), part)
+    candles = pl.concat([own, *peers], how="vertical")
+    return _day(segmented_features(candles), part)
+
+
+def labels_for(lake: LakeResource, part: DayPartition, horizons: list[int]) -> pl.DataFrame:
+    """Labels of one (instrument, day) for each horizon; the next day's candles complete the last ones."""
+    _require_silver(lake, part)
+    candles = _silver(lake, part.instrument, part.day, range(-1, 2))  # day before: prices of leading empties
+    if candles is None or _day(candles, part).is_empty():
+        return pl.DataFrame(schema=LABELS_SCHEMA)
+    frames = [_day(forward_return_labels(candles, h), part) for h in horizons]
+    return pl.concat(frames, how="vertical").select(LABEL_COLUMNS).sort("horizon", *INDEX_COLUMNS)
 
 
 @dg.asset(
@@ -77,7 +189,8 @@ def features_for(lake: LakeResource, part: DayPartition) -> pl.DataFrame:
     description=(
         f"{len(FEATURE_COLUMNS)} causal features per instrument and minute (returns, volatility, RSI, "
         "MACD, Bollinger %b, ATR, volume z-score, order-flow imbalance, VWAP distance, trade intensity, "
-        "calendar encodings, cross-symbol returns). A feature at minute t uses only candles <= t."
+        "calendar encodings, cross-symbol returns). A feature at minute t uses only candles <= t; "
+        "windows never span minutes absent from silver (they restart after a gap)."
     ),
 )
 def gold_features(
@@ -86,10 +199,20 @@ def gold_features(
     stats = []
     for part in partitions_of(context):
         df = features_for(lake, part)
+        if df.is_empty():
+            context.log.warning(f"features {part}: no priced candle that day; wrote an empty partition")
         info = lake.write_partition(df, "gold", "features", part)
         nulls = df.select(pl.col(FEATURE_COLUMNS).null_count()).sum_horizontal().item() if df.height else 0
-        stats.append({"partition": part.key, "rows": info.rows, "null_values": nulls, "bytes": info.bytes,
-                      "from": df["ts"].min(), "to": df["ts"].max()})
+        stats.append(
+            {
+                "partition": part.key,
+                "rows": info.rows,
+                "null_values": nulls,
+                "bytes": info.bytes,
+                "from": df["ts"].min(),
+                "to": df["ts"].max(),
+            }
+        )
     warehouse.refresh_views(lake, [View("gold", "features")])
     meta = summarize(stats, sums=("rows", "null_values", "bytes"))
     meta["feature_columns"] = dg.MetadataValue.json(FEATURE_COLUMNS)
@@ -97,7 +220,10 @@ def gold_features(
 
 
 class LabelConfig(dg.Config):
-    horizon_minutes: int = Field(default=DEFAULT_HORIZON, description="Forward-return horizon in minutes.")
+    horizons: list[int] = Field(
+        default=list(LABEL_HORIZONS),
+        description="Forward-return horizons in minutes; one label row per (instrument, minute, horizon).",
+    )
 
 
 @dg.asset(
@@ -108,29 +234,63 @@ class LabelConfig(dg.Config):
     group_name="gold",
     kinds={"parquet", "polars"},
     description=(
-        "Forward log return over the horizon (default 5 minutes) per instrument and minute, present "
-        "only when the horizon is complete, with the time the label became known (label_available_at)."
+        f"Forward log returns over {', '.join(map(str, LABEL_HORIZONS))} minutes (column horizon) per "
+        "instrument and minute, present only when bar t+h exists in silver (never across a gap), with "
+        "the time the label became known (label_available_at)."
     ),
 )
 def gold_labels(
     context: dg.AssetExecutionContext, config: LabelConfig, lake: LakeResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
+    horizons = sorted(set(config.horizons))
+    if not horizons or min(horizons) < 1:
+        raise dg.Failure(f"labels: horizons must be positive minutes, got {config.horizons}")
     stats = []
     for part in partitions_of(context):
-        candles = _candles(lake, part, range(0, 2))  # the next day completes the last horizons
-        if candles is None or _day(candles, part).is_empty():
-            raise dg.Failure(f"silver/candles_1m {part} has no candles; materialize the silver layer first")
-        priced = candles.filter(pl.col("close").is_not_null())
-        df = _day(forward_return_labels(priced, config.horizon_minutes), part)
+        df = labels_for(lake, part, horizons)
         info = lake.write_partition(df, "gold", "labels", part)
-        stats.append({"partition": part.key, "rows": info.rows, "bytes": info.bytes})
+        per_h = dict(df.group_by("horizon").len().rows()) if df.height else {}
+        stats.append(
+            {
+                "partition": part.key,
+                "rows": info.rows,
+                "bytes": info.bytes,
+                **{f"h{h}": per_h.get(h, 0) for h in horizons},
+            }
+        )
     warehouse.refresh_views(lake, [View("gold", "labels")])
-    return dg.MaterializeResult(metadata=summarize(stats))
+    meta = summarize(stats)
+    meta["horizons"] = dg.MetadataValue.json(horizons)
+    return dg.MaterializeResult(metadata=meta)
 
 
 class TrainingSetConfig(dg.Config):
-    window_days: float = Field(default=30.0, description="Rolling window: days of labelled minutes to train on.")
-    horizon_minutes: int = Field(default=DEFAULT_HORIZON, description="Label horizon in minutes.")
+    window_days: float = Field(
+        default=30.0, description="Rolling window: days of labelled minutes to train on."
+    )
+    horizon_minutes: int = Field(
+        default=DEFAULT_HORIZON,
+        description=f"Label horizon in minutes, one of {', '.join(map(str, LABEL_HORIZONS))} (its momentum "
+        "baseline is the feature ret_<h>); the model and its predictions take it over.",
+    )
+    instruments: list[str] = Field(
+        default=[], description="Instrument keys to train on (e.g. ['ftx.BTC-USD-USD']); empty: all."
+    )
+
+
+def _instrument_filter(keys: list[str]) -> pl.Expr | None:
+    """Row filter on (exchange, symbol) for instrument keys (unknown keys: a clear failure)."""
+    if not keys:
+        return None
+    from crypto_platform.settings import SettingsError
+
+    try:
+        insts = [load_universe().instrument(k) for k in keys]
+    except SettingsError as exc:
+        raise dg.Failure(f"training set: {exc}") from exc
+    return pl.any_horizontal(
+        [(pl.col("exchange") == i.exchange) & (pl.col("symbol") == i.symbol) for i in insts]
+    )
 
 
 @dg.multi_asset(
@@ -144,7 +304,7 @@ class TrainingSetConfig(dg.Config):
         dg.AssetSpec(
             TRAINING_SUMMARY,
             deps=[FEATURES, LABELS],
-            description="Per instrument: rows, time span and label statistics of the training set.",
+            description="Per instrument: rows, labelled share, time span and label statistics of the set.",
             kinds={"parquet", "duckdb"},
         ),
     ],
@@ -152,35 +312,84 @@ class TrainingSetConfig(dg.Config):
     can_subset=False,
 )
 def gold_training_set(
-    context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: LakeResource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: TrainingSetConfig,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
 ):
     from crypto_platform.ml.dataset import rolling_window, training_frame
 
+    h = config.horizon_minutes
+    if h not in LABEL_HORIZONS:
+        raise dg.Failure(
+            f"training set: horizon_minutes {h} is not one of {list(LABEL_HORIZONS)} (the labels' horizons; "
+            f"the momentum baseline of horizon h is the feature ret_h)"
+        )
+    if config.window_days <= 0:
+        raise dg.Failure(f"training set: window_days must be > 0, got {config.window_days}")
     features, labels = lake.scan_table("gold", "features"), lake.scan_table("gold", "labels")
     if features is None or labels is None:
         raise dg.Failure("gold/features and gold/labels have no partitions yet; materialize them first")
+    chosen = _instrument_filter(config.instruments)
+    if chosen is not None:
+        features, labels = features.filter(chosen), labels.filter(chosen)
     as_of = datetime.now(UTC)
-    labels_df = labels.filter(pl.col("horizon") == config.horizon_minutes).collect()
+    labels_df = labels.filter((pl.col("horizon") == h) & (pl.col("label_available_at") <= as_of)).collect()
     if labels_df.is_empty():
-        raise dg.Failure(f"gold/labels holds no label of horizon {config.horizon_minutes} minutes yet")
-    end = labels_df["ts"].max() + timedelta(minutes=1)
+        present = sorted(labels.select(pl.col("horizon").unique()).collect()["horizon"].to_list())
+        raise dg.Failure(
+            f"gold/labels holds no {h}-minute label known at {as_of:%Y-%m-%d %H:%M} UTC"
+            f"{' for ' + ', '.join(config.instruments) if config.instruments else ''} (horizons present: "
+            f"{present}); materialize gold/labels with {h} among its horizons"
+        )
+    end = labels_df["ts"].max() + MINUTE
     start = end - timedelta(days=config.window_days)
     feats = features.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).collect()
-    df = rolling_window(training_frame(feats, labels_df, as_of, horizon=config.horizon_minutes), end,
-                        config.window_days)
+    df = rolling_window(training_frame(feats, labels_df, as_of, horizon=h), end, config.window_days)
     if df.is_empty():
-        raise dg.Failure("the training window holds no labelled feature rows")
-    summary = df.group_by("exchange", "symbol").agg(
-        pl.len().alias("rows"), pl.col("ts").min().alias("from"), pl.col("ts").max().alias("to"),
-        pl.col("label").mean().alias("label_mean"), pl.col("label").std().alias("label_std"),
-        (pl.col("label") > 0).mean().alias("share_up"),
-    ).sort("exchange", "symbol").with_columns(pl.lit(as_of).alias("as_of"))
+        raise dg.Failure(f"the training window [{start}, {end}) holds no labelled feature rows")
+    # Feature days without a label of this horizon: labels not (re)materialized for them.
+    day = pl.col("ts").dt.date().alias("day")
+    unlabelled = (
+        feats.select(*KEYS, day)
+        .unique()
+        .join(labels_df.select(*KEYS, day).unique(), on=[*KEYS, "day"], how="anti")
+        .sort(*KEYS, "day")
+    )
+    if unlabelled.height:
+        context.log.warning(
+            f"{unlabelled.height} feature partitions in the window have no {h}-minute labels: "
+            f"{unlabelled.head(10).rows()}; materialize gold/labels for them"
+        )
+    feature_rows = feats.group_by(KEYS).len("feature_rows")
+    summary = (
+        df.group_by(KEYS)
+        .agg(
+            pl.len().alias("rows"),
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+            pl.col("label").mean().alias("label_mean"),
+            pl.col("label").std().alias("label_std"),
+            (pl.col("label") > 0).mean().alias("share_up"),
+        )
+        .join(feature_rows, on=KEYS, how="left")
+        .with_columns(
+            (pl.col("rows") / pl.col("feature_rows")).alias("labelled_share"),
+            pl.lit(h, pl.Int32).alias("horizon"),
+            pl.lit(as_of).alias("as_of"),
+        )
+        .sort(KEYS)
+    )
     info = lake.write_table(df, "gold", "training_set")
     lake.write_table(summary, "gold", "training_set_summary")
     warehouse.refresh_views(
-        lake, [View("gold", "training_set", partitioned=False), View("gold", "training_set_summary", partitioned=False)]
+        lake,
+        [
+            View("gold", "training_set", partitioned=False),
+            View("gold", "training_set_summary", partitioned=False),
+        ],
     )
-    context.log.info(f"training set: {df.height} rows {df['ts'].min()} .. {df['ts'].max()}")
+    context.log.info(f"training set: {df.height} rows {df['ts'].min()} .. {df['ts'].max()}, horizon {h} min")
     yield dg.MaterializeResult(
         asset_key=TRAINING_SET,
         metadata={
@@ -189,13 +398,17 @@ def gold_training_set(
             "time_from": str(df["ts"].min()),
             "time_to": str(df["ts"].max()),
             "as_of": str(as_of),
-            "horizon_minutes": config.horizon_minutes,
+            "horizon_minutes": h,
             "window_days": config.window_days,
+            "instruments": dg.MetadataValue.json(
+                sorted(f"{e} {s}" for e, s in df.select(KEYS).unique().rows())
+            ),
+            "unlabelled_feature_partitions": unlabelled.height,
         },
     )
     yield dg.MaterializeResult(
         asset_key=TRAINING_SUMMARY,
-        metadata={"summary": dg.MetadataValue.md(_markdown(summary))},
+        metadata={"rows": summary.height, "summary": dg.MetadataValue.md(_markdown(summary))},
     )
 
 
@@ -204,17 +417,31 @@ def _markdown(df: pl.DataFrame, floats: str = "{:.6g}") -> str:
     cols = df.columns
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in df.iter_rows():
-        lines.append("| " + " | ".join(floats.format(v) if isinstance(v, float) else str(v) for v in row) + " |")
+        lines.append(
+            "| " + " | ".join(floats.format(v) if isinstance(v, float) else str(v) for v in row) + " |"
+        )
     return "\n".join(lines)
 
 
 class ModelConfig(dg.Config):
-    n_trials: int = Field(default=20, description="Optuna trials (seeded TPE sampler, median pruning).")
+    n_trials: int = Field(default=20, ge=1, description="Optuna trials (seeded TPE sampler, median pruning).")
     seed: int = Field(default=42, description="Seed of the sampler and of LightGBM.")
     n_folds: int = Field(default=4, description="Walk-forward CV folds (purged by the label horizon).")
     holdout_fraction: float = Field(default=0.2, description="Final share of time held out for evaluation.")
-    primary_metric: str = Field(default="rank_ic", description="Metric the challenger must beat the champion on.")
+    primary_metric: str = Field(
+        default="rank_ic",
+        description="Metric the challenger must beat the champion on: rank_ic | hit_rate | mae | rmse.",
+    )
     timeout_s: float = Field(default=900.0, description="Upper bound on the Optuna study's wall time.")
+    num_threads: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "LightGBM threads per fit (0: all cores). 1 by default: the study fits many small models, "
+            "and on a shared 2-core host 2 OpenMP threads were ~25% faster when idle but stalled up to "
+            "~100x when another process (a concurrent run, the UI) held a core."
+        ),
+    )
 
 
 @dg.multi_asset(
@@ -232,7 +459,7 @@ class ModelConfig(dg.Config):
         dg.AssetSpec(
             MODEL_EVALUATIONS,
             deps=[TRAINING_SET],
-            description="One row per model version and forecast (model, zero, momentum, champion): all metrics.",
+            description="Per model version and forecast (model, zero, momentum, champion): its metrics.",
             kinds={"parquet"},
         ),
     ],
@@ -247,32 +474,69 @@ def gold_model(
     mlflow_registry: MlflowResource,
 ):
     from crypto_platform.ml import registry
-    from crypto_platform.ml.evaluation import skill_gate
+    from crypto_platform.ml.evaluation import HIGHER_IS_BETTER, skill_gate
     from crypto_platform.ml.training import train
 
+    if config.primary_metric not in HIGHER_IS_BETTER:
+        raise dg.Failure(f"primary_metric {config.primary_metric!r} is not one of {sorted(HIGHER_IS_BETTER)}")
     df = lake.read_table("gold", "training_set")
     if df is None or df.is_empty():
         raise dg.Failure("gold/training_set is empty or missing; materialize it first")
-    horizon = int(df["horizon"][0])
-    context.log.info(f"training on {df.height} rows, {config.n_trials} Optuna trials")
-    result = train(df, FEATURE_COLUMNS, horizon=horizon, n_trials=config.n_trials, seed=config.seed,
-                   n_folds=config.n_folds, holdout_fraction=config.holdout_fraction, timeout_s=config.timeout_s)
+    horizons = df["horizon"].unique().to_list()
+    if len(horizons) != 1:
+        raise dg.Failure(f"gold/training_set mixes label horizons {sorted(horizons)}; rebuild it")
+    horizon = int(horizons[0])
+    context.log.info(
+        f"training on {df.height} rows, horizon {horizon} min, {config.n_trials} Optuna trials, "
+        f"{config.num_threads} LightGBM thread(s)"
+    )
+    try:
+        result = train(
+            df,
+            FEATURE_COLUMNS,
+            horizon=horizon,
+            n_trials=config.n_trials,
+            seed=config.seed,
+            n_folds=config.n_folds,
+            holdout_fraction=config.holdout_fraction,
+            timeout_s=config.timeout_s,
+            num_threads=config.num_threads,
+        )
+    except ValueError as exc:  # too little data for the folds, bad fractions: say so, no traceback hunt
+        raise dg.Failure(f"training failed: {exc}") from exc
     window = df.filter((pl.col("ts") >= result.holdout_start) & (pl.col("ts") <= result.holdout_end))
-    champion = registry.champion_metrics(mlflow_registry.uri, mlflow_registry.model_name, window)
-    decision = skill_gate(result.evaluation.model, result.evaluation.momentum, champion, config.primary_metric)  # type: ignore[arg-type]
+    champion, notes = _champion_on_window(mlflow_registry, window, horizon, result.holdout_start)
+    decision = skill_gate(
+        result.evaluation.model, result.evaluation.momentum, champion, config.primary_metric
+    )  # type: ignore[arg-type]
+    if notes:  # the champion exists but could not be compared fairly: say so in the gate's reasons
+        reasons = [r for r in decision.reasons if not r.endswith("no current champion to beat")]
+        decision = dataclasses.replace(decision, reasons=[*reasons, *notes])
+        for note in notes:
+            context.log.warning(note)
     reference = df.select(*INDEX_COLUMNS, *FEATURE_COLUMNS).sample(n=min(50_000, df.height), seed=config.seed)
     info = registry.log_and_register(
-        result, tracking_uri=mlflow_registry.uri, model_name=mlflow_registry.model_name,
-        feature_cols=FEATURE_COLUMNS, reference_features=reference, input_example=df.head(5),
-        decision=decision, artifact_location=mlflow_registry.artifacts,
+        result,
+        tracking_uri=mlflow_registry.uri,
+        model_name=mlflow_registry.model_name,
+        feature_cols=FEATURE_COLUMNS,
+        reference_features=reference,
+        input_example=df.head(5),
+        decision=decision,
+        artifact_location=mlflow_registry.artifacts,
     )
     table = result.evaluation.table()
     if champion is not None:
-        table = pl.concat([table, pl.DataFrame([{"forecast": "champion", **champion.as_dict()}])], how="diagonal")
+        table = pl.concat(
+            [table, pl.DataFrame([{"forecast": "champion", **champion.as_dict()}])], how="diagonal"
+        )
     evals = table.with_columns(
-        pl.lit(info.name).alias("model_name"), pl.lit(int(info.version)).alias("model_version"),
-        pl.lit(info.alias).alias("alias"), pl.lit(decision.promote).alias("promoted"),
-        pl.lit(result.holdout_start).alias("eval_window_start"), pl.lit(result.holdout_end).alias("eval_window_end"),
+        pl.lit(info.name).alias("model_name"),
+        pl.lit(int(info.version)).alias("model_version"),
+        pl.lit(info.alias).alias("alias"),
+        pl.lit(decision.promote).alias("promoted"),
+        pl.lit(result.holdout_start).alias("eval_window_start"),
+        pl.lit(result.holdout_end).alias("eval_window_end"),
         pl.lit(datetime.now(UTC)).alias("trained_at"),
     )
     lake.write_table(evals, "gold", "model_evaluations", name=f"v{int(info.version):05d}")
@@ -297,28 +561,73 @@ def gold_model(
             "importance_gain_top15": dg.MetadataValue.md(_markdown(result.evaluation.importance.head(15))),
             "predicted_vs_realized": dg.MetadataValue.md(_calibration_plot(result.holdout)),
             "optuna": dg.MetadataValue.json(
-                {"best_trial": result.best_trial, "best_cv_rank_ic": result.best_value,
-                 "n_trials": result.n_trials, "n_pruned": result.n_pruned, "cv_scores": result.cv_scores}
+                {
+                    "best_trial": result.best_trial,
+                    "best_cv_rank_ic": result.best_value,
+                    "n_trials": result.n_trials,
+                    "n_pruned": result.n_pruned,
+                    "cv_scores": result.cv_scores,
+                }
             ),
             "eval_window": f"{result.holdout_start} .. {result.holdout_end}",
             "rows_train": result.n_train,
             "rows_holdout": result.n_holdout,
         },
     )
-    yield dg.MaterializeResult(asset_key=MODEL_EVALUATIONS, metadata={"rows": evals.height,
-                                                                      "model_version": int(info.version)})
+    yield dg.MaterializeResult(
+        asset_key=MODEL_EVALUATIONS, metadata={"rows": evals.height, "model_version": int(info.version)}
+    )
+
+
+def _champion_on_window(res: MlflowResource, window: pl.DataFrame, horizon: int, holdout_start: datetime):
+    """The champion's metrics on the challenger's evaluation window, or None with the reason it cannot
+    be compared (another horizon, other features); a note when the comparison is in-sample for it."""
+    from crypto_platform.ml import registry
+
+    try:
+        info = registry.champion_info(res.uri, res.model_name)
+    except registry.NoChampionError:
+        return None, []
+    who = f"champion v{info.version}"
+    if info.horizon != horizon:
+        return None, [
+            f"NOTE {who} forecasts {info.horizon}-minute returns, this model {horizon}-minute ones: "
+            "not comparable, judged against the baselines only"
+        ]
+    try:
+        metrics = registry.champion_metrics(res.uri, res.model_name, window)
+    except ValueError as exc:
+        return None, [
+            f"NOTE {who} cannot be scored on this window ({exc}): judged against the baselines only"
+        ]
+    notes = []
+    trained_to = info.tags.get("train_window_end")
+    if trained_to and datetime.fromisoformat(trained_to) >= holdout_start:
+        notes.append(
+            f"NOTE {who} was trained on data up to {trained_to}, inside this evaluation window "
+            f"(from {holdout_start}): its score there is partly in-sample, which favours it"
+        )
+    return metrics, notes
 
 
 def _calibration_plot(holdout: pl.DataFrame, bins: int = 10) -> str:
     """Predicted vs realized returns by prediction decile, as a markdown bar chart (bp = 1e-4)."""
     if holdout.height < bins:
         return "too few holdout rows for a plot"
-    df = holdout.with_columns(pl.col("prediction").qcut(bins, labels=[f"q{i + 1:02d}" for i in range(bins)],
-                                                        allow_duplicates=True).alias("decile"))
-    agg = df.group_by("decile").agg(
-        pl.len().alias("n"), (pl.col("prediction").mean() * 1e4).alias("pred_bp"),
-        (pl.col("label").mean() * 1e4).alias("realized_bp"),
-    ).sort("decile")
+    df = holdout.with_columns(
+        pl.col("prediction")
+        .qcut(bins, labels=[f"q{i + 1:02d}" for i in range(bins)], allow_duplicates=True)
+        .alias("decile")
+    )
+    agg = (
+        df.group_by("decile")
+        .agg(
+            pl.len().alias("n"),
+            (pl.col("prediction").mean() * 1e4).alias("pred_bp"),
+            (pl.col("label").mean() * 1e4).alias("realized_bp"),
+        )
+        .sort("decile")
+    )
     scale = max(1e-9, float(agg["realized_bp"].abs().max()))
     lines = ["| decile | n | mean predicted (bp) | mean realized (bp) | realized |", "|---|---|---|---|---|"]
     for dec, n, p, r in agg.iter_rows():
@@ -365,17 +674,32 @@ def gold_predictions(
     stats = []
     for part in partitions_of(context):
         feats = lake.read_partition("gold", "features", part)
-        candles = lake.read_partition("silver", "candles_1m", part)
-        if feats is None or candles is None:
+        if feats is None:
             raise dg.Failure(f"gold/features {part} is not materialized yet; materialize it first")
-        df = prediction_rows(feats, candles, model.predict(feats), model.info, qualified)
+        _require_silver(lake, part)
+        # the closes the features saw (leading empty minutes priced from the day before)
+        candles = _day(_silver(lake, part.instrument, part.day, range(-1, 1)), part)
+        pred = model.predict(feats) if feats.height else []
+        df = prediction_rows(feats, candles, pred, model.info, qualified)
         info = lake.write_partition(df, "gold", "predictions", part)
-        stats.append({"partition": part.key, "rows": info.rows, "bytes": info.bytes,
-                      "from": df["ts"].min(), "to": df["ts"].max()})
+        stats.append(
+            {
+                "partition": part.key,
+                "rows": info.rows,
+                "bytes": info.bytes,
+                "from": df["ts"].min(),
+                "to": df["ts"].max(),
+            }
+        )
     warehouse.refresh_views(lake, [View("gold", "predictions")])
     meta = summarize(stats)
-    meta.update({"model": f"{model.info.name} v{model.info.version}", "alias": str(model.info.alias),
-                 "qualified": qualified})
+    meta.update(
+        {
+            "model": f"{model.info.name} v{model.info.version}",
+            "alias": str(model.info.alias),
+            "qualified": qualified,
+        }
+    )
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -391,7 +715,9 @@ def prediction_rows(feats: pl.DataFrame, candles: pl.DataFrame, pred, info, qual
         .join(close, on=INDEX_COLUMNS, how="left")
         .with_columns(
             (pl.col("close") * pl.col("predicted_return").exp()).alias("implied_price"),
-            (pl.col("ts") + pl.duration(minutes=pl.col("horizon"))).alias("target_ts"),  # bar whose close is forecast
+            (pl.col("ts") + pl.duration(minutes=pl.col("horizon"))).alias(
+                "target_ts"
+            ),  # bar whose close is forecast
             pl.lit(info.name).alias("model_name"),
             pl.lit(int(info.version)).alias("model_version"),
             pl.lit(qualified).alias("qualified"),
@@ -417,4 +743,13 @@ def _serving_model(res: MlflowResource, allow_unqualified: bool):
                 ),
                 metadata={"model_name": res.model_name, "tracking_uri": res.uri},
             ) from exc
-        return registry.load_alias(res.uri, res.model_name, registry.CHALLENGER), False
+        try:
+            return registry.load_alias(res.uri, res.model_name, registry.CHALLENGER), False
+        except registry.NoAliasError as exc2:
+            raise dg.Failure(
+                description=(
+                    f"NoChampionError: registered model {res.model_name!r} has neither a 'champion' nor a "
+                    f"'challenger' version at {res.uri}: nothing to serve; materialize gold/model first."
+                ),
+                metadata={"model_name": res.model_name, "tracking_uri": res.uri},
+            ) from exc2

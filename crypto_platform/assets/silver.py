@@ -28,6 +28,12 @@ def _prev_close(lake: LakeResource, part: DayPartition) -> float | None:
     return float(closes[-1]) if len(closes) else None
 
 
+def _imported(lake: LakeResource, part: DayPartition) -> bool:
+    """Whether the stored 1m partition holds imported OHLCV history (never overwritten by empty trades)."""
+    df = lake.read_partition("silver", CANDLE_TABLES["1m"], part)
+    return df is not None and df.height > 0 and df["origin"].str.starts_with("import:").any()
+
+
 def _candle_stats(part: DayPartition, df: pl.DataFrame, info) -> dict:
     empty_bars = int(df.get_column("is_empty").sum()) if df.height else 0
     return {
@@ -63,6 +69,10 @@ def silver_candles_1m(
         if bronze is None:
             raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
         cov = coverage_of(lake.read_manifest("raw", "trades", part))
+        if cov.is_empty and _imported(lake, part):
+            context.log.warning(f"candles_1m {part}: no trade coverage; keeping the imported OHLCV history")
+            stats.append({"partition": part.key, "rows": 0, "note": "kept imported history"})
+            continue
         start = max(cov.covered_from, part.start) if cov.covered_from else part.start
         end = min(cov.covered_to, part.end) if cov.covered_to else part.start
         df = candles_1m(

@@ -48,6 +48,12 @@ def build_source(
         from crypto_platform.sources.replay import ReplaySource
 
         return ReplaySource(replay_path(instrument, project_dir), now=now)
+    if kind == "candles":
+        raise SourceError(
+            f"instrument {instrument.key} has source 'candles': it has no trades, only 1-minute OHLCV "
+            "history imported by import_candles_job into silver/candles_1m (docs/gold.md); do not "
+            "materialize raw/bronze trades for it"
+        )
     raise SourceError(
         f"instrument {instrument.key}: unknown source {kind!r} (expected one of {settings.SOURCE_KINDS})"
     )

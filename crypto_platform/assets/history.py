@@ -1,0 +1,443 @@
+"""Long history into silver: the `import_candles_job` writes 1-minute OHLCV bars into silver/candles_1m.
+
+Models need months of data; tick history is rarely available for that long, 1-minute bars are. This
+job imports them into the SAME table the trades pipeline fills (silver/candles_1m, one partition per
+UTC day x instrument), so everything downstream (roll-ups, features, labels, training) is unchanged:
+
+* sources: OHLCV files (CSV with a header, Kraken OHLCVT exports, Parquet; a file or a glob) or a
+  live exchange's `fetch_ohlcv` through ccxt (paginated forward from `since`, `api_url` override);
+* bars are validated and conformed by `transforms.ohlcv_import` (origin 'import:<file name>' or
+  'import:ccxt'; what the source does not say, e.g. the taker split, stays null); only 1-minute
+  bars on the UTC minute grid are accepted, and absent minutes inside a file's span (sparse exports
+  list only minutes with trades) become explicit empty bars;
+* each UTC day is written atomically through LakeResource and reported as an AssetMaterialization of
+  silver/candles_1m for that (day x instrument) partition, so the UI shows the days as materialized;
+  the warehouse view is refreshed at the end;
+* re-importing replaces the bars of the imported span and keeps the partition's other imported bars
+  (idempotent; importing a day in two halves works); a partition built from trades is never
+  overwritten unless `overwrite_trades` is set (trades are the better source);
+* days outside the partition grid (before the universe's start_date, after today) are skipped and
+  listed, never silently dropped.
+
+The instrument must be in the instruments file. Instruments with `source: candles` have no trades at
+all (raw/bronze are not for them); their entry may carry the import defaults (`path`, `format`,
+`volume_unit`). Instruments with a trade source can take imported history too (the days their
+trades do not cover).
+"""
+
+import glob
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from crypto_platform.assets.silver import CANDLES_1M
+from crypto_platform.partitions import DATE_DIM, INSTRUMENT_DIM, DayPartition
+from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.warehouse import View, WarehouseResource
+from crypto_platform.schemas import CANDLE_TABLES
+from crypto_platform.settings import (
+    CANDLE_IMPORT_FORMATS,
+    PROJECT_DIR,
+    VOLUME_UNITS,
+    Instrument,
+    SettingsError,
+    load_universe,
+)
+from crypto_platform.transforms.ohlcv_import import (
+    fill_missing_bars,
+    from_ccxt_ohlcv,
+    read_ohlcv,
+    split_by_day,
+)
+
+MINUTE = timedelta(minutes=1)
+TABLE = CANDLE_TABLES["1m"]
+TRADES_ORIGIN = "trades"
+IMPORT_SOURCES = ("file", "ccxt")
+# instrument options handed to the ccxt client (the same names the trade source uses)
+_CCXT_OPTIONS = ("max_retries", "backoff_seconds", "timeout_ms", "exchange_options")
+
+
+class ImportCandlesError(ValueError):
+    """The import cannot run as configured; the message names the instrument, source and the fix."""
+
+
+class ImportCandlesConfig(dg.Config):
+    """What to import into silver/candles_1m (empty fields fall back to the instrument's options)."""
+
+    instrument: str = Field(
+        description="Instrument partition key, e.g. 'ftx.BTC-USD-USD'; must be in the instruments file."
+    )
+    source: str = Field(
+        default="file",
+        description="'file' (CSV / Kraken OHLCVT / Parquet, a file or glob) or 'ccxt' (fetch_ohlcv).",
+    )
+    path: str = Field(
+        default="",
+        description="File or glob (relative to the project folder); empty: the instrument's 'path' option.",
+    )
+    file_format: str = Field(
+        default="",
+        description="auto | csv | kraken | parquet; empty: the instrument's 'format' option, else auto.",
+    )
+    volume_unit: str = Field(
+        default="",
+        description="What a file's 'volume' column is: base | quote; empty: instrument option, else base.",
+    )
+    since: str = Field(
+        default="",
+        description="First instant to import, UTC (YYYY-MM-DD or ISO datetime). Required for ccxt; "
+        "empty for files: from the file's first bar.",
+    )
+    until: str = Field(
+        default="",
+        description="End of the import (exclusive), UTC. Empty: the file's last bar / for ccxt now "
+        "(the still-open minute is never imported).",
+    )
+    api_url: str = Field(
+        default="", description="ccxt API base-URL override; empty: the instrument's 'api_url' option."
+    )
+    page_limit: int = Field(
+        default=1000, description="ccxt fetch_ohlcv page size (Binance spot: at most 1000)."
+    )
+    overwrite_trades: bool = Field(
+        default=False,
+        description="Replace bars of partitions built from trades (default: keep them, skip the day).",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def parse_instant(text: str, what: str) -> datetime | None:
+    """'' -> None; 'YYYY-MM-DD' -> that midnight UTC; ISO datetime (naive = UTC) -> UTC."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ImportCandlesError(f"{what} {text!r} is not YYYY-MM-DD or an ISO datetime") from exc
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def resolve_paths(pattern: str) -> list[Path]:
+    """Files matching a path or glob (relative to the project folder), sorted; none is an error."""
+    p = Path(pattern).expanduser()
+    full = p if p.is_absolute() else PROJECT_DIR / p
+    files = sorted(Path(f) for f in glob.glob(str(full)) if Path(f).is_file())
+    if not files:
+        raise ImportCandlesError(f"no OHLCV file matches {pattern!r} (resolved: {full})")
+    return files
+
+
+def _check_minute_bars(df: pl.DataFrame, where: str) -> None:
+    """silver/candles_1m holds 1-minute bars on the UTC minute grid, nothing else."""
+    ts = df.get_column("ts").sort()
+    off = ts.filter(ts.dt.truncate("1m") != ts)
+    if len(off):
+        raise ImportCandlesError(f"{where}: bar time {off[0]} is not on a whole UTC minute")
+    steps = ts.diff().drop_nulls()
+    step = steps.min() if len(steps) else MINUTE
+    if step != MINUTE:
+        raise ImportCandlesError(
+            f"{where}: bars are {step} apart; silver/{TABLE} only takes 1-minute bars "
+            "(import a 1-minute export, or the exchange's 1m OHLCV through ccxt)"
+        )
+
+
+def read_candle_files(inst: Instrument, paths: list[Path], fmt: str, volume_unit: str) -> pl.DataFrame:
+    """CANDLES of one instrument from OHLCV files; absent minutes filled inside each file's own span."""
+    frames = []
+    for path in paths:
+        try:
+            raw = read_ohlcv(
+                path,
+                exchange=inst.exchange,
+                symbol=inst.symbol,
+                fmt=fmt,  # type: ignore[arg-type]
+                volume_unit=volume_unit,
+                fill_gaps=False,
+            )  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ImportCandlesError(str(exc)) from exc
+        _check_minute_bars(raw, str(path))
+        frames.append(fill_missing_bars(raw, MINUTE))  # only within this file: between files is unknown
+    return _merge_sources(frames, ", ".join(p.name for p in paths))
+
+
+def _merge_sources(frames: list[pl.DataFrame], where: str) -> pl.DataFrame:
+    """Concatenate per-file bars; identical bars in several files are kept once, conflicting ones fail."""
+    df = pl.concat(frames, how="vertical").sort("ts")
+    values = [c for c in df.columns if c != "origin"]
+    df = df.unique(subset=values, keep="first", maintain_order=True)
+    dupes = df.filter(pl.col("ts").is_duplicated())
+    if dupes.height:
+        first = dupes.sort("ts").head(2).select("ts", "origin", "open", "close", "volume").rows()
+        raise ImportCandlesError(f"{where}: {dupes.height} bars overlap with different values, e.g. {first}")
+    return df
+
+
+def fetch_ccxt_candles(
+    inst: Instrument,
+    since: datetime,
+    until: datetime,
+    *,
+    api_url: str | None = None,
+    page_limit: int = 1000,
+    now: datetime | None = None,
+) -> tuple[pl.DataFrame, int]:
+    """1-minute bars in [since, min(until, now floored to the minute)) via ccxt fetch_ohlcv, paginated
+    forward from `since`; returns (CANDLES with origin 'import:ccxt', number of requests)."""
+    from crypto_platform.sources.base import SourceError
+    from crypto_platform.sources.ccxt_source import CcxtSource, ms_ceil
+
+    now = now or datetime.now(UTC)
+    end = min(until, now.replace(second=0, microsecond=0))  # the open minute is not a finished bar
+    if end <= since:
+        raise ImportCandlesError(f"ccxt import of {inst.key}: nothing to fetch in [{since}, {end})")
+    extra = {k: inst.options[k] for k in _CCXT_OPTIONS if k in inst.options}
+    try:
+        src = CcxtSource(
+            inst.exchange, api_url=api_url or inst.options.get("api_url"), page_limit=page_limit, **extra
+        )
+        src.check_symbol(inst.symbol)
+        if not src.exchange.has.get("fetchOHLCV"):
+            raise ImportCandlesError(
+                f"ccxt {inst.exchange} has no fetch_ohlcv; import its OHLCV files instead"
+            )
+        since_ms, end_ms = ms_ceil(since), ms_ceil(end)
+        bars: dict[int, list] = {}
+        cursor, requests = since_ms, 0
+        while cursor < end_ms:
+            page = src.call(
+                f"fetch_ohlcv(since={cursor})",
+                inst.symbol,
+                src.exchange.fetch_ohlcv,
+                inst.symbol,
+                "1m",
+                since=cursor,
+                limit=page_limit,
+            )
+            requests += 1
+            times = [int(r[0]) for r in page if r and r[0] is not None]
+            for r in page:
+                if r and r[0] is not None and since_ms <= int(r[0]) < end_ms:
+                    bars[int(r[0])] = list(r)
+            if not times or max(times) < cursor:
+                break  # nothing newer than the cursor: the exchange has no more history
+            cursor = max(times) + 60_000
+    except SourceError as exc:
+        raise ImportCandlesError(str(exc)) from exc
+    if not bars:
+        raise ImportCandlesError(f"ccxt {inst.exchange} {inst.symbol}: no 1-minute bars in [{since}, {end})")
+    rows = [bars[k] for k in sorted(bars)]
+    try:
+        df = from_ccxt_ohlcv(rows, exchange=inst.exchange, symbol=inst.symbol, timeframe="1m", fill_gaps=True)
+    except ValueError as exc:
+        raise ImportCandlesError(str(exc)) from exc
+    return df, requests
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def write_days(
+    lake: LakeResource, inst: Instrument, candles: pl.DataFrame, *, overwrite_trades: bool = False
+) -> list[dict[str, Any]]:
+    """Write imported bars per UTC day into silver/candles_1m; one status row per day.
+
+    Existing bars of a partition outside the imported span are kept; a partition holding bars built
+    from trades is skipped unless `overwrite_trades`. Days outside the partition grid are skipped.
+    """
+    universe = load_universe()
+    last_day = datetime.now(UTC).date()  # the daily partitions end with the current, open day
+    out: list[dict[str, Any]] = []
+    for day, bars in split_by_day(candles).items():
+        part = DayPartition(inst, day)
+        row: dict[str, Any] = {
+            "partition": part.key,
+            "day": day,
+            "rows": 0,
+            "empty_bars": 0,
+            "bytes": 0,
+            "from": None,
+            "to": None,
+        }
+        if day < universe.start_date or day > last_day:
+            row["status"] = f"skipped: outside the partitions ({universe.start_date} .. {last_day})"
+            out.append(row)
+            continue
+        existing = lake.read_partition("silver", TABLE, part)
+        merged, status = bars, "written"
+        if existing is not None and existing.height:
+            from_trades = existing.filter(pl.col("origin") == TRADES_ORIGIN).height
+            if from_trades and not overwrite_trades:
+                row["status"] = (
+                    f"skipped: {from_trades} bars built from trades kept (overwrite_trades is off)"
+                )
+                out.append(row)
+                continue
+            lo, hi = bars["ts"].min(), bars["ts"].max()
+            kept = existing.filter((pl.col("ts") < lo) | (pl.col("ts") > hi)).select(bars.columns)
+            merged = pl.concat([kept, bars], how="vertical").sort("ts")
+            status = "merged" if kept.height else "replaced"
+        info = lake.write_partition(merged, "silver", TABLE, part)
+        row.update(
+            status=status,
+            rows=info.rows,
+            empty_bars=int(merged["is_empty"].sum()),
+            bytes=info.bytes,
+            imported=bars.height,
+            origin=", ".join(sorted(merged["origin"].unique().to_list())),
+            path=info.path,
+            **{"from": merged["ts"].min(), "to": merged["ts"].max()},
+        )
+        out.append(row)
+    return out
+
+
+def partition_tags(part: DayPartition) -> dict[str, str]:
+    """The per-dimension tags Dagster puts on a multi-partition materialization (UI partition status
+    by dimension reads them); an op logging an AssetMaterialization has to add them itself."""
+    mk = dg.MultiPartitionKey({DATE_DIM: part.day.isoformat(), INSTRUMENT_DIM: part.instrument.key})
+    return {f"dagster/partition/{dim}": key for dim, key in mk.keys_by_dimension.items()}
+
+
+def materialization(part: DayPartition, row: dict[str, Any], source: str) -> dg.AssetMaterialization:
+    """The AssetMaterialization of silver/candles_1m for one imported (day x instrument) partition."""
+    return dg.AssetMaterialization(
+        asset_key=CANDLES_1M,
+        partition=part.key,
+        tags=partition_tags(part),
+        description=f"OHLCV history imported from {source}",
+        metadata={
+            "rows": dg.MetadataValue.int(int(row["rows"])),
+            "imported_bars": dg.MetadataValue.int(int(row.get("imported", 0))),
+            "empty_bars": dg.MetadataValue.int(int(row["empty_bars"])),
+            "bytes": dg.MetadataValue.int(int(row["bytes"])),
+            "status": row["status"],
+            "origin": row.get("origin", ""),
+            "time_from": str(row["from"]),
+            "time_to": str(row["to"]),
+            "source": source,
+            "path": dg.MetadataValue.path(row["path"]),
+        },
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the op and job
+
+
+def _option(config_value: str, inst: Instrument, name: str, default: str) -> str:
+    return config_value or str(inst.options.get(name) or default)
+
+
+def load_candles(config: ImportCandlesConfig, inst: Instrument) -> tuple[pl.DataFrame, str, int]:
+    """The configured bars of `inst` within [since, until): (CANDLES, description of the source, requests)."""
+    if config.source not in IMPORT_SOURCES:
+        raise ImportCandlesError(f"source {config.source!r} is not one of {', '.join(IMPORT_SOURCES)}")
+    since, until = parse_instant(config.since, "since"), parse_instant(config.until, "until")
+    if since and until and until <= since:
+        raise ImportCandlesError(f"until {until} is not after since {since}")
+    if config.source == "ccxt":
+        if since is None:
+            raise ImportCandlesError(
+                "a ccxt import needs 'since' (the exchange's history is paged forward from it)"
+            )
+        df, requests = fetch_ccxt_candles(
+            inst,
+            since,
+            until or datetime.now(UTC),
+            api_url=config.api_url or None,
+            page_limit=config.page_limit,
+        )
+        return df, f"ccxt {inst.exchange} fetch_ohlcv", requests
+    pattern = config.path or str(inst.options.get("path") or "")
+    if not pattern:
+        raise ImportCandlesError(
+            f"instrument {inst.key}: no file to import; set 'path' in the job config or the instruments entry"
+        )
+    fmt = _option(config.file_format, inst, "format", "auto")
+    unit = _option(config.volume_unit, inst, "volume_unit", "base")
+    if fmt not in CANDLE_IMPORT_FORMATS:
+        raise ImportCandlesError(f"file_format {fmt!r} is not one of {', '.join(CANDLE_IMPORT_FORMATS)}")
+    if unit not in VOLUME_UNITS:
+        raise ImportCandlesError(f"volume_unit {unit!r} is not one of {', '.join(VOLUME_UNITS)}")
+    paths = resolve_paths(pattern)
+    df = read_candle_files(inst, paths, fmt, unit)
+    if since is not None:
+        df = df.filter(pl.col("ts") >= since)
+    if until is not None:
+        df = df.filter(pl.col("ts") < until)
+    if df.is_empty():
+        raise ImportCandlesError(f"{pattern}: no bars in [{since or 'start'}, {until or 'end'})")
+    return df, ", ".join(p.name for p in paths), 0
+
+
+@dg.op(
+    name="import_candles",
+    description="Import 1-minute OHLCV history (files or ccxt fetch_ohlcv) into silver/candles_1m by day.",
+    tags={"kind": "import"},
+)
+def import_candles(
+    context: dg.OpExecutionContext,
+    config: ImportCandlesConfig,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+) -> None:
+    try:
+        inst = load_universe().instrument(config.instrument)
+        candles, source, requests = load_candles(config, inst)
+    except (SettingsError, ImportCandlesError) as exc:
+        raise dg.Failure(description=f"import_candles: {exc}") from exc
+    if inst.has_trades:
+        context.log.info(
+            f"{inst.key} has trade source '{inst.source}': days built from trades are kept "
+            f"{'(overwrite_trades is ON: they are replaced)' if config.overwrite_trades else ''}"
+        )
+    context.log.info(
+        f"{inst.key}: {candles.height} bars {candles['ts'].min()} .. {candles['ts'].max()} "
+        f"from {source}" + (f" ({requests} requests)" if requests else "")
+    )
+    rows = write_days(lake, inst, candles, overwrite_trades=config.overwrite_trades)
+    for row in rows:
+        part = DayPartition(inst, row["day"])
+        if row["status"].startswith("skipped"):
+            context.log.warning(f"{part}: {row['status']}")
+            continue
+        context.log_event(materialization(part, row, source))
+    written = [r for r in rows if not r["status"].startswith("skipped")]
+    if written:
+        warehouse.refresh_views(lake, [View("silver", TABLE)])
+    skipped = len(rows) - len(written)
+    context.log.info(f"import_candles {inst.key}: {len(written)} days written, {skipped} skipped")
+    lines = [f"{r['partition']}: {r['status']}, {r['rows']} bars ({r['empty_bars']} empty)" for r in rows]
+    context.log.info("per day:\n" + "\n".join(lines))
+
+
+@dg.job(
+    name="import_candles_job",
+    description=(
+        "Import 1-minute OHLCV history (CSV / Kraken / Parquet files, or ccxt fetch_ohlcv) into "
+        "silver/candles_1m for one instrument; every imported day shows as a materialized partition."
+    ),
+    tags={"kind": "import"},
+)
+def import_candles_job() -> None:
+    import_candles()
+
+
+HISTORY_JOBS = [import_candles_job]
+
+
+def run_config(instrument: str, **fields: Any) -> dict[str, Any]:
+    """The run config of `import_candles_job` (for the CLI: --config-json, for tests: execute_in_process)."""
+    return {"ops": {"import_candles": {"config": {"instrument": instrument, **fields}}}}
