@@ -41,7 +41,7 @@ def test_asset_graph_snapshot() -> None:
 
 def test_definitions_load_with_resources_and_jobs() -> None:
     repo = defs.get_repository_def()
-    assert {"ingest_job", "features_job", "training_job", "predictions_job"} <= {
+    assert {"ingest_job", "features_job", "training_job", "predictions_job", "import_candles_job"} <= {
         j.name for j in repo.get_all_jobs()
     }
     assert {"lake", "warehouse", "trade_sources", "mlflow_registry"} <= set(repo.get_top_level_resources())
