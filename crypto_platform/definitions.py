@@ -11,8 +11,13 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_platform.assets import gold, history, ingest, silver
+from crypto_platform.assets import gold, history, ingest, monitoring, silver
 from crypto_platform.automation.jobs import JOBS
+from crypto_platform.automation.notifications import NOTIFICATION_SENSORS, WebhookResource
+from crypto_platform.automation.retraining import RETRAINING_JOBS, RETRAINING_SCHEDULES, RETRAINING_SENSORS
+from crypto_platform.checks.drift import DRIFT_CHECKS
+from crypto_platform.checks.quality import QUALITY_CHECKS
+from crypto_platform.monitoring.notify import WEBHOOK_ENV
 from crypto_platform.resources.lake import LAKE_ROOT_ENV, LakeResource
 from crypto_platform.resources.mlflow import MLFLOW_URI_ENV, MlflowResource
 from crypto_platform.resources.sources import TradeSourcesResource
@@ -31,12 +36,16 @@ def build_resources() -> dict[str, Any]:
         "warehouse": WarehouseResource(path=_env_or(WAREHOUSE_ENV, "data/warehouse.duckdb")),
         "trade_sources": TradeSourcesResource(),
         "mlflow_registry": MlflowResource(tracking_uri=_env_or(MLFLOW_URI_ENV, "")),
+        "webhook": WebhookResource(url=_env_or(WEBHOOK_ENV, "")),
     }
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, silver, gold]),
-    jobs=[*JOBS, *history.HISTORY_JOBS],
+    assets=dg.load_assets_from_modules([ingest, silver, gold, monitoring]),
+    asset_checks=[*QUALITY_CHECKS, *DRIFT_CHECKS, *monitoring.MONITORING_CHECKS],
+    jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS],
+    schedules=RETRAINING_SCHEDULES,
+    sensors=[*RETRAINING_SENSORS, *NOTIFICATION_SENSORS],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

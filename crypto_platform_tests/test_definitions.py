@@ -19,6 +19,8 @@ EXPECTED = {
     "gold/model": ("gold", False, ["gold/training_set"]),
     "gold/model_evaluations": ("gold", False, ["gold/training_set"]),
     "gold/predictions": ("gold", True, ["gold/features", "gold/model"]),
+    "gold/prediction_errors": ("monitoring", False, ["gold/predictions", "silver/candles_1m"]),
+    "gold/prediction_skill": ("monitoring", False, ["gold/prediction_errors"]),
 }
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from crypto_platform.partitions import trade_partitions
-
 INGEST = dg.AssetSelection.groups("raw", "bronze", "silver")
-FEATURES = dg.AssetSelection.assets(["gold", "features"], ["gold", "labels"])
+# Blocking checks only stop downstream steps in the same run, so the features job re-runs the silver
+# candle suite on its partitions first: features are never built from a partition that fails it.
+FEATURES = dg.AssetSelection.assets(["gold", "features"], ["gold", "labels"]) | dg.AssetSelection.checks(
+    dg.AssetCheckKey(dg.AssetKey(["silver", "candles_1m"]), "candles_1m_suite")
+)
 TRAINING = dg.AssetSelection.assets(
     ["gold", "training_set"], ["gold", "model"]
 ).required_multi_asset_neighbors()
@@ -16,13 +18,11 @@ PREDICTIONS = dg.AssetSelection.assets(["gold", "predictions"])
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=INGEST,
-    partitions_def=trade_partitions,
     description="raw -> bronze -> silver for one (day x instrument) partition or a range of them.",
 )
 features_job = dg.define_asset_job(
     "features_job",
     selection=FEATURES,
-    partitions_def=trade_partitions,
     description="gold features and labels from the silver candles.",
 )
 training_job = dg.define_asset_job(
@@ -33,7 +33,6 @@ training_job = dg.define_asset_job(
 predictions_job = dg.define_asset_job(
     "predictions_job",
     selection=PREDICTIONS,
-    partitions_def=trade_partitions,
     description="Batch predictions with the MLflow champion.",
 )
 

@@ -1,0 +1,320 @@
+"""Monitoring assets: matured prediction errors, their rolling skill, and the `model_skill` check.
+
+`gold/prediction_errors` is an unpartitioned asset over a partitioned lake table: each run (hourly by
+the monitoring schedule) re-joins the newest `lookback_days` of each instrument's predictions to the
+realised prices (`monitoring.performance.prediction_errors`: a forecast made at bar ts for h minutes
+matures when the bar ts + h exists) and rewrites those (instrument, day) partitions whole, so forecasts
+that matured since the last run appear and re-runs are idempotent; older days are left as they are,
+so the table keeps the full history. Anchored on the newest stored predictions, not the wall clock,
+so replayed or backfilled history is monitored the same way as live data.
+
+`gold/prediction_skill` holds rolling windows (default 24 h every hour, per model version, pooled over
+instruments) of MAE against the zero-return baseline, Spearman rank IC and hit rate; the newest window
+is also materialization metadata, which the UI plots over time.
+
+The `model_skill` check fails with severity ERROR when `performance.skill_lost` says the served model
+version has lost its skill over the newest window (rank IC <= 0 or hit rate <= 0.5 on at least 500
+matured forecasts); with fewer it passes with a note.
+"""
+
+import math
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from crypto_platform.assets.gold import PREDICTIONS
+from crypto_platform.assets.silver import CANDLES_1M
+from crypto_platform.checks import ABOUT_LATEST_DATA, md_table, newest_parts, stored_days
+from crypto_platform.monitoring import performance as perf
+from crypto_platform.partitions import DayPartition
+from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.warehouse import View, WarehouseResource
+from crypto_platform.schemas import UTC_TS
+from crypto_platform.settings import load_universe
+
+PREDICTION_ERRORS = dg.AssetKey(["gold", "prediction_errors"])
+PREDICTION_SKILL = dg.AssetKey(["gold", "prediction_skill"])
+MODEL_SKILL_CHECK = "model_skill"
+_PREDICTION_COLUMNS = ["exchange", "symbol", "ts", "horizon", "predicted_return", "model_version"]
+
+
+class PredictionErrorsConfig(dg.Config):
+    lookback_days: int = Field(
+        default=2,
+        description="Days per instrument, counted back from its newest predictions, (re)joined each run.",
+    )
+    rolling_window_minutes: int = Field(default=24 * 60, description="Length of the rolling skill windows.")
+    rolling_every_minutes: int = Field(
+        default=60, description="A rolling window ends every this many minutes."
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            PREDICTION_ERRORS,
+            deps=[PREDICTIONS, CANDLES_1M],
+            description=(
+                "Matured predictions joined to the realised forward log return: error, absolute error, "
+                "the zero-return baseline's absolute error and the directional hit, per instrument and "
+                "minute (partitioned in the lake by instrument and day)."
+            ),
+            kinds={"parquet", "polars"},
+        ),
+        dg.AssetSpec(
+            PREDICTION_SKILL,
+            deps=[PREDICTION_ERRORS],
+            description=(
+                "Rolling prediction skill per model version: MAE vs the zero-return baseline (mae_skill), "
+                "Spearman rank IC and hit rate over trailing windows."
+            ),
+            kinds={"parquet", "duckdb"},
+        ),
+    ],
+    group_name="monitoring",
+    can_subset=False,
+)
+def gold_prediction_errors(
+    context: dg.AssetExecutionContext,
+    config: PredictionErrorsConfig,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+):
+    if config.lookback_days < 1:
+        raise dg.Failure(f"lookback_days must be >= 1, got {config.lookback_days}")
+    stats, fresh, rewritten_from = [], [], None
+    n_predictions = 0
+    for inst in load_universe().instruments:
+        days = stored_days(lake, "gold", "predictions", inst)
+        if not days:
+            continue
+        days = [d for d in days if d > days[-1] - timedelta(days=config.lookback_days)]
+        parts = [DayPartition(inst, d) for d in days]
+        preds = lake.read_partitions("gold", "predictions", parts)
+        next_days = {d + timedelta(days=1) for d in days} - set(days)  # completes the last horizons of a day
+        candles = lake.read_partitions(
+            "silver", "candles_1m", parts + [DayPartition(inst, d) for d in sorted(next_days)]
+        )
+        if preds is None:
+            continue
+        n_predictions += preds.height
+        errors = matured_errors(preds, candles)
+        for part in parts:
+            day = errors.filter(pl.col("ts").dt.date() == part.day)
+            info = lake.write_partition(day, "gold", "prediction_errors", part)
+            preds_day = preds.filter(pl.col("ts").dt.date() == part.day).height
+            stats.append(
+                {"partition": part.key, "predictions": preds_day, "matured": info.rows, "bytes": info.bytes}
+            )
+        fresh.append(errors)
+        start = parts[0].start
+        rewritten_from = start if rewritten_from is None else min(rewritten_from, start)
+    if rewritten_from is None:
+        note = "no predictions in the lake yet: nothing to monitor"
+        context.log.warning(note)
+        yield dg.MaterializeResult(asset_key=PREDICTION_ERRORS, metadata={"rows": 0, "note": note})
+        yield dg.MaterializeResult(asset_key=PREDICTION_SKILL, metadata={"rows": 0, "note": note})
+        return
+
+    errors = pl.concat(fresh, how="vertical")
+    skill = _update_rolling_skill(lake, rewritten_from, config)
+    warehouse.refresh_views(
+        lake, [View("gold", "prediction_errors"), View("gold", "prediction_skill", partitioned=False)]
+    )
+    matured = sum(s["matured"] for s in stats)
+    meta: dict[str, object] = {
+        "rows": dg.MetadataValue.int(matured),
+        "predictions": n_predictions,
+        "matured_share": round(matured / n_predictions, 4) if n_predictions else 0.0,
+        "partitions": len(stats),
+        "rewritten_from": str(rewritten_from),
+        "per_partition": dg.MetadataValue.md(md_table(stats)),
+    }
+    latest = _latest_version(errors)
+    if latest is not None:
+        agg = (
+            errors.filter(pl.col("model_version") == latest)
+            .select(perf.skill_aggregates())
+            .row(0, named=True)
+        )
+        meta["model_version"] = latest
+        meta.update({f"lookback_{k}": _num(v) for k, v in agg.items()})
+        by_inst = (
+            errors.filter(pl.col("model_version") == latest)
+            .group_by("exchange", "symbol")
+            .agg(perf.skill_aggregates())
+            .sort("exchange", "symbol")
+        )
+        meta["per_instrument"] = dg.MetadataValue.md(md_table(by_inst.to_dicts()))
+    context.log.info(
+        f"prediction errors: {matured} matured of {n_predictions} predictions, {len(stats)} partitions"
+    )
+    yield dg.MaterializeResult(asset_key=PREDICTION_ERRORS, metadata=meta)
+
+    skill_meta: dict[str, object] = {
+        "rows": dg.MetadataValue.int(skill.height),
+        "window_minutes": config.rolling_window_minutes,
+    }
+    if skill.height:
+        newest = skill.sort("window_end").row(-1, named=True)
+        skill_meta.update(
+            {
+                "window_end": str(newest["window_end"]),
+                "model_version": newest["model_version"],
+                **{
+                    k: _num(newest[k])
+                    for k in ("n", "mae", "baseline_mae", "mae_skill", "rank_ic", "hit_rate")
+                },
+            }
+        )
+        skill_meta["newest_windows"] = dg.MetadataValue.md(
+            md_table(skill.sort("window_end").tail(24).to_dicts())
+        )
+    yield dg.MaterializeResult(asset_key=PREDICTION_SKILL, metadata=skill_meta)
+
+
+def matured_errors(preds: pl.DataFrame, candles: pl.DataFrame | None) -> pl.DataFrame:
+    """Errors of every matured forecast in `preds` (all horizons), with the exchange column."""
+    empty = pl.DataFrame(schema={"exchange": pl.String(), **perf.ERRORS})
+    if candles is None or preds.is_empty():
+        return empty
+    p = preds.select(_PREDICTION_COLUMNS)
+    bars = candles.filter(pl.col("close").is_not_null()).select("exchange", "symbol", "ts", "close")
+    frames = [perf.prediction_errors(p, bars, int(h)) for h in p["horizon"].unique().sort().to_list()]
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames, how="vertical").sort("exchange", "symbol", "ts") if frames else empty
+
+
+def _update_rolling_skill(lake: LakeResource, rewritten_from, config: PredictionErrorsConfig) -> pl.DataFrame:
+    """Recompute the rolling windows that end after the first rewritten day; keep the older ones."""
+    window = timedelta(minutes=config.rolling_window_minutes)
+    first_day = (rewritten_from - window).date()
+    frames = []
+    for inst in load_universe().instruments:
+        parts = [
+            DayPartition(inst, d)
+            for d in stored_days(lake, "gold", "prediction_errors", inst)
+            if d >= first_day
+        ]
+        if (df := lake.read_partitions("gold", "prediction_errors", parts)) is not None and df.height:
+            frames.append(df)
+    errors = (
+        pl.concat(frames, how="vertical")
+        if frames
+        else pl.DataFrame(schema={"exchange": pl.String(), **perf.ERRORS})
+    )
+    new = perf.rolling_skill(
+        errors, config.rolling_window_minutes, every_minutes=config.rolling_every_minutes
+    )
+    new = new.filter(pl.col("window_end") > rewritten_from).with_columns(
+        pl.lit(config.rolling_window_minutes, pl.Int64).alias("window_minutes")
+    )
+    old = lake.read_table("gold", "prediction_skill")
+    if old is not None and old.height:
+        old = old.filter(pl.col("window_end") <= rewritten_from)
+        new = (
+            pl.concat([old, new.select(old.columns)], how="vertical_relaxed")
+            if set(old.columns) == set(new.columns)
+            else new
+        )
+    skill = new.with_columns(pl.col("window_end").cast(UTC_TS)).sort("model_version", "window_end")
+    lake.write_table(skill, "gold", "prediction_skill")
+    return skill
+
+
+def _latest_version(errors: pl.DataFrame) -> str | None:
+    """The model version of the newest matured forecast (highest version on a tie)."""
+    if errors.is_empty():
+        return None
+    newest = errors.filter(pl.col("ts") == pl.col("ts").max())
+    versions = newest["model_version"].unique().to_list()
+    return max(versions, key=lambda v: (int(v) if str(v).isdigit() else -1, str(v)))
+
+
+def _num(v):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return dg.MetadataValue.null()
+    return round(float(v), 6) if isinstance(v, float) else int(v)
+
+
+class ModelSkillConfig(dg.Config):
+    window_minutes: int = Field(default=24 * 60, description="Newest minutes of matured forecasts judged.")
+    min_rows: int = Field(
+        default=perf.MIN_ROWS, description="Fewer matured forecasts: passes as insufficient."
+    )
+    min_rank_ic: float = Field(default=perf.MIN_RANK_IC, description="Skill is lost at rank IC <= this.")
+    min_hit_rate: float = Field(default=perf.MIN_HIT_RATE, description="Skill is lost at hit rate <= this.")
+
+
+@dg.asset_check(
+    asset=PREDICTION_ERRORS,
+    name=MODEL_SKILL_CHECK,
+    description=(
+        "Loss of skill of the served model version over the newest 24 h of matured forecasts: fails "
+        "(ERROR) when the rank IC <= 0 or the hit rate <= 0.5 on at least 500 forecasts; figures "
+        "(rank IC, hit rate, MAE vs the zero baseline, per instrument) as metadata."
+    ),
+)
+def model_skill(
+    context: dg.AssetCheckExecutionContext, config: ModelSkillConfig, lake: LakeResource
+) -> dg.AssetCheckResult:
+    days = math.ceil(config.window_minutes / (24 * 60)) + 1
+    frames = []
+    for inst in load_universe().instruments:
+        df = lake.read_partitions(
+            "gold", "prediction_errors", newest_parts(lake, "gold", "prediction_errors", inst, days)
+        )
+        if df is not None and df.height:
+            frames.append(df)
+    if not frames:
+        return dg.AssetCheckResult(
+            passed=True,
+            description="no matured predictions yet: skill not judged",
+            metadata={"sufficient": False, "n": 0, ABOUT_LATEST_DATA: True},
+        )
+    errors = pl.concat(frames, how="vertical")
+    version = _latest_version(errors)
+    verdict = perf.skill_lost(
+        errors,
+        config.min_rows,
+        window_minutes=config.window_minutes,
+        model_version=version,
+        min_rank_ic=config.min_rank_ic,
+        min_hit_rate=config.min_hit_rate,
+    )
+    meta: dict[str, object] = {
+        **verdict.to_metadata(),
+        ABOUT_LATEST_DATA: True,
+        "window_minutes": config.window_minutes,
+        "thresholds": f"rank IC <= {config.min_rank_ic} or hit rate <= {config.min_hit_rate}",
+    }
+    if verdict.window_start is not None:
+        window = errors.filter((pl.col("model_version") == version) & (pl.col("ts") >= verdict.window_start))
+        by_inst = (
+            window.group_by("exchange", "symbol").agg(perf.skill_aggregates()).sort("exchange", "symbol")
+        )
+        meta["per_instrument"] = dg.MetadataValue.md(md_table(by_inst.to_dicts()))
+    if not verdict.sufficient:
+        return dg.AssetCheckResult(
+            passed=True, metadata=meta, description=f"skill not judged: {'; '.join(verdict.reasons)}"
+        )
+    if verdict.lost:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=meta,
+            description=f"model v{version} lost its skill: {'; '.join(verdict.reasons)}",
+        )
+    return dg.AssetCheckResult(
+        passed=True,
+        metadata=meta,
+        description=(
+            f"model v{version} keeps its skill: rank IC {verdict.rank_ic:.4f}, "
+            f"hit rate {verdict.hit_rate:.4f}"
+        ),
+    )
+
+
+MONITORING_CHECKS: list[dg.AssetChecksDefinition] = [model_skill]

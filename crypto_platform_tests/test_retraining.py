@@ -1,0 +1,198 @@
+"""Retraining automation on a real instance: failing skill / drift checks -> exactly one training run.
+
+Check evaluations come from real runs of the checks (Dagster's harness, ephemeral instance); the
+sensor is ticked with `build_sensor_context`, passing each tick's cursor on to the next.
+"""
+
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crypto_platform.assets.monitoring import PREDICTION_ERRORS, PREDICTION_SKILL
+from crypto_platform.automation import retraining
+from crypto_platform.automation.jobs import JOBS
+from crypto_platform.automation.retraining import (
+    TRIGGER_CHECKS_TAG,
+    TRIGGER_RUN_TAG,
+    build_retraining_sensor,
+    daily_retraining_schedule,
+    hourly_monitoring_schedule,
+    monitoring_job,
+)
+from crypto_platform.checks.drift import feature_drift, prediction_drift
+from crypto_platform.checks.quality import QUALITY_CHECKS
+from crypto_platform.resources.lake import LakeResource
+from crypto_platform_tests.test_checks import (
+    ASSETS,
+    CHECKS,
+    evaluation,
+    model_skill,
+    resources,
+    write_features,
+    write_predictions,
+    write_silver,
+)
+
+SKILL = "gold/prediction_errors:model_skill"
+DAYS = ["2022-01-10", "2022-01-11"]
+
+
+def _monitor(tmp: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*ASSETS, model_skill],
+        selection=dg.AssetSelection.assets(PREDICTION_ERRORS, PREDICTION_SKILL),
+        instance=instance,
+        resources=resources(tmp),
+    )
+
+
+def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _skip(result: dg.SensorResult) -> str:
+    assert not result.run_requests
+    assert result.skip_reason is not None
+    return result.skip_reason.skip_message or ""
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> LakeResource:
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    write_silver(lake, [*DAYS, "2022-01-12"])
+    return lake
+
+
+def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_path: Path, lake) -> None:
+    sensor = build_retraining_sensor(cooldown_h=6)
+    assert sensor.job_name == "training_job"
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert "no evaluations yet" in _skip(_tick(sensor, instance, None))
+
+        write_predictions(lake, DAYS, skill=0.5)  # a skilled model: nothing to do
+        assert evaluation(_monitor(tmp_path, instance), "model_skill").passed
+        assert f"{SKILL} passed" in _skip(_tick(sensor, instance, None))
+
+        write_predictions(lake, DAYS, skill=-0.5)  # the model now points the wrong way
+        run = _monitor(tmp_path, instance)
+        assert not evaluation(run, "model_skill").passed
+
+        first = _tick(sensor, instance, None)
+        assert len(first.run_requests) == 1
+        request = first.run_requests[0]
+        assert request.job_name in (None, "training_job")
+        assert request.tags[TRIGGER_CHECKS_TAG] == SKILL and request.tags[TRIGGER_RUN_TAG] == run.run_id
+        assert request.run_key and SKILL in request.run_key
+
+        # the next tick: the same failure has been acted on
+        second = _tick(sensor, instance, first.cursor)
+        assert "predate the last training" in _skip(second)
+
+        # a fresh failing evaluation inside the cooldown: still no second run
+        _monitor(tmp_path, instance)
+        third = _tick(sensor, instance, second.cursor)
+        assert "cooldown" in _skip(third) and SKILL in third.skip_reason.skip_message
+
+        # once the cooldown is over (here: a sensor without one), the new evidence triggers one run
+        again = _tick(build_retraining_sensor(cooldown_h=0), instance, third.cursor)
+        assert len(again.run_requests) == 1 and again.run_requests[0].run_key != request.run_key
+
+
+def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake) -> None:
+    sensor = build_retraining_sensor(cooldown_h=6)
+    write_predictions(lake, DAYS, skill=-0.5)
+    with dg.DagsterInstance.ephemeral() as instance:
+        _monitor(tmp_path, instance)
+        running = instance.add_run(
+            dg.DagsterRun(
+                job_name="training_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+            )
+        )
+        assert f"{running.run_id} is already started" in _skip(_tick(sensor, instance, None))
+        instance.report_run_canceled(running)
+        # a training run created after the failure (here the running one) counts as the last training
+        assert "predate the last training" in _skip(_tick(sensor, instance, None))
+
+
+def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) -> None:
+    import polars as pl
+
+    from crypto_platform_tests.test_checks import _run_check, ftx_features, register_champion
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    register_champion(store, ftx_features().filter(pl.col("ts").dt.day().is_between(3, 9)))
+    write_features(lake, ["2022-01-11"])
+    write_features(lake, ["2022-01-12"], distort={"zret_1": 3.0})
+    sensor = build_retraining_sensor(cooldown_h=6)
+    loose = {"ops": {feature_drift.node_def.name: {"config": {"psi_error": 50.0, "ks_error": 1.0}}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        warn = _run_check(tmp_path, instance, feature_drift, store, run_config=loose)
+        assert warn.severity == dg.AssetCheckSeverity.WARN and not warn.passed
+        assert "failed with WARN" in _skip(_tick(sensor, instance, None))
+
+        error = _run_check(tmp_path, instance, feature_drift, store)
+        assert error.severity == dg.AssetCheckSeverity.ERROR and not error.passed
+        hist = _run_check(tmp_path, instance, feature_drift, store, partition_key="2022-01-11|sim.BTC-USDT")
+        assert hist.passed and hist.metadata["about_latest_data"].value is False  # newer, but about history
+
+        result = _tick(sensor, instance, None)
+        assert len(result.run_requests) == 1
+        assert result.run_requests[0].tags[TRIGGER_CHECKS_TAG] == "gold/features:feature_drift"
+
+
+def test_schedules_jobs_and_default_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert daily_retraining_schedule.job_name == "training_job"
+    assert daily_retraining_schedule.cron_schedule == "30 2 * * *"
+    assert hourly_monitoring_schedule.job_name == "monitoring_job"
+    assert hourly_monitoring_schedule.execution_timezone == "UTC"
+    for schedule in retraining.RETRAINING_SCHEDULES:
+        assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert retraining.retraining_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    monkeypatch.setenv(retraining.AUTOMATION_ENV, "running")
+    assert retraining.automation_status() == dg.DefaultScheduleStatus.RUNNING
+    assert build_retraining_sensor().default_status == dg.DefaultSensorStatus.RUNNING
+    monkeypatch.setenv(retraining.COOLDOWN_ENV, "1.5")
+    assert retraining.cooldown_hours() == 1.5
+
+    defs = dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[*JOBS, monitoring_job],
+        resources=resources(tmp_path),
+        schedules=retraining.RETRAINING_SCHEDULES,
+        sensors=retraining.RETRAINING_SENSORS,
+    )
+    assert set(QUALITY_CHECKS) <= set(CHECKS)
+    job = defs.resolve_job_def("monitoring_job")
+    ops = set(job.graph.node_dict)
+    assert {
+        "gold_prediction_errors",
+        model_skill.node_def.name,
+        feature_drift.node_def.name,
+        prediction_drift.node_def.name,
+    } == ops
+    with dg.build_schedule_context(scheduled_execution_time=None) as ctx:
+        request = next(iter(daily_retraining_schedule.evaluate_tick(ctx).run_requests or []))
+        assert request is not None
+
+
+def test_hourly_monitoring_job_runs_end_to_end_before_any_champion(tmp_path: Path, lake) -> None:
+    write_predictions(lake, DAYS, skill=0.5)
+    write_features(lake, DAYS)
+    defs = dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[monitoring_job],
+        resources=resources(tmp_path),
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("monitoring_job").execute_in_process(instance=instance)
+        assert result.success
+        evs = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert set(evs) == {"model_skill", "feature_drift", "prediction_drift"}
+        assert evs["model_skill"].passed
+        assert evs["feature_drift"].passed and "no 'champion'" in evs["feature_drift"].description
