@@ -84,7 +84,8 @@ def test_pipeline_runs_offline_with_telemetry_off(tmp_path: Path) -> None:
     _materialize(env, "key:gold/features or key:gold/labels", rng)
     _materialize(
         env,
-        "key:gold/training_set or key:gold/training_set_summary or key:gold/model or key:gold/model_evaluations",
+        "key:gold/training_set or key:gold/training_set_summary"
+        " or key:gold/model or key:gold/model_evaluations",
         config={"ops": {"gold_model": {"config": {"n_trials": 3}}}},
     )
     _materialize(
