@@ -44,26 +44,23 @@ def _env() -> dict[str, str]:
     return env
 
 
-def materialize(selection: str, partition_range: str | None = None, config: dict | None = None) -> None:
-    """Run `dagster asset materialize` for a selection (and partition range) in this environment."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "crypto_platform.definitions",
-        "--select",
-        selection,
-    ]
-    shown = f"\n$ dagster asset materialize --select '{selection}'"
+def materialize_command(
+    selection: str, partition_range: str | None = None, config: dict | None = None
+) -> list[str]:
+    """The `dagster asset materialize` command line for a selection, partition range and run config."""
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "crypto_platform.definitions"]
+    cmd += ["--select", selection]
     if partition_range:
         cmd += ["--partition-range", partition_range]
-        shown += f" --partition-range '{partition_range}'"
     if config:
         cmd += ["--config-json", json.dumps(config)]
-        shown += f" --config-json '{json.dumps(config)}'"
+    return cmd
+
+
+def materialize(selection: str, partition_range: str | None = None, config: dict | None = None) -> None:
+    """Run `dagster asset materialize` for a selection (and partition range) in this environment."""
+    cmd = materialize_command(selection, partition_range, config)
+    shown = "\n$ dagster " + " ".join(f"'{a}'" if " " in a or "|" in a else a for a in cmd[3:])
     print(shown, flush=True)
     started = time.monotonic()
     log = PROJECT_DIR / "data" / "logs" / "demo.log"

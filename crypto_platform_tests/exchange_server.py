@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -253,15 +253,15 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, ("[" + ",".join(rows) + "]").encode())
 
 
-class FakeBinanceServer(ThreadingHTTPServer):
-    """The fake exchange; use as a context manager, point ccxt at `.url`."""
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1 (port 0) for a fake exchange; use as a context manager."""
 
     daemon_threads = True
 
-    def __init__(self, state: ServerState) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], state: object, name: str) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
         self.state = state
-        self._thread = threading.Thread(target=self.serve_forever, name="fake-binance", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name=name, daemon=True)
 
     @property
     def url(self) -> str:
@@ -269,7 +269,7 @@ class FakeBinanceServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> FakeBinanceServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -277,3 +277,10 @@ class FakeBinanceServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self._thread.join(timeout=5)
+
+
+class FakeBinanceServer(LoopbackServer):
+    """The fake Binance spot exchange; point ccxt at `.url`."""
+
+    def __init__(self, state: ServerState) -> None:
+        super().__init__(Handler, state, "fake-binance")

@@ -15,14 +15,14 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import polars as pl
 
-from crypto_platform_tests.exchange_server import exchange_info, spot_symbol_info
+from crypto_platform_tests.exchange_server import LoopbackServer, exchange_info, spot_symbol_info
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
@@ -130,27 +130,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, ("[" + ",".join(k.rows[i] for i in picked) + "]").encode())
 
 
-class FakeKlineServer(ThreadingHTTPServer):
-    """The fake exchange; use as a context manager, point ccxt at `.url`."""
-
-    daemon_threads = True
+class FakeKlineServer(LoopbackServer):
+    """The fake exchange serving klines; point ccxt at `.url`."""
 
     def __init__(self, state: KlineState) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.state = state
-        self._thread = threading.Thread(target=self.serve_forever, name="fake-klines", daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Base URL to give ccxt as API override, e.g. http://127.0.0.1:54321."""
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeKlineServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler, state, "fake-klines")

@@ -4,14 +4,13 @@ Telemetry (Dagster, MLflow, GX) is off and no library phones home: a sitecustomi
 Python process records and refuses any connection or name lookup that is not loopback.
 """
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from crypto_platform.cli import materialize_command
 from crypto_platform_tests.conftest import PROJECT_DIR
 
 GUARD = """
@@ -38,21 +37,7 @@ socket.getaddrinfo = _guard_getaddrinfo
 
 
 def _materialize(env: dict, select: str, rng: str | None = None, config: dict | None = None) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "crypto_platform.definitions",
-        "--select",
-        select,
-    ]
-    if rng:
-        cmd += ["--partition-range", rng]
-    if config:
-        cmd += ["--config-json", json.dumps(config)]
+    cmd = materialize_command(select, rng, config)
     proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (select, proc.stdout[-2000:], proc.stderr[-4000:])
 

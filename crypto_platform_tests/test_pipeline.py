@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +12,7 @@ import polars as pl
 import pytest
 
 from crypto_platform.assets import ingest, silver
+from crypto_platform.cli import materialize_command
 from crypto_platform.partitions import parse_key
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
@@ -98,19 +98,7 @@ def test_midnight_sessions_split_exactly_across_days_by_cli_range(tmp_path: Path
     }
     (tmp_path / "home").mkdir()
     rng = "2023-04-04|binanceusdm.BTC-USDT-USDT...2023-04-05|binanceusdm.BTC-USDT-USDT"
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "crypto_platform.definitions",
-        "--select",
-        "group:raw or group:bronze or group:silver",
-        "--partition-range",
-        rng,
-    ]
+    cmd = materialize_command("group:raw or group:bronze or group:silver", rng)
     proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
