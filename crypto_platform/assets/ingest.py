@@ -1,14 +1,16 @@
 """raw and bronze layers: fetch trades into immutable raw batches, then type/validate/de-duplicate."""
 
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from crypto_platform.assets._meta import summarize
 from crypto_platform.assets.coverage import coverage_of
-from crypto_platform.partitions import partitions_of, single_run, trade_partitions
+from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.schemas import RAW_TRADES, empty
@@ -19,8 +21,43 @@ BRONZE = dg.AssetKey(["bronze", "trades"])
 REJECTS = dg.AssetKey(["bronze", "trade_rejects"])
 
 
+DEFAULT_OVERLAP_SECONDS = 120
+
+
 def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
+
+
+def _floor_minute(ts: datetime) -> datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+class RawTradesConfig(dg.Config):
+    overlap_seconds: int = Field(
+        default=DEFAULT_OVERLAP_SECONDS,
+        ge=0,
+        description=(
+            "Late-arriving trades: each fetch re-reads this many seconds before the watermark (bronze "
+            "drops the repeats by trade id). A finished day is re-read once more this long after its "
+            "end ('settled'), so trades published late for its last minutes are not lost."
+        ),
+    )
+    whole_minutes: bool = Field(
+        default=True,
+        description=(
+            "Fetch the open day only up to the last whole minute, so a 1-minute bar is published "
+            "once complete (never a partial bar that later changes)."
+        ),
+    )
+
+
+def is_settled(manifest: dict[str, Any] | None, part: DayPartition, overlap: timedelta) -> bool:
+    """The partition's coverage reaches its end and was (re-)read at least `overlap` after that end."""
+    cov = coverage_of(manifest)
+    if cov.covered_to is None or cov.covered_to < part.end:
+        return False
+    last = (manifest or {}).get("batches", [])[-1].get("written_at")
+    return last is not None and datetime.fromisoformat(last) >= part.end + overlap
 
 
 @dg.asset(
@@ -32,28 +69,48 @@ def _ms(ts: datetime) -> int:
     description=(
         "Exchange trades exactly as received (ccxt unified fields + the exchange's own payload), "
         "as immutable batch files per (instrument, UTC day). Each run fetches only what lies after "
-        "the partition's watermark (the end of its committed coverage), so re-runs are idempotent "
-        "and the still-open day is topped up incrementally."
+        "the partition's watermark (the end of its committed coverage), re-reading a small overlap "
+        "before it for late-arriving trades, so re-runs are idempotent and the still-open day is "
+        "topped up incrementally (whole minutes only)."
     ),
 )
 def raw_trades(
-    context: dg.AssetExecutionContext, lake: LakeResource, trade_sources: TradeSourcesResource
+    context: dg.AssetExecutionContext,
+    config: RawTradesConfig,
+    lake: LakeResource,
+    trade_sources: TradeSourcesResource,
 ) -> dg.MaterializeResult:
     stats = []
+    overlap = timedelta(seconds=config.overlap_seconds)
     for part in partitions_of(context):
         manifest = lake.read_manifest("raw", "trades", part) or {"batches": []}
         cov = coverage_of(manifest)
-        start = max(part.start, cov.covered_to) if cov.covered_to else part.start
         now = datetime.now(UTC)
-        row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0}
-        if start >= part.end or start >= now:
-            row["status"] = "complete" if start >= part.end else "not started"
+        horizon = min(part.end, _floor_minute(now) if config.whole_minutes else now)
+        wm = cov.covered_to
+        settling = wm is not None and wm >= part.end and now >= part.end + overlap
+        settling = settling and not is_settled(manifest, part, overlap)
+        if wm is None:
+            start = part.start
+        elif wm < horizon:
+            start = max(part.start, wm - overlap)
+        elif settling:  # one last re-read of the finished day's tail, `overlap` after its end
+            start = max(part.start, part.end - overlap)
         else:
-            batch = trade_sources.source_for(part.instrument).fetch(part.instrument, start, part.end)
-            if batch.covered_to <= batch.covered_from and batch.trades.is_empty():
+            start = None
+        row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0}
+        if start is None or start >= horizon:
+            row["status"] = "complete" if horizon >= part.end else "up to date" if wm else "not started"
+        else:
+            batch = trade_sources.source_for(part.instrument).fetch(part.instrument, start, horizon)
+            if (batch.covered_to <= batch.covered_from and batch.trades.is_empty()) or (
+                wm is not None and batch.covered_to <= wm and not settling
+            ):
                 row["status"] = "nothing new"
             else:
                 name = f"batch-{_ms(batch.covered_from)}-{_ms(batch.covered_to)}"
+                if any(b["name"] == name for b in manifest["batches"]):
+                    name = f"{name}-{_ms(now)}"
                 info = lake.write_batch(batch.trades, "raw", "trades", part, name)
                 manifest["batches"].append(
                     {

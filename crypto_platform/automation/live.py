@@ -1,0 +1,472 @@
+"""Near-real-time: a sensor that keeps the newest partitions of every live instrument fresh.
+
+`live_sensor` runs every ~15 s while it is on. For every live instrument (source `synthetic` or
+`ccxt`; `replay` is history, never live) it looks at the newest UTC-day partitions and requests one
+run per partition that is behind, selecting raw -> bronze -> silver -> gold/features ->
+gold/predictions (gold/labels optionally) for that one partition key:
+
+* **new**: a whole minute closed since the partition's raw watermark (the end of its committed
+  coverage); the run fetches from the watermark (re-reading `overlap_seconds` before it, for trades
+  published late) up to the last whole minute and re-derives the day: idempotent, every layer of
+  the partition is replaced, bronze de-duplicates the re-read trades by id.
+* **changed**: raw/trades of today's partition was materialized after its last gold/predictions
+  (a run failed half-way, or someone fetched raw by hand), so the downstream layers are stale.
+* **day tail / settle**: after midnight, yesterday's partition is requested until its coverage
+  reaches midnight, and once more `overlap_seconds` after midnight ("settled"), so the last minutes
+  of the day and trades published late for them are not lost.
+
+Run hygiene. At most one request per partition per minute (the run key is `live:<partition>@<minute>`
+and the cursor remembers the minute of each partition's last request); nothing is requested for a
+partition while a run for it is queued or in progress (runs tagged `dagster/partition` = the key;
+a run "in progress" for longer than `stale_run_minutes` is treated as abandoned, e.g. its process
+died with the daemon). A restarted daemon resumes from the cursor: it never replays the minutes it
+missed one by one (one run per partition fetches everything since the watermark) and never reaches
+back further than `catchup_days` days (older gaps are for an explicit backfill).
+
+Asset checks: a live run executes the blocking checks of its assets (the Great Expectations
+suites on bronze/silver: bad data stops the run before gold), not the others (drift is judged by the
+monitoring job); `CRYPTO_LIVE_CHECKS=all|none` changes that.
+
+Predictions use the MLflow 'champion'. `allow_unqualified_model` (serve the latest challenger when
+no version qualifies) is passed only when `CRYPTO_ALLOW_UNQUALIFIED_MODEL=true` says so explicitly,
+and those runs are tagged `crypto/unqualified_model=allowed`.
+
+Settings come from the environment of the code location (read at every tick), see `LiveSettings`.
+"""
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from crypto_platform.assets.coverage import coverage_of
+from crypto_platform.assets.gold import FEATURES, LABELS, PREDICTIONS
+from crypto_platform.assets.ingest import BRONZE, DEFAULT_OVERLAP_SECONDS, RAW, REJECTS, is_settled
+from crypto_platform.partitions import DayPartition, trade_partitions
+from crypto_platform.resources.lake import LakeResource
+from crypto_platform.schemas import CANDLE_TABLES
+from crypto_platform.settings import SettingsError, load_universe
+
+LIVE_SOURCES = ("synthetic", "ccxt")
+SENSOR_NAME = "live_sensor"
+
+# Environment of the code location (dagster dev / the code server), read at every tick.
+SENSOR_STATUS_ENV = "CRYPTO_LIVE_SENSOR"  # 'running': the sensor is on when the daemon starts
+INTERVAL_ENV = "CRYPTO_LIVE_INTERVAL_SECONDS"
+ALLOW_UNQUALIFIED_ENV = "CRYPTO_ALLOW_UNQUALIFIED_MODEL"
+PREDICTIONS_ENV = "CRYPTO_LIVE_PREDICTIONS"
+LABELS_ENV = "CRYPTO_LIVE_LABELS"
+CHECKS_ENV = "CRYPTO_LIVE_CHECKS"
+OVERLAP_ENV = "CRYPTO_LIVE_OVERLAP_SECONDS"
+CATCHUP_ENV = "CRYPTO_LIVE_CATCHUP_DAYS"
+STALE_ENV = "CRYPTO_LIVE_STALE_RUN_MINUTES"
+DEFAULT_INTERVAL_SECONDS = 15
+
+LIVE_TAG = "crypto/live"
+TRIGGER_TAG = "crypto/live_trigger"
+UNQUALIFIED_TAG = "crypto/unqualified_model"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+
+INGEST_KEYS = [
+    RAW,
+    BRONZE,
+    REJECTS,
+    *(dg.AssetKey(["silver", CANDLE_TABLES[w]]) for w in ("1m", "5m", "1h")),
+]
+# Statuses of a run that may still write the partition.
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+# Unfinished statuses that mean a worker process should exist (so a very old one is abandoned).
+_WORKER_STATUSES = {
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+}
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+# Asset checks in live runs: the blocking ones (the data-quality gates: bad bronze/silver never feeds
+# gold), every check of the selected assets (drift too: slow), or none (fastest, no gate).
+CHECK_MODES = ("blocking", "all", "none")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: Sequence[str]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={env.get(name)!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from exc
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be >= {minimum:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What the live sensor requests; `from_env` reads them from the code location's environment."""
+
+    allow_unqualified_model: bool = False  # CRYPTO_ALLOW_UNQUALIFIED_MODEL: serve a challenger if no champion
+    predictions: bool = True  # CRYPTO_LIVE_PREDICTIONS: include gold/predictions (false: stop at features)
+    labels: bool = False  # CRYPTO_LIVE_LABELS: include gold/labels
+    checks: str = "blocking"  # CRYPTO_LIVE_CHECKS: which checks of the selected assets run (CHECK_MODES)
+    overlap_seconds: int = DEFAULT_OVERLAP_SECONDS  # CRYPTO_LIVE_OVERLAP_SECONDS: late-trade re-read
+    catchup_days: int = 1  # CRYPTO_LIVE_CATCHUP_DAYS: earlier days (besides today) the sensor may finish
+    stale_run_minutes: float = 30.0  # CRYPTO_LIVE_STALE_RUN_MINUTES: older "in progress" runs are abandoned
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "LiveSettings":
+        env = os.environ if env is None else env
+        return cls(
+            allow_unqualified_model=_flag(env, ALLOW_UNQUALIFIED_ENV, False),
+            predictions=_flag(env, PREDICTIONS_ENV, True),
+            labels=_flag(env, LABELS_ENV, False),
+            checks=_choice(env, CHECKS_ENV, "blocking", CHECK_MODES),
+            overlap_seconds=int(_number(env, OVERLAP_ENV, DEFAULT_OVERLAP_SECONDS, minimum=0)),
+            catchup_days=int(_number(env, CATCHUP_ENV, 1, minimum=0)),
+            stale_run_minutes=_number(env, STALE_ENV, 30.0, minimum=1),
+        )
+
+    @property
+    def overlap(self) -> timedelta:
+        return timedelta(seconds=self.overlap_seconds)
+
+    @property
+    def terminal(self) -> dg.AssetKey:
+        """The last asset of a live run: its materialization means the partition is processed."""
+        return PREDICTIONS if self.predictions else FEATURES
+
+    def selection(self) -> list[dg.AssetKey]:
+        keys = [*INGEST_KEYS, FEATURES]
+        if self.labels:
+            keys.append(LABELS)
+        if self.predictions:
+            keys.append(PREDICTIONS)
+        return keys
+
+    def run_config(self) -> dict[str, Any]:
+        ops: dict[str, Any] = {
+            RAW.to_python_identifier(): {"config": {"overlap_seconds": self.overlap_seconds}}
+        }
+        if self.predictions and self.allow_unqualified_model:
+            ops[PREDICTIONS.to_python_identifier()] = {"config": {"allow_unqualified_model": True}}
+        return {"ops": ops}
+
+
+@dataclass
+class LiveCursor:
+    """Sensor state between ticks: when it last ran and the minute of each partition's last request."""
+
+    evaluated_at: datetime | None = None
+    requested: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "LiveCursor":
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            at = data.get("evaluated_at")
+            return cls(datetime.fromisoformat(at) if at else None, dict(data.get("requested") or {}))
+        except (ValueError, TypeError, AttributeError):
+            return cls()  # an unreadable cursor (older format) only costs one request per partition
+
+    def dumps(self) -> str:
+        at = self.evaluated_at.isoformat() if self.evaluated_at else None
+        return json.dumps({"v": 1, "evaluated_at": at, "requested": dict(sorted(self.requested.items()))})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the sensor decided for one partition in one tick."""
+
+    key: str
+    reason: str | None  # why the partition needs a run; None: up to date
+    note: str = ""  # detail for the tick log (watermark, why not requested, ...)
+    requested: bool = False
+
+
+def floor_minute(ts: datetime) -> datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+def minute_token(ts: datetime) -> str:
+    return floor_minute(ts).strftime("%Y-%m-%dT%H:%M")
+
+
+def live_days(now: datetime, catchup_days: int, start_date: date) -> list[date]:
+    """The days the sensor looks after, oldest first: today and up to `catchup_days` before it."""
+    today = now.astimezone(UTC).date()
+    return [d for k in range(catchup_days, -1, -1) if (d := today - timedelta(days=k)) >= start_date]
+
+
+def partition_need(
+    part: DayPartition, manifest: dict[str, Any] | None, now: datetime, settings: LiveSettings, *, today: date
+) -> tuple[str | None, str]:
+    """(reason a run is needed or None, note) from the raw watermark alone (no instance access)."""
+    wm = coverage_of(manifest).covered_to
+    shown = wm.strftime("%H:%M:%S") if wm and wm.date() == part.day else (wm.isoformat() if wm else "none")
+    if part.day == today:
+        target = floor_minute(now)
+        if target <= part.start:
+            return None, "no whole minute of the day yet"
+        if wm is None:
+            return "new", f"first fetch up to {target:%H:%M}"
+        if wm < target:
+            return "new", f"watermark {shown} < {target:%H:%M}"
+        return None, f"watermark {shown}"
+    if manifest is None:
+        return None, "never ingested (not live): backfill it explicitly"
+    if wm is None or wm < part.end:
+        return "day tail", f"watermark {shown} < end of day"
+    if is_settled(manifest, part, settings.overlap):
+        return None, "complete and settled"
+    if now < part.end + settings.overlap:
+        return None, f"complete; settles at {(part.end + settings.overlap):%H:%M:%S}"
+    return "settle", "complete; re-read the last minutes for late trades"
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> int | None:
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    )
+    return result.records[0].storage_id if result.records else None
+
+
+def downstream_stale(instance: dg.DagsterInstance, partition: str, settings: LiveSettings) -> bool:
+    """raw/trades of the partition was materialized after the run's last asset (or that never was)."""
+    raw = _latest_storage_id(instance, RAW, partition)
+    if raw is None:
+        return False
+    done = _latest_storage_id(instance, settings.terminal, partition)
+    return done is None or raw > done
+
+
+def is_abandoned(record: Any, now: datetime, stale_after: timedelta) -> bool:
+    """An unfinished run whose worker should have finished long ago (e.g. it died with the daemon)."""
+    if record.dagster_run.status not in _WORKER_STATUSES:
+        return False  # queued runs wait for a slot; they are not abandoned
+    started = record.start_time or record.create_timestamp.timestamp()
+    return now.timestamp() - started > stale_after.total_seconds()
+
+
+def unfinished_runs(
+    instance: dg.DagsterInstance, partition: str, now: datetime, stale_after: timedelta, ranges: Sequence[Any]
+) -> tuple[list[str], list[str]]:
+    """(active, abandoned) ids of the unfinished runs writing a partition, whoever launched them:
+    runs of that one key, and single-run ranges (backfills) whose rectangle holds it."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={PARTITION_TAG: partition}, statuses=UNFINISHED), limit=20
+    )
+    records = [*records, *(r for r in ranges if partition in _range_keys(r))]
+    active, abandoned = [], []
+    for r in records:
+        (abandoned if is_abandoned(r, now, stale_after) else active).append(r.dagster_run.run_id)
+    return active, abandoned
+
+
+def unfinished_range_runs(instance: dg.DagsterInstance) -> list[Any]:
+    """Unfinished runs over a partition range (single-run backfills), with the range in their tags."""
+    records = instance.get_run_records(filters=dg.RunsFilter(statuses=UNFINISHED), limit=200)
+    return [
+        r for r in records if RANGE_START_TAG in r.dagster_run.tags and RANGE_END_TAG in r.dagster_run.tags
+    ]
+
+
+def _range_keys(record: Any) -> set[str]:
+    tags = record.dagster_run.tags
+    try:
+        rng = dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
+        return set(trade_partitions.get_partition_keys_in_range(rng))
+    except Exception:  # another partitioning (e.g. a job of other assets): not ours
+        return set()
+
+
+def live_checks(
+    repository: dg.RepositoryDefinition | None, settings: LiveSettings
+) -> list[dg.AssetCheckKey] | None:
+    """The asset checks of a live run: None = every check of the selected assets, [] = none."""
+    if settings.checks == "all":
+        return None
+    if settings.checks == "none":
+        return []
+    if repository is None:
+        raise dg.DagsterInvariantViolationError(
+            f"{CHECKS_ENV}=blocking needs the repository to find the blocking checks"
+        )
+    graph = repository.asset_graph
+    selected = set(settings.selection())
+    return sorted(
+        (ck for ck in graph.asset_check_keys if ck.asset_key in selected and graph.get(ck).blocking),
+        key=lambda ck: (ck.asset_key.to_user_string(), ck.name),
+    )
+
+
+def run_request(
+    partition: str,
+    token: str,
+    reason: str,
+    settings: LiveSettings,
+    checks: Sequence[dg.AssetCheckKey] | None = (),
+) -> dg.RunRequest:
+    # With run monitoring on, Dagster cancels a run stuck longer than the sensor waits for it.
+    tags = {LIVE_TAG: "true", TRIGGER_TAG: reason, MAX_RUNTIME_TAG: str(int(settings.stale_run_minutes * 60))}
+    if settings.predictions and settings.allow_unqualified_model:
+        tags[UNQUALIFIED_TAG] = "allowed"
+    return dg.RunRequest(
+        run_key=f"live:{partition}@{token}",
+        partition_key=partition,
+        asset_selection=settings.selection(),
+        asset_check_keys=None if checks is None else list(checks),
+        run_config=settings.run_config(),
+        tags=tags,
+    )
+
+
+def evaluate(
+    context: dg.SensorEvaluationContext, lake: LakeResource, settings: LiveSettings, now: datetime
+) -> tuple[dg.SensorResult, list[Decision]]:
+    """One tick: the run requests, the new cursor, and every partition's decision (for logs and tests)."""
+    universe = load_universe()
+    cursor = LiveCursor.parse(context.cursor)
+    token = minute_token(now)
+    today = now.astimezone(UTC).date()
+    days = live_days(now, settings.catchup_days, universe.start_date)
+    live = [i for i in universe.instruments if i.source in LIVE_SOURCES]
+    if cursor.evaluated_at and now - cursor.evaluated_at > timedelta(minutes=2):
+        context.log.info(
+            f"resuming after {now - cursor.evaluated_at} without a tick (last: {cursor.evaluated_at:%F %T}): "
+            f"one run per partition catches up; days before {days[0]} are not backfilled"
+        )
+
+    requests: list[dg.RunRequest] = []
+    decisions: list[Decision] = []
+    ranges = unfinished_range_runs(context.instance)
+    checks = live_checks(context.repository_def, settings)
+    for day in days:
+        for inst in live:
+            part = DayPartition(inst, day)
+            key = part.key
+            reason, note = partition_need(
+                part, lake.read_manifest("raw", "trades", part), now, settings, today=today
+            )
+            if reason is None and day == today and downstream_stale(context.instance, key, settings):
+                reason, note = "changed", f"raw newer than {settings.terminal.to_user_string()}; {note}"
+            if reason is None:
+                decisions.append(Decision(key, None, note))
+                continue
+            if cursor.requested.get(key) == token:
+                decisions.append(Decision(key, reason, f"{note}; already requested at {token}"))
+                continue
+            active, abandoned = unfinished_runs(
+                context.instance, key, now, timedelta(minutes=settings.stale_run_minutes), ranges
+            )
+            if abandoned:
+                context.log.warning(
+                    f"{key}: ignoring runs 'in progress' for over {settings.stale_run_minutes:g} min "
+                    f"(abandoned?): {', '.join(abandoned)}"
+                )
+            if active:
+                decisions.append(Decision(key, reason, f"{note}; run in progress: {', '.join(active)}"))
+                continue
+            requests.append(run_request(key, token, reason, settings, checks))
+            cursor.requested[key] = token
+            decisions.append(Decision(key, reason, note, requested=True))
+
+    keep = {DayPartition(i, d).key for i in live for d in days}
+    cursor.requested = {k: v for k, v in cursor.requested.items() if k in keep}
+    cursor.evaluated_at = now
+    for d in decisions:
+        if d.reason:
+            context.log.info(f"{'REQUEST' if d.requested else 'wait':7} {d.key}: {d.reason} ({d.note})")
+    if fine := [d.key for d in decisions if not d.reason]:
+        context.log.info(f"up to date: {', '.join(fine)}")
+    if settings.predictions and settings.allow_unqualified_model and requests:
+        context.log.warning(
+            f"{ALLOW_UNQUALIFIED_ENV}=true: predictions may be served by an UNQUALIFIED model (no champion)"
+        )
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dumps()), decisions
+    waiting = [d for d in decisions if d.reason]
+    why = (
+        f"{len(waiting)} partition(s) behind but already requested or in progress"
+        if waiting
+        else f"all {len(decisions)} live partition(s) up to date"
+    )
+    return dg.SensorResult(skip_reason=why, cursor=cursor.dumps()), decisions
+
+
+def sensor_default_status() -> dg.DefaultSensorStatus:
+    """RUNNING when CRYPTO_LIVE_SENSOR=running (the daemon then starts the live sensors), else STOPPED."""
+    value = os.environ.get(SENSOR_STATUS_ENV, "").strip().lower()
+    return dg.DefaultSensorStatus.RUNNING if value in {"running", *_TRUE} else dg.DefaultSensorStatus.STOPPED
+
+
+def build_live_sensor(
+    *,
+    name: str = SENSOR_NAME,
+    settings: LiveSettings | None = None,
+    clock: Callable[[], datetime] | None = None,
+    minimum_interval_seconds: int | None = None,
+    default_status: dg.DefaultSensorStatus | None = None,
+) -> dg.SensorDefinition:
+    """The live sensor; `settings` (default: from the environment at each tick) and `clock` for tests."""
+    interval = minimum_interval_seconds or int(
+        _number(os.environ, INTERVAL_ENV, DEFAULT_INTERVAL_SECONDS, minimum=5)
+    )
+    target = dg.AssetSelection.assets(*INGEST_KEYS, FEATURES, LABELS, PREDICTIONS)
+
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=interval,
+        default_status=default_status or sensor_default_status(),
+        target=target,
+        description=(
+            "Near-real-time: every ~15 s, one run per live instrument partition that is behind (a new "
+            "minute closed, raw changed, or yesterday's tail after midnight): raw -> bronze -> silver -> "
+            "gold/features -> gold/predictions for that partition. At most one request per partition "
+            "and minute, none while a run for it is in progress. See crypto_platform/automation/live.py."
+        ),
+        tags={"crypto/kind": "live"},
+    )
+    def _live(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+        now = (clock or (lambda: datetime.now(UTC)))()
+        result, _ = evaluate(context, lake, settings or LiveSettings.from_env(), now)
+        return result
+
+    return _live
+
+
+live_sensor = build_live_sensor()
+SENSORS: Sequence[dg.SensorDefinition] = [live_sensor]

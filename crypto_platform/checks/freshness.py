@@ -1,0 +1,192 @@
+"""Freshness of the live layers (silver/candles_1m, gold/predictions), visible in the Dagster UI.
+
+Two complementary signals:
+
+* **Freshness policy** (Dagster 1.13's `FreshnessPolicy.time_window`, evaluated by the daemon's
+  freshness loop without any run): the asset was materialized (any partition) within the last
+  2 minutes = PASS, within 5 = WARN, later = FAIL. Shown as the asset's "Freshness" status.
+  `with_live_freshness(assets)` attaches it.
+* **`live_data_lag` asset checks**: how far the *data* of every live instrument lags behind the
+  clock (now - end of the newest 1-minute bar in today's partition); passes while every live
+  instrument is within `CRYPTO_FRESHNESS_MAX_LAG_SECONDS` (default 180 s = a minute of bar
+  accumulation + the 120 s delivery target). A policy on materialization times cannot see a run that
+  succeeds without new data (a stalled source); this check can. `live_freshness_sensor` evaluates it
+  every minute and records the result without launching a run (runless check evaluations), so
+  the check costs no run slot on a small machine; it can also be executed from the UI.
+
+Dagster's factory checks were considered: `build_time_partition_freshness_checks` needs a
+time-window partitions definition (ours is day x instrument multi-partitions), and
+`build_last_update_freshness_checks` + `build_sensor_for_freshness_checks` launch a run per
+evaluation and measure materialization time only (what the freshness policy already shows).
+"""
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from crypto_platform.assets.gold import PREDICTIONS
+from crypto_platform.assets.silver import CANDLES_1M
+from crypto_platform.automation.live import LIVE_SOURCES, sensor_default_status
+from crypto_platform.partitions import DayPartition
+from crypto_platform.resources.lake import PART_FILE, LakeResource
+from crypto_platform.settings import SettingsError, load_universe
+
+FRESHNESS_KEYS = [CANDLES_1M, PREDICTIONS]
+CHECK_NAME = "live_data_lag"
+MAX_LAG_ENV = "CRYPTO_FRESHNESS_MAX_LAG_SECONDS"
+DEFAULT_MAX_LAG_SECONDS = 180
+FRESHNESS_SENSOR_NAME = "live_freshness_sensor"
+
+LIVE_FRESHNESS_POLICY = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=5), warn_window=timedelta(minutes=2)
+)
+
+
+def _with_policy(spec: dg.AssetSpec) -> dg.AssetSpec:
+    return dg.apply_freshness_policy(spec, LIVE_FRESHNESS_POLICY) if spec.key in FRESHNESS_KEYS else spec
+
+
+def with_live_freshness(assets: Sequence[Any]) -> list[Any]:
+    """The assets, with the live freshness policy on silver/candles_1m and gold/predictions."""
+    return list(dg.map_asset_specs(_with_policy, assets))
+
+
+def max_lag_seconds() -> float:
+    raw = os.environ.get(MAX_LAG_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_LAG_SECONDS
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{MAX_LAG_ENV}={raw!r}: expected a number of seconds") from exc
+    if value <= 0:
+        raise SettingsError(f"{MAX_LAG_ENV}={raw!r}: must be > 0")
+    return value
+
+
+def newest_bar_end(lake: LakeResource, key: dg.AssetKey, part: DayPartition) -> datetime | None:
+    """End (ts + 1 minute) of the newest 1-minute row of one partition of a lake table, or None."""
+    layer, table = key.path
+    path = lake.partition_path(layer, table, part) / PART_FILE
+    if not path.exists():
+        return None
+    newest = pl.scan_parquet(path).select(pl.col("ts").max()).collect().item()
+    return None if newest is None else newest + timedelta(minutes=1)
+
+
+def lag_report(
+    lake: LakeResource, key: dg.AssetKey, now: datetime, max_lag: float
+) -> tuple[bool, str, dict[str, Any]] | None:
+    """(passed, description, metadata) of the data lag of `key` over the live instruments; None if none."""
+    live = [i for i in load_universe().instruments if i.source in LIVE_SOURCES]
+    if not live:
+        return None
+    today = now.astimezone(UTC).date()
+    lags: dict[str, float | None] = {}
+    for inst in live:
+        ends = [newest_bar_end(lake, key, DayPartition(inst, today - timedelta(days=d))) for d in (0, 1)]
+        end = max((e for e in ends if e is not None), default=None)
+        lags[inst.key] = None if end is None else round((now - end).total_seconds(), 1)
+    missing = sorted(k for k, v in lags.items() if v is None)
+    late = sorted(k for k, v in lags.items() if v is not None and v > max_lag)
+    known = [v for v in lags.values() if v is not None]
+    passed = not missing and not late
+    if passed:
+        desc = f"all {len(lags)} live instruments within {max_lag:g} s (worst {max(known):g} s)"
+    else:
+        parts = []
+        if late:
+            parts.append("lagging: " + ", ".join(f"{k} {lags[k]:g} s" for k in late))
+        if missing:
+            parts.append("no data today or yesterday: " + ", ".join(missing))
+        desc = f"data older than {max_lag:g} s — " + "; ".join(parts)
+    metadata: dict[str, Any] = {
+        "max_lag_seconds": dg.MetadataValue.float(float(max_lag)),
+        "evaluated_at": dg.MetadataValue.timestamp(now),
+        "lag_by_instrument": dg.MetadataValue.json(lags),
+    }
+    if known:
+        metadata["worst_lag_seconds"] = dg.MetadataValue.float(float(max(known)))
+    return passed, desc, metadata
+
+
+@dg.multi_asset_check(
+    name="live_data_lag_checks",
+    specs=[
+        dg.AssetCheckSpec(
+            CHECK_NAME,
+            asset=key,
+            description=(
+                "Live data lag: now minus the end of the newest 1-minute bar of every live instrument "
+                f"(synthetic, ccxt); fails above {MAX_LAG_ENV} (default {DEFAULT_MAX_LAG_SECONDS} s). "
+                f"Evaluated every minute by {FRESHNESS_SENSOR_NAME} (no run needed)."
+            ),
+        )
+        for key in FRESHNESS_KEYS
+    ],
+    can_subset=True,
+)
+def live_data_lag_checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    now, max_lag = datetime.now(UTC), max_lag_seconds()
+    for check_key in context.selected_asset_check_keys:
+        report = lag_report(lake, check_key.asset_key, now, max_lag)
+        passed, desc, meta = report or (True, "no live instrument configured: not applicable", {})
+        yield dg.AssetCheckResult(
+            asset_key=check_key.asset_key,
+            check_name=CHECK_NAME,
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=desc,
+            metadata=meta,
+        )
+
+
+def evaluations(lake: LakeResource, now: datetime) -> list[dg.AssetCheckEvaluation]:
+    """The `live_data_lag` evaluations the sensor records (none without live instruments)."""
+    out = []
+    max_lag = max_lag_seconds()
+    for key in FRESHNESS_KEYS:
+        report = lag_report(lake, key, now, max_lag)
+        if report is None:
+            continue
+        passed, desc, meta = report
+        out.append(
+            dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=CHECK_NAME,
+                passed=passed,
+                metadata=meta,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=desc,
+            )
+        )
+    return out
+
+
+@dg.sensor(
+    name=FRESHNESS_SENSOR_NAME,
+    minimum_interval_seconds=60,
+    default_status=sensor_default_status(),
+    description=(
+        "Every minute, records the live_data_lag checks of silver/candles_1m and gold/predictions "
+        "(runless check evaluations: no run is launched)."
+    ),
+)
+def live_freshness_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+    events = evaluations(lake, datetime.now(UTC))
+    for e in events:
+        context.log.info(f"{e.asset_key.to_user_string()}: {'PASS' if e.passed else 'WARN'} {e.description}")
+    if not events:
+        return dg.SensorResult(skip_reason="no live instrument configured")
+    verdicts = ", ".join(f"{e.asset_key.to_user_string()} {'pass' if e.passed else 'WARN'}" for e in events)
+    return dg.SensorResult(
+        asset_events=events, skip_reason=f"recorded {CHECK_NAME} (no run needed): {verdicts}"
+    )
+
+
+FRESHNESS_CHECKS = [live_data_lag_checks]
+FRESHNESS_SENSORS = [live_freshness_sensor]
