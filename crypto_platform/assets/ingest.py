@@ -129,12 +129,12 @@ def raw_trades(
     return dg.MaterializeResult(metadata=summarize(stats))
 
 
-def read_raw(lake: LakeResource, part) -> pl.DataFrame:
-    """All committed raw batches of a partition (zero rows if none)."""
+def scan_raw(lake: LakeResource, part) -> pl.LazyFrame:
+    """All committed raw batches of a partition, scanned lazily (the payload is read only for rejects)."""
     manifest = lake.read_manifest("raw", "trades", part)
     names = [b["name"] for b in (manifest or {}).get("batches", [])]
-    frames = lake.read_batches("raw", "trades", part, names)
-    return pl.concat(frames, how="vertical") if frames else empty(RAW_TRADES)
+    scan = lake.scan_batches("raw", "trades", part, names)
+    return scan if scan is not None else empty(RAW_TRADES).lazy()
 
 
 @dg.multi_asset(
@@ -160,15 +160,15 @@ def read_raw(lake: LakeResource, part) -> pl.DataFrame:
 def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource):
     stats, reject_stats = [], []
     for part in partitions_of(context):
-        raw = read_raw(lake, part)
-        result = to_bronze(raw, part.start, part.end)
+        result = to_bronze(scan_raw(lake, part), part.start, part.end)
+        raw_rows = result.bronze.height + result.rejects.height + result.duplicates_dropped
         info = lake.write_partition(result.bronze, "bronze", "trades", part)
         rinfo = lake.write_partition(result.rejects, "bronze", "trade_rejects", part)
         ts = result.bronze.get_column("ts")
         stats.append(
             {
                 "partition": part.key,
-                "raw_rows": raw.height,
+                "raw_rows": raw_rows,
                 "rows": info.rows,
                 "rejects": rinfo.rows,
                 "duplicates_dropped": result.duplicates_dropped,

@@ -112,6 +112,13 @@ class LakeResource(dg.ConfigurableResource):
         folder = self.partition_path(layer, table, part)
         return [pl.read_parquet(folder / f"{n}.parquet") for n in names]
 
+    def scan_batches(
+        self, layer: str, table: str, part: DayPartition, names: list[str]
+    ) -> pl.LazyFrame | None:
+        """Lazy scan of the named batch files (None if there are none): columns are read only as needed."""
+        folder = self.partition_path(layer, table, part)
+        return pl.scan_parquet([folder / f"{n}.parquet" for n in names]) if names else None
+
     def read_manifest(self, layer: str, table: str, part: DayPartition) -> dict[str, Any] | None:
         """The partition's manifest (the list of committed batches), or None."""
         path = self.partition_path(layer, table, part) / MANIFEST_FILE
