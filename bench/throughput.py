@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from crypto_platform.resources.lake import PARQUET_OPTIONS
 from crypto_platform.schemas import RAW_TRADES, UTC_TS
 from crypto_platform.transforms.candles import candles_1m, rollup
 from crypto_platform.transforms.trades import to_bronze
@@ -50,7 +51,9 @@ VARIANT_NOTES = {
     "polars-eager": "polars, raw read fully with pl.read_parquet (payload included)",
     "pandas": "pandas (pyarrow Parquet), same steps, same checks, raw read fully",
 }
-PARQUET = {"compression": "zstd"}  # what LakeResource writes (zstd, with statistics)
+PARQUET = dict(PARQUET_OPTIONS)  # exactly what LakeResource writes
+# pandas/pyarrow spells the level differently; same codec, same level, statistics on by default
+PANDAS_PARQUET = {"compression": "zstd", "compression_level": PARQUET_OPTIONS["compression_level"]}
 
 
 # --------------------------------------------------------------------------------------- datasets
@@ -423,14 +426,14 @@ def _run_pandas(ds: Dataset, out: Path) -> Stages:
         bronze, rej, _ = pandas_to_bronze(raw, start, end)
         del raw
         t1 = time.perf_counter()
-        bronze.to_parquet(out / "bronze.parquet", index=False, **PARQUET)
-        rej.to_parquet(out / "rejects.parquet", index=False, **PARQUET)
+        bronze.to_parquet(out / "bronze.parquet", index=False, **PANDAS_PARQUET)
+        rej.to_parquet(out / "rejects.parquet", index=False, **PANDAS_PARQUET)
         t2 = time.perf_counter()
         c1 = pandas_candles_1m(bronze, start, end, prev_close, ds.exchange, ds.symbol)
         bars = {"1m": c1, **{w: pandas_rollup(c1, w) for w in ROLLUPS}}
         t3 = time.perf_counter()
         for width, df in bars.items():
-            df.to_parquet(out / f"candles_{width}-{start:%Y%m%d}.parquet", index=False, **PARQUET)
+            df.to_parquet(out / f"candles_{width}-{start:%Y%m%d}.parquet", index=False, **PANDAS_PARQUET)
         t4 = time.perf_counter()
         closes = c1["close"].dropna()
         prev_close = float(closes.iloc[-1]) if len(closes) else prev_close

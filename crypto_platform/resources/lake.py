@@ -25,6 +25,10 @@ from crypto_platform.settings import PROJECT_DIR
 PART_FILE = "part.parquet"
 MANIFEST_FILE = "_manifest.json"
 LAKE_ROOT_ENV = "CRYPTO_LAKE_ROOT"
+# How every lake file is written. zstd level 1 rather than the default 3: measured on a 6 M-trade
+# bronze day, writes ~20% faster (0.58 s vs 0.72 s) for files ~5% larger (95 vs 90 MB); reads are as
+# fast. Statistics stay on so DuckDB and polars can skip row groups.
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "statistics": True}
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ class LakeResource(dg.ConfigurableResource):
     # -- internals -------------------------------------------------------------------------------
     def _write_parquet(self, df: pl.DataFrame, path: Path) -> WriteInfo:
         with self._temp_for(path) as tmp:
-            df.write_parquet(tmp, compression="zstd", statistics=True)
+            df.write_parquet(tmp, **PARQUET_OPTIONS)
             os.replace(tmp, path)
         return WriteInfo(path=str(path), rows=df.height, bytes=path.stat().st_size)
 
