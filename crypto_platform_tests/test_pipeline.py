@@ -32,6 +32,15 @@ def _resources(tmp: Path) -> dict:
     }
 
 
+def _metadata(result: dg.ExecuteInJobResult) -> dict[str, dict]:
+    """Materialization metadata of a run, by asset key ('silver/candles_1m' -> {name: value})."""
+    out = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
 def _run(tmp: Path, key: str, instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
     result = dg.materialize(ASSETS, partition_key=key, resources=_resources(tmp), instance=instance)
     assert result.success
@@ -45,7 +54,7 @@ def _lake_files(tmp: Path) -> dict[str, bytes]:
 def test_replayed_binance_trades_give_31_candles_equal_to_duckdb(tmp_path: Path) -> None:
     key = "2024-01-01|binance.BTC-USDT"
     with dg.DagsterInstance.ephemeral() as instance:
-        _run(tmp_path, key, instance)
+        meta = _metadata(_run(tmp_path, key, instance))
         lake = LakeResource(root=str(tmp_path / "lake"))
         part = parse_key(key)
         candles = lake.read_partition("silver", "candles_1m", part)
@@ -57,7 +66,9 @@ def test_replayed_binance_trades_give_31_candles_equal_to_duckdb(tmp_path: Path)
                    arg_min(price, (datetime, trade_id)) as open, max(price) as high, min(price) as low,
                    arg_max(price, (datetime, trade_id)) as close, sum(quantity) as volume,
                    sum(price * quantity) as quote_volume, count(*) as trade_count,
-                   sum(quantity) filter (where not is_buyer_maker) as buy_volume
+                   coalesce(sum(quantity) filter (where not is_buyer_maker), 0) as buy_volume,
+                   coalesce(sum(quantity) filter (where is_buyer_maker), 0) as sell_volume,
+                   sum(price * quantity) / sum(quantity) as vwap
             from '{REPLAY_FILE}' group by 1 order by 1
             """
         ).pl()
@@ -69,10 +80,22 @@ def test_replayed_binance_trades_give_31_candles_equal_to_duckdb(tmp_path: Path)
         )
         for col in ["open", "high", "low", "close", "trade_count"]:
             assert got[col].to_list() == exp[col].to_list(), col
-        for col in ["volume", "quote_volume", "buy_volume"]:
+        for col in ["volume", "quote_volume", "buy_volume", "sell_volume", "vwap"]:
             assert got[col].to_numpy() == pytest.approx(exp[col].to_numpy(), rel=1e-12), col
         assert got["ts"].to_list() == exp["ts"].to_list()
         assert bronze.height == 16_702
+
+        # What the UI shows for the run: rows, rejects, bytes written and the time range covered.
+        first, last = exp["ts"].min(), exp["ts"].max()
+        assert meta["bronze/trades"]["rows"] == 16_702 and meta["bronze/trades"]["rejects"] == 0
+        assert meta["bronze/trade_rejects"]["rows"] == 0
+        assert meta["silver/candles_1m"]["rows"] == 31 and meta["silver/candles_1m"]["trades"] == 16_702
+        assert meta["silver/candles_5m"]["rows"] == 7 and meta["silver/candles_1h"]["rows"] == 1
+        for asset in ["raw/trades", "bronze/trades", "silver/candles_1m"]:
+            files = lake.partition_path(*asset.split("/"), part).glob("*.parquet")
+            assert meta[asset]["bytes"] == sum(f.stat().st_size for f in files), asset
+        assert str(meta["silver/candles_1m"]["time_from"]).startswith(str(first))
+        assert str(meta["silver/candles_1m"]["time_to"]).startswith(str(last))
 
         # The warehouse view answers the same question in SQL.
         wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
@@ -119,4 +142,5 @@ def test_midnight_sessions_split_exactly_across_days_by_cli_range(tmp_path: Path
     # The single run covered both partitions and recorded both as materialized.
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         mats = instance.get_materialized_partitions(dg.AssetKey(["silver", "candles_1m"]))
-    assert {"2023-04-04|binanceusdm.BTC-USDT-USDT", "2023-04-05|binanceusdm.BTC-USDT-USDT"} <= set(mats)
+    # ... and nothing else: one instrument is backfilled alone.
+    assert set(mats) == {"2023-04-04|binanceusdm.BTC-USDT-USDT", "2023-04-05|binanceusdm.BTC-USDT-USDT"}
