@@ -45,6 +45,7 @@ DELAY_TARGETS = {"p50": 60.0, "p95": 120.0}
 
 
 def log(msg: str) -> None:
+    """Print a timestamped progress line."""
     print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
 
 
@@ -65,6 +66,7 @@ def make_home(root: Path) -> Path:
 
 
 def base_env(root: Path, home: Path) -> dict[str, str]:
+    """Environment of the measured platform: its own DAGSTER_HOME, lake, warehouse and MLflow under `root`."""
     env = dict(os.environ)
     env.update(
         DAGSTER_HOME=str(home),
@@ -83,6 +85,7 @@ def base_env(root: Path, home: Path) -> dict[str, str]:
 def materialize(
     env: dict[str, str], logfile: Path, selection: str, rng: str | None = None, config: dict | None = None
 ) -> float:
+    """Run `dagster asset materialize` (optionally over a partition range); returns its wall time (s)."""
     cmd = [
         sys.executable,
         "-m",
@@ -164,6 +167,7 @@ defs = _build()
 
 
 def write_workspace(root: Path) -> Path:
+    """Write the code location and workspace that `dagster dev` loads for the measurement."""
     (root / "live_location.py").write_text(LOCATION)
     ws = {
         "load_from": [
@@ -182,12 +186,14 @@ def write_workspace(root: Path) -> Path:
 
 
 def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def start_dev(env: dict[str, str], workspace: Path, port: int, logfile: Path) -> subprocess.Popen:
+    """Start `dagster dev` in its own process group (so it can be stopped with its children)."""
     fh = logfile.open("a")
     fh.write(f"\n===== dagster dev started {datetime.now(UTC).isoformat()} =====\n")
     fh.flush()
@@ -240,6 +246,7 @@ def window(warm: float, stop_at: float) -> list[int]:
 
 
 def quantile(xs: list[float], q: float) -> float:
+    """Linear-interpolated quantile `q` of `xs` (nan when empty)."""
     s = sorted(xs)
     if not s:
         return float("nan")
@@ -250,6 +257,7 @@ def quantile(xs: list[float], q: float) -> float:
 
 
 def summary(xs: list[float]) -> dict[str, float]:
+    """Count, p50, p95 and max of a list of delays."""
     return {
         "n": len(xs),
         "p50": quantile(xs, 0.5),
@@ -392,6 +400,7 @@ def run_stats(home: Path, stops: list[float]) -> dict[str, Any]:
 
 # -- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
+    """Entry point: prepare, run live for `--minutes`, restart once, measure, write the report."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10, help="measured minutes after warm-up (default 10)")
     ap.add_argument("--trials", type=int, default=5, help="Optuna trials of the model trained first")
@@ -630,6 +639,7 @@ def write_report(
     stop_at,
     t_end,
 ) -> None:
+    """Write bench/FRESHNESS.md from the measured delays and the run/tape checks."""
     s_all, s_steady = summary(all_delays), summary(steady)
     s_min = summary([d for _, d in per_minute])
     ok = s_all["p50"] <= DELAY_TARGETS["p50"] and s_all["p95"] <= DELAY_TARGETS["p95"] and not missing

@@ -70,6 +70,7 @@ class Dataset:
 
     @property
     def trades(self) -> int:
+        """Total trades over all day windows."""
         return sum(rows for _, _, rows in self.days)
 
 
@@ -379,6 +380,7 @@ class Stages:
 
     @property
     def total(self) -> float:
+        """Sum of the stage times of one run."""
         return self.read_bronze + self.write_bronze + self.candles + self.write_candles
 
 
@@ -556,6 +558,7 @@ def check_same_candles(out: Path, ds: Dataset, variants: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: build the datasets, run every variant, cross-check, write the results table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trades", type=int, default=10_000_000, help="trades per dataset (default 10M)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")

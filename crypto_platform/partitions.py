@@ -41,14 +41,17 @@ class DayPartition:
 
     @property
     def start(self) -> datetime:
+        """Start of the UTC day (inclusive)."""
         return datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
 
     @property
     def end(self) -> datetime:
+        """End of the UTC day (exclusive)."""
         return self.start + timedelta(days=1)
 
     @property
     def key(self) -> str:
+        """The Dagster multi-partition key ('YYYY-MM-DD|instrument')."""
         return multi_key(self.day, self.instrument.key)
 
     def __str__(self) -> str:

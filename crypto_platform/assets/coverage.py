@@ -16,6 +16,7 @@ class Coverage:
 
     @property
     def is_empty(self) -> bool:
+        """True when the manifest covers no time at all."""
         return self.covered_from is None or self.covered_to is None or self.covered_to <= self.covered_from
 
 

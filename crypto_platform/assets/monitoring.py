@@ -41,6 +41,7 @@ _PREDICTION_COLUMNS = ["exchange", "symbol", "ts", "horizon", "predicted_return"
 
 
 class PredictionErrorsConfig(dg.Config):
+    """Run config of gold/prediction_errors."""
     lookback_days: int = Field(
         default=2,
         description="Days per instrument, counted back from its newest predictions, (re)joined each run.",
@@ -82,6 +83,7 @@ def gold_prediction_errors(
     lake: LakeResource,
     warehouse: WarehouseResource,
 ):
+    """Join matured predictions to realised prices, per minute and model version."""
     if config.lookback_days < 1:
         raise dg.Failure(f"lookback_days must be >= 1, got {config.lookback_days}")
     stats, fresh, rewritten_from = [], [], None
@@ -240,6 +242,7 @@ def _num(v):
 
 
 class ModelSkillConfig(dg.Config):
+    """Run config of the model_skill check."""
     window_minutes: int = Field(default=24 * 60, description="Newest minutes of matured forecasts judged.")
     min_rows: int = Field(
         default=perf.MIN_ROWS, description="Fewer matured forecasts: passes as insufficient."
@@ -260,6 +263,7 @@ class ModelSkillConfig(dg.Config):
 def model_skill(
     context: dg.AssetCheckExecutionContext, config: ModelSkillConfig, lake: LakeResource
 ) -> dg.AssetCheckResult:
+    """Fail when the served model lost its skill recently (rank IC <= 0 or hit rate not above 50%)."""
     days = math.ceil(config.window_minutes / (24 * 60)) + 1
     frames = []
     for inst in load_universe().instruments:

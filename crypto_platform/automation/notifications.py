@@ -49,9 +49,11 @@ class WebhookResource(dg.ConfigurableResource):
     )
 
     def notifier(self) -> Notifier:
+        """The webhook client for the configured (or environment) URL; disabled when neither is set."""
         return Notifier(self.url or os.environ.get(WEBHOOK_ENV), self.timeout_s)
 
     def run_link(self, run_id: str) -> str | None:
+        """Link to a run in the Dagster UI, when the UI's URL is configured."""
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if self.ui_url else None
 
 
@@ -140,6 +142,7 @@ class CheckCursor:
 
     @classmethod
     def parse(cls, raw: str | None) -> Self:
+        """Read a cursor string (empty or missing: a fresh cursor)."""
         if not raw:
             return cls()
         try:
@@ -149,6 +152,7 @@ class CheckCursor:
             return cls()
 
     def dumps(self) -> str:
+        """The cursor as a JSON string."""
         return json.dumps(
             {"watermark": self.watermark, "pending": {str(k): v for k, v in self.pending.items()}}
         )

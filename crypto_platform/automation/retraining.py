@@ -97,10 +97,12 @@ class CheckFinding:
 
     @property
     def label(self) -> str:
+        """'asset:check' name of the finding's check."""
         return f"{self.key.asset_key.to_user_string()}:{self.key.name}"
 
     @property
     def when(self) -> str:
+        """When the check was evaluated, ISO-8601 UTC."""
         return _iso(self.timestamp)
 
 
@@ -133,6 +135,7 @@ class RetrainCursor:
 
     @classmethod
     def parse(cls, raw: str | None) -> Self:
+        """Read a cursor string (empty or missing: a fresh cursor)."""
         if not raw:
             return cls()
         try:
@@ -142,6 +145,7 @@ class RetrainCursor:
             return cls()
 
     def dumps(self) -> str:
+        """The cursor as a JSON string."""
         return json.dumps(asdict(self), sort_keys=True)
 
 

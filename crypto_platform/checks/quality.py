@@ -36,6 +36,7 @@ _MAX_EXAMPLE_TEXT = 600
 
 
 class CandlesSuiteConfig(dg.Config):
+    """Run config of the candles_1m_suite check."""
     min_non_empty_share: float | None = Field(
         default=DEFAULT_MIN_NON_EMPTY_SHARE,
         description=(
@@ -68,6 +69,7 @@ def min_share_for(part: DayPartition, config: CandlesSuiteConfig) -> float | Non
     ),
 )
 def bronze_trades_suite(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    """Great Expectations suite on every bronze trades partition of the run."""
     parts = _parts(context, BRONZE)
     results, missing = [], []
     for part in parts:
@@ -93,6 +95,7 @@ def bronze_trades_suite(context: dg.AssetCheckExecutionContext, lake: LakeResour
 def candles_1m_suite(
     context: dg.AssetCheckExecutionContext, config: CandlesSuiteConfig, lake: LakeResource
 ) -> dg.AssetCheckResult:
+    """Great Expectations suite on every silver 1m candles partition of the run."""
     parts = _parts(context, CANDLES_1M)
     results, missing = [], []
     for part in parts:

@@ -28,6 +28,7 @@ class MlflowResource(dg.ConfigurableResource):
 
     @property
     def uri(self) -> str:
+        """The tracking URI: the configured one, else a SQLite store under data/mlflow."""
         if self.tracking_uri:
             return self.tracking_uri
         folder = PROJECT_DIR / DEFAULT_MLFLOW_DIR
@@ -36,7 +37,9 @@ class MlflowResource(dg.ConfigurableResource):
 
     @property
     def artifacts(self) -> str | None:
+        """Artifact location for new experiments (None: MLflow's default)."""
         return self.artifact_location or None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Turn MLflow telemetry off for the run's process before MLflow is imported."""
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
