@@ -1,4 +1,5 @@
-"""`dagster dev` starts the UI with the code location loaded (what a user gets from `./run ui`)."""
+"""`dagster dev` starts the UI with the code location loaded (what a user gets from `./run ui`), on the
+project's own dagster.yaml (storage moved to tmp), so its instance config (run monitoring) is exercised."""
 
 import json
 import os
@@ -14,7 +15,8 @@ from crypto_platform_tests.conftest import PROJECT_DIR
 
 QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message }
-    ... on RepositoryLocation { repositories { name assetNodes { id } jobs { name } } } } } } } }"""
+    ... on RepositoryLocation { repositories { name assetNodes { id } jobs { name } } } } } } }
+  instance { daemonHealth { allDaemonStatuses { daemonType required } } } }"""
 
 
 def _free_port() -> int:
@@ -37,7 +39,9 @@ def test_dagster_dev_loads_everything(tmp_path: Path) -> None:
     port = _free_port()
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    project_yaml = (PROJECT_DIR / "dagster.yaml").read_text()
+    assert "base_dir: data/" in project_yaml
+    (home / "dagster.yaml").write_text(project_yaml.replace("base_dir: data/", f"base_dir: {tmp_path}/data/"))
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -53,10 +57,11 @@ def test_dagster_dev_loads_everything(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        entry, deadline = None, time.monotonic() + 120
+        entry, data, deadline = None, {}, time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                entries = _graphql(port)["data"]["workspaceOrError"]["locationEntries"]
+                data = _graphql(port)["data"]
+                entries = data["workspaceOrError"]["locationEntries"]
                 if entries and entries[0]["loadStatus"] == "LOADED":
                     entry = entries[0]
                     break
@@ -69,6 +74,11 @@ def test_dagster_dev_loads_everything(tmp_path: Path) -> None:
         repo = location["repositories"][0]
         assert len(repo["assetNodes"]) >= 13
         assert {"ingest_job", "training_job"} <= {j["name"] for j in repo["jobs"]}
+        # dagster.yaml's run_monitoring is read: the monitoring daemon (dagster/max_runtime) is required
+        statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+        daemons = {d["daemonType"]: d["required"] for d in statuses}
+        assert daemons.get("MONITORING") is True, daemons
+        assert (tmp_path / "data" / "dagster" / "storage").is_dir()  # the instance really used dagster.yaml
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

@@ -1,15 +1,18 @@
-"""PSI / KS against independent computations and known cases; drift reports on real features."""
+"""PSI / KS against independent computations and known cases; drift reports on real features; the
+Dagster `feature_drift` check on Kraken features against a champion whose reference is FTX January."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
 from scipy import stats
 
+from crypto_platform.checks.drift import feature_drift as feature_drift_check
 from crypto_platform.monitoring.drift import (
     DRIFT_FEATURES,
     INFO_FEATURES,
@@ -23,8 +26,11 @@ from crypto_platform.monitoring.drift import (
     quantile_edges,
     worst,
 )
+from crypto_platform.resources.lake import LakeResource
+from crypto_platform.settings import load_universe
 from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv, read_kraken_ohlcvt
+from crypto_platform_tests.test_checks import _run_check, cell, meta, register_champion
 
 
 def numpy_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
@@ -213,3 +219,44 @@ def test_other_market_regime_fires(ftx_features: pl.DataFrame, shared_data: Path
     r = drift_report(jan, k.filter(pl.col("ts").dt.month() == 2))
     assert r.severity is Severity.ERROR
     assert "zret_1" in {f.feature for f in r.drifted}
+
+
+# ----------------------------------------------------------------------------------------------
+# the Dagster check itself: FTX January champion, Kraken window
+
+
+def test_feature_drift_check_fails_with_error_on_kraken_against_the_ftx_january_champion(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """The `feature_drift` asset check (real MLflow champion, real lake) on a different market."""
+    universe = load_universe()
+    [ftx_inst] = [i for i in universe.instruments if i.exchange == "ftx"]
+    [kraken_inst] = [i for i in universe.instruments if i.exchange == "kraken"]
+    ftx = build_features(read_ftx_csv(shared_data / "candles" / "ftx_btcperp_1m_2022-01.csv",
+                                      exchange=ftx_inst.exchange, symbol=ftx_inst.symbol))
+    kraken = build_features(read_kraken_ohlcvt(shared_data / "candles" / "kraken_2023q1" / "XBTUSDC_1.csv",
+                                               exchange=kraken_inst.exchange, symbol=kraken_inst.symbol))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    register_champion(store, ftx.filter(pl.col("ts").dt.month() == 1))  # reference: FTX January 2022
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    cells = [(ftx, cell("2022-01-20", ftx_inst.key))]
+    cells += [(kraken, cell(d, kraken_inst.key)) for d in ("2023-02-01", "2023-02-02")]
+    for frame, part in cells:
+        day = frame.filter((pl.col("ts") >= part.start) & (pl.col("ts") < part.end))
+        lake.write_partition(day, "gold", "features", part)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        # a day of the reference itself: the check passes
+        own = _run_check(tmp_path, instance, feature_drift_check, store, partition_key=cells[0][1].key)
+        assert own.passed and meta(own, "severity") == "OK", own.description
+
+        # the hourly, unpartitioned run: the newest 24 h of every instrument; Kraken is ERROR
+        ev = _run_check(tmp_path, instance, feature_drift_check, store)
+        assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR, ev.description
+        assert meta(ev, "severity") == "ERROR"
+        assert kraken_inst.key in meta(ev, "worst_window")
+        assert "zret_1=ERROR" in meta(ev, "drifted")
+        # what it detects is mostly illiquidity: the empty-minute share is far from the reference's
+        assert meta(ev, "psi.empty_frac_60") > 1.0
+        assert "pooled reference" in meta(ev, "notes")  # no Kraken rows in an FTX reference

@@ -34,6 +34,7 @@ from crypto_platform_tests.test_checks import (
     resources,
     write_silver,
 )
+from crypto_platform_tests.test_notify import recorded_connections
 
 BAD_DAY = "2022-01-11"
 
@@ -170,9 +171,11 @@ def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver
 def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, tmp_path: Path) -> None:
     instance, result = failed_run
     off = WebhookResource()  # and CRYPTO_PLATFORM_WEBHOOK_URL is unset (fixture)
-    skipped = run_failure_notifier(_run_failure_context(instance, result, off))
+    with recorded_connections() as attempts:
+        skipped = run_failure_notifier(_run_failure_context(instance, result, off))
+        tick = _check_tick(instance, tmp_path, off)
+    assert attempts == []  # no connection anywhere (any host, any port), not just none to the receiver
     assert isinstance(skipped, dg.SkipReason) and "no webhook URL" in skipped.skip_message
-    tick = _check_tick(instance, tmp_path, off)
     assert "not posted" in tick.skip_reason.skip_message
     assert receiver.bodies == []
 

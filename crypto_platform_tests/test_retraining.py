@@ -143,6 +143,16 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) 
         assert len(result.run_requests) == 1
         assert result.run_requests[0].tags[TRIGGER_CHECKS_TAG] == "gold/features:feature_drift"
 
+        # a new drift ERROR within the cooldown: the next tick requests no second training run
+        again = _run_check(tmp_path, instance, feature_drift, store)
+        assert again.severity == dg.AssetCheckSeverity.ERROR and not again.passed
+        within = _tick(sensor, instance, result.cursor)
+        assert "cooldown" in _skip(within) and "gold/features:feature_drift" in _skip(within)
+        # the same evidence once the cooldown is over (a sensor without one): one new request
+        after = _tick(build_retraining_sensor(cooldown_h=0), instance, within.cursor)
+        assert len(after.run_requests) == 1
+        assert after.run_requests[0].run_key != result.run_requests[0].run_key
+
 
 def test_schedules_jobs_and_default_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert daily_retraining_schedule.job_name == "training_job"

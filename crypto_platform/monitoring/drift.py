@@ -12,6 +12,13 @@ data-quality check), and time encodings are excluded (deterministic: a single da
 in day of week). Loss of skill, the question that actually decides a retrain, is measured directly on
 matured predictions in `performance.py`.
 
+Liquidity still reaches the alarm features: empty minutes are flat bars (zero return), so a market far
+less liquid than the reference alarms through `zret_1` and the oscillators. Drift is computed on all
+minutes on purpose (the model is fed those flat bars), but such an alarm means "the liquidity regime
+changed" more than "price dynamics changed": Kraken Q1 2023 vs the FTX January 2022 reference is ERROR
+on all minutes and only WARN on its liquid minutes (empty_frac_60 <= 0.2); `psi.empty_frac_60` in the
+report's metadata tells the two apart (bench/MONITORING.md section b).
+
 Severity uses effect sizes, not p-values: one-minute features are strongly autocorrelated (rolling
 windows overlap), so a KS p-value on 1,440 rows a day is meaninglessly small; the KS *statistic* D is
 compared with the thresholds and the p-value is only reported.
@@ -34,7 +41,8 @@ from scipy import stats
 #   rsi_14, bb_pctb_20, stoch_15   bounded oscillators (position of the close in its recent range)
 # Measured (bench/MONITORING.md): 0 of 24 January 2022 FTX days and 1 of 83 Kraken Q1 2023 days reach
 # ERROR against the preceding 7 days, while Kraken against the January reference is ERROR on 90 of 90
-# days and 10 bp bad-tick noise is caught on most days.
+# days (mostly through its empty minutes: on liquid minutes only the quarter is WARN) and 10 bp
+# bad-tick noise is caught on most days.
 DRIFT_FEATURES: tuple[str, ...] = (
     "zret_1",
     "zret_5",
@@ -48,8 +56,9 @@ DRIFT_FEATURES: tuple[str, ...] = (
 # Reported next to DRIFT_FEATURES (pass as `info_features`) but never raising the severity:
 #   volume_z_60, empty_frac_60   activity / liquidity *levels*: stable on a liquid market, but on an
 #       illiquid one they move every day (with them the check is WARN on 86% and ERROR on 78% of
-#       Kraken days vs its own preceding week). Feed health and liquidity are data quality: the candle
-#       suite's per-instrument `min_non_empty_share`.
+#       Kraken days vs its own preceding week). A feed outage within a day is data quality (the candle
+#       suite's per-instrument `min_non_empty_share`); a sustained liquidity change still shows in the
+#       alarm features through flat bars (see the module docstring).
 #   taker_buy_ratio_15   taker order-flow imbalance: scale-free, but null in imported OHLCV, so its
 #       false-alarm rate could not be measured on the available history; promote it once measured on
 #       candles built from trades.
