@@ -10,7 +10,7 @@ import pytest
 
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.settings import load_universe
+from crypto_platform.settings import PROJECT_DIR, load_universe
 
 
 @pytest.fixture
@@ -46,3 +46,10 @@ def test_manifest_and_batches(tmp_path: Path, part: DayPartition) -> None:
     assert lake.read_manifest("raw", "trades", part) == {"batches": [{"name": "batch-1"}]}
     assert lake.read_batches("raw", "trades", part, ["batch-1"])[0]["id"].to_list() == ["a"]
     assert lake.scan_table("raw", "nothing") is None
+
+
+def test_url_root_is_refused_not_taken_as_a_folder(part: DayPartition) -> None:
+    lake = LakeResource(root="s3://desk-bucket/lake")
+    with pytest.raises(ValueError, match=r"s3://desk-bucket/lake.*not implemented"):
+        lake.write_partition(pl.DataFrame({"x": [1]}), "silver", "t", part)
+    assert not (PROJECT_DIR / "s3:").exists(), "nothing may be written to a local 's3:' folder"

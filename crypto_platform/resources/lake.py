@@ -50,6 +50,13 @@ class LakeResource(dg.ConfigurableResource):
 
     @property
     def root_path(self) -> Path:
+        """The lake root as a local folder; a URL root is refused rather than taken as a folder name."""
+        if "://" in self.root:
+            raise ValueError(
+                f"lake root {self.root!r} ({LAKE_ROOT_ENV} / the lake resource's 'root'): only local "
+                "folders are supported so far; object-store roots (s3://...) are not implemented yet, "
+                "see docs/deploy.md"
+            )
         root = Path(self.root).expanduser()
         return root if root.is_absolute() else PROJECT_DIR / root
 
