@@ -174,6 +174,21 @@ def load_alias(tracking_uri: str, model_name: str, alias: str) -> ChampionModel:
     return ChampionModel(model=model, info=info)
 
 
+def load_version(tracking_uri: str, model_name: str, version: str | int) -> ChampionModel:
+    """Load one registered version (whatever its alias) as a pyfunc model."""
+    info = version_info(tracking_uri, model_name, version)
+    with _tracking(tracking_uri):
+        model = mlflow.pyfunc.load_model(info.model_uri)
+    return ChampionModel(model=model, info=info)
+
+
+def version_info(tracking_uri: str, model_name: str, version: str | int) -> ModelVersionInfo:
+    """The info of one registered version; `alias` is its current alias (None if it has none)."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = client.get_model_version(model_name, str(version))
+    return _info(mv, next(iter(mv.aliases or []), None))
+
+
 def champion_info(tracking_uri: str, model_name: str) -> ModelVersionInfo:
     """The version info of the current champion; NoChampionError when there is none."""
     return alias_info(tracking_uri, model_name, CHAMPION)
