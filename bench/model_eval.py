@@ -386,7 +386,12 @@ def _report(
     ]
     daily_ics = [rank_ic(np.array(p), np.array(lb)) for _, n, p, lb, _ in daily.iter_rows() if n >= 300]
     positive_days = sum(ic > 0 for ic in daily_ics)
-    quintiles = bins_markdown(rank_bins(run.holdout, 5, overlap=h), label="quintile")
+    qbins = rank_bins(run.holdout, 5, overlap=h)
+    quintiles = bins_markdown(qbins, label="quintile")
+    real_q = qbins["realized_bp"]
+    spread = float(real_q[-1] - real_q[0])
+    spread_se = float(np.sqrt(qbins["realized_se_bp"][0] ** 2 + qbins["realized_se_bp"][-1] ** 2))
+    monotonic = real_q.is_sorted()
 
     imp = run.importance.head(10)
     importance = [
@@ -593,8 +598,10 @@ def _report(
         f"~{n_holdout / 1440:.1f} days. With overlapping labels the effective sample is about "
         f"1/{h} of the row count, so the standard error of a rank IC is roughly 1/sqrt(n/h) "
         f"≈ {1 / np.sqrt(max(1, n_holdout / h)):.3f}.",
-        "- Whatever edge there is, is small in return terms (see the quintile table: the forecast takes "
-        f"only {run.holdout['prediction'].n_unique()} distinct values on the holdout) and this report has no "
+        "- Whatever edge there is, is small in return terms: in the quintile table the realised return of "
+        f"the top minus the bottom quintile is {spread:+.2f} bp (s.e. ≈ {spread_se:.2f} bp) and it is "
+        f"{'monotonic' if monotonic else 'not monotonic'} across the bins; the forecast takes only "
+        f"{run.holdout['prediction'].n_unique()} distinct values on the holdout. This report has no "
         "transaction costs or latency: it says nothing about tradability.",
         f"- The largest gains are {', '.join(f'`{f}`' for f in run.importance['feature'].head(3))}. Where "
         "these are volatility levels or time of day rather than return features, the model is mapping a "
