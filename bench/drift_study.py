@@ -51,14 +51,24 @@ from crypto_platform.monitoring.drift import (
 )
 from crypto_platform.monitoring.performance import MIN_HIT_RATE, MIN_RANK_IC, prediction_errors, skill_lost
 from crypto_platform.monitoring.performance import MIN_ROWS as SKILL_MIN_ROWS
-from crypto_platform.transforms.features import CALENDAR_FEATURES, FEATURE_COLUMNS, build_features
-from crypto_platform.transforms.features import DRIFT_FEATURES as FEATURES_MODULE_DRIFT_SET
+from crypto_platform.transforms.features import (
+    CALENDAR_FEATURES,
+    FEATURE_COLUMNS,
+    SCALE_FREE_FEATURES,
+    build_features,
+)
 from crypto_platform.transforms.labels import forward_return_labels
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv, read_kraken_ohlcvt
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / ".." / "shared" / "data"
 FTX_FILE = DATA / "candles" / "ftx_btcperp_1m_2022-01.csv"
+# A wider candidate set compared against drift.DRIFT_FEATURES (the one monitoring uses): the
+# scale-free features plus liquidity levels and bounded oscillators.
+WIDE_DRIFT_SET: list[str] = [
+    *SCALE_FREE_FEATURES, "vol_ratio_15_60", "rsi_14", "bb_pctb_20", "stoch_15", "volume_z_60",
+    "taker_buy_ratio_15", "empty_frac_60",
+]
 KRAKEN_FILE = DATA / "candles" / "kraken_2023q1" / "XBTUSDC_1.csv"
 BINANCE_TRADES = DATA / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"
 OUT = REPO / "bench" / "MONITORING.md"
@@ -367,9 +377,7 @@ def main() -> int:
     sets = {
         "naive: all features": all_cols,
         "naive: all but calendar": [c for c in all_cols if c not in CALENDAR_FEATURES],
-        "features.DRIFT_FEATURES (scale-free + liquidity + zret_60)": [
-            c for c in FEATURES_MODULE_DRIFT_SET if c in all_cols
-        ],
+        "wide: scale-free + oscillators + liquidity": [c for c in WIDE_DRIFT_SET if c in all_cols],
         "chosen + liquidity levels": [*chosen, *liquidity],
         "**chosen: drift.DRIFT_FEATURES**": chosen,
     }

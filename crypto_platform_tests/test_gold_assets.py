@@ -82,12 +82,18 @@ class Gold:
         assert result.success == ok, _failure(result) if ok else "expected a failure"
         return result
 
-    def train(self, window_days: float, n_trials: int) -> dg.AssetMaterialization:
+    def train(
+        self, window_days: float, n_trials: int, horizon: int = 5, **model_config
+    ) -> dg.AssetMaterialization:
         result = self.materialize(
             TRAINING,
             config={
-                "gold_training_set": {"config": {"window_days": window_days, "instruments": [FTX]}},
-                "gold_model": {"config": {"n_trials": n_trials, "seed": 42, "num_threads": 1}},
+                "gold_training_set": {
+                    "config": {"window_days": window_days, "instruments": [FTX], "horizon_minutes": horizon}
+                },
+                "gold_model": {
+                    "config": {"n_trials": n_trials, "seed": 42, "num_threads": 1, **model_config}
+                },
             },
         )
         [mat] = [
@@ -297,6 +303,53 @@ def test_month_model_is_champion_serves_idempotent_predictions_and_loads_from_pl
         f"select count(*) from gold.model_evaluations where forecast = 'champion' "
         f"and model_version = {version + 1}"
     ) == [(1,)]
+    assert g.sql(
+        f"select distinct champion_version from gold.model_evaluations where model_version = {version + 1}"
+    ) == [(str(version),)]
+    assert "re-scored on this evaluation window" in retrained.metadata["champion_compared"].value
+
+    # Predicted vs realized: ten equal-count deciles by forecast rank, and a PNG in the MLflow run.
+    plot = mat.metadata["predicted_vs_realized"].value
+    rows = mat.metadata["rows_holdout"].value
+    deciles = [line for line in plot.splitlines() if line.startswith("| D")]
+    assert [d.split(" | ")[0] for d in deciles] == [f"| D{k:02d}" for k in range(1, 11)]
+    sizes = [int(d.split(" | ")[1].replace(",", "")) for d in deciles]
+    assert sum(sizes) == rows and max(sizes) - min(sizes) <= 1
+    assert "data:image/png;base64,iVBORw0KGgo" in plot  # small enough to embed
+    run_id = MlflowClient(tracking_uri=g.uri).get_model_version(MODEL_NAME, str(version)).run_id
+    assert [a.path for a in MlflowClient(tracking_uri=g.uri).list_artifacts(run_id, "plots")] == [
+        gold.CALIBRATION_PNG
+    ]
+
+
+def test_a_champion_of_another_horizon_is_kept_unless_replacing_it_is_allowed(ftx_gold: Gold) -> None:
+    g = ftx_gold
+    client = MlflowClient(tracking_uri=g.uri, registry_uri=g.uri)
+    champion = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)  # the 5-minute model
+
+    mat = g.train(window_days=31, n_trials=3, horizon=15)
+    gate = mat.metadata["gate"].value
+    assert mat.metadata["alias"].value == "challenger", gate
+    assert (
+        f"- FAIL current champion not comparable (v{champion} forecasts 5-minute returns, this model "
+        "15-minute ones): not beaten, so it stays champion" in gate
+    )
+    assert mat.metadata["champion_compared"].value.startswith(f"champion v{champion} NOT compared")
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == champion
+    version = mat.metadata["version"].value
+    forecasts = g.sql(
+        f"select forecast from gold.model_evaluations where model_version = {version} order by 1"
+    )
+    assert forecasts == [("model",), ("momentum",), ("zero",)]  # no champion row: it was not scored
+
+    # Explicitly allowed: the check passes and the other checks alone decide.
+    mat = g.train(window_days=31, n_trials=3, horizon=15, replace_incomparable_champion=True)
+    gate = mat.metadata["gate"].value
+    assert "- PASS current champion not comparable" in gate and "replace_incomparable_champion is set" in gate
+    promoted = gate.count("- PASS") == 4
+    assert mat.metadata["alias"].value == ("champion" if promoted else "challenger"), gate
+    now = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
+    assert now == (str(mat.metadata["version"].value) if promoted else champion)
 
 
 def test_gold_never_fills_gaps_and_prices_leading_empty_minutes_from_the_day_before(tmp_path: Path) -> None:

@@ -198,3 +198,56 @@ def test_champion_loads_from_a_plain_python_process(
     expected = registry.load_champion(store, MODEL).predict(pd.DataFrame(rows))
     assert np.allclose(values, expected, rtol=1e-9)
     assert PROJECT_DIR.is_dir()
+
+
+def test_the_champion_is_rescored_on_the_new_window_or_named_incomparable(
+    result: TrainResult, frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    window = frame.filter(pl.col("ts") >= result.holdout_start)
+    nothing = registry.compare_champion(store, MODEL, window, horizon=HORIZON)
+    assert nothing.info is None and nothing.metrics is None and nothing.incomparable is None
+
+    # A champion trained on other feature columns (a subset) is still scored, with its own columns.
+    subset = FEATURE_COLUMNS[:12]
+    small = train(frame, subset, horizon=HORIZON, n_trials=2, n_folds=2, holdout_fraction=0.25, seed=3,
+                  max_rounds=40)
+    png = b"\x89PNG\r\n\x1a\n not really a png, just bytes"
+    old = registry.log_and_register(
+        small, tracking_uri=store, model_name=MODEL, feature_cols=subset,
+        reference_features=frame.sample(100, seed=1), input_example=frame.head(3),
+        decision=GateDecision(promote=True, reasons=["PASS forced for the test"]),
+        extra_artifacts={"plots/predicted_vs_realized.png": png},
+    )
+    same = registry.compare_champion(store, MODEL, window, horizon=HORIZON)
+    assert same.info is not None and same.info.version == old.version and same.incomparable is None
+    expected = forecast_metrics(predict(small.booster, window, subset), window["label"].to_numpy(),
+                                overlap=HORIZON)
+    assert same.metrics == expected
+    assert same.notes == []  # trained before the window: a fair, out-of-sample comparison
+    in_sample = registry.compare_champion(store, MODEL, frame, horizon=HORIZON)
+    assert in_sample.metrics is not None and "partly in-sample" in in_sample.notes[0]
+
+    # Incomparable: another horizon, or a window without one of its features.
+    other_h = registry.compare_champion(store, MODEL, window, horizon=15)
+    assert other_h.metrics is None
+    assert other_h.incomparable == f"v{old.version} forecasts 5-minute returns, this model 15-minute ones"
+    lacking = registry.compare_champion(store, MODEL, window.drop(subset[3]), horizon=HORIZON)
+    assert lacking.metrics is None
+    assert f"['{subset[3]}'] are not in the evaluation window" in str(lacking.incomparable)
+
+    # The extra artifact and the holdout predictions are in the run, byte for byte / row for row.
+    dst = str(tmp_path / "downloads")
+    got = Path(mlflow.artifacts.download_artifacts(
+        run_id=old.run_id, artifact_path="plots/predicted_vs_realized.png", dst_path=dst, tracking_uri=store))
+    assert got.read_bytes() == png
+    hold = pl.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=old.run_id, artifact_path=registry.HOLDOUT_ARTIFACT, dst_path=dst, tracking_uri=store))
+    assert hold.equals(small.holdout)
+    with pytest.raises(ValueError, match="must be relative"):
+        registry.log_and_register(
+            small, tracking_uri=store, model_name=MODEL, feature_cols=subset,
+            reference_features=frame.head(10), input_example=frame.head(3),
+            decision=GateDecision(False, []), extra_artifacts={"../escape.png": png},
+        )
+

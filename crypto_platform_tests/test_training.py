@@ -207,8 +207,48 @@ def test_skill_gate_rules() -> None:
         skill_gate(good, momentum, None, primary="sharpe")  # type: ignore[arg-type]
 
 
+def test_an_incomparable_champion_is_not_beaten_unless_replacing_it_is_allowed() -> None:
+    good, momentum = _metrics(0.05, 0.53, 0.01), _metrics(0.01, 0.5, 0.5)
+    why = "v3 forecasts 15-minute returns, this model 5-minute ones"
+    kept = skill_gate(good, momentum, None, incomparable_champion=why)
+    assert not kept.promote
+    assert kept.reasons[-1].startswith("FAIL current champion not comparable (v3 forecasts 15-minute")
+    assert "replace_incomparable_champion" in kept.reasons[-1]
+    assert all(r.startswith("PASS") for r in kept.reasons[:-1])  # only the champion check fails
+    replaced = skill_gate(good, momentum, None, incomparable_champion=why, replace_incomparable=True)
+    assert replaced.promote and replaced.reasons[-1].startswith("PASS current champion not comparable")
+    # the flag never rescues a model without skill, and a comparable champion is still to be beaten
+    weak = _metrics(-0.01, 0.53, 0.01)
+    assert not skill_gate(weak, momentum, None, incomparable_champion=why, replace_incomparable=True).promote
+    better = _metrics(0.07, 0.55, 0.001)
+    assert not skill_gate(good, momentum, better, replace_incomparable=True).promote
+
+
 def test_too_little_data_or_missing_momentum_is_a_clear_error(frame: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match="too few"):
         train(frame.head(300), FEATURE_COLUMNS, horizon=HORIZON, n_trials=1)
     with pytest.raises(ValueError, match="momentum"):
         train(frame, FEATURE_COLUMNS, horizon=7, n_trials=1)
+
+
+def test_calibration_bins_are_equal_count_by_rank_even_with_tied_forecasts(planted: TrainResult) -> None:
+    from crypto_platform.ml.calibration import bins_markdown, calibration_png, rank_bins
+
+    # A shallow model's forecast takes few values; bins by value would be lopsided or missing.
+    hold = planted.holdout.with_columns((pl.col("prediction") * 1e4).round(0) / 1e4)
+    assert hold["prediction"].n_unique() < hold.height / 10
+    bins = rank_bins(hold, 10, overlap=HORIZON)
+    sizes = bins["n"].to_list()
+    assert bins["bin"].to_list() == list(range(1, 11)) and sum(sizes) == hold.height
+    assert max(sizes) - min(sizes) <= 1
+    assert bins["predicted_bp"].is_sorted()  # bins follow the forecast's order
+    first = hold.sort("prediction", maintain_order=True).head(sizes[0])
+    assert bins["realized_bp"][0] == pytest.approx(first["label"].mean() * 1e4)
+    naive = rank_bins(hold, 10)["realized_se_bp"]
+    assert bins["realized_se_bp"].to_numpy() == pytest.approx(naive.to_numpy() * math.sqrt(HORIZON))
+    table = bins_markdown(bins, label="decile")
+    assert table.count("\n| D") == 10 and "| D01 |" in table and "| D10 |" in table
+    png = calibration_png(hold, bins)
+    assert png is not None and png.startswith(b"\x89PNG") and len(png) < 100_000
+    with pytest.raises(ValueError, match="too few"):
+        rank_bins(hold.head(5), 10)

@@ -14,6 +14,7 @@ Labels are written for every model horizon (1, 5, 15, 60 minutes); the training 
 configured once. The model's LightGBM thread count is `ModelConfig.num_threads` (default 1).
 """
 
+import base64
 import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from pydantic import Field
 
 from crypto_platform.assets._meta import summarize
 from crypto_platform.assets.silver import CANDLES_1M
+from crypto_platform.ml.calibration import PNG_EMBED_LIMIT, bins_markdown, calibration_png, rank_bins
 from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
@@ -49,6 +51,7 @@ TRAINING_SUMMARY = dg.AssetKey(["gold", "training_set_summary"])
 MODEL = dg.AssetKey(["gold", "model"])
 MODEL_EVALUATIONS = dg.AssetKey(["gold", "model_evaluations"])
 PREDICTIONS = dg.AssetKey(["gold", "predictions"])
+CALIBRATION_PNG = "plots/predicted_vs_realized.png"  # artifact of each model's MLflow run
 HISTORY_DAYS = math.ceil(LOOKBACK_MINUTES / (24 * 60))  # earlier days a feature day needs
 DEFAULT_HORIZON = 5
 # Labels are written for every horizon the model can be trained on (the momentum baseline of a
@@ -433,6 +436,14 @@ class ModelConfig(dg.Config):
         description="Metric the challenger must beat the champion on: rank_ic | hit_rate | mae | rmse.",
     )
     timeout_s: float = Field(default=900.0, description="Upper bound on the Optuna study's wall time.")
+    replace_incomparable_champion: bool = Field(
+        default=False,
+        description=(
+            "When the current champion cannot be scored on the new evaluation window (another horizon, "
+            "features missing), let a version that passes the other checks replace it. Off: it stays "
+            "champion and the new version is registered as challenger (the reason is in 'gate')."
+        ),
+    )
     num_threads: int = Field(
         default=1,
         ge=0,
@@ -459,7 +470,10 @@ class ModelConfig(dg.Config):
         dg.AssetSpec(
             MODEL_EVALUATIONS,
             deps=[TRAINING_SET],
-            description="Per model version and forecast (model, zero, momentum, champion): its metrics.",
+            description=(
+                "Per model version and forecast (model, zero, momentum, champion re-scored on the same "
+                "window): its metrics, with the gate's reasons and the champion version compared with."
+            ),
             kinds={"parquet"},
         ),
     ],
@@ -505,15 +519,26 @@ def gold_model(
     except ValueError as exc:  # too little data for the folds, bad fractions: say so, no traceback hunt
         raise dg.Failure(f"training failed: {exc}") from exc
     window = df.filter((pl.col("ts") >= result.holdout_start) & (pl.col("ts") <= result.holdout_end))
-    champion, notes = _champion_on_window(mlflow_registry, window, horizon, result.holdout_start)
+    current = registry.compare_champion(
+        mlflow_registry.uri, mlflow_registry.model_name, window, horizon=horizon
+    )
+    champion = current.metrics
     decision = skill_gate(
-        result.evaluation.model, result.evaluation.momentum, champion, config.primary_metric
-    )  # type: ignore[arg-type]
-    if notes:  # the champion exists but could not be compared fairly: say so in the gate's reasons
-        reasons = [r for r in decision.reasons if not r.endswith("no current champion to beat")]
-        decision = dataclasses.replace(decision, reasons=[*reasons, *notes])
-        for note in notes:
-            context.log.warning(note)
+        result.evaluation.model,
+        result.evaluation.momentum,
+        champion,
+        config.primary_metric,  # type: ignore[arg-type]
+        incomparable_champion=current.incomparable,
+        replace_incomparable=config.replace_incomparable_champion,
+    )
+    if current.notes:  # compared, but the comparison favours the champion: say so with the reasons
+        decision = dataclasses.replace(decision, reasons=[*decision.reasons, *current.notes])
+    for note in [*current.notes, *([current.incomparable] if current.incomparable else [])]:
+        context.log.warning(f"champion: {note}")
+    bins = rank_bins(result.holdout, overlap=horizon)
+    png = calibration_png(
+        result.holdout, bins, title=f"{mlflow_registry.model_name}: {horizon}-minute forecast, holdout"
+    )
     reference = df.select(*INDEX_COLUMNS, *FEATURE_COLUMNS).sample(n=min(50_000, df.height), seed=config.seed)
     info = registry.log_and_register(
         result,
@@ -524,6 +549,7 @@ def gold_model(
         input_example=df.head(5),
         decision=decision,
         artifact_location=mlflow_registry.artifacts,
+        extra_artifacts={CALIBRATION_PNG: png} if png is not None else None,
     )
     table = result.evaluation.table()
     if champion is not None:
@@ -535,6 +561,8 @@ def gold_model(
         pl.lit(int(info.version)).alias("model_version"),
         pl.lit(info.alias).alias("alias"),
         pl.lit(decision.promote).alias("promoted"),
+        pl.lit("\n".join(decision.reasons)).alias("gate_reasons"),
+        pl.lit(current.info.version if current.info else None, pl.String).alias("champion_version"),
         pl.lit(result.holdout_start).alias("eval_window_start"),
         pl.lit(result.holdout_end).alias("eval_window_end"),
         pl.lit(datetime.now(UTC)).alias("trained_at"),
@@ -559,7 +587,7 @@ def gold_model(
             "rmse": m.rmse,
             "evaluation": dg.MetadataValue.md(_markdown(table)),
             "importance_gain_top15": dg.MetadataValue.md(_markdown(result.evaluation.importance.head(15))),
-            "predicted_vs_realized": dg.MetadataValue.md(_calibration_plot(result.holdout)),
+            "predicted_vs_realized": dg.MetadataValue.md(_calibration_md(bins, png, info.run_id)),
             "optuna": dg.MetadataValue.json(
                 {
                     "best_trial": result.best_trial,
@@ -569,6 +597,7 @@ def gold_model(
                     "cv_scores": result.cv_scores,
                 }
             ),
+            "champion_compared": dg.MetadataValue.md(_champion_md(current)),
             "eval_window": f"{result.holdout_start} .. {result.holdout_end}",
             "rows_train": result.n_train,
             "rows_holdout": result.n_holdout,
@@ -579,61 +608,28 @@ def gold_model(
     )
 
 
-def _champion_on_window(res: MlflowResource, window: pl.DataFrame, horizon: int, holdout_start: datetime):
-    """The champion's metrics on the challenger's evaluation window, or None with the reason it cannot
-    be compared (another horizon, other features); a note when the comparison is in-sample for it."""
-    from crypto_platform.ml import registry
-
-    try:
-        info = registry.champion_info(res.uri, res.model_name)
-    except registry.NoChampionError:
-        return None, []
-    who = f"champion v{info.version}"
-    if info.horizon != horizon:
-        return None, [
-            f"NOTE {who} forecasts {info.horizon}-minute returns, this model {horizon}-minute ones: "
-            "not comparable, judged against the baselines only"
-        ]
-    try:
-        metrics = registry.champion_metrics(res.uri, res.model_name, window)
-    except ValueError as exc:
-        return None, [
-            f"NOTE {who} cannot be scored on this window ({exc}): judged against the baselines only"
-        ]
-    notes = []
-    trained_to = info.tags.get("train_window_end")
-    if trained_to and datetime.fromisoformat(trained_to) >= holdout_start:
-        notes.append(
-            f"NOTE {who} was trained on data up to {trained_to}, inside this evaluation window "
-            f"(from {holdout_start}): its score there is partly in-sample, which favours it"
-        )
-    return metrics, notes
+def _champion_md(current) -> str:
+    """What the gate compared the new version with (champion version and its score, or why not)."""
+    if current.info is None:
+        return "no champion: nothing to beat"
+    who = f"champion v{current.info.version}"
+    if current.metrics is None:
+        return f"{who} NOT compared: {current.incomparable}"
+    m = current.metrics
+    text = f"{who} re-scored on this evaluation window: rank IC {m.rank_ic:.4g}, hit rate {m.hit_rate:.4g}"
+    return "\n\n".join([text, *current.notes])
 
 
-def _calibration_plot(holdout: pl.DataFrame, bins: int = 10) -> str:
-    """Predicted vs realized returns by prediction decile, as a markdown bar chart (bp = 1e-4)."""
-    if holdout.height < bins:
-        return "too few holdout rows for a plot"
-    df = holdout.with_columns(
-        pl.col("prediction")
-        .qcut(bins, labels=[f"q{i + 1:02d}" for i in range(bins)], allow_duplicates=True)
-        .alias("decile")
-    )
-    agg = (
-        df.group_by("decile")
-        .agg(
-            pl.len().alias("n"),
-            (pl.col("prediction").mean() * 1e4).alias("pred_bp"),
-            (pl.col("label").mean() * 1e4).alias("realized_bp"),
-        )
-        .sort("decile")
-    )
-    scale = max(1e-9, float(agg["realized_bp"].abs().max()))
-    lines = ["| decile | n | mean predicted (bp) | mean realized (bp) | realized |", "|---|---|---|---|---|"]
-    for dec, n, p, r in agg.iter_rows():
-        bar = ("█" * round(10 * abs(r) / scale)) or "·"
-        lines.append(f"| {dec} | {n} | {p:+.2f} | {r:+.2f} | {'-' if r < 0 else '+'}{bar} |")
-    return "\n".join(lines)
+def _calibration_md(bins: pl.DataFrame, png: bytes | None, run_id: str) -> str:
+    """Predicted vs realized by forecast-rank decile (equal counts), with the PNG when there is one."""
+    parts = [bins_markdown(bins, label="decile")]
+    if png is None:
+        parts.append("(no PNG: matplotlib is not importable in this environment)")
+    else:
+        parts.append(f"PNG: `runs:/{run_id}/{CALIBRATION_PNG}` ({len(png) / 1e3:.0f} kB)")
+        if len(png) < PNG_EMBED_LIMIT:
+            parts.append(f"![predicted vs realized](data:image/png;base64,{base64.b64encode(png).decode()})")
+    return "\n\n".join(parts)
 
 
 class PredictionConfig(dg.Config):

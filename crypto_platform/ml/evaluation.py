@@ -179,8 +179,15 @@ def skill_gate(
     primary: PrimaryMetric = "rank_ic",
     *,
     alpha: float = 0.05,
+    incomparable_champion: str | None = None,
+    replace_incomparable: bool = False,
 ) -> GateDecision:
-    """Promote only if rank IC > 0 and > momentum's, hit rate > 50% (p < alpha), champion beaten."""
+    """Promote only if rank IC > 0 and > momentum's, hit rate > 50% (p < alpha), champion beaten.
+
+    `incomparable_champion` (with `champion_metrics` None) says why a current champion cannot be
+    scored on this window (another horizon, features missing): it has not been beaten, so the check
+    fails unless `replace_incomparable` explicitly allows replacing it on the other checks alone.
+    """
     if primary not in HIGHER_IS_BETTER:
         raise ValueError(f"skill_gate: primary must be one of {sorted(HIGHER_IS_BETTER)}, got {primary!r}")
     ic, mom_ic = model_metrics.rank_ic, momentum_metrics.rank_ic
@@ -200,7 +207,16 @@ def skill_gate(
         ),
     ]
     mine = getattr(model_metrics, primary)
-    if champion_metrics is None:
+    if champion_metrics is None and incomparable_champion:
+        outcome = (
+            "replace_incomparable_champion is set: judged without it"
+            if replace_incomparable
+            else "not beaten, so it stays champion (set replace_incomparable_champion to replace it)"
+        )
+        checks.append(
+            (replace_incomparable, f"current champion not comparable ({incomparable_champion}): {outcome}")
+        )
+    elif champion_metrics is None:
         checks.append((True, "no current champion to beat"))
     else:
         theirs = getattr(champion_metrics, primary)

@@ -1,10 +1,10 @@
 """MLflow tracking and model registry: log a training run, register the model, keep the champion alias.
 
 Each call of `log_and_register` makes one MLflow run (parameters, model and baseline metrics, the
-Optuna best trial, gain importance, the evaluation table, the gate decision and a drift reference
-sample of the training features) and one new version of the registered model. The version gets the
-alias 'champion' when the skill gate promotes it, else 'challenger' (with the gate's reasons in its
-description and tags). Consumers load the champion with nothing but the tracking URI:
+Optuna best trial, gain importance, the evaluation table, the holdout predictions, the gate decision
+and a drift reference sample of the training features) and one new version of the registered model.
+The version gets the alias 'champion' when the skill gate promotes it, else 'challenger' (with the
+gate's reasons in its description and tags). Consumers load the champion with nothing but the tracking URI:
 
     mlflow.set_tracking_uri(uri); mlflow.pyfunc.load_model("models:/<name>@champion")
 
@@ -47,6 +47,7 @@ CHALLENGER = "challenger"
 DEFAULT_EXPERIMENT = "crypto_platform-models"
 MODEL_ARTIFACT = "model"
 DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
+HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
 
 
 class NoAliasError(LookupError):
@@ -99,8 +100,12 @@ def log_and_register(
     experiment_name: str = DEFAULT_EXPERIMENT,
     artifact_location: str | None = None,
     run_name: str | None = None,
+    extra_artifacts: dict[str, bytes] | None = None,
 ) -> ModelVersionInfo:
-    """Log the run (params, metrics, importance, drift reference, model), register it and set its alias."""
+    """Log the run (params, metrics, importance, drift reference, model), register it and set its alias.
+
+    `extra_artifacts` maps run-relative paths (e.g. 'plots/predicted_vs_realized.png') to file bytes.
+    """
     if list(feature_cols) != list(result.feature_cols):
         raise ValueError("log_and_register: feature_cols differ from the columns the model was trained on")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -121,6 +126,7 @@ def log_and_register(
             )
             mlflow.log_metrics(_run_metrics(result, decision))
             _log_tables(result, decision, reference_features, feature_cols)
+            _log_files(extra_artifacts or {})
             signature = infer_signature(example, result.booster.predict(example.to_numpy()))
             model_info = mlflow.lightgbm.log_model(
                 result.booster,
@@ -168,6 +174,21 @@ def load_alias(tracking_uri: str, model_name: str, alias: str) -> ChampionModel:
     return ChampionModel(model=model, info=info)
 
 
+def load_version(tracking_uri: str, model_name: str, version: str | int) -> ChampionModel:
+    """Load one registered version (whatever its alias) as a pyfunc model."""
+    info = version_info(tracking_uri, model_name, version)
+    with _tracking(tracking_uri):
+        model = mlflow.pyfunc.load_model(info.model_uri)
+    return ChampionModel(model=model, info=info)
+
+
+def version_info(tracking_uri: str, model_name: str, version: str | int) -> ModelVersionInfo:
+    """The info of one registered version; `alias` is its current alias (None if it has none)."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = client.get_model_version(model_name, str(version))
+    return _info(mv, next(iter(mv.aliases or []), None))
+
+
 def champion_info(tracking_uri: str, model_name: str) -> ModelVersionInfo:
     """The version info of the current champion; NoChampionError when there is none."""
     return alias_info(tracking_uri, model_name, CHAMPION)
@@ -195,6 +216,53 @@ def champion_metrics(
     x = frame.select([pl.col(c).cast(pl.Float64) for c in info.feature_cols]).to_numpy()
     pred = np.asarray(booster.predict(x), dtype=float)
     return forecast_metrics(pred, frame[label_col].cast(pl.Float64).to_numpy(), overlap=info.horizon)
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """The current champion scored on a challenger's evaluation window, or why it cannot be.
+
+    `metrics` is None with `incomparable` None when there is no champion; with `incomparable` set
+    when there is one that cannot be scored on the window (the gate must not treat that as 'nothing
+    to beat'). `notes` flag a comparison that is fair in form but favours the champion.
+    """
+
+    info: ModelVersionInfo | None
+    metrics: ForecastMetrics | None
+    incomparable: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def compare_champion(
+    tracking_uri: str, model_name: str, window: pl.DataFrame, *, horizon: int, label_col: str = "label"
+) -> ChampionComparison:
+    """Re-score the current champion on `window` (the challenger's evaluation rows, labels of `horizon`).
+
+    The champion is scored with its own feature columns, so a champion trained on other (available)
+    features is still compared; it is incomparable only when it forecasts another horizon or the
+    window lacks one of its features.
+    """
+    try:
+        info = champion_info(tracking_uri, model_name)
+    except NoChampionError:
+        return ChampionComparison(None, None)
+    if info.horizon != horizon:
+        what = f"forecasts {info.horizon}-minute returns, this model {horizon}-minute ones"
+        return ChampionComparison(info, None, incomparable=f"v{info.version} {what}")
+    missing = [c for c in info.feature_cols if c not in window.columns]
+    if missing or not info.feature_cols:
+        what = f"features {missing} are not in the evaluation window" if missing else "has no feature list"
+        return ChampionComparison(info, None, incomparable=f"v{info.version} {what}")
+    metrics = champion_metrics(tracking_uri, model_name, window, label_col=label_col)
+    notes = []
+    trained_to = info.tags.get("train_window_end")
+    start = window["ts"].min() if "ts" in window.columns and window.height else None
+    if trained_to and start is not None and datetime.fromisoformat(trained_to) >= start:
+        notes.append(
+            f"NOTE champion v{info.version} was trained on data up to {trained_to}, inside this evaluation "
+            f"window (from {start}): its score there is partly in-sample, which favours it"
+        )
+    return ChampionComparison(info, metrics, None, notes)
 
 
 def load_reference_features(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> pl.DataFrame:
@@ -293,6 +361,7 @@ def _log_tables(
         d = Path(tmp)
         result.evaluation.importance.write_csv(d / "feature_importance.csv")
         result.evaluation.table().write_csv(d / "evaluation.csv")
+        result.holdout.write_parquet(d / HOLDOUT_ARTIFACT)
         keep = [c for c in reference.columns if c in {"exchange", "symbol", "ts", *feature_cols}]
         (d / "drift").mkdir()
         reference.select(keep).write_parquet(d / DRIFT_REFERENCE_ARTIFACT)
@@ -307,9 +376,23 @@ def _log_tables(
             "folds": [{k: _jsonable(v) for k, v in f.items()} for f in result.folds],
         }
         (d / "gate.json").write_text(json.dumps(summary, indent=2, default=str))
-        for name in ["feature_importance.csv", "evaluation.csv", "gate.json"]:
+        for name in ["feature_importance.csv", "evaluation.csv", "gate.json", HOLDOUT_ARTIFACT]:
             mlflow.log_artifact(str(d / name))
         mlflow.log_artifact(str(d / DRIFT_REFERENCE_ARTIFACT), artifact_path="drift")
+
+
+def _log_files(files: dict[str, bytes]) -> None:
+    """Log raw files into the active run under their run-relative paths."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (rel, data) in enumerate(files.items()):
+            path = Path(rel)
+            if path.is_absolute() or ".." in path.parts:
+                raise ValueError(f"log_and_register: artifact path {rel!r} must be relative, inside the run")
+            local = Path(tmp) / str(i) / path.name
+            local.parent.mkdir()
+            local.write_bytes(data)
+            parent = path.parent.as_posix()
+            mlflow.log_artifact(str(local), artifact_path=None if parent == "." else parent)
 
 
 def _jsonable(v: object) -> object:

@@ -60,11 +60,6 @@ CROSS_FEATURES = ["mkt_ret_1", "mkt_ret_5", "xs_mean_ret_5", "xs_rel_ret_5"]
 FEATURE_COLUMNS: list[str] = [
     *PRICE_FEATURES, *SCALE_FREE_FEATURES, *FLOW_FEATURES, *CALENDAR_FEATURES, *CROSS_FEATURES,
 ]
-# Features whose distribution does not depend on the price level or volume units: drift monitoring.
-DRIFT_FEATURES: list[str] = [
-    *SCALE_FREE_FEATURES, "vol_ratio_15_60", "rsi_14", "bb_pctb_20", "stoch_15", "volume_z_60",
-    "taker_buy_ratio_15", "empty_frac_60",
-]
 
 
 def build_features(candles: pl.DataFrame, *, market: tuple[str, str] | None = None) -> pl.DataFrame:
