@@ -213,8 +213,8 @@ def gold_features(
                 "to": df["ts"].max(),
             }
         )
-    warehouse.refresh_views(lake, [View("gold", "features")])
-    meta = summarize(stats, sums=("rows", "null_values", "bytes"))
+    views = warehouse.refresh_views(lake, [View("gold", "features")])
+    meta = {**summarize(stats, sums=("rows", "null_values", "bytes")), **views.metadata}
     meta["feature_columns"] = dg.MetadataValue.json(FEATURE_COLUMNS)
     return dg.MaterializeResult(metadata=meta)
 
@@ -258,8 +258,8 @@ def gold_labels(
                 **{f"h{h}": per_h.get(h, 0) for h in horizons},
             }
         )
-    warehouse.refresh_views(lake, [View("gold", "labels")])
-    meta = summarize(stats)
+    views = warehouse.refresh_views(lake, [View("gold", "labels")])
+    meta = {**summarize(stats), **views.metadata}
     meta["horizons"] = dg.MetadataValue.json(horizons)
     return dg.MaterializeResult(metadata=meta)
 
