@@ -31,6 +31,7 @@ from crypto_platform.resources.warehouse import View, WarehouseResource
 from crypto_platform.schemas import UTC_TS
 from crypto_platform.settings import Instrument, load_universe
 from crypto_platform.transforms import features as features_mod
+from crypto_platform.transforms.candles import candle_violations, describe_violations
 from crypto_platform.transforms.features import (
     CROSS_FEATURES,
     FEATURE_COLUMNS,
@@ -114,6 +115,13 @@ def _silver(lake: LakeResource, inst: Instrument, day, offsets: range) -> pl.Dat
     """Priced 1-minute candles of one instrument over days relative to `day` (None: none written)."""
     parts = [DayPartition(inst, day + timedelta(days=d)) for d in offsets]
     df = lake.read_partitions("silver", "candles_1m", parts)
+    if df is not None and (bad := candle_violations(df)).height:  # even when candles_1m_suite did not run
+        part = DayPartition(inst, bad["ts"].min().date())
+        raise dg.Failure(
+            f"silver/candles_1m {part} is corrupted, refusing to build gold from it: "
+            f"{describe_violations(bad.filter(pl.col('ts').dt.date() == part.day))}. Re-materialize or "
+            "re-import that partition (the candles_1m_suite check reports every expectation)."
+        )
     return None if df is None else priced_candles(df)
 
 
