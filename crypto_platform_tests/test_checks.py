@@ -234,6 +234,44 @@ def test_corrupted_silver_partition_fails_blocking_check_and_features_do_not_run
         assert lake.read_partition("gold", "features", cell("2022-01-10")).height == 1440
 
 
+def test_corrupted_silver_refuses_gold_even_when_the_check_is_not_selected(tmp_path: Path) -> None:
+    """The documented `--select 'key:gold/features or key:gold/labels'` path skips the blocking check:
+    the gold assets' own precondition refuses the corrupted partition, naming it and what is wrong."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    write_silver(lake, ["2022-01-10", "2022-01-11", "2022-01-12"])
+    bad = cell("2022-01-11")
+    lake.write_partition(
+        corrupt_candles(lake.read_partition("silver", "candles_1m", bad)), "silver", "candles_1m", bad
+    )
+    labels = gold.LABELS
+    for asset, day in [(FEATURES, "2022-01-11"), (FEATURES, "2022-01-12"), (labels, "2022-01-10")]:
+        # features of the 12th read the 11th as history; labels of the 10th read the 11th for t+h
+        result = dg.materialize(
+            ASSETS,
+            selection=dg.AssetSelection.assets(asset),
+            resources=resources(tmp_path),
+            partition_key=key(day),
+            raise_on_error=False,
+        )
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        message = failure.step_failure_data.error.message
+        assert f"silver/candles_1m {bad} is corrupted" in message
+        assert "duplicated minute (2)" in message and "low > high (1)" in message
+        assert "'ts': '2022-01-11 01:40:00+00:00'" in message  # the example row: minute 100 of the day
+        assert not result.get_asset_materialization_events()
+        assert lake.scan_table("gold", asset.path[-1]) is None
+
+    # the clean neighbour that does not need the bad day is still built
+    ok = dg.materialize(
+        ASSETS,
+        selection=dg.AssetSelection.assets(FEATURES),
+        resources=resources(tmp_path),
+        partition_key=key("2022-01-10"),
+    )
+    assert ok.success and lake.read_partition("gold", "features", cell("2022-01-10")).height == 1440
+
+
 def test_min_non_empty_share_is_configurable(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     write_silver(lake, ["2022-01-10"])

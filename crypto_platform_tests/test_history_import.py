@@ -195,6 +195,74 @@ def test_days_outside_the_partition_grid_are_skipped_and_named(tmp_path: Path) -
     assert lake.read_partition("silver", "candles_1m", _part(FTX, "2019-10-01")).height == 2
 
 
+def test_an_import_entirely_outside_the_partition_grid_fails_naming_instrument_start_and_span(
+    tmp_path: Path,
+) -> None:
+    """A file wholly before start_date used to 'succeed' writing nothing (docs/gold.md §1 with the
+    default instruments file): now the run fails and says which start_date would take it."""
+    path = tmp_path / "old.csv"
+    start = datetime(2019, 9, 28, 12, 0, tzinfo=UTC)
+    n = 2 * 1440
+    pl.DataFrame(
+        {
+            "timestamp": [start + timedelta(minutes=i) for i in range(n)],
+            "open": [100.0] * n,
+            "high": [101.0] * n,
+            "low": [99.0] * n,
+            "close": [100.5] * n,
+            "volume": [1.0] * n,
+        }
+    ).write_csv(path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        msg = _failure(_import(tmp_path, instance, FTX, path=str(path), volume_unit="base"))
+    assert f"import_candles {FTX}: every day of the bars (2019-09-28 .. 2019-09-30)" in msg
+    assert "outside the partitions (2019-10-01 .. " in msg
+    assert "Set start_date to 2019-09-28 or earlier in the instruments file" in msg
+    assert "instruments_test.yaml" in msg
+    assert not (tmp_path / "lake").exists()
+
+
+def _suite(result: dg.ExecuteInProcessResult):
+    [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == "candles_1m_suite"]
+    return ev
+
+
+def test_import_job_runs_the_candles_suite_on_every_imported_partition(tmp_path: Path) -> None:
+    """import_candles_job writes silver without the asset graph: it runs the blocking check's suite
+    itself and records it as that check's evaluation; a failed expectation fails the job."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        ok = _import(tmp_path, instance, FTX, since="2022-01-05", until="2022-01-07")
+        assert ok.success
+        ev = _suite(ok)
+        assert ev.passed and ev.blocking and ev.asset_key == CANDLES_1M
+        assert ev.metadata["partitions"].value == 2 and ev.metadata["failed_partitions"].value == "-"
+        assert ev.metadata["row_count"].value == 2 * 1440
+        assert (
+            instance.event_log_storage.get_latest_asset_check_execution_by_key([ev.asset_check_key])[
+                ev.asset_check_key
+            ].status.value
+            == "SUCCEEDED"
+        )
+
+        # Kraken XBTUSDC is illiquid: its entry turns the liquidity floor off (min_non_empty_share: null);
+        # with the floor forced back on, the same import fails on it, and says so
+        config = history.run_config(KRAKEN, since="2023-01-02", until="2023-01-03")
+        config["ops"]["validate_imported_candles"] = {"config": {"use_instrument_overrides": False}}
+        bad = history.import_candles_job.execute_in_process(
+            run_config=config, resources=_resources(tmp_path), instance=instance, raise_on_error=False
+        )
+        assert not bad.success
+        ev = _suite(bad)
+        assert not ev.passed and ev.metadata["failed_expectations"].value == "non_empty_share"
+        assert ev.metadata["failed_partitions"].value == multi_key(date(2023, 1, 2), KRAKEN)
+        msg = _failure(bad)
+        assert "imported silver/candles_1m fails candles_1m_suite" in msg and "non_empty_share" in msg
+        # the bars are written (as after a materialization whose check fails) and reported as such
+        assert lake.read_partition("silver", "candles_1m", _part(KRAKEN, "2023-01-02")).height == 1440
+        assert _import(tmp_path, instance, KRAKEN, since="2023-01-02", until="2023-01-03").success
+
+
 # ----------------------------------------------------------------------------------------------
 # ccxt fetch_ohlcv against a local fake Binance
 

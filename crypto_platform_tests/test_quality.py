@@ -97,7 +97,7 @@ def test_clean_candles_pass(candles: pl.DataFrame) -> None:
     names = {o.name for o in r.outcomes}
     assert {
         "columns", "dtypes_match_contract", "minute_unique", "high_ge_low", "open_ge_low", "close_le_high",
-        "volume_non_negative", "ts_in_window", "non_empty_share", "symbol_not_null",
+        "low_positive", "volume_non_negative", "ts_in_window", "non_empty_share", "symbol_not_null",
     } <= names
     assert r.outcome("non_empty_share").observed_value == "1.0000"
     assert r.outcome("ts_in_window").element_count == 1440
@@ -114,6 +114,15 @@ def test_high_below_low_is_counted(candles: pl.DataFrame) -> None:
     # high < low, and therefore also high < open and high < close; open/close >= low still hold
     assert counts(r) == {"high_ge_low": 1, "open_le_high": 1, "close_le_high": 1}
     assert r.outcome("high_ge_low").unexpected_examples[0].startswith(f"({row['low'] - 10.0}")
+
+
+def test_non_positive_low_is_counted(candles: pl.DataFrame) -> None:
+    # a zero low on one bar and a negative low on another: OHLC stay ordered, only the price is wrong
+    bad = set_row(set_row(candles, 100, low=0.0), 200, low=-1.0)
+    r = validate_candles(bad, DAY, NEXT)
+    assert not r.success
+    assert counts(r) == {"low_positive": 2}
+    assert r.to_metadata()["low_positive.unexpected_count"] == 2
 
 
 def test_duplicated_minute_and_null_key(candles: pl.DataFrame) -> None:

@@ -10,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from crypto_platform.schemas import CANDLES
-from crypto_platform.transforms.candles import candles_1m, rollup
+from crypto_platform.transforms.candles import candle_violations, candles_1m, describe_violations, rollup
 from crypto_platform.transforms.trades import to_bronze
 from crypto_platform_tests.test_transforms_trades import (
     BTC_2024,
@@ -301,3 +301,38 @@ def test_rollup_of_empty_minutes_carries_the_close_and_refuses_bad_widths(btc_br
     for bad in ("5s", "1w", "0m", "m"):
         with pytest.raises(ValueError, match="bar width"):
             rollup(one_minute, bad)
+
+
+def test_candle_violations_name_each_broken_bar_and_pass_real_candles(btc_bronze: pl.DataFrame) -> None:
+    good = candles_1m(
+        btc_bronze, utc(2024, 1, 1, 12), utc(2024, 1, 1, 12, 31), exchange=BTC[0], symbol=BTC[1]
+    )
+    assert good.height == 31 and candle_violations(good).is_empty()
+    # leading empty minutes without a previous close have null prices: not a violation
+    unpriced = candles_1m(
+        btc_bronze, utc(2024, 1, 1, 11, 50), utc(2024, 1, 1, 12, 5), exchange=BTC[0], symbol=BTC[1]
+    )
+    assert unpriced["close"].null_count() > 0 and candle_violations(unpriced).is_empty()
+
+    idx = pl.int_range(pl.len())
+    bad = good.with_columns(
+        pl.when(idx == 1).then(pl.col("low") - 1.0).otherwise(pl.col("high")).alias("high"),  # low > high
+        pl.when(idx == 2).then(pl.col("high") + 1.0).otherwise(pl.col("close")).alias("close"),
+        pl.when(idx == 3).then(0.0).otherwise(pl.col("low")).alias("low"),  # open/close still >= 0
+        pl.when(idx == 4).then(pl.col("low") - 1.0).otherwise(pl.col("open")).alias("open"),
+    )
+    bad = pl.concat([bad, bad.slice(5, 1)])  # minute 5 twice
+    found = candle_violations(bad).sort("ts")
+    by_minute = {row["ts"].minute: row["violations"] for row in found.select("ts", "violations").to_dicts()}
+    assert by_minute == {
+        1: ["low > high", "open outside [low, high]", "close outside [low, high]"],
+        2: ["close outside [low, high]"],
+        3: ["price <= 0"],
+        4: ["open outside [low, high]"],
+        5: ["duplicated minute"],
+    }
+    assert found.height == 6  # both rows of the doubled minute
+    text = describe_violations(found)
+    assert text.startswith("6 bars break the candle contract: ")
+    assert "duplicated minute (2)" in text and "price <= 0 (1)" in text
+    assert "'ts': '2024-01-01 12:01:00+00:00'" in text  # the first broken bar as the example

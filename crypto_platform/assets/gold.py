@@ -33,6 +33,7 @@ from crypto_platform.resources.warehouse import View, WarehouseResource
 from crypto_platform.schemas import UTC_TS
 from crypto_platform.settings import Instrument, load_universe
 from crypto_platform.transforms import features as features_mod
+from crypto_platform.transforms.candles import candle_violations, describe_violations
 from crypto_platform.transforms.features import (
     CROSS_FEATURES,
     FEATURE_COLUMNS,
@@ -117,6 +118,13 @@ def _silver(lake: LakeResource, inst: Instrument, day, offsets: range) -> pl.Dat
     """Priced 1-minute candles of one instrument over days relative to `day` (None: none written)."""
     parts = [DayPartition(inst, day + timedelta(days=d)) for d in offsets]
     df = lake.read_partitions("silver", "candles_1m", parts)
+    if df is not None and (bad := candle_violations(df)).height:  # even when candles_1m_suite did not run
+        part = DayPartition(inst, bad["ts"].min().date())
+        raise dg.Failure(
+            f"silver/candles_1m {part} is corrupted, refusing to build gold from it: "
+            f"{describe_violations(bad.filter(pl.col('ts').dt.date() == part.day))}. Re-materialize or "
+            "re-import that partition (the candles_1m_suite check reports every expectation)."
+        )
     return None if df is None else priced_candles(df)
 
 
@@ -216,8 +224,8 @@ def gold_features(
                 "to": df["ts"].max(),
             }
         )
-    warehouse.refresh_views(lake, [View("gold", "features")])
-    meta = summarize(stats, sums=("rows", "null_values", "bytes"))
+    views = warehouse.refresh_views(lake, [View("gold", "features")])
+    meta = {**summarize(stats, sums=("rows", "null_values", "bytes")), **views.metadata}
     meta["feature_columns"] = dg.MetadataValue.json(FEATURE_COLUMNS)
     return dg.MaterializeResult(metadata=meta)
 
@@ -261,8 +269,8 @@ def gold_labels(
                 **{f"h{h}": per_h.get(h, 0) for h in horizons},
             }
         )
-    warehouse.refresh_views(lake, [View("gold", "labels")])
-    meta = summarize(stats)
+    views = warehouse.refresh_views(lake, [View("gold", "labels")])
+    meta = {**summarize(stats), **views.metadata}
     meta["horizons"] = dg.MetadataValue.json(horizons)
     return dg.MaterializeResult(metadata=meta)
 

@@ -17,7 +17,12 @@ UTC day x instrument), so everything downstream (roll-ups, features, labels, tra
   (idempotent; importing a day in two halves works); a partition built from trades is never
   overwritten unless `overwrite_trades` is set (trades are the better source);
 * days outside the partition grid (before the universe's start_date, after today) are skipped and
-  listed, never silently dropped.
+  listed, never silently dropped; an import with no day inside the grid fails, naming the instrument,
+  the start_date and the bars' date span;
+* the job then runs the `candles_1m_suite` (the Great Expectations suite of the blocking asset check
+  on silver/candles_1m, same config) on every written partition and records the result as that
+  check's evaluation: a failed expectation fails the job (the bars stay written, as after a
+  materialization whose check fails; gold refuses structurally broken candles on its own).
 
 The instrument must be in the instruments file. Instruments with `source: candles` have no trades at
 all (raw/bronze are not for them); their entry may carry the import defaults (`path`, `format`,
@@ -26,6 +31,7 @@ trades do not cover).
 """
 
 import glob
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,14 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform.assets.silver import CANDLES_1M
-from crypto_platform.partitions import DATE_DIM, INSTRUMENT_DIM, DayPartition
+from crypto_platform.checks.quality import (
+    CANDLES_SUITE_CHECK,
+    CandlesSuiteConfig,
+    min_share_for,
+    suite_check_result,
+)
+from crypto_platform.partitions import DATE_DIM, INSTRUMENT_DIM, DayPartition, parse_key
+from crypto_platform.quality.expectations import validate_candles
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import View, WarehouseResource
 from crypto_platform.schemas import CANDLE_TABLES
@@ -310,7 +323,9 @@ def partition_tags(part: DayPartition) -> dict[str, str]:
     return {f"dagster/partition/{dim}": key for dim, key in mk.keys_by_dimension.items()}
 
 
-def materialization(part: DayPartition, row: dict[str, Any], source: str) -> dg.AssetMaterialization:
+def materialization(
+    part: DayPartition, row: dict[str, Any], source: str, extra: dict[str, str] | None = None
+) -> dg.AssetMaterialization:
     """The AssetMaterialization of silver/candles_1m for one imported (day x instrument) partition."""
     return dg.AssetMaterialization(
         asset_key=CANDLES_1M,
@@ -328,6 +343,7 @@ def materialization(part: DayPartition, row: dict[str, Any], source: str) -> dg.
             "time_to": str(row["to"]),
             "source": source,
             "path": dg.MetadataValue.path(row["path"]),
+            **(extra or {}),
         },
     )
 
@@ -392,7 +408,7 @@ def import_candles(
     config: ImportCandlesConfig,
     lake: LakeResource,
     warehouse: WarehouseResource,
-) -> None:
+) -> list[str]:
     try:
         inst = load_universe().instrument(config.instrument)
         candles, source, requests = load_candles(config, inst)
@@ -407,32 +423,91 @@ def import_candles(
         f"{inst.key}: {candles.height} bars {candles['ts'].min()} .. {candles['ts'].max()} "
         f"from {source}" + (f" ({requests} requests)" if requests else "")
     )
+    _require_days_in_grid(inst, candles)
     rows = write_days(lake, inst, candles, overwrite_trades=config.overwrite_trades)
+    written = [r for r in rows if not r["status"].startswith("skipped")]
+    views = warehouse.refresh_views(lake, [View("silver", TABLE)]).metadata if written else {}
     for row in rows:
         part = DayPartition(inst, row["day"])
         if row["status"].startswith("skipped"):
             context.log.warning(f"{part}: {row['status']}")
             continue
-        context.log_event(materialization(part, row, source))
-    written = [r for r in rows if not r["status"].startswith("skipped")]
-    if written:
-        warehouse.refresh_views(lake, [View("silver", TABLE)])
+        context.log_event(materialization(part, row, source, views))
     skipped = len(rows) - len(written)
     context.log.info(f"import_candles {inst.key}: {len(written)} days written, {skipped} skipped")
     lines = [f"{r['partition']}: {r['status']}, {r['rows']} bars ({r['empty_bars']} empty)" for r in rows]
     context.log.info("per day:\n" + "\n".join(lines))
+    return [r["partition"] for r in written]
+
+
+def _require_days_in_grid(inst: Instrument, candles: pl.DataFrame) -> None:
+    """Fail when no day of the bars is inside the partition grid (the import would write nothing)."""
+    universe = load_universe()
+    first, last = candles["ts"].min().date(), candles["ts"].max().date()  # type: ignore[union-attr]
+    today = datetime.now(UTC).date()
+    if last < universe.start_date or first > today:
+        raise dg.Failure(
+            description=(
+                f"import_candles {inst.key}: every day of the bars ({first} .. {last}) is outside the "
+                f"partitions ({universe.start_date} .. {today}), so nothing would be written. Set "
+                f"start_date to {first} or earlier in the instruments file ({universe.path}); the "
+                "partition grid starts there."
+            )
+        )
+
+
+@dg.op(
+    name="validate_imported_candles",
+    out={},  # no output: it only yields the check evaluation
+    description=(
+        f"The '{CANDLES_SUITE_CHECK}' Great Expectations suite on every imported partition, recorded as "
+        "that asset check's evaluation; a failed expectation fails the job."
+    ),
+    tags={"kind": "import"},
+)
+def validate_imported_candles(
+    context: dg.OpExecutionContext, config: CandlesSuiteConfig, lake: LakeResource, written: list[str]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    results, missing = [], []
+    for part in (parse_key(k) for k in written):
+        df = lake.read_partition("silver", TABLE, part)
+        if df is None:
+            missing.append(part)
+            continue
+        share = min_share_for(part, config)
+        results.append((part, validate_candles(df, part.start, part.end, min_non_empty_share=share)))
+    if not results and not missing:
+        context.log.info("nothing imported: nothing to validate")
+        return
+    res = suite_check_result(context, results, missing, table=f"silver/{TABLE}")  # type: ignore[arg-type]
+    # yielded, not log_event: a step that then fails drops the events logged with log_event
+    yield dg.AssetCheckEvaluation(
+        asset_key=CANDLES_1M,
+        check_name=CANDLES_SUITE_CHECK,
+        passed=res.passed,
+        metadata=res.metadata,
+        severity=res.severity,
+        description=res.description,
+        blocking=True,
+    )
+    if not res.passed:
+        raise dg.Failure(
+            description=f"imported silver/{TABLE} fails {CANDLES_SUITE_CHECK}:\n{res.description}",
+            metadata={"failed_partitions": res.metadata["failed_partitions"]},
+        )
 
 
 @dg.job(
     name="import_candles_job",
     description=(
         "Import 1-minute OHLCV history (CSV / Kraken / Parquet files, or ccxt fetch_ohlcv) into "
-        "silver/candles_1m for one instrument; every imported day shows as a materialized partition."
+        "silver/candles_1m for one instrument; every imported day shows as a materialized partition, "
+        f"validated by the '{CANDLES_SUITE_CHECK}' suite."
     ),
     tags={"kind": "import"},
 )
 def import_candles_job() -> None:
-    import_candles()
+    validate_imported_candles(import_candles())
 
 
 HISTORY_JOBS = [import_candles_job]

@@ -86,8 +86,9 @@ def silver_candles_1m(
         info = lake.write_partition(df, "silver", CANDLE_TABLES["1m"], part)
         stats.append(_candle_stats(part, df, info))
         context.log.info(f"candles_1m {part}: {df.height} bars")
-    warehouse.refresh_views(lake, [View("silver", CANDLE_TABLES["1m"])])
-    return dg.MaterializeResult(metadata=summarize(stats, sums=("rows", "empty_bars", "trades", "bytes")))
+    views = warehouse.refresh_views(lake, [View("silver", CANDLE_TABLES["1m"])])
+    meta = summarize(stats, sums=("rows", "empty_bars", "trades", "bytes"))
+    return dg.MaterializeResult(metadata={**meta, **views.metadata})
 
 
 def _rollup_asset(width: str) -> dg.AssetsDefinition:
@@ -113,8 +114,9 @@ def _rollup_asset(width: str) -> dg.AssetsDefinition:
             df = rollup(one_min, width)
             info = lake.write_partition(df, "silver", table, part)
             stats.append(_candle_stats(part, df, info))
-        warehouse.refresh_views(lake, [View("silver", table)])
-        return dg.MaterializeResult(metadata=summarize(stats, sums=("rows", "empty_bars", "trades", "bytes")))
+        views = warehouse.refresh_views(lake, [View("silver", table)])
+        meta = summarize(stats, sums=("rows", "empty_bars", "trades", "bytes"))
+        return dg.MaterializeResult(metadata={**meta, **views.metadata})
 
     _asset.__name__ = f"silver_{table}"
     return _asset

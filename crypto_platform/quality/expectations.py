@@ -18,8 +18,9 @@ Suites (expectation names are stable ids, used in metadata keys):
   candles_1m     columns, <col>_type, dtypes_match_contract, <key>_not_null (exchange symbol ts o h l c
                  volume is_empty), minute_unique (exchange, symbol, ts), high_ge_low (all bars),
                  open_ge_low / open_le_high / close_ge_low / close_le_high (non-empty bars),
-                 volume_non_negative, ts_in_window, non_empty_share (share of non-empty bars >=
-                 min_non_empty_share; omitted when None, e.g. for illiquid instruments)
+                 low_positive (low > 0, hence every price), volume_non_negative, ts_in_window,
+                 non_empty_share (share of non-empty bars >= min_non_empty_share; omitted when None,
+                 e.g. for illiquid instruments)
 Uniqueness counts follow GX: every row of a duplicated key is unexpected (a doubled minute counts 2).
 
 Each call returns a plain `SuiteResult` (no GX objects) whose figures can go straight into Dagster
@@ -196,6 +197,8 @@ def _candle_expectations(gxe: Any, col: Any, min_non_empty_share: float | None) 
         meta(pair(column_A="high", column_B="open", or_equal=True, row_condition=traded), "open_le_high"),
         meta(pair(column_A="close", column_B="low", or_equal=True, row_condition=traded), "close_ge_low"),
         meta(pair(column_A="high", column_B="close", or_equal=True, row_condition=traded), "close_le_high"),
+        # with low <= open/close/high above, a positive low means every price is positive
+        meta(gxe.ExpectColumnValuesToBeBetween(column="low", min_value=0, strict_min=True), "low_positive"),
         meta(gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0), "volume_non_negative"),
         _window_expectation(gxe),
     ]

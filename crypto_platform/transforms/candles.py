@@ -7,6 +7,10 @@ span the source vouches for; trades outside it are not used). OHLC follow the tr
 `is_empty`, volumes and count 0, open = high = low = close = vwap = the previous close carried
 forward (`prev_close` for leading empty minutes, null when there is none).
 
+Preconditions (`candle_violations`, `describe_violations`): the OHLC contract every consumer of the
+1-minute table relies on (one bar per minute, low <= open, close <= high, positive prices), checked
+in pure polars so gold can refuse a corrupted partition even when the GX suite did not run.
+
 Roll-ups (`rollup`): bars of `every` aligned to multiples of `every` since the Unix epoch (UTC),
 labelled by their open time, derived only from the 1-minute table. A bucket only partly covered by
 the 1-minute table (the edges of a partial day) is kept: it aggregates the minutes that are there.
@@ -123,6 +127,51 @@ def candles_1m(
         .collect()
     )
     return conform(out, CANDLES, name="candles_1m")
+
+
+CANDLE_KEYS = ("exchange", "symbol", "ts")
+
+
+def _violation_checks() -> dict[str, pl.Expr]:
+    low, high = pl.col("low"), pl.col("high")
+    return {
+        "duplicated minute": pl.struct(*CANDLE_KEYS).is_duplicated(),
+        "low > high": low > high,
+        "open outside [low, high]": (pl.col("open") < low) | (pl.col("open") > high),
+        "close outside [low, high]": (pl.col("close") < low) | (pl.col("close") > high),
+        "price <= 0": pl.any_horizontal(pl.col(c) <= 0 for c in PRICE_COLUMNS),
+    }
+
+
+def candle_violations(candles: pl.DataFrame) -> pl.DataFrame:
+    """The bars breaking the OHLC contract, with a `violations` list column naming what each breaks.
+
+    Checked: duplicated (exchange, symbol, minute), low > high, open or close outside [low, high], a
+    price <= 0. Null prices (leading empty minutes silver could not price) are not violations.
+    """
+    checks = _violation_checks()
+    rest = [e.fill_null(False) for name, e in checks.items() if name != "duplicated minute"]
+    clean = (pl.struct(*CANDLE_KEYS).n_unique() == pl.len()) & ~pl.any_horizontal(rest).any()
+    if candles.is_empty() or candles.select(clean).item():  # the usual case, in one cheap pass
+        return candles.head(0).with_columns(pl.lit([], dtype=pl.List(pl.String)).alias("violations"))
+    flags = [e.fill_null(False).alias(f"_v{i}") for i, e in enumerate(checks.values())]
+    flagged = candles.with_columns(flags).filter(pl.any_horizontal(f"_v{i}" for i in range(len(flags))))
+    names = [pl.when(pl.col(f"_v{i}")).then(pl.lit(n)) for i, n in enumerate(checks)]
+    return flagged.with_columns(pl.concat_list(names).list.drop_nulls().alias("violations")).drop(
+        f"_v{i}" for i in range(len(flags))
+    )
+
+
+def describe_violations(violations: pl.DataFrame, max_examples: int = 1) -> str:
+    """'2 bars: duplicated minute (2), low > high (1); e.g. {...}' for a `candle_violations` frame."""
+    counts = violations.select(pl.col("violations").explode().value_counts(sort=True)).unnest("violations")
+    what = ", ".join(f"{name} ({n})" for name, n in counts.rows())
+    cols = [c for c in ("ts", *PRICE_COLUMNS, "is_empty", "origin", "violations") if c in violations.columns]
+    examples = [
+        {k: (str(v) if k == "ts" else v) for k, v in row.items()}
+        for row in violations.sort("ts").head(max_examples).select(cols).to_dicts()
+    ]
+    return f"{violations.height} bars break the candle contract: {what}; e.g. {examples}"
 
 
 def bar_width_us(every: str) -> int:
