@@ -17,10 +17,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 
+from crypto_platform.assets.ingest import RAW
+from crypto_platform.automation.live import INGEST_KEYS, LiveSettings
 from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
 from crypto_platform_tests.conftest import PROJECT_DIR, SHARED_DATA
@@ -39,17 +43,25 @@ def ms(ts: datetime) -> int:
     return (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
-@pytest.fixture(scope="module")
-def recorded() -> RecordedTrades:
-    """The recorded Binance trades, as the fake exchange serves them."""
+def recorded_trades(shift: timedelta = timedelta(0)) -> RecordedTrades:
+    """The recorded Binance trades, as the fake exchange serves them (times moved by `shift`)."""
     df = pl.read_parquet(RECORDED).select(
         pl.col("trade_id").cast(pl.Int64),
-        pl.col("datetime").dt.epoch("ms").alias("timestamp_ms"),
+        (pl.col("datetime").dt.epoch("ms") + ms_delta(shift)).alias("timestamp_ms"),
         "price",
         "quantity",
         (pl.col("is_buyer_maker") == 1).alias("is_buyer_maker"),
     )
     return RecordedTrades.from_frame("BTCUSDT", df)
+
+
+def ms_delta(d: timedelta) -> int:
+    return d // timedelta(milliseconds=1)
+
+
+@pytest.fixture(scope="module")
+def recorded() -> RecordedTrades:
+    return recorded_trades()
 
 
 class Platform:
@@ -58,7 +70,9 @@ class Platform:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.instruments = tmp / "instruments.yaml"
-        entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "backoff_seconds": 0.05}
+        # the recording covers 30 minutes of the day: no liquidity floor on the share of non-empty bars
+        entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "backoff_seconds": 0.05,
+                 "min_non_empty_share": None}
         doc = {"start_date": "2024-01-01", "instruments": [entry]}
         self.instruments.write_text(json.dumps(doc))  # JSON is YAML
         parse_universe(doc, self.instruments)  # the file is valid before any run relies on it
@@ -105,9 +119,11 @@ def faulty(recorded: RecordedTrades) -> Iterator[FakeBinanceServer]:
         yield srv
 
 
-def expected(lo: datetime, hi: datetime) -> tuple[int, set[str], str]:
-    """(count, trade ids, exact sum of quantities) of the recorded trades in [lo, hi), by DuckDB."""
-    where = f"epoch_ms(datetime) >= {ms(lo)} and epoch_ms(datetime) < {ms(hi)}"
+def expected(lo: datetime, hi: datetime, shift: timedelta = timedelta(0)) -> tuple[int, set[str], str]:
+    """(count, trade ids, exact sum of quantities) of the recorded trades in [lo, hi) (their times
+    moved by `shift`), by DuckDB over the recorded file."""
+    t = f"(epoch_ms(datetime) + {ms_delta(shift)})"
+    where = f"{t} >= {ms(lo)} and {t} < {ms(hi)}"
     [(n, total)] = duckdb.sql(
         f"select count(*), sum(quantity::decimal(18, 8))::varchar "
         f"from read_parquet('{RECORDED}') where {where}"
@@ -148,3 +164,72 @@ def test_ccxt_binance_through_faults_into_bronze_equals_recorded(
     assert platform.manifest() == manifest
     assert stored(platform.bronze()) == (n, ids, total)
     assert {p: p.read_bytes() for p in (platform.tmp / "lake").rglob("*") if p.is_file()} == files
+
+
+def live_ingest(platform: Platform, server: FakeBinanceServer, now: datetime) -> None:
+    """The ingest part of the live sensor's run (its selection and run config) at wall-clock `now`:
+    the exchange has published what happened up to `now`, the raw asset and ccxt take it as 'now'."""
+    server.state.visible_until_ms = ms(now)
+    selection = " or ".join(f"key:{k.to_user_string()}" for k in INGEST_KEYS)
+    sources = {"api_urls": {"binance": server.url}, "now": now.isoformat()}
+    platform.materialize(selection, sources, LiveSettings().run_config()["ops"])
+
+
+def raw_metadata(platform: Platform) -> dict:
+    """Metadata of the latest raw/trades materialization of KEY, from the runs' Dagster instance."""
+    with dg.DagsterInstance.from_config(str(platform.tmp / "home")) as instance:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW, asset_partitions=[KEY]), limit=1
+        )
+    return {k: v.value for k, v in result.records[0].asset_materialization.metadata.items()}
+
+
+def test_late_trade_in_a_published_minute_is_picked_up_by_the_next_live_run(platform: Platform) -> None:
+    # The recording (12:00-12:30) is served 12 h earlier, so the day opens with trades: the blocking
+    # candles suite of a live run rejects bars with no price at all (before a day's first trade).
+    shift = -timedelta(hours=12)
+    recorded = recorded_trades(shift)
+    t0 = T0 + shift
+    # Two trades are published late: one 30 s before the watermark of the first run (within the
+    # 120 s overlap), one 4.5 min before it (beyond the overlap: the documented limit).
+    def trade_at(ts: datetime) -> tuple[str, datetime]:
+        i = int(np.searchsorted(recorded.times, ms(ts)))
+        return str(recorded.ids[i]), datetime.fromtimestamp(recorded.times[i] / 1000, UTC)
+
+    late_id, late_ts = trade_at(t0 + timedelta(minutes=9, seconds=30))
+    lost_id, lost_ts = trade_at(t0 + timedelta(minutes=5, seconds=30))
+    minute = late_ts.replace(second=0, microsecond=0)
+    state = ServerState(recorded, "BTC", "USDT", hidden_ids={int(late_id), int(lost_id)})
+    with FakeBinanceServer(state) as srv:
+        # 00:10:20: the live run publishes the whole minutes up to 00:10 (00:09 included) without them
+        live_ingest(platform, srv, t0 + timedelta(minutes=10, seconds=20))
+        assert platform.manifest()["batches"][-1]["covered_to"] == "2024-01-01T00:10:00+00:00"
+        bronze = platform.bronze()
+        assert late_id not in set(bronze["trade_id"]) and bronze["ts"].max() < t0 + timedelta(minutes=10)
+        n, ids, total = expected(minute, minute + timedelta(minutes=1), shift)
+        bar = platform.candles().filter(pl.col("ts") == minute)
+        assert bar["trade_count"].to_list() == [n - 1]
+        assert raw_metadata(platform)["late_trades"] == 0
+
+        # The exchange publishes them now; the next live run (a minute later) re-reads 120 s before
+        # the 00:10 watermark: the trade of 00:09:30 is fetched, bronze and the 00:09 bar are refreshed.
+        state.hidden_ids.clear()
+        live_ingest(platform, srv, t0 + timedelta(minutes=11, seconds=20))
+
+    bronze = platform.bronze()
+    assert late_id in set(bronze["trade_id"])
+    assert bronze["trade_id"].n_unique() == bronze.height  # the re-read overlap is de-duplicated
+    in_minute = bronze.filter((pl.col("ts") >= minute) & (pl.col("ts") < minute + timedelta(minutes=1)))
+    assert stored(in_minute) == (n, ids, total)  # the minute now equals the exchange's record exactly
+    bar = platform.candles().filter(pl.col("ts") == minute).row(0, named=True)
+    assert bar["trade_count"] == n
+    assert bar["volume"] == pytest.approx(float(total), rel=1e-12)
+    meta = raw_metadata(platform)
+    assert meta["late_trades"] == 1  # visible in the UI: one trade arrived late, caught by the overlap
+    assert meta["late_depth_seconds"] == pytest.approx((t0 + timedelta(minutes=10) - late_ts).total_seconds())
+    assert meta["overlap_seconds"] == 120
+    # The limit (docs/live.md): a trade published when it lay further than the overlap before the
+    # watermark is not re-read; the rest of the day up to 00:11 equals the record.
+    assert lost_id not in set(bronze["trade_id"]) and lost_ts < t0 + timedelta(minutes=8)
+    n_all, ids_all, _ = expected(t0, t0 + timedelta(minutes=11), shift)
+    assert bronze.height == n_all - 1 and set(bronze["trade_id"]) == ids_all - {lost_id}
