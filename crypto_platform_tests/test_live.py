@@ -332,6 +332,11 @@ def test_freshness_evaluations_measure_the_data_lag(world: World) -> None:
     e = evals["gold/predictions"]
     assert e.check_name == CHECK_NAME and e.passed
     # the run at 12:00:20 published whole minutes only: the newest bar is 11:59, ending at 12:00
+    part = DayPartition(load_universe().instrument(BTC), DAY)
+    newest = world.lake.partition_max("silver", "candles_1m", part, "ts")
+    assert newest == datetime(2024, 3, 4, 11, 59, tzinfo=UTC)
+    yesterday = DayPartition(part.instrument, DAY - timedelta(days=1))
+    assert world.lake.partition_max("silver", "candles_1m", yesterday, "ts") is None  # never written
     assert e.metadata["lag_by_instrument"].value == {BTC: 60.0, ETH: 60.0}
     late = evaluations(world.lake, CLOCK.now + timedelta(minutes=10))
     assert not any(e.passed for e in late)
