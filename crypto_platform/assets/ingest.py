@@ -55,16 +55,21 @@ class RawTradesConfig(dg.Config):
 
 
 def late_trades(
-    lake: LakeResource, part: DayPartition, fetched: pl.DataFrame, start: datetime, watermark: datetime
+    lake: LakeResource, part: DayPartition, manifest: dict[str, Any], fetched: pl.DataFrame, start: datetime
 ) -> pl.DataFrame:
     """Fetched trades timestamped before the previous watermark that no committed batch holds: trades
     the exchange published after an earlier fetch had passed their time (caught by the overlap)."""
-    wm_ms = _ms(watermark)
-    older = fetched.filter(pl.col("timestamp_ms") < wm_ms)
-    if older.is_empty():
+    wm = coverage_of(manifest).covered_to
+    older = fetched if wm is None else fetched.filter(pl.col("timestamp_ms") < _ms(wm))
+    if wm is None or older.is_empty():
+        return older.clear()
+    # only the batches whose coverage reaches into the re-read window can hold those trades
+    names = [b["name"] for b in manifest["batches"] if datetime.fromisoformat(b["covered_to"]) > start]
+    scan = lake.scan_batches("raw", "trades", part, names)
+    if scan is None:
         return older
-    known = scan_raw(lake, part).filter(pl.col("timestamp_ms") >= _ms(start)).select("trade_id").collect()
-    return older.filter(~pl.col("trade_id").is_in(known["trade_id"].implode()))
+    known = scan.filter(pl.col("timestamp_ms") >= _ms(start)).select("trade_id").collect()["trade_id"]
+    return older.filter(~pl.col("trade_id").is_in(known.implode()))
 
 
 def is_settled(manifest: dict[str, Any] | None, part: DayPartition, overlap: timedelta) -> bool:
@@ -120,7 +125,7 @@ def raw_trades(
             row["status"] = "complete" if horizon >= part.end else "up to date" if wm else "not started"
         else:
             batch = trade_sources.source_for(part.instrument).fetch(part.instrument, start, horizon)
-            late = empty(RAW_TRADES) if wm is None else late_trades(lake, part, batch.trades, start, wm)
+            late = late_trades(lake, part, manifest, batch.trades, start)
             if (batch.covered_to <= batch.covered_from and batch.trades.is_empty()) or (
                 wm is not None and batch.covered_to <= wm and not settling and late.is_empty()
             ):
