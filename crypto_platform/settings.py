@@ -6,6 +6,7 @@ rest (lake root, warehouse path, MLflow URI, ...) is resource configuration, res
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,25 @@ TRADE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay")
 CANDLE_IMPORT_FORMATS: tuple[str, ...] = ("auto", "csv", "kraken", "parquet")
 VOLUME_UNITS: tuple[str, ...] = ("base", "quote")
 SYNTHETIC_EXCHANGE = "sim"
+# Instrument options: what an entry of the instruments file may carry besides exchange/symbol/source.
+# Anything else is rejected, so a typo (`api_ur:`) never falls back silently (e.g. to the real exchange
+# instead of the configured proxy).
+CCXT_CLIENT_OPTIONS: tuple[str, ...] = (
+    "page_limit",
+    "max_retries",
+    "backoff_seconds",
+    "timeout_ms",
+    "exchange_options",
+)
+COMMON_OPTIONS: tuple[str, ...] = ("min_non_empty_share",)  # candles_1m_suite's liquidity floor
+SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("trades_per_minute",),
+    "ccxt": ("api_url", *CCXT_CLIENT_OPTIONS),
+    "replay": ("path",),
+    # import defaults of import_candles_job: a file (path, format, volume_unit) or ccxt fetch_ohlcv
+    # (its page size is the job's config, not an instrument option)
+    "candles": ("path", "format", "volume_unit", "api_url", *CCXT_CLIENT_OPTIONS[1:]),
+}
 _EXCHANGE_RE = re.compile(r"^[a-z0-9_]+$")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9.]+(:[A-Za-z0-9.\-]+)?$")
 
@@ -124,6 +144,14 @@ def parse_universe(raw: dict[str, Any], path: Path) -> Universe:
                 f"{where}: the synthetic source is only allowed with exchange '{SYNTHETIC_EXCHANGE}' "
                 f"(and '{SYNTHETIC_EXCHANGE}' only with the synthetic source), so simulated trades are "
                 "never labelled as a real exchange's"
+            )
+        allowed = {"exchange", "symbol", "source", *COMMON_OPTIONS, *SOURCE_OPTIONS[source]}
+        for unknown in [k for k in item if k not in allowed]:
+            close = difflib.get_close_matches(str(unknown), sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(
+                f"{where} ({exchange} {symbol}): unknown option {unknown!r} for source {source!r}{hint}; "
+                f"allowed: {', '.join(sorted(allowed))}"
             )
         if source == "replay" and not item.get("path"):
             raise SettingsError(f"{where}: source 'replay' needs a 'path' (file or glob of recorded trades)")

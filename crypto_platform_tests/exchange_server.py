@@ -4,8 +4,10 @@ It speaks the wire format of api.binance.com for what `ccxt.binance.load_markets
 call: /api/v3/exchangeInfo (and the empty futures /fapi/v1, /dapi/v1 ones), /api/v3/time,
 /api/v3/aggTrades (startTime/endTime inclusive, fromId, limit <= 1000, ascending, first `limit`
 matches, like Binance) and /api/v3/trades. Faults can be injected per aggTrades request (HTTP 429,
-HTTP 500, the previous page served again), and every request is counted so tests can prove the
-faults were actually hit.
+HTTP 500, the previous page served again), numbered over all aggTrades requests or only over those
+that have trades to answer (`fault_on="data"`: a walk over a whole day starts with empty hours), and
+every request is counted so tests can prove the faults were actually hit. Trades can be held back
+(`hidden_ids`: published late) and revealed later, like an exchange that publishes a trade late.
 """
 
 from __future__ import annotations
@@ -124,8 +126,11 @@ class ServerState:
     base: str
     quote: str
     faults: dict[int, str] = field(default_factory=dict)  # aggTrades request number (1-based) -> fault
+    fault_on: str = "request"  # number faults over every aggTrades request, or "data": non-empty pages only
     fail_all: int | None = None  # answer every request with this HTTP status
     visible_until_ms: int | None = None  # the exchange's "now": later trades have not happened yet
+    hidden_ids: set[int] = field(default_factory=set)  # trades not published yet (late publication)
+    data_pages: int = 0  # aggTrades requests that had trades to answer
     requests: Counter[str] = field(default_factory=Counter)  # path -> number of requests
     faults_hit: Counter[str] = field(default_factory=Counter)  # fault -> times injected
     last_agg_body: bytes | None = None
@@ -194,27 +199,44 @@ class Handler(BaseHTTPRequestHandler):
         return limit
 
     def agg_trades(self, state: ServerState, query: dict[str, str]) -> None:
-        """GET /api/v3/aggTrades with fault injection by request number."""
-        number = state.requests["/api/v3/aggTrades"]
-        fault = state.faults.get(number)
-        if fault is not None:
-            state.faults_hit[fault] += 1
-            if fault == "429":
-                self.error(
-                    429, -1003, "Too many requests; current limit is 6000 request weight per 1 MINUTE."
-                )
-                return
-            if fault == "500":
-                self.send(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
-                return
-            if fault == "duplicate" and state.last_agg_body is not None:
-                self.send(200, state.last_agg_body)  # the previous page again (a stale cache / replay)
-                return
-        if not self.check_symbol(state, query):
+        """GET /api/v3/aggTrades with fault injection by request (or non-empty page) number."""
+        if state.fault_on == "request" and self.inject(state, state.requests["/api/v3/aggTrades"]):
             return
+        body = self.agg_page(state, query)
+        if body is None:
+            return  # an error reply was sent
+        if state.fault_on == "data" and body != b"[]":
+            state.data_pages += 1
+            if self.inject(state, state.data_pages):
+                return
+        state.last_agg_body = body
+        self.send(200, body)
+
+    def inject(self, state: ServerState, number: int) -> bool:
+        """Answer with the fault planned for this request number, if any (True: it was answered)."""
+        fault = state.faults.get(number)
+        if fault is None:
+            return False
+        if fault == "duplicate" and state.last_agg_body is None:
+            return False
+        state.faults_hit[fault] += 1
+        if fault == "429":
+            self.error(429, -1003, "Too many requests; current limit is 6000 request weight per 1 MINUTE.")
+        elif fault == "500":
+            self.send(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
+        elif fault == "duplicate":
+            self.send(200, state.last_agg_body)  # the previous page again (a stale cache / replay)
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
+        return True
+
+    def agg_page(self, state: ServerState, query: dict[str, str]) -> bytes | None:
+        """The aggTrades page Binance would answer (None after an error reply)."""
+        if not self.check_symbol(state, query):
+            return None
         limit = self.limit(query)
         if limit is None:
-            return
+            return None
         t = state.trades
         visible = (
             len(t.ids)
@@ -224,7 +246,7 @@ class Handler(BaseHTTPRequestHandler):
         if "fromId" in query:
             if "startTime" in query or "endTime" in query:
                 self.error(400, -1128, "Combination of optional parameters invalid.")
-                return
+                return None
             lo = int(np.searchsorted(t.ids, int(query["fromId"]), side="left"))
             hi = visible
         elif "startTime" in query or "endTime" in query:
@@ -232,15 +254,19 @@ class Handler(BaseHTTPRequestHandler):
             end = int(query.get("endTime", start + MAX_WINDOW_MS))
             if end - start > MAX_WINDOW_MS or end < start:
                 self.error(400, -1127, "More than 1 hours between startTime and endTime.")
-                return
+                return None
             lo = int(np.searchsorted(t.times, start, side="left"))
             hi = int(np.searchsorted(t.times, end, side="right"))
         else:  # most recent trades
             lo, hi = max(0, visible - limit), visible
         hi = min(hi, visible)
-        body = ("[" + ",".join(t.agg_json[lo : min(hi, lo + limit)]) + "]").encode()
-        state.last_agg_body = body
-        self.send(200, body)
+        rows: list[str] = []
+        for i in range(lo, hi):  # the first `limit` published matches
+            if len(rows) == limit:
+                break
+            if not state.hidden_ids or int(t.ids[i]) not in state.hidden_ids:
+                rows.append(t.agg_json[i])
+        return ("[" + ",".join(rows) + "]").encode()
 
     def recent_trades(self, state: ServerState, query: dict[str, str]) -> None:
         """GET /api/v3/trades: the most recent `limit` trades."""

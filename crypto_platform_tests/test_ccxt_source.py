@@ -16,7 +16,7 @@ import pytest
 from crypto_platform import schemas
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError
-from crypto_platform.sources.ccxt_source import CcxtSource, override_api_urls
+from crypto_platform.sources.ccxt_source import CcxtSource, clear_markets_cache, override_api_urls
 from crypto_platform.sources.factory import build_source
 from crypto_platform_tests.exchange_server import FakeBinanceServer, RecordedTrades, ServerState
 
@@ -65,6 +65,12 @@ def recorded() -> RecordedTrades:
         (pl.col("is_buyer_maker") == 1).alias("is_buyer_maker"),
     )
     return RecordedTrades.from_frame("BTCUSDT", df)
+
+
+@pytest.fixture(autouse=True)
+def fresh_markets() -> None:
+    """Each test counts the exchange's requests from an empty in-process markets cache."""
+    clear_markets_cache()
 
 
 def serve(trades: RecordedTrades, **kwargs: object) -> FakeBinanceServer:
@@ -222,3 +228,18 @@ def test_factory_passes_api_url_and_options(server: FakeBinanceServer) -> None:
     assert isinstance(fallback, CcxtSource) and fallback.api_url == server.url
     with pytest.raises(SourceError, match="belongs to exchange"):
         src.fetch(Instrument("kraken", "BTC/USDT", "ccxt"), T0, T0 + timedelta(minutes=1))
+
+
+def test_markets_are_loaded_once_per_exchange_url_and_ttl(server: FakeBinanceServer) -> None:
+    window = (T0, T0 + timedelta(minutes=1))
+    expected = expected_rows(ms(T0), ms(T0 + timedelta(minutes=1)))
+    for _ in range(3):  # e.g. the partitions of one run: a new source each, one market load in all
+        assert fetched_rows(source(server.url).fetch(BTC, *window).trades) == expected
+    assert server.state.requests["/api/v3/exchangeInfo"] == 1
+    # a symbol the cached list does not hold: reloaded once (a new listing?) before failing clearly
+    with pytest.raises(SourceError, match="not listed"):
+        source(server.url).fetch(Instrument("binance", "DOGE/BTC", "ccxt"), *window)
+    assert server.state.requests["/api/v3/exchangeInfo"] == 2
+    # past the TTL the list is loaded again
+    assert fetched_rows(source(server.url, markets_ttl_seconds=0).fetch(BTC, *window).trades) == expected
+    assert server.state.requests["/api/v3/exchangeInfo"] == 3

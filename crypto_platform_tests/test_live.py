@@ -64,13 +64,6 @@ class Clock:
 CLOCK = Clock(datetime(2024, 3, 4, 12, 0, 20, tzinfo=UTC))
 
 
-class SimulatedSources(TradeSourcesResource):
-    """The real source factory, with the synthetic exchange's clock set to the test clock."""
-
-    def source_for(self, instrument):
-        return build_source(instrument, seed=self.seed, api_urls=self.api_urls or None, now=CLOCK)
-
-
 def key(inst: str, day: date = DAY) -> str:
     return multi_key(day, inst)
 
@@ -110,16 +103,20 @@ class World:
     def __init__(self, tmp: Path, instance: dg.DagsterInstance, mlflow_uri: str) -> None:
         self.instance = instance
         self.lake = LakeResource(root=str(tmp / "lake"))
-        self.resources = {
+        self.fixed = {
             "lake": self.lake,
             "warehouse": WarehouseResource(path=str(tmp / "warehouse.duckdb")),
-            "trade_sources": SimulatedSources(),
             "mlflow_registry": MlflowResource(tracking_uri=mlflow_uri, model_name=MODEL_NAME),
         }
         self.assets = list(defs.assets or [])
         self.settings = LiveSettings()
         self.sensor = build_live_sensor(settings=self.settings, clock=CLOCK)
         self.cursor: str | None = None
+
+    @property
+    def resources(self) -> dict:
+        """The run's resources; raw/trades and the synthetic exchange take 'now' from the test clock."""
+        return {**self.fixed, "trade_sources": TradeSourcesResource(now=CLOCK.now.isoformat())}
 
     def tick(self, cursor: str | None = "keep") -> dg.SensorResult:
         ctx = dg.build_sensor_context(
@@ -220,10 +217,17 @@ def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: Worl
     for r in second.run_requests:
         world.run(r)
     assert not world.tick().run_requests
-    preds = world.lake.read_partition(
-        "gold", "predictions", DayPartition(load_universe().instrument(BTC), DAY)
-    )
-    assert preds["ts"].max() == datetime(2024, 3, 4, 12, 1, tzinfo=UTC)  # the newest (partial) minute
+    inst = load_universe().instrument(BTC)
+    part = DayPartition(inst, DAY)
+    preds = world.lake.read_partition("gold", "predictions", part)
+    assert preds["ts"].max() == datetime(2024, 3, 4, 12, 0, tzinfo=UTC)  # 12:01 is still open at 12:01:05
+    # ... and the published 12:00 bar is complete: exactly the exchange's trades of that minute
+    candles = world.lake.read_partition("silver", "candles_1m", part)
+    bar = candles.filter(pl.col("ts") == datetime(2024, 3, 4, 12, 0, tzinfo=UTC))
+    minute = datetime(2024, 3, 4, 12, 0, tzinfo=UTC)
+    tape = build_source(inst, now=lambda: part.end).fetch(inst, minute, minute + timedelta(minutes=1)).trades
+    assert bar["trade_count"].to_list() == [tape.height] and tape.height > 0
+    assert candles["ts"].max() == minute
 
 
 def test_no_duplicate_request_while_a_run_for_the_partition_is_in_progress(world: World) -> None:
@@ -281,7 +285,11 @@ def test_restart_resumes_from_the_cursor_without_flooding(world: World) -> None:
     for r in catch_up.run_requests:
         world.run(r)
     manifest = world.lake.read_manifest("raw", "trades", DayPartition(load_universe().instrument(BTC), DAY))
-    assert len(manifest["batches"]) == 2  # 00:00-12:00:20, then (overlap) 11:58:20-15:00:30 in one fetch
+    # whole minutes: 00:00-12:00, then (overlap) 11:58-15:00 in one fetch
+    assert [(b["covered_from"][11:16], b["covered_to"][11:16]) for b in manifest["batches"]] == [
+        ("00:00", "12:00"),
+        ("11:58", "15:00"),
+    ]
 
     # Down over midnight: yesterday's tail is finished first; the new day has no whole minute yet.
     nxt = DAY + timedelta(days=1)
@@ -323,7 +331,13 @@ def test_freshness_evaluations_measure_the_data_lag(world: World) -> None:
     assert set(evals) == {"silver/candles_1m", "gold/predictions"}
     e = evals["gold/predictions"]
     assert e.check_name == CHECK_NAME and e.passed
-    assert e.metadata["lag_by_instrument"].value == {BTC: 0.0, ETH: 0.0}  # newest bar: 12:00 (partial)
+    # the run at 12:00:20 published whole minutes only: the newest bar is 11:59, ending at 12:00
+    part = DayPartition(load_universe().instrument(BTC), DAY)
+    newest = world.lake.partition_max("silver", "candles_1m", part, "ts")
+    assert newest == datetime(2024, 3, 4, 11, 59, tzinfo=UTC)
+    yesterday = DayPartition(part.instrument, DAY - timedelta(days=1))
+    assert world.lake.partition_max("silver", "candles_1m", yesterday, "ts") is None  # never written
+    assert e.metadata["lag_by_instrument"].value == {BTC: 60.0, ETH: 60.0}
     late = evaluations(world.lake, CLOCK.now + timedelta(minutes=10))
     assert not any(e.passed for e in late)
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from crypto_platform.settings import SettingsError, parse_universe, symbol_slug
+from crypto_platform.settings import (
+    DEFAULT_INSTRUMENTS_FILE,
+    SettingsError,
+    load_universe,
+    parse_universe,
+    symbol_slug,
+)
 
 P = Path("instruments.yaml")
 
@@ -54,3 +60,47 @@ def test_duplicates_and_unknown_keys() -> None:
         u.instrument("sim.DOGE-USDT")
     with pytest.raises(SettingsError, match="start_date"):
         parse_universe({"start_date": "yesterday", "instruments": [{"exchange": "sim", "symbol": "A/B"}]}, P)
+
+
+@pytest.mark.parametrize(
+    ("entry", "unknown", "hint"),
+    [
+        ({"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "api_ur": "http://proxy"}, "api_ur",
+         "did you mean 'api_url'"),
+        ({"exchange": "sim", "symbol": "BTC/USDT", "trade_per_minute": 5}, "trade_per_minute",
+         "did you mean 'trades_per_minute'"),
+        ({"exchange": "binance", "symbol": "BTC/USDT", "source": "replay", "path": "x.csv", "format": "csv"},
+         "format", ""),
+        ({"exchange": "sim", "symbol": "BTC/USDT", "api_url": "http://proxy"}, "api_url", ""),  # not ccxt
+    ],
+)  # fmt: skip
+def test_unknown_instrument_options_are_rejected(entry: dict, unknown: str, hint: str) -> None:
+    ok = {"exchange": "sim", "symbol": "ETH/USDT"}
+    with pytest.raises(SettingsError) as err:
+        parse_universe({"instruments": [ok, entry]}, P)
+    message = str(err.value)
+    assert message.startswith(f"{P}: instruments[1] ({entry['exchange']} {entry['symbol']}): ")
+    assert f"unknown option {unknown!r} for source {entry.get('source', 'synthetic')!r}" in message
+    assert hint in message and "allowed: " in message and "min_non_empty_share" in message
+
+
+def test_every_option_in_use_stays_allowed() -> None:
+    """The repo's instruments files and every option the code reads from an entry still load."""
+    for path in [DEFAULT_INSTRUMENTS_FILE, Path(__file__).parent / "instruments_test.yaml"]:
+        assert load_universe(path).instruments
+    u = parse_universe(
+        {
+            "instruments": [
+                {"exchange": "sim", "symbol": "BTC/USDT", "trades_per_minute": 30,
+                 "min_non_empty_share": 0.9},
+                {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "api_url": "http://127.0.0.1:9",
+                 "page_limit": 400, "max_retries": 2, "backoff_seconds": 0.1, "timeout_ms": 5000,
+                 "exchange_options": {"fetchMarkets": ["spot"]}, "min_non_empty_share": None},
+                {"exchange": "binanceusdm", "symbol": "BTC/USDT:USDT", "source": "replay", "path": "a.csv"},
+                {"exchange": "ftx", "symbol": "BTC/USD:USD", "source": "candles", "path": "f.csv",
+                 "format": "csv", "volume_unit": "quote", "api_url": "http://127.0.0.1:9", "max_retries": 1},
+            ]
+        },
+        P,
+    )  # fmt: skip
+    assert u.instrument("binance.BTC-USDT").options["exchange_options"] == {"fetchMarkets": ["spot"]}

@@ -1,7 +1,7 @@
 """raw and bronze layers: fetch trades into immutable raw batches, then type/validate/de-duplicate."""
 
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -39,7 +39,10 @@ class RawTradesConfig(dg.Config):
         description=(
             "Late-arriving trades: each fetch re-reads this many seconds before the watermark (bronze "
             "drops the repeats by trade id). A finished day is re-read once more this long after its "
-            "end ('settled'), so trades published late for its last minutes are not lost."
+            "end ('settled'), so trades published late for its last minutes are not lost. The limit: a "
+            "trade that lies further than this before the watermark when it is published is not "
+            "fetched again; `late_trades` / `late_depth_seconds` in the metadata show how much of the "
+            "overlap the late trades needed (a warning past half of it)."
         ),
     )
     whole_minutes: bool = Field(
@@ -49,6 +52,24 @@ class RawTradesConfig(dg.Config):
             "once complete (never a partial bar that later changes)."
         ),
     )
+
+
+def late_trades(
+    lake: LakeResource, part: DayPartition, manifest: dict[str, Any], fetched: pl.DataFrame, start: datetime
+) -> pl.DataFrame:
+    """Fetched trades timestamped before the previous watermark that no committed batch holds: trades
+    the exchange published after an earlier fetch had passed their time (caught by the overlap)."""
+    wm = coverage_of(manifest).covered_to
+    older = fetched if wm is None else fetched.filter(pl.col("timestamp_ms") < _ms(wm))
+    if wm is None or older.is_empty():
+        return older.clear()
+    # only the batches whose coverage reaches into the re-read window can hold those trades
+    names = [b["name"] for b in manifest["batches"] if datetime.fromisoformat(b["covered_to"]) > start]
+    scan = lake.scan_batches("raw", "trades", part, names)
+    if scan is None:
+        return older
+    known = scan.filter(pl.col("timestamp_ms") >= _ms(start)).select("trade_id").collect()["trade_id"]
+    return older.filter(~pl.col("trade_id").is_in(known.implode()))
 
 
 def is_settled(manifest: dict[str, Any] | None, part: DayPartition, overlap: timedelta) -> bool:
@@ -82,10 +103,10 @@ def raw_trades(
 ) -> dg.MaterializeResult:
     stats = []
     overlap = timedelta(seconds=config.overlap_seconds)
+    now = trade_sources.clock()
     for part in partitions_of(context):
         manifest = lake.read_manifest("raw", "trades", part) or {"batches": []}
         cov = coverage_of(manifest)
-        now = datetime.now(UTC)
         horizon = min(part.end, _floor_minute(now) if config.whole_minutes else now)
         wm = cov.covered_to
         settling = wm is not None and wm >= part.end and now >= part.end + overlap
@@ -99,12 +120,14 @@ def raw_trades(
         else:
             start = None
         row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0}
+        row["late_trades"] = 0
         if start is None or start >= horizon:
             row["status"] = "complete" if horizon >= part.end else "up to date" if wm else "not started"
         else:
             batch = trade_sources.source_for(part.instrument).fetch(part.instrument, start, horizon)
+            late = late_trades(lake, part, manifest, batch.trades, start)
             if (batch.covered_to <= batch.covered_from and batch.trades.is_empty()) or (
-                wm is not None and batch.covered_to <= wm and not settling
+                wm is not None and batch.covered_to <= wm and not settling and late.is_empty()
             ):
                 row["status"] = "nothing new"
             else:
@@ -112,21 +135,37 @@ def raw_trades(
                 if any(b["name"] == name for b in manifest["batches"]):
                     name = f"{name}-{_ms(now)}"
                 info = lake.write_batch(batch.trades, "raw", "trades", part, name)
+                covered_to = batch.covered_to if wm is None else max(batch.covered_to, wm)  # never shrinks
                 manifest["batches"].append(
                     {
                         "name": name,
                         "covered_from": batch.covered_from.isoformat(),
-                        "covered_to": batch.covered_to.isoformat(),
+                        "covered_to": covered_to.isoformat(),
                         "rows": info.rows,
                         "written_at": now.isoformat(),
                     }
                 )
                 lake.write_manifest(manifest, "raw", "trades", part)
-                row.update(status="fetched", rows=info.rows, bytes=info.bytes)
-                row.update({"from": batch.covered_from, "to": batch.covered_to})
+                row.update(status="fetched", rows=info.rows, bytes=info.bytes, late_trades=late.height)
+                row.update({"from": batch.covered_from, "to": covered_to})
+                if late.height:
+                    depth = (_ms(wm) - int(late["timestamp_ms"].min())) / 1000
+                    row["late_depth_seconds"] = depth
+                    say = context.log.warning if depth > overlap.total_seconds() / 2 else context.log.info
+                    say(
+                        f"raw {part}: {late.height} late trade(s) caught by the overlap re-read, up to "
+                        f"{depth:.1f} s before the watermark (overlap {overlap.total_seconds():g} s; "
+                        "trades later than the overlap are not fetched again: raise overlap_seconds if "
+                        "this nears it)"
+                    )
         context.log.info(f"raw {part}: {row['status']}, {row['rows']} new trades")
         stats.append(row)
-    return dg.MaterializeResult(metadata=summarize(stats))
+    meta = summarize(stats, sums=("rows", "bytes", "late_trades"))
+    depths = [r["late_depth_seconds"] for r in stats if "late_depth_seconds" in r]
+    meta["late_depth_seconds"] = dg.MetadataValue.float(float(max(depths, default=0.0)))
+    meta["overlap_seconds"] = dg.MetadataValue.int(config.overlap_seconds)
+    meta["fetched_at"] = now.isoformat()
+    return dg.MaterializeResult(metadata=meta)
 
 
 def scan_raw(lake: LakeResource, part) -> pl.LazyFrame:

@@ -26,13 +26,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from crypto_platform.assets.gold import PREDICTIONS
 from crypto_platform.assets.silver import CANDLES_1M
 from crypto_platform.automation.live import LIVE_SOURCES, sensor_default_status
 from crypto_platform.partitions import DayPartition
-from crypto_platform.resources.lake import PART_FILE, LakeResource
+from crypto_platform.resources.lake import LakeResource
 from crypto_platform.settings import SettingsError, load_universe
 
 FRESHNESS_KEYS = [CANDLES_1M, PREDICTIONS]
@@ -71,10 +70,7 @@ def max_lag_seconds() -> float:
 def newest_bar_end(lake: LakeResource, key: dg.AssetKey, part: DayPartition) -> datetime | None:
     """End (ts + 1 minute) of the newest 1-minute row of one partition of a lake table, or None."""
     layer, table = key.path
-    path = lake.partition_path(layer, table, part) / PART_FILE
-    if not path.exists():
-        return None
-    newest = pl.scan_parquet(path).select(pl.col("ts").max()).collect().item()
+    newest = lake.partition_max(layer, table, part, "ts")
     return None if newest is None else newest + timedelta(minutes=1)
 
 

@@ -83,6 +83,11 @@ class LakeResource(dg.ConfigurableResource):
         path = self.partition_path(layer, table, part) / PART_FILE
         return pl.read_parquet(path) if path.exists() else None
 
+    def partition_max(self, layer: str, table: str, part: DayPartition, column: str) -> Any:
+        """Largest value of one column of a partition (None if never written or empty); reads that column."""
+        path = self.partition_path(layer, table, part) / PART_FILE
+        return pl.scan_parquet(path).select(pl.col(column).max()).collect().item() if path.exists() else None
+
     def has_partition(self, layer: str, table: str, part: DayPartition) -> bool:
         return (self.partition_path(layer, table, part) / PART_FILE).exists()
 

@@ -3,12 +3,15 @@
 Pagination walks forward with `since`: each page's last timestamp becomes the next `since` (not +1,
 since several trades can share a millisecond); ids already seen are dropped, so page overlaps and
 stale/duplicated pages are harmless. Transient errors are retried with exponential back-off.
+Loaded markets are shared in-process per (exchange id, API URL, options) for `markets_ttl_seconds`,
+so the partitions of one run (a backfill range) and later sources in the same process load them once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -42,6 +45,17 @@ SINCE_WINDOW_MS: dict[str, int] = {
     "binanceusdm": 3_600_000,
     "binancecoinm": 3_600_000,
 }
+
+MARKETS_TTL_SECONDS = 3600.0  # the listed markets change rarely; a symbol missing from them forces a reload
+# (exchange id, API URL, options JSON) -> (monotonic time loaded, markets, currencies)
+_MARKETS: dict[tuple[str, str, str], tuple[float, dict, dict | None]] = {}
+_MARKETS_LOCK = threading.Lock()
+
+
+def clear_markets_cache() -> None:
+    """Forget every cached market list (the next source loads them from the exchange)."""
+    with _MARKETS_LOCK:
+        _MARKETS.clear()
 
 
 def override_api_urls(api: Any, base_url: str) -> Any:
@@ -111,6 +125,7 @@ class CcxtSource:
         timeout_ms: int = 10000,
         now: Callable[[], datetime] | None = None,
         exchange_options: dict | None = None,
+        markets_ttl_seconds: float = MARKETS_TTL_SECONDS,
     ) -> None:
         if exchange_id not in ccxt.exchanges:
             raise SourceError(f"ccxt: unknown exchange id {exchange_id!r} (not in ccxt.exchanges)")
@@ -123,6 +138,7 @@ class CcxtSource:
         self.backoff_seconds = backoff_seconds
         self.timeout_ms = timeout_ms
         self.exchange_options = dict(exchange_options or {})
+        self.markets_ttl_seconds = markets_ttl_seconds
         self._now = now or (lambda: datetime.now(UTC))
         self._exchange: ccxt.Exchange | None = None
 
@@ -160,9 +176,27 @@ class CcxtSource:
             f"({self.max_retries} retries); last error: {type(last).__name__}: {last}"
         )
 
+    def markets(self, symbol: str, *, reload: bool = False) -> tuple[dict[str, Any], bool]:
+        """(the exchange's markets, whether they came from the in-process cache); loaded with retries
+        unless a fresh cached list exists for this exchange id, API URL and options."""
+        options = json.dumps(self.exchange_options, sort_keys=True, default=str)
+        key = (self.exchange_id, self.api_url or "", options)
+        with _MARKETS_LOCK:
+            cached = _MARKETS.get(key)
+        if cached and not reload and time.monotonic() - cached[0] < self.markets_ttl_seconds:
+            if not self.exchange.markets:
+                self.exchange.set_markets(cached[1], cached[2])  # ccxt copies them into its own structures
+            return self.exchange.markets, True
+        markets = self.call("load_markets", symbol, self.exchange.load_markets, True)
+        with _MARKETS_LOCK:
+            _MARKETS[key] = (time.monotonic(), markets, self.exchange.currencies)
+        return markets, False
+
     def check_symbol(self, symbol: str) -> None:
-        """Load the markets (with retries) and fail clearly when the exchange does not list the symbol."""
-        markets = self.call("load_markets", symbol, self.exchange.load_markets)
+        """Fail clearly when the exchange does not list the symbol (a cached list is reloaded first)."""
+        markets, cached = self.markets(symbol)
+        if symbol not in markets and cached:
+            markets, _ = self.markets(symbol, reload=True)  # listed since the markets were cached?
         if symbol not in markets:
             raise SourceError(
                 f"ccxt {self.exchange_id}: symbol {symbol!r} is not listed ({len(markets)} markets loaded)"

@@ -10,8 +10,8 @@ from crypto_platform import settings
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError, TradeSource
 
-# instrument options passed through to CcxtSource (everything else in the YAML entry is ignored there)
-CCXT_OPTIONS = ("page_limit", "max_retries", "backoff_seconds", "timeout_ms", "exchange_options")
+# instrument options passed through to CcxtSource (settings rejects options a source does not know)
+CCXT_OPTIONS = settings.CCXT_CLIENT_OPTIONS
 
 
 def replay_path(instrument: Instrument, project_dir: Path) -> str:

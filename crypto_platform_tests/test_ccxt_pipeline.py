@@ -1,0 +1,235 @@
+"""A ccxt binance instrument through the platform itself: the `dagster asset materialize` CLI runs
+raw -> bronze (-> silver) with the real ccxt.binance client against the local fake Binance
+(exchange_server.py) serving the real recorded trades of ../shared with a 429, a 500 and a duplicated
+page injected. What lands in the lake is compared with the recorded file, read independently by DuckDB.
+
+The instrument universe of these runs is a temp instruments file holding the ccxt instrument (the
+test universe has none: a ccxt instrument there would be live for test_live's sensor), passed to
+the CLI process as CRYPTO_PLATFORM_INSTRUMENTS, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from crypto_platform.assets.ingest import RAW
+from crypto_platform.automation.live import INGEST_KEYS, LiveSettings
+from crypto_platform.cli import materialize_command
+from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
+from crypto_platform_tests.conftest import PROJECT_DIR, SHARED_DATA
+from crypto_platform_tests.exchange_server import FakeBinanceServer, RecordedTrades, ServerState
+
+pytestmark = pytest.mark.timeout(600)
+
+RECORDED = SHARED_DATA / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"
+KEY = "2024-01-01|binance.BTC-USDT"
+INGEST = "group:raw or group:bronze"
+T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
+
+
+def ms(ts: datetime) -> int:
+    """Epoch milliseconds of a UTC datetime."""
+    return (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def recorded_trades(shift: timedelta = timedelta(0)) -> RecordedTrades:
+    """The recorded Binance trades, as the fake exchange serves them (times moved by `shift`)."""
+    df = pl.read_parquet(RECORDED).select(
+        pl.col("trade_id").cast(pl.Int64),
+        (pl.col("datetime").dt.epoch("ms") + ms_delta(shift)).alias("timestamp_ms"),
+        "price",
+        "quantity",
+        (pl.col("is_buyer_maker") == 1).alias("is_buyer_maker"),
+    )
+    return RecordedTrades.from_frame("BTCUSDT", df)
+
+
+def ms_delta(d: timedelta) -> int:
+    return d // timedelta(milliseconds=1)
+
+
+@pytest.fixture(scope="module")
+def recorded() -> RecordedTrades:
+    return recorded_trades()
+
+
+class Platform:
+    """A temp platform home (instruments file, DAGSTER_HOME, lake, warehouse) driven by the dagster CLI."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.instruments = tmp / "instruments.yaml"
+        # the recording covers 30 minutes of the day: no liquidity floor on the share of non-empty bars
+        entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "backoff_seconds": 0.05,
+                 "min_non_empty_share": None}
+        doc = {"start_date": "2024-01-01", "instruments": [entry]}
+        self.instruments.write_text(json.dumps(doc))  # JSON is YAML
+        parse_universe(doc, self.instruments)  # the file is valid before any run relies on it
+        (tmp / "home").mkdir()
+        self.env = {
+            **os.environ,
+            INSTRUMENTS_ENV: str(self.instruments),
+            "DAGSTER_HOME": str(tmp / "home"),
+            "CRYPTO_LAKE_ROOT": str(tmp / "lake"),
+            "CRYPTO_WAREHOUSE_PATH": str(tmp / "warehouse.duckdb"),
+        }
+
+    def materialize(self, selection: str, sources: dict, ops: dict | None = None) -> None:
+        """One `dagster asset materialize` run of KEY with the trade_sources resource configured."""
+        config = {"resources": {"trade_sources": {"config": sources}}, "ops": ops or {}}
+        cmd = materialize_command(selection, f"{KEY}...{KEY}", config)
+        proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=self.env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    def lake_file(self, layer: str, table: str) -> Path:
+        return self.tmp / "lake" / layer / table / "instrument=binance.BTC-USDT" / "date=2024-01-01"
+
+    def manifest(self) -> dict:
+        return json.loads((self.lake_file("raw", "trades") / "_manifest.json").read_text())
+
+    def bronze(self) -> pl.DataFrame:
+        return pl.read_parquet(self.lake_file("bronze", "trades") / "part.parquet")
+
+    def candles(self) -> pl.DataFrame:
+        return pl.read_parquet(self.lake_file("silver", "candles_1m") / "part.parquet")
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Platform:
+    return Platform(tmp_path)
+
+
+@pytest.fixture
+def faulty(recorded: RecordedTrades) -> Iterator[FakeBinanceServer]:
+    """The fake Binance, faults numbered over the pages that hold trades: a 429 on the 2nd, a 500 on
+    the 4th, and the 7th answered with the 6th page again."""
+    state = ServerState(recorded, "BTC", "USDT", faults={2: "429", 4: "500", 7: "duplicate"}, fault_on="data")
+    with FakeBinanceServer(state) as srv:
+        yield srv
+
+
+def expected(lo: datetime, hi: datetime, shift: timedelta = timedelta(0)) -> tuple[int, set[str], str]:
+    """(count, trade ids, exact sum of quantities) of the recorded trades in [lo, hi) (their times
+    moved by `shift`), by DuckDB over the recorded file."""
+    t = f"(epoch_ms(datetime) + {ms_delta(shift)})"
+    where = f"{t} >= {ms(lo)} and {t} < {ms(hi)}"
+    [(n, total)] = duckdb.sql(
+        f"select count(*), sum(quantity::decimal(18, 8))::varchar "
+        f"from read_parquet('{RECORDED}') where {where}"
+    ).fetchall()
+    ids = duckdb.sql(f"select trade_id::varchar from read_parquet('{RECORDED}') where {where}").fetchall()
+    return n, {r[0] for r in ids}, total
+
+
+def stored(bronze: pl.DataFrame) -> tuple[int, set[str], str]:
+    """The same three figures of a bronze partition (the sum exact, in decimal)."""
+    [(total,)] = duckdb.sql("select sum(amount::decimal(18, 8))::varchar from bronze").fetchall()
+    return bronze.height, set(bronze["trade_id"]), total
+
+
+def test_ccxt_binance_through_faults_into_bronze_equals_recorded(
+    platform: Platform, faulty: FakeBinanceServer
+) -> None:
+    platform.materialize(INGEST, {"api_urls": {"binance": faulty.url}})
+    state = faulty.state
+    assert dict(state.faults_hit) == {"429": 1, "500": 1, "duplicate": 1}  # every fault was met
+    assert state.data_pages >= 17 + 3  # 16,702 trades in pages of 1000, plus the pages the faults spoiled
+
+    n, ids, total = expected(T0 - timedelta(hours=12), T0 + timedelta(hours=12))
+    assert n == 16_702 == len(ids)
+    bronze = platform.bronze()
+    assert stored(bronze) == (n, ids, total)
+    assert bronze["exchange"].unique().to_list() == ["binance"]
+    manifest = platform.manifest()
+    assert [(b["covered_from"], b["covered_to"]) for b in manifest["batches"]] == [
+        ("2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00")
+    ]
+
+    # A re-run of the finished, settled day asks the exchange for nothing and stores nothing new.
+    requests = state.requests["/api/v3/aggTrades"]
+    files = {p: p.read_bytes() for p in (platform.tmp / "lake").rglob("*") if p.is_file()}
+    platform.materialize(INGEST, {"api_urls": {"binance": faulty.url}})
+    assert state.requests["/api/v3/aggTrades"] == requests
+    assert platform.manifest() == manifest
+    assert stored(platform.bronze()) == (n, ids, total)
+    assert {p: p.read_bytes() for p in (platform.tmp / "lake").rglob("*") if p.is_file()} == files
+
+
+def live_ingest(platform: Platform, server: FakeBinanceServer, now: datetime) -> None:
+    """The ingest part of the live sensor's run (its selection and run config) at wall-clock `now`:
+    the exchange has published what happened up to `now`, the raw asset and ccxt take it as 'now'."""
+    server.state.visible_until_ms = ms(now)
+    selection = " or ".join(f"key:{k.to_user_string()}" for k in INGEST_KEYS)
+    sources = {"api_urls": {"binance": server.url}, "now": now.isoformat()}
+    platform.materialize(selection, sources, LiveSettings().run_config()["ops"])
+
+
+def raw_metadata(platform: Platform) -> dict:
+    """Metadata of the latest raw/trades materialization of KEY, from the runs' Dagster instance."""
+    with dg.DagsterInstance.from_config(str(platform.tmp / "home")) as instance:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW, asset_partitions=[KEY]), limit=1
+        )
+    return {k: v.value for k, v in result.records[0].asset_materialization.metadata.items()}
+
+
+def test_late_trade_in_a_published_minute_is_picked_up_by_the_next_live_run(platform: Platform) -> None:
+    # The recording (12:00-12:30) is served 12 h earlier, so the day opens with trades: the blocking
+    # candles suite of a live run rejects bars with no price at all (before a day's first trade).
+    shift = -timedelta(hours=12)
+    recorded = recorded_trades(shift)
+    t0 = T0 + shift
+    # Two trades are published late: one 30 s before the watermark of the first run (within the
+    # 120 s overlap), one 4.5 min before it (beyond the overlap: the documented limit).
+    def trade_at(ts: datetime) -> tuple[str, datetime]:
+        i = int(np.searchsorted(recorded.times, ms(ts)))
+        return str(recorded.ids[i]), datetime.fromtimestamp(recorded.times[i] / 1000, UTC)
+
+    late_id, late_ts = trade_at(t0 + timedelta(minutes=9, seconds=30))
+    lost_id, lost_ts = trade_at(t0 + timedelta(minutes=5, seconds=30))
+    minute = late_ts.replace(second=0, microsecond=0)
+    state = ServerState(recorded, "BTC", "USDT", hidden_ids={int(late_id), int(lost_id)})
+    with FakeBinanceServer(state) as srv:
+        # 00:10:20: the live run publishes the whole minutes up to 00:10 (00:09 included) without them
+        live_ingest(platform, srv, t0 + timedelta(minutes=10, seconds=20))
+        assert platform.manifest()["batches"][-1]["covered_to"] == "2024-01-01T00:10:00+00:00"
+        bronze = platform.bronze()
+        assert late_id not in set(bronze["trade_id"]) and bronze["ts"].max() < t0 + timedelta(minutes=10)
+        n, ids, total = expected(minute, minute + timedelta(minutes=1), shift)
+        bar = platform.candles().filter(pl.col("ts") == minute)
+        assert bar["trade_count"].to_list() == [n - 1]
+        assert raw_metadata(platform)["late_trades"] == 0
+
+        # The exchange publishes them now; the next live run (a minute later) re-reads 120 s before
+        # the 00:10 watermark: the trade of 00:09:30 is fetched, bronze and the 00:09 bar are refreshed.
+        state.hidden_ids.clear()
+        live_ingest(platform, srv, t0 + timedelta(minutes=11, seconds=20))
+
+    bronze = platform.bronze()
+    assert late_id in set(bronze["trade_id"])
+    assert bronze["trade_id"].n_unique() == bronze.height  # the re-read overlap is de-duplicated
+    in_minute = bronze.filter((pl.col("ts") >= minute) & (pl.col("ts") < minute + timedelta(minutes=1)))
+    assert stored(in_minute) == (n, ids, total)  # the minute now equals the exchange's record exactly
+    bar = platform.candles().filter(pl.col("ts") == minute).row(0, named=True)
+    assert bar["trade_count"] == n
+    assert bar["volume"] == pytest.approx(float(total), rel=1e-12)
+    meta = raw_metadata(platform)
+    assert meta["late_trades"] == 1  # visible in the UI: one trade arrived late, caught by the overlap
+    assert meta["late_depth_seconds"] == pytest.approx((t0 + timedelta(minutes=10) - late_ts).total_seconds())
+    assert meta["overlap_seconds"] == 120
+    # The limit (docs/live.md): a trade published when it lay further than the overlap before the
+    # watermark is not re-read; the rest of the day up to 00:11 equals the record.
+    assert lost_id not in set(bronze["trade_id"]) and lost_ts < t0 + timedelta(minutes=8)
+    n_all, ids_all, _ = expected(t0, t0 + timedelta(minutes=11), shift)
+    assert bronze.height == n_all - 1 and set(bronze["trade_id"]) == ids_all - {lost_id}
