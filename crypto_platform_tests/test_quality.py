@@ -137,6 +137,22 @@ def test_duplicated_minute_and_null_key(candles: pl.DataFrame) -> None:
     assert r.outcome("symbol_not_null").unexpected_examples == ("null",)
 
 
+def test_prices_required_on_traded_bars_not_before_the_first_price(candles: pl.DataFrame) -> None:
+    # a quiet start with no previous close: the leading empty bars have no price to carry forward
+    lead = candles.with_columns(
+        *[
+            pl.when(pl.int_range(pl.len()) < 30).then(None).otherwise(pl.col(c)).alias(c)
+            for c in ["open", "high", "low", "close", "vwap"]
+        ],
+        pl.when(pl.int_range(pl.len()) < 30).then(True).otherwise(pl.col("is_empty")).alias("is_empty"),
+    )
+    r = validate_candles(lead, DAY, NEXT)
+    assert r.success, r.summary()
+    # a traded bar without a close is a broken candle
+    r = validate_candles(set_row(candles, 100, close=None), DAY, NEXT)
+    assert counts(r) == {"close_not_null": 1, "close_ge_low": 1, "close_le_high": 1}
+
+
 def test_ts_outside_window(candles: pl.DataFrame, shared_data: Path) -> None:
     spill = ftx_candles(shared_data, NEXT, NEXT + timedelta(minutes=3))
     r = validate_candles(pl.concat([candles, spill]), DAY, NEXT)

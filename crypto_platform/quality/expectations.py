@@ -15,8 +15,9 @@ Suites (expectation names are stable ids, used in metadata keys):
                  dtypes incl. time unit/zone), <key>_not_null (exchange symbol trade_id ts price amount
                  side), price_positive, amount_positive, side_in_set, trade_id_unique (exchange, symbol,
                  trade_id), ts_in_window [window_start, window_end)
-  candles_1m     columns, <col>_type, dtypes_match_contract, <key>_not_null (exchange symbol ts o h l c
-                 volume is_empty), minute_unique (exchange, symbol, ts), high_ge_low (all bars),
+  candles_1m     columns, <col>_type, dtypes_match_contract, <key>_not_null (exchange symbol ts volume
+                 is_empty; o h l c on traded bars: empty bars before an instrument's first known price
+                 have none to carry forward), minute_unique (exchange, symbol, ts), high_ge_low (all bars),
                  open_ge_low / open_le_high / close_ge_low / close_le_high (non-empty bars),
                  low_positive (low > 0, hence every price), volume_non_negative, ts_in_window,
                  non_empty_share (share of non-empty bars >= min_non_empty_share; omitted when None,
@@ -45,9 +46,11 @@ from crypto_platform.schemas import BRONZE_TRADES, CANDLES
 BRONZE_SUITE = "bronze_trades"
 CANDLES_SUITE = "candles_1m"
 BRONZE_KEY_COLUMNS: tuple[str, ...] = ("exchange", "symbol", "trade_id", "ts", "price", "amount", "side")
-CANDLE_KEY_COLUMNS: tuple[str, ...] = (
-    "exchange", "symbol", "ts", "open", "high", "low", "close", "volume", "is_empty",
-)
+CANDLE_KEY_COLUMNS: tuple[str, ...] = ("exchange", "symbol", "ts", "volume", "is_empty")
+# Prices must be present on traded bars. Empty bars carry the previous close, which does not exist
+# before the first trade an instrument ever had (a first ingested day that starts quiet, a new
+# listing): those leading bars honestly have no price, and must not fail the partition.
+CANDLE_PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 TRADE_SIDES: tuple[str, ...] = ("buy", "sell")
 DEFAULT_MIN_NON_EMPTY_SHARE = 0.5
 MAX_EXAMPLES = 5
@@ -191,6 +194,10 @@ def _candle_expectations(gxe: Any, col: Any, min_non_empty_share: float | None) 
         meta(gxe.ExpectTableColumnsToMatchSet(column_set=list(CANDLES), exact_match=True), "columns"),
         *_type_expectations(gxe, CANDLES),
         *[meta(gxe.ExpectColumnValuesToNotBeNull(column=c), f"{c}_not_null") for c in CANDLE_KEY_COLUMNS],
+        *[
+            meta(gxe.ExpectColumnValuesToNotBeNull(column=c, row_condition=traded), f"{c}_not_null")
+            for c in CANDLE_PRICE_COLUMNS
+        ],
         meta(gxe.ExpectCompoundColumnsToBeUnique(column_list=["exchange", "symbol", "ts"]), "minute_unique"),
         meta(pair(column_A="high", column_B="low", or_equal=True), "high_ge_low"),
         meta(pair(column_A="open", column_B="low", or_equal=True, row_condition=traded), "open_ge_low"),
