@@ -334,6 +334,16 @@ def verify_tape(root: Path, instruments: list[str], days: list) -> list[dict[str
     return out
 
 
+def live_runs_in_progress(home: Path) -> int:
+    """Number of live runs the instance shows as executing right now."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return instance.get_runs_count(
+            dg.RunsFilter(tags={"crypto/live": "true"}, statuses=[dg.DagsterRunStatus.STARTED])
+        )
+
+
 def run_stats(home: Path, stops: list[float]) -> dict[str, Any]:
     """Live runs from the instance: statuses, where the time goes, overlaps, the restart's effect."""
     import dagster as dg
@@ -468,8 +478,16 @@ def main(argv: list[str] | None = None) -> None:
                 )
             if warm is None and now - t_dev > 300:
                 sys.exit(f"bench: no prediction after 5 min; see {devlog}")
-            if restart_at and not restart and now >= restart_at:
-                log("stopping dagster dev (SIGTERM to its process group); polling goes on ...")
+            # stop dagster dev while a live run is executing (up to 90 s of waiting for one), so the
+            # restart proves that a run cut off mid-write loses and duplicates nothing
+            if restart_at and not restart and now >= restart_at and (
+                live_runs_in_progress(home) or now >= restart_at + 90
+            ):
+                restart["in_flight"] = live_runs_in_progress(home)
+                log(
+                    f"stopping dagster dev (SIGTERM to its process group) with {restart['in_flight']} "
+                    "live run(s) executing; polling goes on ..."
+                )
                 restart["down"] = time.time()
                 restart["stop_s"] = stop_dev(proc)
                 proc = None

@@ -208,7 +208,8 @@ def fetch_ccxt_candles(
     """1-minute bars in [since, min(until, now floored to the minute)) via ccxt fetch_ohlcv, paginated
     forward from `since`; returns (CANDLES with origin 'import:ccxt', number of requests)."""
     from crypto_platform.sources.base import SourceError
-    from crypto_platform.sources.ccxt_source import CcxtSource, ms_ceil
+    from crypto_platform.sources.ccxt_source import CcxtSource
+    from crypto_platform.timeutil import epoch_ms_ceil
 
     now = now or datetime.now(UTC)
     end = min(until, now.replace(second=0, microsecond=0))  # the open minute is not a finished bar
@@ -224,7 +225,7 @@ def fetch_ccxt_candles(
             raise ImportCandlesError(
                 f"ccxt {inst.exchange} has no fetch_ohlcv; import its OHLCV files instead"
             )
-        since_ms, end_ms = ms_ceil(since), ms_ceil(end)
+        since_ms, end_ms = epoch_ms_ceil(since), epoch_ms_ceil(end)
         bars: dict[int, list] = {}
         cursor, requests = since_ms, 0
         while cursor < end_ms:

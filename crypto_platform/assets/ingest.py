@@ -14,6 +14,7 @@ from crypto_platform.partitions import DayPartition, partitions_of, single_run, 
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.schemas import RAW_TRADES, empty
+from crypto_platform.timeutil import floor_minute
 from crypto_platform.transforms.trades import to_bronze
 
 RAW = dg.AssetKey(["raw", "trades"])
@@ -26,10 +27,6 @@ DEFAULT_OVERLAP_SECONDS = 120
 
 def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
-
-
-def _floor_minute(ts: datetime) -> datetime:
-    return ts.replace(second=0, microsecond=0)
 
 
 class RawTradesConfig(dg.Config):
@@ -107,7 +104,7 @@ def raw_trades(
     for part in partitions_of(context):
         manifest = lake.read_manifest("raw", "trades", part) or {"batches": []}
         cov = coverage_of(manifest)
-        horizon = min(part.end, _floor_minute(now) if config.whole_minutes else now)
+        horizon = min(part.end, floor_minute(now) if config.whole_minutes else now)
         wm = cov.covered_to
         settling = wm is not None and wm >= part.end and now >= part.end + overlap
         settling = settling and not is_settled(manifest, part, overlap)

@@ -50,6 +50,7 @@ from crypto_platform.partitions import DayPartition, trade_partitions
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.schemas import CANDLE_TABLES
 from crypto_platform.settings import SettingsError, load_universe
+from crypto_platform.timeutil import floor_minute
 
 LIVE_SOURCES = ("synthetic", "ccxt")
 SENSOR_NAME = "live_sensor"
@@ -215,10 +216,6 @@ class Decision:
     reason: str | None  # why the partition needs a run; None: up to date
     note: str = ""  # detail for the tick log (watermark, why not requested, ...)
     requested: bool = False
-
-
-def floor_minute(ts: datetime) -> datetime:
-    return ts.replace(second=0, microsecond=0)
 
 
 def minute_token(ts: datetime) -> str:

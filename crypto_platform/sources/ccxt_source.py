@@ -24,10 +24,10 @@ import polars as pl
 from crypto_platform import schemas
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError, TradeBatch
+from crypto_platform.timeutil import EPOCH, epoch_ms_ceil
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # ccxt errors worth retrying: network trouble, rate limits, maintenance, time-outs, transient failures.
 RETRYABLE: tuple[type[Exception], ...] = (
     ccxt.NetworkError,
@@ -71,13 +71,6 @@ def override_api_urls(api: Any, base_url: str) -> Any:
     if isinstance(api, list):
         return [override_api_urls(v, base_url) for v in api]
     return api
-
-
-def ms_ceil(ts: datetime) -> int:
-    """Smallest epoch ms whose instant is >= ts."""
-    delta = ts - EPOCH
-    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return -(-us // 1000)
 
 
 def trade_key(trade: dict[str, Any]) -> Any:
@@ -260,11 +253,11 @@ class CcxtSource:
         self.check_symbol(instrument.symbol)
         now = self._now()
         now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-        start_ms, end_ms = ms_ceil(start), ms_ceil(end)
+        start_ms, end_ms = epoch_ms_ceil(start), epoch_ms_ceil(end)
         kept = (
             []
             if end_ms <= start_ms
-            else self.collect(instrument.symbol, start_ms, end_ms, ms_ceil(min(end, now)))
+            else self.collect(instrument.symbol, start_ms, end_ms, epoch_ms_ceil(min(end, now)))
         )
         if end <= now:
             covered_to = end

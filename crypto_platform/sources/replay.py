@@ -25,8 +25,8 @@ import polars as pl
 from crypto_platform import schemas
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError, TradeBatch
+from crypto_platform.timeutil import EPOCH, as_utc, epoch_ms_ceil
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A recording continues across a window edge if it has a trade within this time on the other side.
 SESSION_GAP = timedelta(hours=2)
 
@@ -353,13 +353,6 @@ def load_file(
     return FileTrades(trades, first, last, others)
 
 
-def ms_ceil(ts: datetime) -> int:
-    """Smallest epoch ms whose instant is >= ts (so `timestamp_ms >= ms_ceil(start)` <=> ts >= start)."""
-    delta = (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts) - EPOCH
-    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return -(-us // 1000)
-
-
 def from_ms(ms: int) -> datetime:
     """UTC datetime of epoch milliseconds."""
     return EPOCH + timedelta(milliseconds=ms)
@@ -408,7 +401,7 @@ class ReplaySource:
         end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
         if end < start:
             raise SourceError(f"replay: {instrument.key}: window end {end} is before start {start}")
-        lo_ms, hi_ms = ms_ceil(start), ms_ceil(end)
+        lo_ms, hi_ms = epoch_ms_ceil(as_utc(start)), epoch_ms_ceil(as_utc(end))
         received_at = self._now()
         parts = self._load(instrument, lo_ms, hi_ms, received_at)
         others = sorted({sym for p in parts for sym in p.other_symbols})

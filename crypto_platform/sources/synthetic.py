@@ -24,6 +24,7 @@ from scipy import special, stats
 from crypto_platform import schemas
 from crypto_platform.settings import SYNTHETIC_EXCHANGE, Instrument
 from crypto_platform.sources.base import SourceError, TradeBatch
+from crypto_platform.timeutil import as_utc, epoch_us
 
 MINUTE_MS = 60_000
 IDS_PER_MINUTE = 100_000  # trade_id = minute_index * IDS_PER_MINUTE + sequence within the minute
@@ -306,17 +307,6 @@ def to_frame(
         pl.lit(received_at).cast(schemas.UTC_TS).alias("received_at"),
     )
     return schemas.conform(out, schemas.RAW_TRADES, name="raw trades (synthetic)")
-
-
-def as_utc(ts: datetime) -> datetime:
-    """Timezone-aware UTC datetime (naive datetimes are taken to be UTC already)."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def epoch_us(ts: datetime) -> int:
-    """Microseconds since the epoch of a datetime (exact integer arithmetic)."""
-    delta = as_utc(ts) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class SyntheticSource:

@@ -24,8 +24,8 @@ from datetime import datetime
 import polars as pl
 
 from crypto_platform.schemas import CANDLES, UTC_TS, conform, empty
+from crypto_platform.timeutil import epoch_us
 from crypto_platform.transforms.trades import (
-    epoch_us,
     increasing_ids_in_time_order,
     natural_order,
     numeric_ids,

@@ -18,12 +18,13 @@ Contract (`len(raw) == len(bronze) + len(rejects) + duplicates_dropped`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from crypto_platform.schemas import BRONZE_TRADES, RAW_TRADES, TRADE_REJECTS, UTC_TS, conform, empty
+from crypto_platform.timeutil import epoch_ms_ceil
 
 SIDE = BRONZE_TRADES["side"]
 IDENTITY = ("exchange", "symbol", "trade_id")
@@ -46,8 +47,6 @@ SYMBOL_NULL = "symbol is null"
 CONFLICTING_DUPLICATE = "duplicate trade_id with conflicting values"
 UNKNOWN_SIDE_PREFIX = "unknown side "  # + the value quoted, e.g. "unknown side 'BUY'" or "unknown side null"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -57,13 +56,6 @@ class BronzeResult:
     bronze: pl.DataFrame  # schemas.BRONZE_TRADES
     rejects: pl.DataFrame  # schemas.TRADE_REJECTS, in raw row order
     duplicates_dropped: int
-
-
-def epoch_us(ts: datetime) -> int:
-    """Exact microseconds since the epoch of a timezone-aware datetime (naive ones are refused)."""
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise ValueError(f"naive datetime {ts!r}: pass timezone-aware (UTC) datetimes")
-    return (ts - _EPOCH) // _US
 
 
 def window_reason(window_start: datetime, window_end: datetime) -> str:
@@ -165,11 +157,6 @@ def _rules(start_ms: int, end_ms: int, outside_reason: str) -> list[tuple[pl.Exp
         (pl.col("exchange").is_null(), pl.lit(EXCHANGE_NULL)),
         (pl.col("symbol").is_null(), pl.lit(SYMBOL_NULL)),
     ]
-
-
-def _ceil_ms(us: int) -> int:
-    """Smallest epoch ms whose instant is >= `us` microseconds (so ms comparisons match a us window)."""
-    return -(-us // 1000)
 
 
 def _to_bronze_columns(df: pl.DataFrame) -> pl.DataFrame:
@@ -279,8 +266,8 @@ def to_bronze(raw: pl.DataFrame | pl.LazyFrame, window_start: datetime, window_e
     if core.is_empty():
         return BronzeResult(empty(BRONZE_TRADES), empty(TRADE_REJECTS), 0)
     rules = _rules(
-        _ceil_ms(epoch_us(window_start)),
-        _ceil_ms(epoch_us(window_end)),
+        epoch_ms_ceil(window_start),
+        epoch_ms_ceil(window_end),
         window_reason(window_start, window_end),
     )
     failing = pl.any_horizontal([fails for fails, _ in rules]).fill_null(True)
