@@ -13,6 +13,7 @@ from crypto_platform.assets.coverage import coverage_of
 from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
+from crypto_platform.resources.warehouse import View, WarehouseResource
 from crypto_platform.schemas import RAW_TRADES, empty
 from crypto_platform.timeutil import floor_minute
 from crypto_platform.transforms.trades import to_bronze
@@ -193,7 +194,8 @@ def scan_raw(lake: LakeResource, part) -> pl.LazyFrame:
     group_name="bronze",
     can_subset=False,
 )
-def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource):
+def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
+    """Validate and de-duplicate every raw partition of the run into bronze trades + rejects."""
     stats, reject_stats = [], []
     for part in partitions_of(context):
         result = to_bronze(scan_raw(lake, part), part.start, part.end)
@@ -219,7 +221,13 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource):
              "reasons": "; ".join(f"{r}: {n}" for r, n in reasons)}
         )
         context.log.info(f"bronze {part}: {info.rows} trades, {rinfo.rows} rejects")
+    # bronze.trades and bronze.trade_rejects in DuckDB: the desk inspects rejected rows with SQL
+    views = warehouse.refresh_views(lake, [View("bronze", "trades"), View("bronze", "trade_rejects")])
     yield dg.MaterializeResult(
-        asset_key=BRONZE, metadata=summarize(stats, sums=("rows", "rejects", "duplicates_dropped", "bytes"))
+        asset_key=BRONZE,
+        metadata={
+            **summarize(stats, sums=("rows", "rejects", "duplicates_dropped", "bytes")),
+            **views.metadata,
+        },
     )
     yield dg.MaterializeResult(asset_key=REJECTS, metadata=summarize(reject_stats))
