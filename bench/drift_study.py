@@ -66,8 +66,14 @@ FTX_FILE = DATA / "candles" / "ftx_btcperp_1m_2022-01.csv"
 # A wider candidate set compared against drift.DRIFT_FEATURES (the one monitoring uses): the
 # scale-free features plus liquidity levels and bounded oscillators.
 WIDE_DRIFT_SET: list[str] = [
-    *SCALE_FREE_FEATURES, "vol_ratio_15_60", "rsi_14", "bb_pctb_20", "stoch_15", "volume_z_60",
-    "taker_buy_ratio_15", "empty_frac_60",
+    *SCALE_FREE_FEATURES,
+    "vol_ratio_15_60",
+    "rsi_14",
+    "bb_pctb_20",
+    "stoch_15",
+    "volume_z_60",
+    "taker_buy_ratio_15",
+    "empty_frac_60",
 ]
 KRAKEN_FILE = DATA / "candles" / "kraken_2023q1" / "XBTUSDC_1.csv"
 BINANCE_TRADES = DATA / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"
@@ -167,17 +173,28 @@ class Study:
             if len(ps) == 0:
                 continue
             role = "alarm" if c in DRIFT_FEATURES else "info" if c in INFO_FEATURES else ""
-            rows.append([
-                f"`{c}`", role, f"{np.median(ps):.3f}", f"{ps.max():.3f}", pct((ps >= 0.1).sum() / n),
-                pct((ps >= t.psi_error).sum() / n), f"{np.median(ds):.3f}", f"{ds.max():.3f}",
-                pct((ds >= t.ks_warn).sum() / n),
-            ])
+            rows.append(
+                [
+                    f"`{c}`",
+                    role,
+                    f"{np.median(ps):.3f}",
+                    f"{ps.max():.3f}",
+                    pct((ps >= 0.1).sum() / n),
+                    pct((ps >= t.psi_error).sum() / n),
+                    f"{np.median(ds):.3f}",
+                    f"{ds.max():.3f}",
+                    pct((ds >= t.ks_warn).sum() / n),
+                ]
+            )
         return rows
 
 
 def study(
-    features: pl.DataFrame, days: Sequence[date], columns: Sequence[str],
-    reference_of: Callable[[date], pl.DataFrame], current_of: Callable[[date], pl.DataFrame] | None = None,
+    features: pl.DataFrame,
+    days: Sequence[date],
+    columns: Sequence[str],
+    reference_of: Callable[[date], pl.DataFrame],
+    current_of: Callable[[date], pl.DataFrame] | None = None,
 ) -> Study:
     """PSI and KS statistic of each day vs its reference, for every column that can be judged."""
     current_of = current_of or (lambda d: on(features, d))
@@ -191,8 +208,12 @@ def study(
     return Study(list(days), out)
 
 
-def fault_study(candles: pl.DataFrame, days: Sequence[date], columns: Sequence[str],
-                fault: Callable[[pl.DataFrame, date], pl.DataFrame]) -> Study:
+def fault_study(
+    candles: pl.DataFrame,
+    days: Sequence[date],
+    columns: Sequence[str],
+    fault: Callable[[pl.DataFrame, date], pl.DataFrame],
+) -> Study:
     """Plant `fault` on each day, rebuild the features and compare the day with the week before."""
     stats: list[Stat] = []
     for d in days:
@@ -211,8 +232,10 @@ def freeze_feed(candles: pl.DataFrame, day: date, hours: int = 3, start_hour: in
     frozen = (pl.col("ts") >= t0) & (pl.col("ts") < t0 + timedelta(hours=hours))
     last = candles.filter(pl.col("ts") < t0)["close"][-1]
     return candles.with_columns(
-        *[pl.when(frozen).then(pl.lit(last)).otherwise(pl.col(c)).alias(c)
-          for c in ["open", "high", "low", "close", "vwap"]],
+        *[
+            pl.when(frozen).then(pl.lit(last)).otherwise(pl.col(c)).alias(c)
+            for c in ["open", "high", "low", "close", "vwap"]
+        ],
         *[pl.when(frozen).then(0.0).otherwise(pl.col(c)).alias(c) for c in ["volume", "quote_volume"]],
         pl.when(frozen).then(True).otherwise(pl.col("is_empty")).alias("is_empty"),
     )
@@ -266,8 +289,9 @@ class SkillDay:
     sufficient: bool
 
 
-def skill_days(candles: pl.DataFrame, features: pl.DataFrame, holdout_fraction: float,
-               *, shuffle: bool = False) -> tuple[list[SkillDay], str]:
+def skill_days(
+    candles: pl.DataFrame, features: pl.DataFrame, holdout_fraction: float, *, shuffle: bool = False
+) -> tuple[list[SkillDay], str]:
     """Train the platform's model on January's first part; skill_lost on each full held-out day."""
     labels = forward_return_labels(candles, SKILL_HORIZON)
     df = training_frame(features.drop("day"), labels)
@@ -276,8 +300,12 @@ def skill_days(candles: pl.DataFrame, features: pl.DataFrame, holdout_fraction: 
     if shuffle:  # control: forecasts detached from the bars they were made at (no skill by construction)
         pred = np.random.default_rng(0).permutation(pred)
     preds = result.holdout.select(
-        "exchange", "symbol", "ts", pl.lit(SKILL_HORIZON, pl.Int64).alias("horizon"),
-        pl.Series("predicted_return", pred), pl.lit("1").alias("model_version"),
+        "exchange",
+        "symbol",
+        "ts",
+        pl.lit(SKILL_HORIZON, pl.Int64).alias("horizon"),
+        pl.Series("predicted_return", pred),
+        pl.lit("1").alias("model_version"),
     )
     errors = prediction_errors(preds, candles, SKILL_HORIZON)
     errors = errors.with_columns(pl.col("ts").dt.date().alias("day"))
@@ -295,16 +323,29 @@ def skill_summary(label: str, days: Sequence[SkillDay]) -> list[str]:
     ics = [d.rank_ic for d in days if d.rank_ic is not None]
     hits = [d.hit_rate for d in days if d.hit_rate is not None]
     fired = sum(d.lost for d in days)
-    return [label, str(len(days)), f"{np.median(ics):.4f}", f"{min(ics):.4f}",
-            f"{sum(x <= MIN_RANK_IC for x in ics)}", f"{np.median(hits):.3f}",
-            f"{sum(x <= MIN_HIT_RATE for x in hits)}",
-            f"**{fired} / {len(days)}** ({pct(fired / len(days))})"]
+    return [
+        label,
+        str(len(days)),
+        f"{np.median(ics):.4f}",
+        f"{min(ics):.4f}",
+        f"{sum(x <= MIN_RANK_IC for x in ics)}",
+        f"{np.median(hits):.3f}",
+        f"{sum(x <= MIN_HIT_RATE for x in hits)}",
+        f"**{fired} / {len(days)}** ({pct(fired / len(days))})",
+    ]
 
 
 def skill_day_rows(days: Sequence[SkillDay]) -> list[list[str]]:
-    return [[str(d.day), f"{d.n:,}", "-" if d.rank_ic is None else f"{d.rank_ic:.4f}",
-             "-" if d.hit_rate is None else f"{d.hit_rate:.3f}",
-             "LOST" if d.lost else "ok" if d.sufficient else "not judged"] for d in days]
+    return [
+        [
+            str(d.day),
+            f"{d.n:,}",
+            "-" if d.rank_ic is None else f"{d.rank_ic:.4f}",
+            "-" if d.hit_rate is None else f"{d.hit_rate:.3f}",
+            "LOST" if d.lost else "ok" if d.sufficient else "not judged",
+        ]
+        for d in days
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,12 +365,17 @@ def gx_timing(ftx: pl.DataFrame) -> list[list[str]]:
     side = pl.when(pl.col("is_buyer_maker") == 1).then(pl.lit("sell")).otherwise(pl.lit("buy"))
     trades = conform(
         raw.select(
-            pl.lit("binance").alias("exchange"), pl.lit("BTC/USDT").alias("symbol"),
-            pl.col("trade_id").cast(pl.String), pl.col("datetime").alias("ts"), "price",
-            pl.col("quantity").alias("amount"), (pl.col("price") * pl.col("quantity")).alias("cost"),
+            pl.lit("binance").alias("exchange"),
+            pl.lit("BTC/USDT").alias("symbol"),
+            pl.col("trade_id").cast(pl.String),
+            pl.col("datetime").alias("ts"),
+            "price",
+            pl.col("quantity").alias("amount"),
+            (pl.col("price") * pl.col("quantity")).alias("cost"),
             side.alias("side"),
         ),
-        BRONZE_TRADES, name="bench trades",
+        BRONZE_TRADES,
+        name="bench trades",
     )
     big = pl.concat([trades.with_columns(pl.col("trade_id") + f"-{i}") for i in range(60)])
     tws = datetime(2024, 1, 1, tzinfo=UTC)
@@ -391,9 +437,16 @@ def main() -> int:
     for name, cols in sets.items():
         k_cols = [c for c in cols if c in k_all]
         for market, st, cs in [("FTX Jan 2022", jan_study, cols), ("Kraken Q1 2023", k_study, k_cols)]:
-            grid_rows.append([name if market.startswith("FTX") else "", market,
-                              *[f"{pct(st.rate(cs, p, None))} / {pct(st.rate(cs, None, k))}"
-                                for p, k in zip(PSI_GRID, KS_GRID, strict=True)]])
+            grid_rows.append(
+                [
+                    name if market.startswith("FTX") else "",
+                    market,
+                    *[
+                        f"{pct(st.rate(cs, p, None))} / {pct(st.rate(cs, None, k))}"
+                        for p, k in zip(PSI_GRID, KS_GRID, strict=True)
+                    ],
+                ]
+            )
     default_rows = []
     for name, cols in sets.items():
         jw, je = jan_study.warn_error(cols, DEFAULT)
@@ -421,15 +474,20 @@ def main() -> int:
         per_day = [r.feature(f.feature) for r in kx_reports]
         fired = sum(DEFAULT.classify(x.psi, x.ks) is not Severity.OK for x in per_day if x.psi is not None)
         fl = kl_quarter.feature(f.feature)
-        k_feature_rows.append([
-            f"`{f.feature}`", "alarm" if f.monitored else "info",
-            DEFAULT.classify(f.psi, f.ks).value if f.psi is not None else "-",
-            "-" if f.psi is None else f"{f.psi:.3f}", "-" if f.ks is None else f"{f.ks:.3f}",
-            f"{fired} / {len(per_day)}",
-            DEFAULT.classify(fl.psi, fl.ks).value if fl.psi is not None else "-",
-            "-" if fl.psi is None else f"{fl.psi:.3f}", "-" if fl.ks is None else f"{fl.ks:.3f}",
-            f.note or "",
-        ])
+        k_feature_rows.append(
+            [
+                f"`{f.feature}`",
+                "alarm" if f.monitored else "info",
+                DEFAULT.classify(f.psi, f.ks).value if f.psi is not None else "-",
+                "-" if f.psi is None else f"{f.psi:.3f}",
+                "-" if f.ks is None else f"{f.ks:.3f}",
+                f"{fired} / {len(per_day)}",
+                DEFAULT.classify(fl.psi, fl.ks).value if fl.psi is not None else "-",
+                "-" if fl.psi is None else f"{fl.psi:.3f}",
+                "-" if fl.ks is None else f"{fl.ks:.3f}",
+                f.note or "",
+            ]
+        )
     zero = pl.col("zret_1") == 0
     flat = {
         "ftx_zero": float(ftx_f.select(zero.mean()).item()),
@@ -437,9 +495,13 @@ def main() -> int:
         "k_empty_median": float(kraken_f["empty_frac_60"].median()),  # type: ignore[arg-type]
         "k_liquid_share": k_liquid.height / kraken_f.height,
         "k_liquid_rows": k_liquid.height,
-        "stoch_mid_empty": float(kraken.select("ts", "is_empty").join(kraken_f, on="ts")
-                                 .filter(pl.col("is_empty"))
-                                 .select((pl.col("stoch_15") - 0.5).abs().le(1e-9).mean()).item()),
+        "stoch_mid_empty": float(
+            kraken.select("ts", "is_empty")
+            .join(kraken_f, on="ts")
+            .filter(pl.col("is_empty"))
+            .select((pl.col("stoch_15") - 0.5).abs().le(1e-9).mean())
+            .item()
+        ),
     }
     kx_study = study(kraken_f, kx_days, chosen, lambda d: jan_ref)
 
@@ -489,24 +551,46 @@ def main() -> int:
     gx_rows = gx_timing(ftx)
     runtime = time.perf_counter() - t0
     md = render(
-        runtime=runtime, t_feat=t_feat, jan=jan, k_days=k_days, chosen=chosen,
+        runtime=runtime,
+        t_feat=t_feat,
+        jan=jan,
+        k_days=k_days,
+        chosen=chosen,
         unjudged=[c for c in (*DRIFT_FEATURES, *INFO_FEATURES) if c not in all_cols],
-        grid_rows=grid_rows, default_rows=default_rows,
+        grid_rows=grid_rows,
+        default_rows=default_rows,
         jan_features=jan_study.per_feature(all_cols, DEFAULT),
         k_features=k_study.per_feature([c for c in k_all if c not in CALENDAR_FEATURES], DEFAULT),
-        self_sev=self_report.severity, self_max=self_max,
+        self_sev=self_report.severity,
+        self_max=self_max,
         in_sample=(sum(s is not Severity.OK for s in in_sample), sum(s is Severity.ERROR for s in in_sample)),
-        k_quarter=k_quarter, kx_n=len(kx_days), kl_quarter=kl_quarter, flat=flat,
-        kl=(len(kl_judged), sum(r.severity is not Severity.OK for r in kl_judged),
-            sum(r.severity is Severity.ERROR for r in kl_judged)),
-        skill_rows=skill_rows, skill_spans=skill_spans, skill_detail=skill_detail,
-        skill_control=skill_control, skill_model=skill_model,
-        kx=(sum(r.severity is not Severity.OK for r in kx_reports), sum(r.severity is Severity.ERROR
-                                                                         for r in kx_reports)),
-        k_feature_rows=k_feature_rows, k_empty=float(kraken["is_empty"].mean()), ftx_empty=float(
-            ftx["is_empty"].mean()),
-        cand_rows=cand_rows, n_fault=len(fault_days), freeze_liq=freeze_liq, pred_rows=pred_rows,
-        gx_rows=gx_rows, zret60=jan_study.rate(["zret_60"], 0.1, None),
+        k_quarter=k_quarter,
+        kx_n=len(kx_days),
+        kl_quarter=kl_quarter,
+        flat=flat,
+        kl=(
+            len(kl_judged),
+            sum(r.severity is not Severity.OK for r in kl_judged),
+            sum(r.severity is Severity.ERROR for r in kl_judged),
+        ),
+        skill_rows=skill_rows,
+        skill_spans=skill_spans,
+        skill_detail=skill_detail,
+        skill_control=skill_control,
+        skill_model=skill_model,
+        kx=(
+            sum(r.severity is not Severity.OK for r in kx_reports),
+            sum(r.severity is Severity.ERROR for r in kx_reports),
+        ),
+        k_feature_rows=k_feature_rows,
+        k_empty=float(kraken["is_empty"].mean()),
+        ftx_empty=float(ftx["is_empty"].mean()),
+        cand_rows=cand_rows,
+        n_fault=len(fault_days),
+        freeze_liq=freeze_liq,
+        pred_rows=pred_rows,
+        gx_rows=gx_rows,
+        zret60=jan_study.rate(["zret_60"], 0.1, None),
     )
     OUT.write_text(md)
     print(md)
@@ -602,8 +686,16 @@ January 2022 is not a calm month (BTC fell from ~47k to ~35k, with the 21–24 J
 vol-normalised model it is still "no drift" — the same market, microstructure and data source. Cells:
 share of days on which at least one feature of the set reaches PSI ≥ x / D ≥ y.
 
-{table(["feature set", "market", *[f"PSI ≥ {p} / D ≥ {k}" for p, k in zip(PSI_GRID, KS_GRID, strict=True)]],
-        v["grid_rows"])}
+{
+        table(
+            [
+                "feature set",
+                "market",
+                *[f"PSI ≥ {p} / D ≥ {k}" for p, k in zip(PSI_GRID, KS_GRID, strict=True)],
+            ],
+            v["grid_rows"],
+        )
+    }
 
 With the default thresholds:
 
@@ -611,13 +703,41 @@ With the default thresholds:
 
 Per feature, FTX January 2022 ({len(jan)} days, {jan[0]} – {jan[-1]}):
 
-{table(["feature", "role", "PSI median", "PSI max", "days PSI ≥ 0.1", f"days PSI ≥ {t.psi_error}",
-        "D median", "D max", f"days D ≥ {t.ks_warn}"], v["jan_features"])}
+{
+        table(
+            [
+                "feature",
+                "role",
+                "PSI median",
+                "PSI max",
+                "days PSI ≥ 0.1",
+                f"days PSI ≥ {t.psi_error}",
+                "D median",
+                "D max",
+                f"days D ≥ {t.ks_warn}",
+            ],
+            v["jan_features"],
+        )
+    }
 
 Per feature, Kraken XBT/USDC Q1 2023 ({len(v["k_days"])} days, calendar encodings omitted):
 
-{table(["feature", "role", "PSI median", "PSI max", "days PSI ≥ 0.1", f"days PSI ≥ {t.psi_error}",
-        "D median", "D max", f"days D ≥ {t.ks_warn}"], v["k_features"])}
+{
+        table(
+            [
+                "feature",
+                "role",
+                "PSI median",
+                "PSI max",
+                "days PSI ≥ 0.1",
+                f"days PSI ≥ {t.psi_error}",
+                "D median",
+                "D max",
+                f"days D ≥ {t.ks_warn}",
+            ],
+            v["k_features"],
+        )
+    }
 
 ## (a) The reference against itself
 
@@ -636,8 +756,23 @@ computes): the whole quarter is **{v["k_quarter"].severity.value}**; day by day 
 the quarter is **{v["kl_quarter"].severity.value}**; {v["kl"][0]} / {v["kx_n"]} days have at least
 {MIN_ROWS} liquid minutes to be judged, of which {v["kl"][1]} are WARN or worse and {v["kl"][2]} ERROR.
 
-{table(["feature", "role", "quarter, all minutes", "PSI", "D", "days ≥ WARN", "quarter, liquid minutes",
-        "PSI", "D", "note"], v["k_feature_rows"])}
+{
+        table(
+            [
+                "feature",
+                "role",
+                "quarter, all minutes",
+                "PSI",
+                "D",
+                "days ≥ WARN",
+                "quarter, liquid minutes",
+                "PSI",
+                "D",
+                "note",
+            ],
+            v["k_feature_rows"],
+        )
+    }
 
 Reading: on all minutes `zret_1` (PSI {v["k_quarter"].feature("zret_1").psi:.2f}) and the oscillators
 are driven by the flat bars — `zret_1` is exactly 0 on {pct(fl["k_zero"])} of Kraken minutes
@@ -654,8 +789,20 @@ different regime (ERROR); planted faults on {v["n_fault"]} January days (every o
 rebuilt from the faulty candles, day vs preceding 7 days) as WARN / ERROR. Bad ticks: every bar's prices
 multiplied by 1 + x·N(0,1) (a noisy price source; BTC's 1-minute volatility is ~10 bp).
 
-{table(["thresholds (WARN / ERROR)", "FTX false", "Kraken false", "Kraken vs FTX ref", "bad ticks 5 bp",
-        "bad ticks 10 bp", "3 h feed freeze"], v["cand_rows"])}
+{
+        table(
+            [
+                "thresholds (WARN / ERROR)",
+                "FTX false",
+                "Kraken false",
+                "Kraken vs FTX ref",
+                "bad ticks 5 bp",
+                "bad ticks 10 bp",
+                "3 h feed freeze",
+            ],
+            v["cand_rows"],
+        )
+    }
 
 Choice: the textbook levels (first row, {textbook[2]} Kraken false alarms) and the next row
 ({second[2]}) warn too often on the illiquid market; the last row loses fault detection (5 bp
@@ -688,8 +835,21 @@ realised returns (`performance.prediction_errors`) and judged by `performance.sk
 month as the training span, so every firing is a false alarm. The shuffled control
 (forecasts permuted across the held-out bars) has no skill by construction and should fire often.
 
-{table(["forecasts", "days", "rank IC median", "rank IC min", "days IC ≤ 0", "hit rate median",
-        "days hit ≤ 0.5", "skill_lost fired"], v["skill_rows"])}
+{
+        table(
+            [
+                "forecasts",
+                "days",
+                "rank IC median",
+                "rank IC min",
+                "days IC ≤ 0",
+                "hit rate median",
+                "days hit ≤ 0.5",
+                "skill_lost fired",
+            ],
+            v["skill_rows"],
+        )
+    }
 
 Per day, holdout {pct(SKILL_HOLDOUTS[-1])}:
 

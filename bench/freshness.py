@@ -480,8 +480,11 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(f"bench: no prediction after 5 min; see {devlog}")
             # stop dagster dev while a live run is executing (up to 90 s of waiting for one), so the
             # restart proves that a run cut off mid-write loses and duplicates nothing
-            if restart_at and not restart and now >= restart_at and (
-                live_runs_in_progress(home) or now >= restart_at + 90
+            if (
+                restart_at
+                and not restart
+                and now >= restart_at
+                and (live_runs_in_progress(home) or now >= restart_at + 90)
             ):
                 restart["in_flight"] = live_runs_in_progress(home)
                 log(

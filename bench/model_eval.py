@@ -154,7 +154,11 @@ def _run_platform(args: argparse.Namespace, lap) -> PlatformRun:
 
     def materialize(instance, selection, *, tags=None, config=None) -> dg.ExecuteInProcessResult:
         result = dg.materialize(
-            assets, selection=selection, resources=resources, instance=instance, tags=tags,
+            assets,
+            selection=selection,
+            resources=resources,
+            instance=instance,
+            tags=tags,
             run_config={"ops": config or {}},
         )
         if not result.success:
@@ -165,13 +169,18 @@ def _run_platform(args: argparse.Namespace, lap) -> PlatformRun:
         return {
             "gold_training_set": {
                 "config": {
-                    "window_days": args.window_days, "horizon_minutes": args.horizon, "instruments": [FTX],
+                    "window_days": args.window_days,
+                    "horizon_minutes": args.horizon,
+                    "instruments": [FTX],
                 }
             },
             "gold_model": {
                 "config": {
-                    "n_trials": args.n_trials, "seed": seed, "n_folds": args.folds,
-                    "holdout_fraction": args.holdout, "num_threads": 1,
+                    "n_trials": args.n_trials,
+                    "seed": seed,
+                    "n_folds": args.folds,
+                    "holdout_fraction": args.holdout,
+                    "num_threads": 1,
                 }
             },
         }
@@ -183,14 +192,19 @@ def _run_platform(args: argparse.Namespace, lap) -> PlatformRun:
     with dg.DagsterInstance.ephemeral() as instance:
         t = time.perf_counter()
         imported = history.import_candles_job.execute_in_process(
-            run_config=history.run_config(FTX), instance=instance,
+            run_config=history.run_config(FTX),
+            instance=instance,
             resources={"lake": lake, "warehouse": warehouse},
         )
         if not imported.success:
             raise RuntimeError("model_eval: import_candles_job failed")
         t = lap("import_candles_job -> silver", t)
-        days = sorted({date.fromisoformat(k.split("|")[0]) for k in instance.get_materialized_partitions(
-            dg.AssetKey(["silver", "candles_1m"]))})
+        days = sorted(
+            {
+                date.fromisoformat(k.split("|")[0])
+                for k in instance.get_materialized_partitions(dg.AssetKey(["silver", "candles_1m"]))
+            }
+        )
         tags = {
             "dagster/asset_partition_range_start": multi_key(days[0], FTX),
             "dagster/asset_partition_range_end": multi_key(days[-1], FTX),
@@ -202,8 +216,11 @@ def _run_platform(args: argparse.Namespace, lap) -> PlatformRun:
         training_meta = latest_meta(instance, gold.TRAINING_SET)
         model_meta = latest_meta(instance, gold.MODEL)
         # the model alone: same training set, so the same evaluation window for the champion comparison
-        materialize(instance, [gold.MODEL, gold.MODEL_EVALUATIONS],
-                    config={"gold_model": model_config(args.retrain_seed)["gold_model"]})
+        materialize(
+            instance,
+            [gold.MODEL, gold.MODEL_EVALUATIONS],
+            config={"gold_model": model_config(args.retrain_seed)["gold_model"]},
+        )
         t = lap(f"gold model again (seed {args.retrain_seed})", t)
         second_meta = latest_meta(instance, gold.MODEL)
     t = time.perf_counter()
@@ -218,7 +235,13 @@ def _run_platform(args: argparse.Namespace, lap) -> PlatformRun:
 
 
 def _read_back(
-    uri: str, model_name: str, warehouse, lake, days: list[date], training_meta: dict, model_meta: dict,
+    uri: str,
+    model_name: str,
+    warehouse,
+    lake,
+    days: list[date],
+    training_meta: dict,
+    model_meta: dict,
     second_meta: dict,
 ) -> PlatformRun:
     """The evaluation as the platform recorded it: warehouse views, MLflow run, registered model."""
@@ -249,10 +272,12 @@ def _read_back(
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(info.run_id)
     artifacts = sorted(
-        f.path for top in client.list_artifacts(info.run_id)
+        f.path
+        for top in client.list_artifacts(info.run_id)
         for f in ([top] if not top.is_dir else client.list_artifacts(info.run_id, top.path))
     )
     with tempfile.TemporaryDirectory() as dst:
+
         def artifact(name: str) -> Path:
             return Path(
                 download_artifacts(run_id=info.run_id, artifact_path=name, dst_path=dst, tracking_uri=uri)
@@ -275,12 +300,24 @@ def _read_back(
         f"`{registry.HOLDOUT_ARTIFACT}`."
     )
     return PlatformRun(
-        silver=silver, n_days=len(days), training_meta=training_meta, training_set=training_set, evals=evals,
-        model_meta=model_meta, version=info, params=dict(run.data.params), metrics=dict(run.data.metrics),
-        gate=gate, importance=importance, holdout=holdout, mlflow_check=check, second=second_meta,
-        second_evals=second_evals, artifacts=artifacts, model_name=model_name,
+        silver=silver,
+        n_days=len(days),
+        training_meta=training_meta,
+        training_set=training_set,
+        evals=evals,
+        model_meta=model_meta,
+        version=info,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        gate=gate,
+        importance=importance,
+        holdout=holdout,
+        mlflow_check=check,
+        second=second_meta,
+        second_evals=second_evals,
+        artifacts=artifacts,
+        model_name=model_name,
     )
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,8 +338,14 @@ def _controls(args: argparse.Namespace, run: PlatformRun) -> Controls:
     from crypto_platform.transforms.features import FEATURE_COLUMNS
 
     df = run.training_set
-    settings = {"horizon": args.horizon, "n_trials": args.n_trials, "n_folds": args.folds,
-                "holdout_fraction": args.holdout, "timeout_s": 900.0, "num_threads": 1}
+    settings = {
+        "horizon": args.horizon,
+        "n_trials": args.n_trials,
+        "n_folds": args.folds,
+        "holdout_fraction": args.holdout,
+        "timeout_s": 900.0,
+        "num_threads": 1,
+    }
     same = train(df, FEATURE_COLUMNS, seed=args.seed, **settings)
     shuffled_df = df.with_columns(pl.col("label").shuffle(seed=args.seed))
     shuffled = train(shuffled_df, FEATURE_COLUMNS, seed=args.seed, **settings)
@@ -408,8 +451,18 @@ def _report(
         for f, s in zip(gate["folds"], gate["cv_scores"], strict=True)
     ]
     bp = gate["best_params"]
-    params = {k: bp[k] for k in ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction",
-                                 "bagging_fraction", "lambda_l2") if k in bp}
+    params = {
+        k: bp[k]
+        for k in (
+            "learning_rate",
+            "num_leaves",
+            "min_data_in_leaf",
+            "feature_fraction",
+            "bagging_fraction",
+            "lambda_l2",
+        )
+        if k in bp
+    }
     param_text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     c = controls
     same = c.direct_same_seed.evaluation.model

@@ -71,8 +71,13 @@ class Platform:
         self.tmp = tmp
         self.instruments = tmp / "instruments.yaml"
         # the recording covers 30 minutes of the day: no liquidity floor on the share of non-empty bars
-        entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "backoff_seconds": 0.05,
-                 "min_non_empty_share": None}
+        entry = {
+            "exchange": "binance",
+            "symbol": "BTC/USDT",
+            "source": "ccxt",
+            "backoff_seconds": 0.05,
+            "min_non_empty_share": None,
+        }
         doc = {"start_date": "2024-01-01", "instruments": [entry]}
         self.instruments.write_text(json.dumps(doc))  # JSON is YAML
         parse_universe(doc, self.instruments)  # the file is valid before any run relies on it
@@ -190,6 +195,7 @@ def test_late_trade_in_a_published_minute_is_picked_up_by_the_next_live_run(plat
     shift = -timedelta(hours=12)
     recorded = recorded_trades(shift)
     t0 = T0 + shift
+
     # Two trades are published late: one 30 s before the watermark of the first run (within the
     # 120 s overlap), one 4.5 min before it (beyond the overlap: the documented limit).
     def trade_at(ts: datetime) -> tuple[str, datetime]:

@@ -133,11 +133,13 @@ def test_drift_report_on_known_samples() -> None:
     rng = np.random.default_rng(7)
     n = 5000
     ref = pl.DataFrame({c: rng.standard_normal(n) for c in "abc"})
-    cur = pl.DataFrame({
-        "a": rng.standard_normal(n),  # unchanged
-        "b": rng.normal(2.0, 1.0, n),  # shifted: ERROR
-        "c": rng.normal(5.0, 1.0, n),  # shifted, but informational only
-    })
+    cur = pl.DataFrame(
+        {
+            "a": rng.standard_normal(n),  # unchanged
+            "b": rng.normal(2.0, 1.0, n),  # shifted: ERROR
+            "c": rng.normal(5.0, 1.0, n),  # shifted, but informational only
+        }
+    )
     r = drift_report(ref, cur, ["a", "b"], info_features=["c"])
     assert r.severity is Severity.ERROR
     assert r.feature("a").severity is Severity.OK and r.feature("a").psi < 0.01
@@ -232,10 +234,20 @@ def test_feature_drift_check_fails_with_error_on_kraken_against_the_ftx_january_
     universe = load_universe()
     [ftx_inst] = [i for i in universe.instruments if i.exchange == "ftx"]
     [kraken_inst] = [i for i in universe.instruments if i.exchange == "kraken"]
-    ftx = build_features(read_ftx_csv(shared_data / "candles" / "ftx_btcperp_1m_2022-01.csv",
-                                      exchange=ftx_inst.exchange, symbol=ftx_inst.symbol))
-    kraken = build_features(read_kraken_ohlcvt(shared_data / "candles" / "kraken_2023q1" / "XBTUSDC_1.csv",
-                                               exchange=kraken_inst.exchange, symbol=kraken_inst.symbol))
+    ftx = build_features(
+        read_ftx_csv(
+            shared_data / "candles" / "ftx_btcperp_1m_2022-01.csv",
+            exchange=ftx_inst.exchange,
+            symbol=ftx_inst.symbol,
+        )
+    )
+    kraken = build_features(
+        read_kraken_ohlcvt(
+            shared_data / "candles" / "kraken_2023q1" / "XBTUSDC_1.csv",
+            exchange=kraken_inst.exchange,
+            symbol=kraken_inst.symbol,
+        )
+    )
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     register_champion(store, ftx.filter(pl.col("ts").dt.month() == 1))  # reference: FTX January 2022
 

@@ -145,7 +145,9 @@ def test_failures_are_logged_not_raised(receiver: Receiver, caplog: pytest.LogCa
 
 def test_format_helpers_round_trip(receiver: Receiver) -> None:
     title, fields = format_check_failure(
-        "silver/candles_1m", "2024-01-01|binance.BTC-USDT", "candles_suite",
+        "silver/candles_1m",
+        "2024-01-01|binance.BTC-USDT",
+        "candles_suite",
         {"failed_expectations": "high_ge_low", "high_ge_low.unexpected_count": 3, "share": 0.123456789},
     )
     assert title == "Check failed: silver/candles_1m / candles_suite"

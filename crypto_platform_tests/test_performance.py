@@ -1,5 +1,4 @@
-"""Prediction errors on real FTX closes, rolling skill vs independent formulas, skill_lost on planted models.
-"""
+"""Prediction errors on real FTX closes, rolling skill vs independent formulas, skill_lost on plants."""
 
 from __future__ import annotations
 
@@ -79,8 +78,9 @@ def test_only_matured_predictions_with_a_future_bar(closes: pl.DataFrame) -> Non
     # no row made inside the gap, none whose t+5 falls in it, none in the last 5 minutes
     t = e["ts"]
     in_gap = (t >= gap_start) & (t < gap_start + timedelta(minutes=10))
-    future_in_gap = (t + timedelta(minutes=H) >= gap_start) & (t + timedelta(minutes=H) < gap_start
-                                                                + timedelta(minutes=10))
+    future_in_gap = (t + timedelta(minutes=H) >= gap_start) & (
+        t + timedelta(minutes=H) < gap_start + timedelta(minutes=10)
+    )
     assert not (in_gap | future_in_gap).any()
     assert e.height == gappy.height - H - H  # 5 bars before the gap lose their future, and the last 5
     # predictions carrying an exchange are joined on it too
@@ -93,8 +93,16 @@ def test_only_matured_predictions_with_a_future_bar(closes: pl.DataFrame) -> Non
 def test_rolling_skill_matches_independent_formulas(closes: pl.DataFrame) -> None:
     e = prediction_errors(planted(closes, 0.5, 1), closes, H)
     r = rolling_skill(e, window_minutes=240, every_minutes=60)
-    assert r.columns == ["model_version", "window_end", "n", "mae", "baseline_mae", "mae_skill", "rank_ic",
-                         "hit_rate"]
+    assert r.columns == [
+        "model_version",
+        "window_end",
+        "n",
+        "mae",
+        "baseline_mae",
+        "mae_skill",
+        "rank_ic",
+        "hit_rate",
+    ]
     end = START + timedelta(hours=12)
     row = r.filter(pl.col("window_end") == end).row(0, named=True)
     w = e.filter((pl.col("ts") > end - timedelta(minutes=240)) & (pl.col("ts") <= end))

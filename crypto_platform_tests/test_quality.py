@@ -33,12 +33,21 @@ def ftx_candles(shared_data: Path, start: datetime, end: datetime) -> pl.DataFra
         raw.with_columns(ts.alias("ts"))
         .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
         .select(
-            pl.lit("ftx").alias("exchange"), pl.lit("BTC/USD:USD").alias("symbol"), "ts",
-            "open", "high", "low", "close",
-            (pl.col("volume") / pl.col("close")).alias("volume"), pl.col("volume").alias("quote_volume"),
-            pl.col("close").alias("vwap"), pl.lit(None, pl.Int64).alias("trade_count"),
-            pl.lit(None, pl.Float64).alias("buy_volume"), pl.lit(None, pl.Float64).alias("sell_volume"),
-            (pl.col("volume") == 0).alias("is_empty"), pl.lit("import:ftx").alias("origin"),
+            pl.lit("ftx").alias("exchange"),
+            pl.lit("BTC/USD:USD").alias("symbol"),
+            "ts",
+            "open",
+            "high",
+            "low",
+            "close",
+            (pl.col("volume") / pl.col("close")).alias("volume"),
+            pl.col("volume").alias("quote_volume"),
+            pl.col("close").alias("vwap"),
+            pl.lit(None, pl.Int64).alias("trade_count"),
+            pl.lit(None, pl.Float64).alias("buy_volume"),
+            pl.lit(None, pl.Float64).alias("sell_volume"),
+            (pl.col("volume") == 0).alias("is_empty"),
+            pl.lit("import:ftx").alias("origin"),
         )
     )
     return conform(df, CANDLES, name="test candles")
@@ -49,9 +58,13 @@ def binance_trades(shared_data: Path) -> pl.DataFrame:
     raw = pl.read_parquet(shared_data / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet")
     side = pl.when(pl.col("is_buyer_maker") == 1).then(pl.lit("sell")).otherwise(pl.lit("buy"))
     df = raw.select(
-        pl.lit("binance").alias("exchange"), pl.lit("BTC/USDT").alias("symbol"),
-        pl.col("trade_id").cast(pl.String), pl.col("datetime").alias("ts"), "price",
-        pl.col("quantity").alias("amount"), (pl.col("price") * pl.col("quantity")).alias("cost"),
+        pl.lit("binance").alias("exchange"),
+        pl.lit("BTC/USDT").alias("symbol"),
+        pl.col("trade_id").cast(pl.String),
+        pl.col("datetime").alias("ts"),
+        "price",
+        pl.col("quantity").alias("amount"),
+        (pl.col("price") * pl.col("quantity")).alias("cost"),
         side.alias("side"),
     )
     return conform(df, BRONZE_TRADES, name="test trades")
@@ -96,8 +109,17 @@ def test_clean_candles_pass(candles: pl.DataFrame) -> None:
     assert all(o.success for o in r.outcomes)
     names = {o.name for o in r.outcomes}
     assert {
-        "columns", "dtypes_match_contract", "minute_unique", "high_ge_low", "open_ge_low", "close_le_high",
-        "low_positive", "volume_non_negative", "ts_in_window", "non_empty_share", "symbol_not_null",
+        "columns",
+        "dtypes_match_contract",
+        "minute_unique",
+        "high_ge_low",
+        "open_ge_low",
+        "close_le_high",
+        "low_positive",
+        "volume_non_negative",
+        "ts_in_window",
+        "non_empty_share",
+        "symbol_not_null",
     } <= names
     assert r.outcome("non_empty_share").observed_value == "1.0000"
     assert r.outcome("ts_in_window").element_count == 1440
@@ -163,12 +185,20 @@ def test_ts_outside_window(candles: pl.DataFrame, shared_data: Path) -> None:
 
 def test_non_empty_share(candles: pl.DataFrame) -> None:
     first = candles.row(0, named=True)
-    empty_bar = {"open": first["close"], "high": first["close"], "low": first["close"], "volume": 0.0,
-                 "quote_volume": 0.0, "is_empty": True}
+    empty_bar = {
+        "open": first["close"],
+        "high": first["close"],
+        "low": first["close"],
+        "volume": 0.0,
+        "quote_volume": 0.0,
+        "is_empty": True,
+    }
     n_empty = 900  # 540 / 1440 = 37.5% non-empty
     thin = candles.with_columns(
-        [pl.when(pl.int_range(pl.len()) < n_empty).then(pl.lit(v)).otherwise(pl.col(c)).alias(c)
-         for c, v in empty_bar.items()]
+        [
+            pl.when(pl.int_range(pl.len()) < n_empty).then(pl.lit(v)).otherwise(pl.col(c)).alias(c)
+            for c, v in empty_bar.items()
+        ]
     )
     r = validate_candles(thin, DAY, NEXT, min_non_empty_share=0.5)
     assert counts(r) == {"non_empty_share": n_empty}
@@ -224,7 +254,10 @@ def test_bad_trades_are_counted(trades: pl.DataFrame) -> None:
     bad = pl.concat([bad, late])
     r = validate_bronze(bad, TRADES_START, TRADES_END)
     assert counts(r) == {
-        "trade_id_not_null": 1, "price_positive": 1, "amount_positive": 1, "trade_id_unique": 2,
+        "trade_id_not_null": 1,
+        "price_positive": 1,
+        "amount_positive": 1,
+        "trade_id_unique": 2,
         "ts_in_window": 2,
     }
     assert r.outcome("price_positive").unexpected_examples == ("-1.0",)
@@ -272,7 +305,12 @@ def test_no_network_and_no_analytics() -> None:
         print("analytics", ctx.config.analytics_enabled, "attempts", len(attempts))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "analytics False attempts 0" in out.stdout

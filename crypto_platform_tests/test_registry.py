@@ -131,8 +131,9 @@ def test_a_challenger_that_fails_the_gate_keeps_the_champion(
     holdout = frame.filter(pl.col("ts") >= result.holdout_start)
     current = registry.champion_metrics(store, MODEL, holdout)
     assert current is not None
-    mine = forecast_metrics(predict(result.booster, holdout, FEATURE_COLUMNS), holdout["label"].to_numpy(),
-                            overlap=HORIZON)
+    mine = forecast_metrics(
+        predict(result.booster, holdout, FEATURE_COLUMNS), holdout["label"].to_numpy(), overlap=HORIZON
+    )
     assert current.rank_ic == pytest.approx(mine.rank_ic)  # same model, same window
 
     decision = skill_gate(result.evaluation.model, result.evaluation.momentum, current)
@@ -174,8 +175,13 @@ def test_promotion_moves_the_alias(
     assert registry.champion_info(store, MODEL).version == promoted.version
     with pytest.raises(ValueError, match="feature_cols"):
         registry.log_and_register(
-            result, tracking_uri=store, model_name=MODEL, feature_cols=FEATURE_COLUMNS[:-1],
-            reference_features=frame, input_example=frame.head(1), decision=GateDecision(False, []),
+            result,
+            tracking_uri=store,
+            model_name=MODEL,
+            feature_cols=FEATURE_COLUMNS[:-1],
+            reference_features=frame,
+            input_example=frame.head(1),
+            decision=GateDecision(False, []),
         )
 
 
@@ -191,10 +197,19 @@ def test_champion_loads_from_a_plain_python_process(
         f"print(list(m.predict(pd.read_parquet({str(tmp_path / 'rows.parquet')!r}))))\n"
     )
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=120, check=True)
-    values = [float(v) for v in out.stdout.strip().strip("[]").replace("np.float64(", "").replace(")", "")
-              .split(",")]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=True,
+    )
+    values = [
+        float(v)
+        for v in out.stdout.strip().strip("[]").replace("np.float64(", "").replace(")", "").split(",")
+    ]
     expected = registry.load_champion(store, MODEL).predict(pd.DataFrame(rows))
     assert np.allclose(values, expected, rtol=1e-9)
     assert PROJECT_DIR.is_dir()
@@ -210,19 +225,25 @@ def test_the_champion_is_rescored_on_the_new_window_or_named_incomparable(
 
     # A champion trained on other feature columns (a subset) is still scored, with its own columns.
     subset = FEATURE_COLUMNS[:12]
-    small = train(frame, subset, horizon=HORIZON, n_trials=2, n_folds=2, holdout_fraction=0.25, seed=3,
-                  max_rounds=40)
+    small = train(
+        frame, subset, horizon=HORIZON, n_trials=2, n_folds=2, holdout_fraction=0.25, seed=3, max_rounds=40
+    )
     png = b"\x89PNG\r\n\x1a\n not really a png, just bytes"
     old = registry.log_and_register(
-        small, tracking_uri=store, model_name=MODEL, feature_cols=subset,
-        reference_features=frame.sample(100, seed=1), input_example=frame.head(3),
+        small,
+        tracking_uri=store,
+        model_name=MODEL,
+        feature_cols=subset,
+        reference_features=frame.sample(100, seed=1),
+        input_example=frame.head(3),
         decision=GateDecision(promote=True, reasons=["PASS forced for the test"]),
         extra_artifacts={"plots/predicted_vs_realized.png": png},
     )
     same = registry.compare_champion(store, MODEL, window, horizon=HORIZON)
     assert same.info is not None and same.info.version == old.version and same.incomparable is None
-    expected = forecast_metrics(predict(small.booster, window, subset), window["label"].to_numpy(),
-                                overlap=HORIZON)
+    expected = forecast_metrics(
+        predict(small.booster, window, subset), window["label"].to_numpy(), overlap=HORIZON
+    )
     assert same.metrics == expected
     assert same.notes == []  # trained before the window: a fair, out-of-sample comparison
     in_sample = registry.compare_champion(store, MODEL, frame, horizon=HORIZON)
@@ -238,16 +259,29 @@ def test_the_champion_is_rescored_on_the_new_window_or_named_incomparable(
 
     # The extra artifact and the holdout predictions are in the run, byte for byte / row for row.
     dst = str(tmp_path / "downloads")
-    got = Path(mlflow.artifacts.download_artifacts(
-        run_id=old.run_id, artifact_path="plots/predicted_vs_realized.png", dst_path=dst, tracking_uri=store))
+    got = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=old.run_id,
+            artifact_path="plots/predicted_vs_realized.png",
+            dst_path=dst,
+            tracking_uri=store,
+        )
+    )
     assert got.read_bytes() == png
-    hold = pl.read_parquet(mlflow.artifacts.download_artifacts(
-        run_id=old.run_id, artifact_path=registry.HOLDOUT_ARTIFACT, dst_path=dst, tracking_uri=store))
+    hold = pl.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=old.run_id, artifact_path=registry.HOLDOUT_ARTIFACT, dst_path=dst, tracking_uri=store
+        )
+    )
     assert hold.equals(small.holdout)
     with pytest.raises(ValueError, match="must be relative"):
         registry.log_and_register(
-            small, tracking_uri=store, model_name=MODEL, feature_cols=subset,
-            reference_features=frame.head(10), input_example=frame.head(3),
-            decision=GateDecision(False, []), extra_artifacts={"../escape.png": png},
+            small,
+            tracking_uri=store,
+            model_name=MODEL,
+            feature_cols=subset,
+            reference_features=frame.head(10),
+            input_example=frame.head(3),
+            decision=GateDecision(False, []),
+            extra_artifacts={"../escape.png": png},
         )
-

@@ -63,8 +63,13 @@ def test_invalid_replayed_trades_land_in_rejects_with_reasons(tmp_path: Path) ->
     doc = {
         "start_date": "2024-01-01",
         "instruments": [
-            {"exchange": "kraken", "symbol": "BTC/USD", "source": "replay", "path": str(trades_file),
-             "min_non_empty_share": None}
+            {
+                "exchange": "kraken",
+                "symbol": "BTC/USD",
+                "source": "replay",
+                "path": str(trades_file),
+                "min_non_empty_share": None,
+            }
         ],
     }
     instruments = tmp_path / "instruments.yaml"

@@ -1,6 +1,5 @@
 """raw and bronze layers: fetch trades into immutable raw batches, then type/validate/de-duplicate."""
 
-
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -217,8 +216,12 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehou
         )
         reasons = result.rejects.group_by("reason").len().sort("reason").rows() if rinfo.rows else []
         reject_stats.append(
-            {"partition": part.key, "rows": rinfo.rows, "bytes": rinfo.bytes,
-             "reasons": "; ".join(f"{r}: {n}" for r, n in reasons)}
+            {
+                "partition": part.key,
+                "rows": rinfo.rows,
+                "bytes": rinfo.bytes,
+                "reasons": "; ".join(f"{r}: {n}" for r, n in reasons),
+            }
         )
         context.log.info(f"bronze {part}: {info.rows} trades, {rinfo.rows} rejects")
     # bronze.trades and bronze.trade_rejects in DuckDB: the desk inspects rejected rows with SQL

@@ -42,6 +42,7 @@ _PREDICTION_COLUMNS = ["exchange", "symbol", "ts", "horizon", "predicted_return"
 
 class PredictionErrorsConfig(dg.Config):
     """Run config of gold/prediction_errors."""
+
     lookback_days: int = Field(
         default=2,
         description="Days per instrument, counted back from its newest predictions, (re)joined each run.",
@@ -243,6 +244,7 @@ def _num(v):
 
 class ModelSkillConfig(dg.Config):
     """Run config of the model_skill check."""
+
     window_minutes: int = Field(default=24 * 60, description="Newest minutes of matured forecasts judged.")
     min_rows: int = Field(
         default=perf.MIN_ROWS, description="Fewer matured forecasts: passes as insufficient."

@@ -37,6 +37,7 @@ _MAX_EXAMPLE_TEXT = 600
 
 class CandlesSuiteConfig(dg.Config):
     """Run config of the candles_1m_suite check."""
+
     min_non_empty_share: float | None = Field(
         default=DEFAULT_MIN_NON_EMPTY_SHARE,
         description=(

@@ -86,8 +86,14 @@ def calibration_png(holdout: pl.DataFrame, table: pl.DataFrame, *, title: str = 
     ax1.set_ylabel("realized (bp)")
     ax1.set_title("every holdout row (99% of |realized|)", fontsize=9)
     x = table["bin"].to_numpy()
-    ax2.errorbar(x, table["realized_bp"].to_numpy(), yerr=table["realized_se_bp"].to_numpy(),
-                 fmt="o-", capsize=3, label="realized ± 1 s.e.")
+    ax2.errorbar(
+        x,
+        table["realized_bp"].to_numpy(),
+        yerr=table["realized_se_bp"].to_numpy(),
+        fmt="o-",
+        capsize=3,
+        label="realized ± 1 s.e.",
+    )
     ax2.plot(x, table["predicted_bp"].to_numpy(), "s--", label="forecast")
     ax2.axhline(0, color="grey", lw=0.6)
     ax2.set_xticks(x)

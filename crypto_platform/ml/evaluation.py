@@ -30,7 +30,14 @@ from scipy import stats
 PrimaryMetric = Literal["rank_ic", "hit_rate", "mae", "rmse"]
 HIGHER_IS_BETTER: dict[str, bool] = {"rank_ic": True, "hit_rate": True, "mae": False, "rmse": False}
 METRIC_NAMES = [
-    "n", "mae", "rmse", "hit_rate", "hit_rate_null", "n_directional", "hit_p_value", "hit_p_value_naive",
+    "n",
+    "mae",
+    "rmse",
+    "hit_rate",
+    "hit_rate_null",
+    "n_directional",
+    "hit_p_value",
+    "hit_p_value_naive",
     "rank_ic",
 ]
 

@@ -132,11 +132,15 @@ def train(
         tr, va = f.pop("train_idx"), f.pop("val_idx")
         to_target = _target_transform(y_dev[tr], center_target)
         dtrain = lgb.Dataset(
-            x_dev[tr], to_target(y_dev[tr]), feature_name=feature_cols, params=DATASET_PARAMS,
+            x_dev[tr],
+            to_target(y_dev[tr]),
+            feature_name=feature_cols,
+            params=DATASET_PARAMS,
             free_raw_data=False,
         )
-        dval = lgb.Dataset(x_dev[va], to_target(y_dev[va]), reference=dtrain, params=DATASET_PARAMS,
-                           free_raw_data=False)
+        dval = lgb.Dataset(
+            x_dev[va], to_target(y_dev[va]), reference=dtrain, params=DATASET_PARAMS, free_raw_data=False
+        )
         fold_data.append((dtrain, dval, x_dev[va], y_dev[va]))
 
     fixed = {**FIXED_PARAMS, "num_threads": num_threads, "seed": seed}
@@ -160,15 +164,22 @@ def train(
 
     booster = lgb.train(
         params,
-        lgb.Dataset(x_dev, _target_transform(y_dev, center_target)(y_dev), feature_name=feature_cols,
-                    params=DATASET_PARAMS),
+        lgb.Dataset(
+            x_dev,
+            _target_transform(y_dev, center_target)(y_dev),
+            feature_name=feature_cols,
+            params=DATASET_PARAMS,
+        ),
         num_boost_round=rounds,
     )
     pred = predict(booster, holdout, feature_cols)
-    report = evaluate(holdout, pred, horizon=horizon, momentum_col=momentum_col, label_col=label_col,
-                      booster=booster)
+    report = evaluate(
+        holdout, pred, horizon=horizon, momentum_col=momentum_col, label_col=label_col, booster=booster
+    )
     scored = holdout.select(
-        *INDEX_COLUMNS, pl.col(label_col).alias("label"), pl.Series("prediction", pred),
+        *INDEX_COLUMNS,
+        pl.col(label_col).alias("label"),
+        pl.Series("prediction", pred),
         pl.col(momentum_col).alias("momentum"),
     )
     return TrainResult(
@@ -206,7 +217,11 @@ def predict(booster: lgb.Booster, df: pl.DataFrame, feature_cols: list[str]) -> 
 
 
 def _prepare(
-    df: pl.DataFrame, feature_cols: list[str], label_col: str, momentum_col: str, n_folds: int,
+    df: pl.DataFrame,
+    feature_cols: list[str],
+    label_col: str,
+    momentum_col: str,
+    n_folds: int,
     holdout_fraction: float,
 ) -> pl.DataFrame:
     missing = [c for c in [*INDEX_COLUMNS, label_col, momentum_col, *feature_cols] if c not in df.columns]

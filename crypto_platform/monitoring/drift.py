@@ -266,18 +266,32 @@ def feature_drift(
     null_cur = 1.0 - len(cur) / len(current) if len(current) else 0.0
     if len(ref) < min_rows or len(cur) < min_rows:
         return FeatureDrift(
-            feature=name, severity=Severity.OK, psi=None, ks=None, ks_pvalue=None,
-            n_reference=len(ref), n_current=len(cur),
-            null_share_reference=null_ref, null_share_current=null_cur, monitored=monitored,
+            feature=name,
+            severity=Severity.OK,
+            psi=None,
+            ks=None,
+            ks_pvalue=None,
+            n_reference=len(ref),
+            n_current=len(cur),
+            null_share_reference=null_ref,
+            null_share_current=null_cur,
+            monitored=monitored,
             note=f"not judged: < {min_rows} finite values (reference {len(ref)}, current {len(cur)})",
         )
     p = psi(ref, cur, bins=bins)
     d, pvalue = ks(ref, cur)
     severity = thresholds.classify(p, d) if monitored else Severity.OK
     return FeatureDrift(
-        feature=name, severity=severity, psi=p, ks=d, ks_pvalue=pvalue,
-        n_reference=len(ref), n_current=len(cur),
-        null_share_reference=null_ref, null_share_current=null_cur, monitored=monitored,
+        feature=name,
+        severity=severity,
+        psi=p,
+        ks=d,
+        ks_pvalue=pvalue,
+        n_reference=len(ref),
+        n_current=len(cur),
+        null_share_reference=null_ref,
+        null_share_current=null_cur,
+        monitored=monitored,
     )
 
 
@@ -302,7 +316,12 @@ def drift_report(
         raise ValueError(f"drift_report: features missing from reference/current: {missing}")
     out = [
         feature_drift(
-            reference[f], current[f], thresholds, name=f, bins=bins, min_rows=min_rows,
+            reference[f],
+            current[f],
+            thresholds,
+            name=f,
+            bins=bins,
+            min_rows=min_rows,
             monitored=f in features,
         )
         for f in wanted
@@ -340,6 +359,13 @@ def prediction_drift(
         return df.select(expr.alias(name))
 
     return drift_report(
-        values(reference), values(current), [name], psi_warn, psi_error, ks_warn, ks_error,
-        bins=bins, min_rows=min_rows,
+        values(reference),
+        values(current),
+        [name],
+        psi_warn,
+        psi_error,
+        ks_warn,
+        ks_error,
+        bins=bins,
+        min_rows=min_rows,
     )

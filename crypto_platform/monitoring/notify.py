@@ -50,7 +50,9 @@ class Notifier:
             return False
         body = json.dumps(slack_payload(title, fields or {}), default=str).encode()
         request = urllib.request.Request(
-            self.webhook_url, data=body, method="POST",
+            self.webhook_url,
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
         try:

@@ -107,16 +107,28 @@ def rolling_skill(
     every = every_minutes or min(60, window_minutes)
     if errors.height == 0:
         return pl.DataFrame(
-            schema={"model_version": pl.String(), "window_end": UTC_TS, "n": pl.UInt32(), "mae": pl.Float64(),
-                    "baseline_mae": pl.Float64(), "mae_skill": pl.Float64(), "rank_ic": pl.Float64(),
-                    "hit_rate": pl.Float64()}
+            schema={
+                "model_version": pl.String(),
+                "window_end": UTC_TS,
+                "n": pl.UInt32(),
+                "mae": pl.Float64(),
+                "baseline_mae": pl.Float64(),
+                "mae_skill": pl.Float64(),
+                "rank_ic": pl.Float64(),
+                "hit_rate": pl.Float64(),
+            }
         )
     # Windows (end - window, end]; `ts` is when the prediction was made.
     out = (
         errors.sort(["model_version", "ts"])
         .group_by_dynamic(
-            "ts", every=f"{every}m", period=f"{window_minutes}m", offset=f"{every - window_minutes}m",
-            closed="right", label="right", group_by="model_version",
+            "ts",
+            every=f"{every}m",
+            period=f"{window_minutes}m",
+            offset=f"{every - window_minutes}m",
+            closed="right",
+            label="right",
+            group_by="model_version",
         )
         .agg(skill_aggregates())
         .rename({"ts": "window_end"})
@@ -143,7 +155,9 @@ class SkillVerdict:
     def to_metadata(self) -> dict[str, str | int | float | bool]:
         """Flat figures for Dagster metadata."""
         out: dict[str, str | int | float | bool] = {
-            "lost": self.lost, "sufficient": self.sufficient, "n": self.n,
+            "lost": self.lost,
+            "sufficient": self.sufficient,
+            "n": self.n,
             "reasons": "; ".join(self.reasons) or "-",
         }
         for k in ("rank_ic", "hit_rate", "mae", "baseline_mae"):
@@ -177,18 +191,28 @@ def skill_lost(
         errors = errors.filter(pl.col("ts") > end - timedelta(minutes=window_minutes))
     n = errors.height
     if n == 0:
-        return SkillVerdict(False, None, None, 0, ("no matured predictions",), sufficient=False,
-                            model_version=model_version)
+        return SkillVerdict(
+            False, None, None, 0, ("no matured predictions",), sufficient=False, model_version=model_version
+        )
     agg = errors.select(skill_aggregates()).row(0, named=True)
     rank_ic, hit_rate = _finite(agg["rank_ic"]), _finite(agg["hit_rate"])
     common = {
-        "mae": _finite(agg["mae"]), "baseline_mae": _finite(agg["baseline_mae"]),
+        "mae": _finite(agg["mae"]),
+        "baseline_mae": _finite(agg["baseline_mae"]),
         "model_version": versions[0] if versions else model_version,
-        "window_start": errors["ts"].min(), "window_end": errors["ts"].max(),
+        "window_start": errors["ts"].min(),
+        "window_end": errors["ts"].max(),
     }
     if n < min_rows:
-        return SkillVerdict(False, rank_ic, hit_rate, n, (f"only {n} matured predictions (< {min_rows})",),
-                            sufficient=False, **common)
+        return SkillVerdict(
+            False,
+            rank_ic,
+            hit_rate,
+            n,
+            (f"only {n} matured predictions (< {min_rows})",),
+            sufficient=False,
+            **common,
+        )
     reasons = []
     if rank_ic is None:
         reasons.append("rank IC undefined (constant predictions or returns)")

@@ -180,8 +180,10 @@ def _bronze_expectations(gxe: Any) -> list[Any]:
             for c in ("price", "amount")
         ],
         meta(gxe.ExpectColumnValuesToBeInSet(column="side", value_set=list(TRADE_SIDES)), "side_in_set"),
-        meta(gxe.ExpectCompoundColumnsToBeUnique(column_list=["exchange", "symbol", "trade_id"]),
-             "trade_id_unique"),
+        meta(
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["exchange", "symbol", "trade_id"]),
+            "trade_id_unique",
+        ),
         _window_expectation(gxe),
     ]
 
@@ -397,9 +399,7 @@ def _outcome(r: Any) -> ExpectationOutcome:
 
 def _dtype_outcome(df: pl.DataFrame, contract: dict[str, pl.DataType]) -> ExpectationOutcome:
     """Exact polars dtypes vs the contract (time unit and zone included, which pandas types blur)."""
-    bad = [
-        f"{c}: {df.schema[c]} != {t}" for c, t in contract.items() if c in df.schema and df.schema[c] != t
-    ]
+    bad = [f"{c}: {df.schema[c]} != {t}" for c, t in contract.items() if c in df.schema and df.schema[c] != t]
     return ExpectationOutcome(
         name="dtypes_match_contract",
         expectation="polars_schema_equals_contract",

@@ -27,8 +27,20 @@ import polars as pl
 KEYS = ["exchange", "symbol"]
 INDEX_COLUMNS = ["exchange", "symbol", "ts"]
 REQUIRED_COLUMNS = [
-    "exchange", "symbol", "ts", "open", "high", "low", "close", "volume", "quote_volume", "vwap",
-    "trade_count", "buy_volume", "sell_volume", "is_empty",
+    "exchange",
+    "symbol",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "vwap",
+    "trade_count",
+    "buy_volume",
+    "sell_volume",
+    "is_empty",
 ]
 
 RETURN_HORIZONS = (1, 5, 15, 60)
@@ -45,20 +57,40 @@ LOOKBACK_MINUTES: int = max(
 )
 
 PRICE_FEATURES = [
-    "ret_1", "ret_5", "ret_15", "ret_60",
-    "rv_15", "rv_60", "vol_ratio_15_60",
-    "rsi_14", "macd", "macd_hist", "bb_pctb_20", "atr_14", "range_1", "stoch_15",
+    "ret_1",
+    "ret_5",
+    "ret_15",
+    "ret_60",
+    "rv_15",
+    "rv_60",
+    "vol_ratio_15_60",
+    "rsi_14",
+    "macd",
+    "macd_hist",
+    "bb_pctb_20",
+    "atr_14",
+    "range_1",
+    "stoch_15",
 ]
 SCALE_FREE_FEATURES = ["zret_1", "zret_5", "zret_15", "zret_60"]
 FLOW_FEATURES = [
-    "volume_z_60", "taker_buy_ratio_5", "taker_buy_ratio_15", "vwap_dist", "vwap_dist_15",
-    "trade_intensity_60", "empty_frac_60",
+    "volume_z_60",
+    "taker_buy_ratio_5",
+    "taker_buy_ratio_15",
+    "vwap_dist",
+    "vwap_dist_15",
+    "trade_intensity_60",
+    "empty_frac_60",
 ]
 CALENDAR_FEATURES = ["tod_sin", "tod_cos", "dow_sin", "dow_cos"]
 CROSS_FEATURES = ["mkt_ret_1", "mkt_ret_5", "xs_mean_ret_5", "xs_rel_ret_5"]
 
 FEATURE_COLUMNS: list[str] = [
-    *PRICE_FEATURES, *SCALE_FREE_FEATURES, *FLOW_FEATURES, *CALENDAR_FEATURES, *CROSS_FEATURES,
+    *PRICE_FEATURES,
+    *SCALE_FREE_FEATURES,
+    *FLOW_FEATURES,
+    *CALENDAR_FEATURES,
+    *CROSS_FEATURES,
 ]
 
 
@@ -176,9 +208,10 @@ def _per_symbol_features(lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf.with_columns(
         _safe_div(pl.col("rv_15"), rv60).alias("vol_ratio_15_60"),
         *[_safe_div(pl.col(f"ret_{n}"), rv60 * math.sqrt(n)).alias(f"zret_{n}") for n in RETURN_HORIZONS],
-        pl.when(moved > 0).then(pl.col("_gain") / moved).otherwise(
-            pl.when(moved.is_not_null()).then(0.5)
-        ).alias("rsi_14"),
+        pl.when(moved > 0)
+        .then(pl.col("_gain") / moved)
+        .otherwise(pl.when(moved.is_not_null()).then(0.5))
+        .alias("rsi_14"),
         (pl.col("macd") - pl.col("_macd_signal")).alias("macd_hist"),
         pl.when(bb_sd > 1e-12 * c)
         .then((c - (pl.col("_bb_mid") - 2.0 * bb_sd)) / (4.0 * bb_sd))

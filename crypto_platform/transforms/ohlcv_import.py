@@ -188,8 +188,11 @@ def fill_missing_bars(candles: pl.DataFrame, interval: timedelta = timedelta(min
     parts = []
     for (exchange, symbol), g in candles.sort("ts").group_by(_KEYS, maintain_order=True):
         grid = pl.DataFrame(
-            {"ts": pl.datetime_range(g["ts"].min(), g["ts"].max(), interval, eager=True, time_unit="us",
-                                     time_zone="UTC")}
+            {
+                "ts": pl.datetime_range(
+                    g["ts"].min(), g["ts"].max(), interval, eager=True, time_unit="us", time_zone="UTC"
+                )
+            }
         ).with_columns(pl.col("ts").cast(UTC_TS))
         empty_split = 0.0 if g["buy_volume"].is_not_null().any() else None  # unknown split stays unknown
         origin = g["origin"][0]
@@ -324,8 +327,9 @@ def _validate(df: pl.DataFrame, where: str) -> pl.DataFrame:
         raise ValueError(f"{where}: null values in {nulls}")
     vol_cols = [c for c in ["volume", "quote_volume"] if c in df.columns]
     problems = {
-        "non-finite or non-positive prices": pl.any_horizontal([~(pl.col(c) > 0) | ~pl.col(c).is_finite()
-                                                                 for c in _PRICES]),
+        "non-finite or non-positive prices": pl.any_horizontal(
+            [~(pl.col(c) > 0) | ~pl.col(c).is_finite() for c in _PRICES]
+        ),
         "high below open/close/low": pl.col("high") < pl.max_horizontal("open", "close", "low"),
         "low above open/close": pl.col("low") > pl.min_horizontal("open", "close"),
         "negative or non-finite volume": pl.any_horizontal(

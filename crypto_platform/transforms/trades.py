@@ -48,7 +48,6 @@ CONFLICTING_DUPLICATE = "duplicate trade_id with conflicting values"
 UNKNOWN_SIDE_PREFIX = "unknown side "  # + the value quoted, e.g. "unknown side 'BUY'" or "unknown side null"
 
 
-
 @dataclass(frozen=True)
 class BronzeResult:
     """bronze trades, the rejected raw rows with their reason, and the identical repeats collapsed."""
