@@ -9,6 +9,9 @@ from __future__ import annotations
 import polars as pl
 
 UTC_TS = pl.Datetime("us", "UTC")
+# The identity of an instrument in every table, and of one of its minutes (bars, features, labels).
+KEYS: list[str] = ["exchange", "symbol"]
+INDEX_COLUMNS: list[str] = ["exchange", "symbol", "ts"]
 
 # raw: trades exactly as received, in ccxt's unified trade shape plus the exchange's own payload.
 # Values are kept as received (nulls and NaNs included) so that bronze can reject them with a reason.

@@ -32,17 +32,17 @@ from crypto_platform.resources.mlflow import MlflowResource
 from crypto_platform.resources.warehouse import View, WarehouseResource
 from crypto_platform.schemas import UTC_TS
 from crypto_platform.settings import Instrument, load_universe
-from crypto_platform.transforms import features as features_mod
 from crypto_platform.transforms.candles import candle_violations, describe_violations
 from crypto_platform.transforms.features import (
-    CROSS_FEATURES,
     FEATURE_COLUMNS,
+    FEATURES_SCHEMA,
     INDEX_COLUMNS,
     KEYS,
     LOOKBACK_MINUTES,
     RETURN_HORIZONS,
-    build_features,
+    segmented_features,
 )
+from crypto_platform.transforms.gold_candles import MINUTE, priced_candles
 from crypto_platform.transforms.labels import LABEL_COLUMNS, forward_return_labels
 
 FEATURES = dg.AssetKey(["gold", "features"])
@@ -58,14 +58,6 @@ DEFAULT_HORIZON = 5
 # Labels are written for every horizon the model can be trained on (the momentum baseline of a
 # horizon h is the feature ret_h), so the training set's horizon can never disagree with the labels.
 LABEL_HORIZONS: tuple[int, ...] = RETURN_HORIZONS
-MINUTE = timedelta(minutes=1)
-PRICE_COLUMNS = ["open", "high", "low", "close", "vwap"]
-FEATURES_SCHEMA = {
-    "exchange": pl.String(),
-    "symbol": pl.String(),
-    "ts": UTC_TS,
-    **{c: pl.Float64() for c in FEATURE_COLUMNS},
-}
 LABELS_SCHEMA = {
     "exchange": pl.String(),
     "symbol": pl.String(),
@@ -80,40 +72,6 @@ LABELS_SCHEMA = {
 # silver candles as gold reads them
 
 
-def _segment_id() -> pl.Expr:
-    """Run number of contiguous minutes per instrument: a new run starts after any absent minute."""
-    breaks = (pl.col("ts").diff() != MINUTE).fill_null(True)
-    return breaks.cast(pl.Int32).cum_sum().over(KEYS).alias("_seg")
-
-
-def priced_candles(candles: pl.DataFrame) -> pl.DataFrame:
-    """Silver 1-minute candles ready for gold: sorted, nothing invented, every row priced.
-
-    * No minute is inserted. Silver has every minute of what its sources covered; a minute absent
-      from silver is time no source vouched for (a day not materialized, a recording that ended),
-      and a flat price carried across it would be invented data: fake zero returns in features and
-      fake labels. Features therefore restart after such a gap (see `segmented_features`), and a
-      label whose bar t+h is absent is not made.
-    * Null prices: silver leaves the prices of leading empty minutes null when it had no earlier
-      close (e.g. the previous day was materialized after this one). Where the minute before is
-      present, its close is carried, exactly what silver writes for empty minutes; rows that stay
-      without a price (nothing known before them) are dropped.
-    """
-    if candles.is_empty():
-        return candles
-    df = candles.sort(INDEX_COLUMNS)
-    dupes = df.select(INDEX_COLUMNS).is_duplicated().sum()
-    if dupes:
-        raise ValueError(f"silver candles hold {dupes} duplicated (exchange, symbol, minute) rows")
-    df = df.with_columns(_segment_id())
-    carried = pl.col("close").forward_fill().over([*KEYS, "_seg"])
-    unpriced = pl.col("close").is_null()
-    df = df.with_columns(
-        *[pl.when(unpriced).then(carried).otherwise(pl.col(c)).alias(c) for c in PRICE_COLUMNS]
-    )
-    return df.filter(pl.col("close").is_not_null()).drop("_seg")
-
-
 def _silver(lake: LakeResource, inst: Instrument, day, offsets: range) -> pl.DataFrame | None:
     """Priced 1-minute candles of one instrument over days relative to `day` (None: none written)."""
     parts = [DayPartition(inst, day + timedelta(days=d)) for d in offsets]
@@ -126,25 +84,6 @@ def _silver(lake: LakeResource, inst: Instrument, day, offsets: range) -> pl.Dat
             "re-import that partition (the candles_1m_suite check reports every expectation)."
         )
     return None if df is None else priced_candles(df)
-
-
-def segmented_features(candles: pl.DataFrame) -> pl.DataFrame:
-    """`build_features` on candles that may have gaps: each contiguous run of an instrument's minutes
-    is a series of its own (windows restart after a gap: warm-up nulls, never a window spanning
-    unknown time); the cross-symbol features then join the instruments on the same minute. On
-    gap-free candles this equals `build_features(candles)`."""
-    if candles.is_empty():
-        return pl.DataFrame(schema=FEATURES_SCHEMA)
-    df = candles.sort(INDEX_COLUMNS).with_columns(_segment_id())
-    runs = [build_features(g.drop("_seg")) for _, g in df.group_by([*KEYS, "_seg"], maintain_order=True)]
-    per_symbol = pl.concat(runs, how="vertical").drop(CROSS_FEATURES)
-    if per_symbol.select(KEYS).n_unique() < 2:
-        out = per_symbol.with_columns(pl.lit(None, pl.Float64).alias(c) for c in CROSS_FEATURES)
-    else:  # the same cross-symbol step build_features runs, on the per-run features
-        out = features_mod._cross_symbol_features(per_symbol.lazy(), per_symbol, None).collect()
-    return out.select([*INDEX_COLUMNS, *[pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS]]).sort(
-        INDEX_COLUMNS
-    )
 
 
 def _day(df: pl.DataFrame, part: DayPartition) -> pl.DataFrame:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-INDEX_COLUMNS = ["exchange", "symbol", "ts"]
+from crypto_platform.schemas import INDEX_COLUMNS
 
 
 def training_frame(

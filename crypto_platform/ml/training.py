@@ -32,8 +32,8 @@ import optuna
 import polars as pl
 
 from crypto_platform.ml.evaluation import EvaluationReport, evaluate, rank_ic
+from crypto_platform.schemas import INDEX_COLUMNS
 
-INDEX_COLUMNS = ["exchange", "symbol", "ts"]
 CLIP_QUANTILE = 0.005
 FIXED_PARAMS: dict[str, Any] = {
     "objective": "regression",

@@ -24,8 +24,9 @@ from datetime import timedelta
 
 import polars as pl
 
-KEYS = ["exchange", "symbol"]
-INDEX_COLUMNS = ["exchange", "symbol", "ts"]
+from crypto_platform.schemas import INDEX_COLUMNS, KEYS, UTC_TS
+from crypto_platform.transforms.gold_candles import segment_id
+
 REQUIRED_COLUMNS = [
     "exchange",
     "symbol",
@@ -92,6 +93,14 @@ FEATURE_COLUMNS: list[str] = [
     *CALENDAR_FEATURES,
     *CROSS_FEATURES,
 ]
+
+# The gold/features table: index columns and every feature as Float64.
+FEATURES_SCHEMA: dict[str, pl.DataType] = {
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "ts": UTC_TS,
+    **{c: pl.Float64() for c in FEATURE_COLUMNS},
+}
 
 
 def build_features(candles: pl.DataFrame, *, market: tuple[str, str] | None = None) -> pl.DataFrame:
@@ -264,4 +273,23 @@ def _cross_symbol_features(
         lf.join(mkt, on="ts", how="left", maintain_order="left")
         .with_columns(xs_mean.alias("xs_mean_ret_5"))
         .with_columns((pl.col("ret_5") - pl.col("xs_mean_ret_5")).alias("xs_rel_ret_5"))
+    )
+
+
+def segmented_features(candles: pl.DataFrame) -> pl.DataFrame:
+    """`build_features` on candles that may have gaps: each contiguous run of an instrument's minutes
+    is a series of its own (windows restart after a gap: warm-up nulls, never a window spanning
+    unknown time); the cross-symbol features then join the instruments on the same minute. On
+    gap-free candles this equals `build_features(candles)`."""
+    if candles.is_empty():
+        return pl.DataFrame(schema=FEATURES_SCHEMA)
+    df = candles.sort(INDEX_COLUMNS).with_columns(segment_id())
+    runs = [build_features(g.drop("_seg")) for _, g in df.group_by([*KEYS, "_seg"], maintain_order=True)]
+    per_symbol = pl.concat(runs, how="vertical").drop(CROSS_FEATURES)
+    if per_symbol.select(KEYS).n_unique() < 2:
+        out = per_symbol.with_columns(pl.lit(None, pl.Float64).alias(c) for c in CROSS_FEATURES)
+    else:  # the same cross-symbol step build_features runs, on the per-run features
+        out = _cross_symbol_features(per_symbol.lazy(), per_symbol, None).collect()
+    return out.select([*INDEX_COLUMNS, *[pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS]]).sort(
+        INDEX_COLUMNS
     )

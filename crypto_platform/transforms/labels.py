@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import polars as pl
 
-KEYS = ["exchange", "symbol"]
-INDEX_COLUMNS = ["exchange", "symbol", "ts"]
+from crypto_platform.schemas import INDEX_COLUMNS, KEYS
+
 LABEL_COLUMNS = ["exchange", "symbol", "ts", "horizon", "label", "label_available_at"]
 
 

@@ -20,12 +20,11 @@ from typing import Literal
 
 import polars as pl
 
-from crypto_platform.schemas import CANDLES, UTC_TS, conform
+from crypto_platform.schemas import CANDLES, KEYS, UTC_TS, conform
 
 ImportFormat = Literal["auto", "csv", "kraken", "parquet"]
 VolumeUnit = Literal["base", "quote"]
 
-_KEYS = ["exchange", "symbol"]
 _PRICES = ["open", "high", "low", "close"]
 # Accepted column names (lower-cased) for each contract field, first match wins.
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -178,7 +177,7 @@ def candles_from_ohlcv(
     out = conform(df, CANDLES, name=where)
     if fill_gaps:
         out = fill_missing_bars(out, step)
-    return out.sort([*_KEYS, "ts"])
+    return out.sort([*KEYS, "ts"])
 
 
 def fill_missing_bars(candles: pl.DataFrame, interval: timedelta = timedelta(minutes=1)) -> pl.DataFrame:
@@ -186,7 +185,7 @@ def fill_missing_bars(candles: pl.DataFrame, interval: timedelta = timedelta(min
     if candles.height == 0:
         return candles
     parts = []
-    for (exchange, symbol), g in candles.sort("ts").group_by(_KEYS, maintain_order=True):
+    for (exchange, symbol), g in candles.sort("ts").group_by(KEYS, maintain_order=True):
         grid = pl.DataFrame(
             {
                 "ts": pl.datetime_range(
@@ -213,14 +212,14 @@ def fill_missing_bars(candles: pl.DataFrame, interval: timedelta = timedelta(min
             pl.lit(origin).alias("origin"),
         )
         parts.append(conform(full, CANDLES, name="fill_missing_bars"))
-    return pl.concat(parts).sort([*_KEYS, "ts"])
+    return pl.concat(parts).sort([*KEYS, "ts"])
 
 
 def split_by_day(candles: pl.DataFrame) -> dict[date, pl.DataFrame]:
     """Split candles into UTC-day frames (sorted by exchange, symbol, ts) for per-day partition writes."""
     if candles.height == 0:
         return {}
-    keyed = candles.with_columns(pl.col("ts").dt.date().alias("_day")).sort([*_KEYS, "ts"])
+    keyed = candles.with_columns(pl.col("ts").dt.date().alias("_day")).sort([*KEYS, "ts"])
     out: dict[date, pl.DataFrame] = {}
     for (day,), g in keyed.group_by("_day", maintain_order=False):
         out[day] = g.drop("_day")
