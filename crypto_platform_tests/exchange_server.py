@@ -137,10 +137,8 @@ class ServerState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Request handler; the state lives on the server object."""
-
-    server: FakeBinanceServer
+class BinanceHandler(BaseHTTPRequestHandler):
+    """Base of the fake Binance handlers: quiet, plain responses and Binance-style JSON errors."""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log."""
@@ -156,6 +154,12 @@ class Handler(BaseHTTPRequestHandler):
     def error(self, status: int, code: int, msg: str) -> None:
         """A Binance-style JSON error."""
         self.send(status, json.dumps({"code": code, "msg": msg}).encode())
+
+
+class Handler(BinanceHandler):
+    """Request handler; the state lives on the server object."""
+
+    server: FakeBinanceServer
 
     def do_GET(self) -> None:
         """Route GET requests like api.binance.com."""

@@ -15,14 +15,17 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import polars as pl
 
-from crypto_platform_tests.exchange_server import LoopbackServer, exchange_info, spot_symbol_info
+from crypto_platform_tests.exchange_server import (
+    BinanceHandler,
+    LoopbackServer,
+    exchange_info,
+    spot_symbol_info,
+)
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
@@ -66,25 +69,10 @@ class KlineState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(BinanceHandler):
     """Request handler; the state lives on the server object."""
 
     server: FakeKlineServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default stderr access log."""
-
-    def send(self, status: int, body: bytes) -> None:
-        """Write one JSON response."""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def error(self, status: int, code: int, msg: str) -> None:
-        """A Binance-style JSON error."""
-        self.send(status, json.dumps({"code": code, "msg": msg}).encode())
 
     def do_GET(self) -> None:
         """Route GET requests like api.binance.com."""
