@@ -480,13 +480,9 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(f"bench: no prediction after 5 min; see {devlog}")
             # stop dagster dev while a live run is executing (up to 90 s of waiting for one), so the
             # restart proves that a run cut off mid-write loses and duplicates nothing
-            if (
-                restart_at
-                and not restart
-                and now >= restart_at
-                and (live_runs_in_progress(home) or now >= restart_at + 90)
-            ):
-                restart["in_flight"] = live_runs_in_progress(home)
+            in_flight = live_runs_in_progress(home) if restart_at and not restart and now >= restart_at else 0
+            if restart_at and not restart and now >= restart_at and (in_flight or now >= restart_at + 90):
+                restart["in_flight"] = in_flight
                 log(
                     f"stopping dagster dev (SIGTERM to its process group) with {restart['in_flight']} "
                     "live run(s) executing; polling goes on ..."
