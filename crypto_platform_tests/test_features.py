@@ -12,28 +12,18 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from crypto_platform.schemas import CANDLES
+from crypto_platform.schemas import CANDLES, INDEX_COLUMNS
 from crypto_platform.transforms.features import (
     FEATURE_COLUMNS,
     LOOKBACK_MINUTES,
+    REQUIRED_COLUMNS,
     build_features,
 )
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv
 from crypto_platform_tests.conftest import SHARED_DATA
 
-VALUE_COLUMNS = [
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "vwap",
-    "trade_count",
-    "buy_volume",
-    "sell_volume",
-    "is_empty",
-]
+# every candle value the features read: the causality test perturbs all of them after t
+VALUE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in INDEX_COLUMNS]
 T0 = datetime(2024, 3, 1, 22, 0, tzinfo=UTC)
 
 
