@@ -47,7 +47,7 @@ def _imports(path: Path) -> set[str]:
 def test_no_upward_imports_between_packages() -> None:
     bad = []
     for package, forbidden in FORBIDDEN.items():
-        for path in sorted((PACKAGE_DIR / package).glob("*.py")):
+        for path in sorted((PACKAGE_DIR / package).rglob("*.py")):  # subpackages too (assets/gold)
             if hits := _imports(path) & forbidden:
                 bad.append(f"{path.relative_to(PACKAGE_DIR)} imports {sorted(hits)}")
     assert not bad, "\n".join(bad)
