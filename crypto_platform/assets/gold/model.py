@@ -88,8 +88,8 @@ def gold_model(
     mlflow_registry: MlflowResource,
 ) -> Iterator[dg.MaterializeResult]:
     from crypto_platform.ml import registry
-    from crypto_platform.ml.calibration import CALIBRATION_PNG, calibration_png, rank_bins
-    from crypto_platform.ml.evaluation import evaluation_rows, forecast_table, skill_gate, with_champion_notes
+    from crypto_platform.ml.calibration import calibration_png, rank_bins
+    from crypto_platform.ml.evaluation import evaluation_rows, forecast_table
 
     df, horizon = _training_set(lake, config)
     context.log.info(
@@ -98,36 +98,17 @@ def gold_model(
     )
     result = _train(df, horizon, config)
     window = df.filter((pl.col("ts") >= result.holdout_start) & (pl.col("ts") <= result.holdout_end))
-    uri, name = mlflow_registry.uri, mlflow_registry.model_name
-    current = registry.compare_champion(uri, name, window, horizon=horizon)
-    ev = result.evaluation
-    decision = skill_gate(
-        ev.model,
-        ev.momentum,
-        current.metrics,
-        config.primary_metric,  # type: ignore[arg-type]
-        incomparable_champion=current.incomparable,
-        replace_incomparable=config.replace_incomparable_champion,
+    current = registry.compare_champion(
+        mlflow_registry.uri, mlflow_registry.model_name, window, horizon=horizon
     )
-    decision = with_champion_notes(decision, current.notes)  # compared, but the comparison favours it
     for note in [*current.notes, *([current.incomparable] if current.incomparable else [])]:
         context.log.warning(f"champion: {note}")
+    decision = _gate(result, current, config)
     bins = rank_bins(result.holdout, overlap=horizon)
-    png = calibration_png(result.holdout, bins, title=f"{name}: {horizon}-minute forecast, holdout")
-    info = registry.log_and_register(
-        result,
-        tracking_uri=uri,
-        model_name=name,
-        feature_cols=FEATURE_COLUMNS,
-        reference_features=df.select(*INDEX_COLUMNS, *FEATURE_COLUMNS).sample(
-            n=min(50_000, df.height), seed=config.seed
-        ),
-        input_example=df.head(5),
-        decision=decision,
-        artifact_location=mlflow_registry.artifacts,
-        extra_artifacts={CALIBRATION_PNG: png} if png is not None else None,
-    )
-    table = forecast_table(ev, current.metrics)
+    title = f"{mlflow_registry.model_name}: {horizon}-minute forecast, holdout"
+    png = calibration_png(result.holdout, bins, title=title)
+    info = _register(result, df, decision, png, mlflow_registry, config.seed)
+    table = forecast_table(result.evaluation, current.metrics)
     evals = evaluation_rows(
         table,
         info,
@@ -180,6 +161,50 @@ def _train(df: pl.DataFrame, horizon: int, config: ModelConfig) -> "TrainResult"
         )
     except ValueError as exc:  # too little data for the folds, bad fractions: say so, no traceback hunt
         raise dg.Failure(f"training failed: {exc}") from exc
+
+
+def _gate(result: "TrainResult", current: "ChampionComparison", config: ModelConfig) -> "GateDecision":
+    """The skill gate on the holdout against momentum and the champion re-scored on the same window;
+    the comparison's notes (why it favours the champion) are added to the reasons."""
+    from crypto_platform.ml.evaluation import skill_gate, with_champion_notes
+
+    decision = skill_gate(
+        result.evaluation.model,
+        result.evaluation.momentum,
+        current.metrics,
+        config.primary_metric,  # type: ignore[arg-type]
+        incomparable_champion=current.incomparable,
+        replace_incomparable=config.replace_incomparable_champion,
+    )
+    return with_champion_notes(decision, current.notes)
+
+
+def _register(
+    result: "TrainResult",
+    df: pl.DataFrame,
+    decision: "GateDecision",
+    png: bytes | None,
+    res: MlflowResource,
+    seed: int,
+) -> "ModelVersionInfo":
+    """Log the run (with a drift reference sample and the calibration PNG) and register the version;
+    the gate's decision sets its alias."""
+    from crypto_platform.ml import registry
+    from crypto_platform.ml.calibration import CALIBRATION_PNG
+
+    return registry.log_and_register(
+        result,
+        tracking_uri=res.uri,
+        model_name=res.model_name,
+        feature_cols=FEATURE_COLUMNS,
+        reference_features=df.select(*INDEX_COLUMNS, *FEATURE_COLUMNS).sample(
+            n=min(50_000, df.height), seed=seed
+        ),
+        input_example=df.head(5),
+        decision=decision,
+        artifact_location=res.artifacts,
+        extra_artifacts={CALIBRATION_PNG: png} if png is not None else None,
+    )
 
 
 def _model_metadata(
