@@ -5,7 +5,8 @@ job imports them into the SAME table the trades pipeline fills (silver/candles_1
 UTC day x instrument), so everything downstream (roll-ups, features, labels, training) is unchanged:
 
 * sources: OHLCV files (CSV with a header, Kraken OHLCVT exports, Parquet; a file or a glob) or a
-  live exchange's `fetch_ohlcv` through ccxt (paginated forward from `since`, `api_url` override);
+  live exchange's `fetch_ohlcv` through ccxt (`sources.ccxt_candles`: paginated forward from `since`,
+  `api_url` override);
 * bars are validated and conformed by `transforms.ohlcv_import` (origin 'import:<file name>' or
   'import:ccxt'; what the source does not say, e.g. the taker split, stays null); only 1-minute
   bars on the UTC minute grid are accepted, and absent minutes inside a file's span (sparse exports
@@ -14,8 +15,9 @@ UTC day x instrument), so everything downstream (roll-ups, features, labels, tra
   silver/candles_1m for that (day x instrument) partition, so the UI shows the days as materialized;
   the warehouse view is refreshed at the end;
 * re-importing replaces the bars of the imported span and keeps the partition's other imported bars
-  (idempotent; importing a day in two halves works); a partition built from trades is never
-  overwritten unless `overwrite_trades` is set (trades are the better source);
+  (`transforms.candle_import.merge_day`; idempotent; importing a day in two halves works); a
+  partition built from trades is never overwritten unless `overwrite_trades` is set (trades are the
+  better source);
 * days outside the partition grid (before the universe's start_date, after today) are skipped and
   listed, never silently dropped; an import with no day inside the grid fails, naming the instrument,
   the start_date and the bars' date span;
