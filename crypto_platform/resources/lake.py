@@ -31,6 +31,34 @@ LAKE_ROOT_ENV = "CRYPTO_LAKE_ROOT"
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "statistics": True}
 
 
+class LakeReadError(RuntimeError):
+    """A lake file that exists cannot be read (truncated or corrupt): the message names the file, the
+    table and the partition."""
+
+
+# What polars/pyarrow raise for a damaged Parquet file (pyarrow's ArrowInvalid is a ValueError).
+_READ_ERRORS = (pl.exceptions.PolarsError, OSError, ValueError)
+
+
+def _read_error(
+    path: Path, layer: str, table: str, part: DayPartition | None, exc: Exception
+) -> LakeReadError:
+    """The error of an unreadable lake file, naming the file, table and partition."""
+    where = f"table {layer}/{table}" + (f", partition {part.key}" if part is not None else "")
+    detail = (str(exc).strip().splitlines() or [""])[0]
+    return LakeReadError(
+        f"lake: cannot read {path} ({where}): {type(exc).__name__}: {detail} (a truncated or corrupt file)"
+    )
+
+
+def _read_parquet(path: Path, layer: str, table: str, part: DayPartition | None = None) -> pl.DataFrame:
+    """pl.read_parquet, with a damaged file reported as a LakeReadError naming it."""
+    try:
+        return pl.read_parquet(path)
+    except _READ_ERRORS as exc:
+        raise _read_error(path, layer, table, part, exc) from exc
+
+
 @dataclass(frozen=True)
 class WriteInfo:
     """What one atomic write produced, for materialization metadata."""
@@ -81,12 +109,17 @@ class LakeResource(dg.ConfigurableResource):
     def read_partition(self, layer: str, table: str, part: DayPartition) -> pl.DataFrame | None:
         """One partition of a table, or None if it was never written."""
         path = self.partition_path(layer, table, part) / PART_FILE
-        return pl.read_parquet(path) if path.exists() else None
+        return _read_parquet(path, layer, table, part) if path.exists() else None
 
     def partition_max(self, layer: str, table: str, part: DayPartition, column: str) -> Any:
         """Largest value of one column of a partition (None if never written or empty); reads that column."""
         path = self.partition_path(layer, table, part) / PART_FILE
-        return pl.scan_parquet(path).select(pl.col(column).max()).collect().item() if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return pl.scan_parquet(path).select(pl.col(column).max()).collect().item()
+        except _READ_ERRORS as exc:
+            raise _read_error(path, layer, table, part, exc) from exc
 
     def has_partition(self, layer: str, table: str, part: DayPartition) -> bool:
         return (self.partition_path(layer, table, part) / PART_FILE).exists()
@@ -112,7 +145,7 @@ class LakeResource(dg.ConfigurableResource):
     def read_table(self, layer: str, table: str, name: str = "part") -> pl.DataFrame | None:
         """One file of an unpartitioned table, or None."""
         path = self.table_path(layer, table) / f"{name}.parquet"
-        return pl.read_parquet(path) if path.exists() else None
+        return _read_parquet(path, layer, table) if path.exists() else None
 
     # -- append-only tables (raw) ----------------------------------------------------------------
     def write_batch(
@@ -126,14 +159,21 @@ class LakeResource(dg.ConfigurableResource):
     ) -> list[pl.DataFrame]:
         """Read the named batch files of an append-only partition (listed by its manifest)."""
         folder = self.partition_path(layer, table, part)
-        return [pl.read_parquet(folder / f"{n}.parquet") for n in names]
+        return [_read_parquet(folder / f"{n}.parquet", layer, table, part) for n in names]
 
     def scan_batches(
         self, layer: str, table: str, part: DayPartition, names: list[str]
     ) -> pl.LazyFrame | None:
-        """Lazy scan of the named batch files (None if there are none): columns are read only as needed."""
+        """Lazy scan of the named batch files (None if there are none): columns are read only as needed.
+        Each file's footer is read now, so a truncated batch is named here rather than failing later."""
         folder = self.partition_path(layer, table, part)
-        return pl.scan_parquet([folder / f"{n}.parquet" for n in names]) if names else None
+        files = [folder / f"{n}.parquet" for n in names]
+        for path in files:
+            try:
+                pl.read_parquet_schema(path)
+            except _READ_ERRORS as exc:
+                raise _read_error(path, layer, table, part, exc) from exc
+        return pl.scan_parquet(files) if files else None
 
     def read_manifest(self, layer: str, table: str, part: DayPartition) -> dict[str, Any] | None:
         """The partition's manifest (the list of committed batches), or None."""
