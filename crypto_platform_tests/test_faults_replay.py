@@ -21,14 +21,15 @@ import pytest
 
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError
-from crypto_platform.sources.replay import ReplaySource
+from crypto_platform.sources.factory import build_source
+from crypto_platform.sources.replay import GENESIS, ReplaySource
 from crypto_platform.transforms import trades as T
 
 INST = Instrument("binance", "BTC/USDT", "replay")
 D1 = datetime(2024, 1, 1, tzinfo=UTC)
 D2 = D1 + timedelta(days=1)
 D3 = D2 + timedelta(days=1)
-EARLIEST = D1  # the partition grid starts here (the universe's start_date)
+EARLIEST = GENESIS  # no trade is placed before this (a ReplaySource built outside the factory)
 
 # (timestamp as recorded, what it is): one row each, in file order
 ROWS: list[tuple[str, str]] = [
@@ -44,7 +45,7 @@ ROWS: list[tuple[str, str]] = [
     ("1704110479.5", "epoch s with a fraction"),
     ("1704110480123456", "epoch µs"),
     ("1704110481123456789", "epoch ns"),
-    ("2023-12-31T23:59:59Z", "before the partition grid: rejected in its neighbours' partition"),
+    ("1000000000", "epoch s of 2001, before any crypto trade: rejected in its neighbours' partition"),
     ("2024-02-30 00:00:00", "impossible date"),
     ("2024-01-01T23:59:59.999+0000", "last millisecond of the first day"),
     ("2024-01-02T00:00:00Z", "first instant of the second day"),
@@ -55,13 +56,18 @@ ROWS: list[tuple[str, str]] = [
 ]
 
 
+def recorded(ts: str, fmt: str) -> object:
+    """A timestamp as the file holds it: CSV text, or in JSON a number when it is one."""
+    if fmt == "json" and ts.replace(".", "", 1).isdigit():
+        return float(ts) if "." in ts else int(ts)
+    return ts
+
+
 def write_recording(tmp: Path, fmt: str) -> Path:
     """The rows as a CSV (text cells) or a ccxt-style JSON list (numbers as JSON numbers)."""
     records = []
     for i, (ts, _) in enumerate(ROWS):
-        value: object = ts
-        if fmt == "json" and ts.replace(".", "", 1).isdigit():
-            value = float(ts) if "." in ts else int(ts)
+        value = recorded(ts, fmt)
         side = "buy" if i % 2 else "sell"
         records.append(
             {"id": str(5000 + i), "timestamp": value, "price": 42000 + i, "amount": 0.01 * (i + 1)}
@@ -115,7 +121,7 @@ def test_every_row_lands_in_raw_then_bronze_or_rejects(tmp_path: Path, fmt: str)
     expected = duck_expected(path, fmt)
     assert expected.height == len(ROWS) == 20
     assert expected["ms"].null_count() == 5  # DuckDB cannot read these 5 as times either
-    src = ReplaySource(str(path), earliest=EARLIEST)
+    src = ReplaySource(str(path))
 
     raw_rows = 0
     for lo, hi in [(D1, D2), (D2, D3)]:
@@ -144,7 +150,9 @@ def test_every_row_lands_in_raw_then_bronze_or_rejects(tmp_path: Path, fmt: str)
         # a rejected row keeps its timestamp as recorded in the payload (an empty CSV cell reads as null)
         for row in result.rejects.iter_rows(named=True):
             text = ROWS[int(row["trade_id"]) - 5000][0]
-            assert json.loads(row["payload"])["timestamp"] == (text or (None if fmt == "csv" else ""))
+            assert json.loads(row["payload"])["timestamp"] == (
+                recorded(text, fmt) if text or fmt == "json" else None
+            )
 
     # nothing dropped: the two days' raw rows are the file's rows (DuckDB's count), each once
     assert raw_rows == expected.height == scalar(f"select count(*) from '{path}'")
@@ -165,3 +173,27 @@ def test_ambiguous_or_unusable_times_only_are_refused_by_name(tmp_path: Path) ->
         ReplaySource(str(path)).fetch(INST, D1, D2)
     msg = str(err.value)
     assert str(path) in msg and "'01/02/2024 12:01:15'" in msg and "ambiguous day/month" in msg
+
+
+def test_rows_before_the_partition_grid_are_rejected_not_dropped(tmp_path: Path) -> None:
+    """The factory's source places no row before the universe's start date (2019-10-01 in the test
+    universe): a row timed before it is kept with its neighbours and rejected, not lost in a partition
+    that can never run."""
+    path = tmp_path / "early.csv"
+    path.write_text(
+        "id,time,price,qty,side\n"
+        "1,2019-10-01T00:00:01Z,8000,0.5,buy\n"
+        "2,2019-09-30T23:59:59Z,8001,0.25,sell\n"  # before the grid: partition 2019-09-30 does not exist
+        "3,2019-10-01T00:00:03Z,8002,0.125,buy\n"
+    )
+    inst = Instrument("binance", "BTC/USDT", "replay", {"path": str(path)})
+    day = datetime(2019, 10, 1, tzinfo=UTC)
+    raw = build_source(inst).fetch(inst, day, day + timedelta(days=1)).trades
+    assert raw.height == scalar(f"select count(*) from read_csv('{path}')") == 3
+    result = T.to_bronze(raw, day, day + timedelta(days=1))
+    assert result.bronze["trade_id"].to_list() == ["1", "3"]
+    assert result.rejects.select("trade_id", "reason").rows() == [
+        ("2", T.window_reason(day, day + timedelta(days=1)))
+    ]
+    total = result.bronze["amount"].sum() + result.rejects["amount"].sum()
+    assert total == scalar(f"select sum(qty) from read_csv('{path}')") == 0.875
