@@ -22,14 +22,16 @@ import pytest
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.factory import build_source
-from crypto_platform.sources.replay import GENESIS, ReplaySource
+from crypto_platform.sources.replay import ReplaySource
 from crypto_platform.transforms import trades as T
 
 INST = Instrument("binance", "BTC/USDT", "replay")
 D1 = datetime(2024, 1, 1, tzinfo=UTC)
 D2 = D1 + timedelta(days=1)
 D3 = D2 + timedelta(days=1)
-EARLIEST = GENESIS  # no trade is placed before this (a ReplaySource built outside the factory)
+# No row is placed by its own time before the Bitcoin genesis block (a ReplaySource built outside the
+# factory, which bounds it by the universe's start date instead).
+EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
 
 # (timestamp as recorded, what it is): one row each, in file order
 ROWS: list[tuple[str, str]] = [
