@@ -99,6 +99,7 @@ REQUIRED = ("timestamp", "trade_id", "price", "amount")
 TRUE_TEXT = ("true", "1", "t", "yes", "y")
 FALSE_TEXT = ("false", "0", "f", "no", "n")
 PAYLOAD = "__payload"  # precomputed payload column (ccxt JSON: the exchange's own `info` record)
+PLACED = "__placed_ms"  # FileTrades.trades: the time a row is placed at (its own, or its neighbour's)
 
 
 def _norm(name: str) -> str:
@@ -314,8 +315,21 @@ def read_csv(path: Path) -> pl.LazyFrame:
     with path.open("rb") as fh:
         compressed = fh.read(4)[:2] in (b"\x1f\x8b", b"PK")
     source: Path | bytes = _raw_bytes(path) if compressed else path
-    check_csv_shape(source, path, len(cells))
+    stat = path.stat()
+    _check_shape_once(str(path), stat.st_size, stat.st_mtime_ns, len(cells), source)
     return pl.scan_csv(source, has_header=has_header, new_columns=names, infer_schema=False, glob=False)
+
+
+def _check_shape_once(path: str, size: int, mtime_ns: int, fields: int, source: Path | bytes) -> None:
+    """`check_csv_shape` once per version (size, mtime) of a file: a run replaying many days of one
+    file reads it for each day (a refused file is checked, and refused, each time)."""
+    key = (path, size, mtime_ns, fields)
+    if key not in _SHAPE_OK:
+        check_csv_shape(source, Path(path), fields)
+        _SHAPE_OK.add(key)
+
+
+_SHAPE_OK: set[tuple[str, int, int, int]] = set()
 
 
 def check_csv_shape(source: Path | bytes, path: Path, fields: int) -> None:
@@ -326,7 +340,7 @@ def check_csv_shape(source: Path | bytes, path: Path, fields: int) -> None:
     ).with_row_index("i", offset=1)
     text = pl.col("t").str.strip_chars_end("\r")
     bad = lines.filter(text.is_not_null() & (text.str.count_matches(",", literal=True) != fields - 1))
-    quoted = lines.select(pl.col("t").str.contains('"', literal=True).any())
+    quoted = lines.select(pl.col("t").str.contains('"', literal=True).any().alias("quoted"))
     first_bad, has_quotes = pl.collect_all([bad.head(1), quoted])
     if has_quotes.item():  # commas may be quoted: count fields the slow, exact way
         data = source if isinstance(source, bytes) else path.read_bytes()
@@ -393,7 +407,8 @@ READERS: dict[str, Callable[[Path], pl.LazyFrame]] = {
 
 @dataclass(frozen=True)
 class FileTrades:
-    """One file's trades of an instrument in the window, and the file's recorded span (ms)."""
+    """One file's rows of an instrument placed in the window (RAW_TRADES + PLACED), and the file's
+    recorded span (ms)."""
 
     trades: pl.DataFrame
     first_ms: int | None
@@ -451,6 +466,7 @@ def load_file(
         payload.alias("payload"),
         pl.lit(f"replay:{path.name}").alias("source"),
         pl.lit(received_at).cast(schemas.UTC_TS).alias("received_at"),
+        pl.col("__at").alias(PLACED),
     )
     counts_df, span_df, trades = pl.collect_all([counts, span, window])
     if counts_df.item() == 0:
@@ -518,12 +534,6 @@ class ReplaySource:
                 ) from exc
         return parts
 
-    def _any(self, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime) -> bool:
-        """Whether the recording holds a trade of the instrument timed in [lo_ms, hi_ms)."""
-        ts = pl.col("timestamp_ms")
-        parts = self._load(instrument, lo_ms, hi_ms, received_at)
-        return any(p.trades.select(((ts >= lo_ms) & (ts < hi_ms)).any()).item() for p in parts)
-
     def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
         """Recorded trades in [start, end), covered where the recording is continuous (see below)."""
         start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
@@ -532,7 +542,9 @@ class ReplaySource:
             raise SourceError(f"replay: {instrument.key}: window end {end} is before start {start}")
         lo_ms, hi_ms = epoch_ms_ceil(as_utc(start)), epoch_ms_ceil(as_utc(end))
         received_at = self._now()
-        parts = self._load(instrument, lo_ms, hi_ms, received_at)
+        # One read for the window and the SESSION_GAP on each side (coverage looks across the edges).
+        gap_ms = int(SESSION_GAP.total_seconds() * 1000)
+        parts = self._load(instrument, lo_ms - gap_ms, hi_ms + gap_ms, received_at)
         others = sorted({sym for p in parts for sym in p.other_symbols})
         if others and all(p.first_ms is None for p in parts):  # trades recorded, none of this symbol
             raise SourceError(
@@ -540,17 +552,19 @@ class ReplaySource:
                 f"(looked for {symbol_keys(instrument)}); "
                 f"the file(s) hold symbols {others}"
             )
-        trades = pl.concat([p.trades for p in parts])
+        rows = pl.concat([p.trades for p in parts])
+        at, ts = pl.col(PLACED), pl.col("timestamp_ms")
+        trades = rows.filter((at >= lo_ms) & (at < hi_ms))
         trades = trades.sort("timestamp_ms", maintain_order=True, nulls_last=True)
         trades = schemas.conform(trades, schemas.RAW_TRADES, name=f"raw trades (replay {self.path})")
         # Coverage: the recording vouches for a window edge only if it continues across it (a trade
         # within SESSION_GAP on the other side); otherwise it ends at the first/last recorded trade.
         # So separate sessions days apart never vouch for the days between them as empty.
-        gap_ms = int(SESSION_GAP.total_seconds() * 1000)
+        timed = rows.filter(ts == at)  # the rows placed at their own time
+        before = timed.select(((ts >= lo_ms - gap_ms) & (ts < lo_ms)).any()).item()
+        after = timed.select(((ts >= hi_ms) & (ts < hi_ms + gap_ms)).any()).item()
         stamps = trades.get_column("timestamp_ms").drop_nulls()
         stamps = stamps.filter((stamps >= lo_ms) & (stamps < hi_ms))
-        before = self._any(instrument, lo_ms - gap_ms, lo_ms, received_at)
-        after = self._any(instrument, hi_ms, hi_ms + gap_ms, received_at)
         if stamps.is_empty():
             covered = (start, end) if before and after else (start, start)
             return TradeBatch(trades, covered_from=covered[0], covered_to=covered[1])
