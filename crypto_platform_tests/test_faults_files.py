@@ -22,10 +22,11 @@ import pytest
 from crypto_platform.cli import materialize_command
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.resources.warehouse import View, WarehouseResource
+from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import INSTRUMENTS_ENV, Instrument, parse_universe
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.replay import ReplaySource
+from crypto_platform.tables import BRONZE_TRADES, RAW_TRADES
 from crypto_platform_tests.conftest import PROJECT_DIR
 from crypto_platform_tests.test_faults_replay import D1, ROWS, write_recording
 
@@ -114,18 +115,18 @@ def test_truncated_parquet_is_named_with_table_and_partition(tmp_path: Path) -> 
     part = DayPartition(INST, date(2024, 1, 1))
     other = DayPartition(INST, date(2024, 1, 2))
     df = pl.DataFrame({"trade_id": [str(i) for i in range(5000)], "amount": [0.001 * i for i in range(5000)]})
-    lake.write_partition(df, "bronze", "trades", part)
-    lake.write_partition(df.head(100), "bronze", "trades", other)
+    lake.write_partition(df, BRONZE_TRADES, part)
+    lake.write_partition(df.head(100), BRONZE_TRADES, other)
     for name in ("batch-1", "batch-2"):
-        lake.write_batch(df, "raw", "trades", part, name)
+        lake.write_batch(df, RAW_TRADES, part, name)
 
-    file = lake.partition_path("bronze", "trades", part) / "part.parquet"
+    file = lake.partition_path(BRONZE_TRADES, part) / "part.parquet"
     file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])  # a truncated copy
     with pytest.raises(duckdb.Error):  # DuckDB cannot read it either
         duckdb.sql(f"select count(*) from '{file}'").fetchall()
     for read in (
-        lambda: lake.read_partition("bronze", "trades", part),
-        lambda: lake.partition_max("bronze", "trades", part, "amount"),
+        lambda: lake.read_partition(BRONZE_TRADES, part),
+        lambda: lake.partition_max(BRONZE_TRADES, part, "amount"),
     ):
         with pytest.raises(RuntimeError) as err:
             read()
@@ -134,20 +135,20 @@ def test_truncated_parquet_is_named_with_table_and_partition(tmp_path: Path) -> 
             str(file) in str(err.value) and "bronze/trades" in str(err.value) and part.key in str(err.value)
         )
     # the intact partition still reads, exactly what DuckDB reads
-    intact = lake.partition_path("bronze", "trades", other) / "part.parquet"
-    got = lake.read_partition("bronze", "trades", other)
+    intact = lake.partition_path(BRONZE_TRADES, other) / "part.parquet"
+    got = lake.read_partition(BRONZE_TRADES, other)
     assert got is not None and (got.height, got["amount"].sum()) == pytest.approx(
         duckdb.sql(f"select count(*), sum(amount) from '{intact}'").fetchall()[0]
     )
 
-    batch = lake.partition_path("raw", "trades", part) / "batch-2.parquet"
+    batch = lake.partition_path(RAW_TRADES, part) / "batch-2.parquet"
     batch.write_bytes(batch.read_bytes()[:100])
     with pytest.raises(RuntimeError) as err:
-        lake.scan_batches("raw", "trades", part, ["batch-1", "batch-2"])
+        lake.scan_batches(RAW_TRADES, part, ["batch-1", "batch-2"])
     assert type(err.value).__name__ == "LakeReadError"
     assert str(batch) in str(err.value) and "raw/trades" in str(err.value) and part.key in str(err.value)
     with pytest.raises(RuntimeError, match=r"batch-2\.parquet"):
-        lake.read_batches("raw", "trades", part, ["batch-1", "batch-2"])
+        lake.read_batches(RAW_TRADES, part, ["batch-1", "batch-2"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -169,9 +170,9 @@ def cli(file: Path, sql: str) -> list[str]:
 def test_warehouse_created_by_python_duckdb_opens_in_the_cli(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     df = pl.DataFrame({"trade_id": [str(i) for i in range(777)], "amount": [0.5] * 777})
-    lake.write_partition(df, "bronze", "trades", DayPartition(INST, date(2024, 1, 1)))
-    views = [View("bronze", "trades")]
-    files = lake.table_glob("bronze", "trades")
+    lake.write_partition(df, BRONZE_TRADES, DayPartition(INST, date(2024, 1, 1)))
+    views = [BRONZE_TRADES]
+    files = lake.table_glob(BRONZE_TRADES)
     want = [str(scalar(f"select count(*) from read_parquet('{files}')")), "388.5"]
 
     # created by the platform itself
