@@ -53,7 +53,7 @@ ROWS: list[tuple[str, str]] = [
     ("2024-01-02T00:00:00Z", "first instant of the second day"),
     ("1704153600001", "epoch ms on the second day"),
     ("garbage", "not a time, after a second-day row"),
-    ("2099-01-01T00:00:00Z", "after the file was written: rejected in its neighbours' partition"),
+    ("2099-01-01T00:00:00Z", "in the future: rejected in its neighbours' partition"),
     ("2024-01-02 00:00:02.5", "second day again"),
 ]
 

@@ -8,7 +8,7 @@ intersected with the requested window.
 Nothing is dropped silently: every row of the instrument reaches raw, in the fetch whose window holds
 its *placement* time, and bronze rejects with a reason what is not a valid trade. A row is placed at
 its own timestamp when that is a time inside the partition grid (>= `earliest`, the universe's
-start date) and not after the file was last written (+ 1 day of clock skew); any other row (empty,
+start date) and not in the future (the wall clock + 1 day of clock skew); any other row (empty,
 'not a time', ambiguous, a stray 1970 or far-future value) is placed with the row before it in the
 file (or after it, at the start), so it lands in raw next to its neighbours and bronze rejects it
 ('timestamp is null' / 'timestamp outside partition window'). Its text stays in the payload.
@@ -54,7 +54,7 @@ ISO_TIMESTAMP = (
     r"(?<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?$"
 )
 AMBIGUOUS_DATE = r"^\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}"
-# Rows placed by their own time must lie in [earliest, file written + CLOCK_SKEW); no crypto trade
+# Rows placed by their own time must lie in [earliest, wall clock + CLOCK_SKEW); no crypto trade
 # predates the Bitcoin genesis block, the default `earliest` of a source built outside the factory.
 GENESIS = datetime(2009, 1, 3, tzinfo=UTC)
 CLOCK_SKEW = timedelta(days=1)
@@ -441,7 +441,7 @@ def load_file(
     if "symbol" in fields:
         lf = lf.filter(_symbol_key(pl.col(fields["symbol"])).is_in(symbol_keys(instrument)))
     lo_bound = epoch_ms_ceil(GENESIS) if earliest_ms is None else earliest_ms
-    hi_bound = epoch_ms_ceil(datetime.fromtimestamp(path.stat().st_mtime, UTC) + CLOCK_SKEW)
+    hi_bound = epoch_ms_ceil(datetime.now(UTC) + CLOCK_SKEW)  # the real clock: no trade is later
     usable = pl.col("__ts").is_between(lo_bound, hi_bound, closed="left")
     own = pl.when(usable).then(pl.col("__ts"))
     lf = lf.with_columns(own.alias("__usable"), own.forward_fill().backward_fill().alias("__at"))
@@ -473,7 +473,7 @@ def load_file(
         raise SourceError(f"replay: {path}: {NO_ROWS}")
     first, last, rows, usable_rows, example = span_df.row(0)
     if rows and not usable_rows:  # no row can be placed in any partition: refuse rather than lose them
-        why = f"not a timestamp between {from_ms(lo_bound).date()} and the file's last write"
+        why = f"not a timestamp between {from_ms(lo_bound).date()} and now"
         if re.match(AMBIGUOUS_DATE, str(example or "")):
             why = "an ambiguous day/month-order date, not a timestamp (01/02 is 1 February or 2 January)"
         raise SourceError(
