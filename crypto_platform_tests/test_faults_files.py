@@ -147,6 +147,7 @@ def test_truncated_parquet_is_named_with_table_and_partition(tmp_path: Path) -> 
         lake.scan_batches(RAW_TRADES, part, ["batch-1", "batch-2"])
     assert type(err.value).__name__ == "LakeReadError"
     assert str(batch) in str(err.value) and "raw/trades" in str(err.value) and part.key in str(err.value)
+    assert "refetch: true" in str(err.value)  # the documented repair
     with pytest.raises(RuntimeError, match=r"batch-2\.parquet"):
         lake.read_batches(RAW_TRADES, part, ["batch-1", "batch-2"])
 
