@@ -10,6 +10,7 @@ from pydantic import Field
 from crypto_platform.assets._meta import summarize
 from crypto_platform.assets.coverage import coverage_of
 from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
+from crypto_platform.platform_settings import DEFAULT_OVERLAP_SECONDS
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import View, WarehouseResource
@@ -20,9 +21,6 @@ from crypto_platform.transforms.trades import to_bronze
 RAW = dg.AssetKey(["raw", "trades"])
 BRONZE = dg.AssetKey(["bronze", "trades"])
 REJECTS = dg.AssetKey(["bronze", "trade_rejects"])
-
-
-DEFAULT_OVERLAP_SECONDS = 120
 
 
 def _ms(ts: datetime) -> int:

@@ -1,7 +1,7 @@
 """Alerting: failed runs and failed asset checks, posted to a Slack-compatible webhook.
 
-Where the URL comes from: `WebhookResource.url` (set it from `EnvVar("CRYPTO_PLATFORM_WEBHOOK_URL")` in
-the Definitions to show it in the UI), else the environment variable itself at send time. Neither set:
+Where the URL comes from: `WebhookResource.url`, which the code location sets from the settings
+(`CRYPTO_WEBHOOK_URL`, passed as an `EnvVar`: the UI shows the variable, never the URL). Empty:
 nothing is sent, no connection is attempted, and the sensors skip with a reason (the check cursor
 still advances, so enabling the webhook later does not replay old failures).
 
@@ -17,7 +17,6 @@ Both default to RUNNING: they are inert without a URL and cheap (one query per c
 """
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,8 +25,10 @@ from typing import Any, Self
 import dagster as dg
 from pydantic import Field
 
-from crypto_platform.monitoring.notify import WEBHOOK_ENV, Notifier, format_check_failure, format_run_failure
+from crypto_platform.monitoring.notify import Notifier, format_check_failure, format_run_failure
+from crypto_platform.platform_settings import env_name
 
+WEBHOOK_ENV = env_name("webhook_url")
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -37,11 +38,11 @@ _PENDING_MAX_AGE_S = 24 * 3600
 
 
 class WebhookResource(dg.ConfigurableResource):
-    """Where alerts go: a Slack-compatible webhook (empty: $CRYPTO_PLATFORM_WEBHOOK_URL, else nothing)."""
+    """Where alerts go: a Slack-compatible webhook (empty: nothing is sent)."""
 
     url: str = Field(
         default="",
-        description=f"Webhook URL (a secret). Empty: ${WEBHOOK_ENV} at send time; both empty: nothing sent.",
+        description=f"Webhook URL (a secret: set it from EnvVar('{WEBHOOK_ENV}')). Empty: nothing sent.",
     )
     timeout_s: float = Field(default=5.0, description="Timeout of one post, in seconds.")
     ui_url: str = Field(
@@ -49,8 +50,8 @@ class WebhookResource(dg.ConfigurableResource):
     )
 
     def notifier(self) -> Notifier:
-        """The webhook client for the configured (or environment) URL; disabled when neither is set."""
-        return Notifier(self.url or os.environ.get(WEBHOOK_ENV), self.timeout_s)
+        """The webhook client for the configured URL; disabled when it is empty."""
+        return Notifier(self.url, self.timeout_s)
 
     def run_link(self, run_id: str) -> str | None:
         """Link to a run in the Dagster UI, when the UI's URL is configured."""

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from crypto_platform.settings import PROJECT_DIR
 
-MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_MLFLOW_DIR = "data/mlflow"
 
 

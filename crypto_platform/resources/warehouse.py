@@ -33,7 +33,6 @@ from crypto_platform.settings import PROJECT_DIR
 
 # Written in a format the `duckdb` CLI (duckdb-cli 1.5) can open too.
 STORAGE_COMPATIBILITY = "v1.5.0"
-WAREHOUSE_ENV = "CRYPTO_WAREHOUSE_PATH"
 # A view's comment holds the digest of the statement that created it (how a refresh sees a change).
 _COMMENT_PREFIX = "crypto_platform:"
 
