@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         # and the code location's resources read these variables (as a deployment would set them).
         os.environ.update(
             {
-                "CRYPTO_PLATFORM_INSTRUMENTS": str(project / "instruments.yaml"),
+                "CRYPTO_INSTRUMENTS": str(project / "instruments.yaml"),
                 "CRYPTO_LAKE_ROOT": str(project / "lake"),
                 "CRYPTO_WAREHOUSE_PATH": str(project / "warehouse.duckdb"),
                 "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
