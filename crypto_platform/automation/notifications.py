@@ -43,6 +43,7 @@ class WebhookResource(dg.ConfigurableResource):
     url: str = Field(
         default="",
         description=f"Webhook URL (a secret: set it from EnvVar('{WEBHOOK_ENV}')). Empty: nothing sent.",
+        json_schema_extra={"dagster__is_secret": True},
     )
     timeout_s: float = Field(default=5.0, description="Timeout of one post, in seconds.")
     ui_url: str = Field(

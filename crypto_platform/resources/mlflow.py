@@ -18,6 +18,7 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str = Field(
         default="",
         description="MLflow tracking/registry URI; empty: sqlite:///<project>/data/mlflow/mlflow.db.",
+        json_schema_extra={"dagster__is_secret": True},  # a server URI may hold credentials
     )
     artifact_location: str = Field(
         default="",

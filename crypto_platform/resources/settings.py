@@ -3,8 +3,9 @@
 The UI shows every resource's configuration (Deployment > Resources > settings): here each field is
 one setting, its description names the environment variable and what it means, and the value is the
 one the code location loaded. A secret (webhook URL, MLflow URI) is passed as an `EnvVar`, so the UI
-shows the variable's name, never its value. No asset or sensor requires this resource: the settings
-reach them when the definitions are built (crypto_platform/definitions.py); this is their window.
+shows the variable's name, never its value (and its field is marked secret: a plain value is masked).
+No asset or sensor requires this resource: the settings reach them when the definitions are built
+(crypto_platform/definitions.py); this is their window.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ def _shown(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def _field(spec: Setting) -> Any:
+    secret = {"dagster__is_secret": True} if spec.secret else None  # the UI masks the value
+    return Field(
+        default=_shown(spec.default), description=f"{spec.env}: {spec.doc}", json_schema_extra=secret
+    )
+
+
 SettingsResource: type[dg.ConfigurableResource] = create_model(  # type: ignore[call-overload]
     "SettingsResource",
     __base__=dg.ConfigurableResource,
     __doc__="The platform settings the code location loaded (environment variables, read once).",
-    **{
-        spec.name: (_kind(spec), Field(default=_shown(spec.default), description=f"{spec.env}: {spec.doc}"))
-        for spec in PlatformSettings.specs()
-    },
+    **{spec.name: (_kind(spec), _field(spec)) for spec in PlatformSettings.specs()},
 )
 
 
