@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from crypto_platform import tables
+
 PROJECT = Path(__file__).resolve().parent.parent
 OUT = PROJECT / "bench" / "FRESHNESS.md"
 DELAY_TARGETS = {"p50": 60.0, "p95": 120.0}
@@ -255,7 +257,6 @@ def verify_tape(root: Path, instruments: list[str], days: list) -> list[dict[str
     """bronze == the simulator's tape over each live partition's covered span."""
     import polars as pl
 
-    from crypto_platform.assets.coverage import coverage_of
     from crypto_platform.partitions import DayPartition
     from crypto_platform.resources.lake import LakeResource
     from crypto_platform.settings import load_universe
@@ -267,11 +268,11 @@ def verify_tape(root: Path, instruments: list[str], days: list) -> list[dict[str
         inst = load_universe().instrument(key)
         for day in days:
             part = DayPartition(inst, day)
-            manifest = lake.read_manifest("raw", "trades", part)
-            bronze = lake.read_partition("bronze", "trades", part)
-            if manifest is None or bronze is None:
+            manifest = lake.read_manifest(tables.RAW_TRADES, part)
+            bronze = lake.read_partition(tables.BRONZE_TRADES, part)
+            if not manifest.exists or bronze is None:
                 continue
-            cov = coverage_of(manifest)
+            cov = manifest.coverage
             tape = (
                 build_source(inst, seed=7, now=lambda c=cov.covered_to: c)
                 .fetch(inst, cov.covered_from, cov.covered_to)
@@ -294,13 +295,13 @@ def verify_tape(root: Path, instruments: list[str], days: list) -> list[dict[str
                     | (pl.col("side") != pl.col("side_tape"))
                 )
             ).height
-            raw_rows = sum(int(bt.get("rows", 0)) for bt in manifest["batches"])
+            raw_rows = sum(bt.rows for bt in manifest.batches)
             out.append(
                 {
                     "partition": part.key,
                     "from": cov.covered_from,
                     "to": cov.covered_to,
-                    "batches": len(manifest["batches"]),
+                    "batches": len(manifest.batches),
                     "raw_rows": raw_rows,
                     "bronze": bronze.height,
                     "tape": tape.height,

@@ -12,12 +12,13 @@ from typing import Any
 import dagster as dg
 
 from crypto_platform.assets import gold, history, ingest, monitoring, silver
+from crypto_platform.automation.freshness import build_live_freshness_sensor
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.live import build_live_sensor
 from crypto_platform.automation.notifications import NOTIFICATION_SENSORS, WebhookResource
 from crypto_platform.automation.retraining import RETRAINING_JOBS, build_retraining_sensor, build_schedules
 from crypto_platform.checks.drift import DRIFT_CHECKS
-from crypto_platform.checks.freshness import build_freshness, with_live_freshness
+from crypto_platform.checks.freshness import build_live_data_lag_checks, with_live_freshness
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.platform_settings import PlatformSettings, load_settings
 from crypto_platform.resources.lake import LakeResource
@@ -42,15 +43,19 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, Any]:
 
 def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     """Every definition of the code location, for one settings object."""
-    freshness_checks, freshness_sensors = build_freshness(settings)
     return dg.Definitions(
         assets=with_live_freshness(dg.load_assets_from_modules([ingest, silver, gold, monitoring])),
-        asset_checks=[*QUALITY_CHECKS, *DRIFT_CHECKS, *monitoring.MONITORING_CHECKS, *freshness_checks],
+        asset_checks=[
+            *QUALITY_CHECKS,
+            *DRIFT_CHECKS,
+            *monitoring.MONITORING_CHECKS,
+            build_live_data_lag_checks(settings),
+        ],
         jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS],
         schedules=build_schedules(settings),
         sensors=[
             build_live_sensor(settings),
-            *freshness_sensors,
+            build_live_freshness_sensor(settings),
             build_retraining_sensor(settings),
             *NOTIFICATION_SENSORS,
         ],

@@ -32,8 +32,12 @@ class SettingsError(ValueError):
 ENV_PREFIX = "CRYPTO_"
 # Name families that only this platform uses: an unknown name in them is a typo, never another tool's.
 OWN_PREFIXES = ("CRYPTO_PLATFORM_", "CRYPTO_LIVE_", "CRYPTO_FRESHNESS_", "CRYPTO_RETRAIN_")
+# Asset checks in live runs: the blocking ones (the data-quality gates: bad bronze/silver never feeds
+# gold), every check of the selected assets (drift too: slow), or none (fastest, no gate).
 LIVE_CHECK_MODES = ("blocking", "all", "none")
-DEFAULT_OVERLAP_SECONDS = 120  # the late-trade re-read of a raw fetch (raw/trades' config default too)
+# Late-arriving trades: how far before the watermark each fetch re-reads (and the settling delay);
+# the default of CRYPTO_LIVE_OVERLAP_SECONDS and of raw/trades' `overlap_seconds` config.
+DEFAULT_OVERLAP_SECONDS = 120
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 Parser = Callable[[str, str], Any]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_platform.assets.monitoring import PREDICTION_ERRORS, PREDICTION_SKILL
+from crypto_platform import tables
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.retraining import (
     TRIGGER_CHECKS_TAG,
@@ -43,7 +43,7 @@ NO_COOLDOWN = PlatformSettings(retrain_cooldown_hours=0)
 def _monitor(tmp: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*ASSETS, model_skill],
-        selection=dg.AssetSelection.assets(PREDICTION_ERRORS, PREDICTION_SKILL),
+        selection=dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key),
         instance=instance,
         resources=resources(tmp),
     )
