@@ -15,6 +15,7 @@ from crypto_platform.assets import gold, history, ingest, monitoring, silver
 from crypto_platform.automation.freshness import build_live_freshness_sensor
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.live import build_live_sensor
+from crypto_platform.automation.maintenance import MAINTENANCE_JOBS, build_maintenance_schedules
 from crypto_platform.automation.notifications import NOTIFICATION_SENSORS, WebhookResource
 from crypto_platform.automation.retraining import RETRAINING_JOBS, build_retraining_sensor, build_schedules
 from crypto_platform.checks.drift import DRIFT_CHECKS
@@ -51,8 +52,8 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
             *monitoring.MONITORING_CHECKS,
             build_live_data_lag_checks(settings),
         ],
-        jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS],
-        schedules=build_schedules(settings),
+        jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS, *MAINTENANCE_JOBS],
+        schedules=[*build_schedules(settings), *build_maintenance_schedules(settings)],
         sensors=[
             build_live_sensor(settings),
             build_live_freshness_sensor(settings),
