@@ -228,7 +228,7 @@ def measure(kill_points: list[int]) -> FaultsResult:
     result = FaultsResult()
     universe = Path(tempfile.mkdtemp(prefix="faults-universe-")) / "instruments.yaml"
     universe.write_text(INSTRUMENTS)
-    os.environ["CRYPTO_PLATFORM_INSTRUMENTS"] = str(universe)  # children inherit it; fixed per process
+    os.environ["CRYPTO_INSTRUMENTS"] = str(universe)  # children inherit it; fixed per process
     scenarios = [lambda b, k=k: kill_scenario(b, k) for k in kill_points]
     scenarios += [concurrent_scenario, truncated_scenario, uncommitted_scenario]
     for scenario in scenarios:
