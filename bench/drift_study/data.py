@@ -50,11 +50,17 @@ CANDIDATES: dict[str, DriftThresholds] = {
 }
 
 
-def load() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+Loaded = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]
+
+
+def with_features(ftx: pl.DataFrame, kraken: pl.DataFrame) -> Loaded:
     """FTX candles, FTX features, Kraken candles, Kraken features (features carry a 'day' column)."""
-    ftx = read_ftx_csv(FTX_FILE)
-    kraken = read_kraken_ohlcvt(KRAKEN_FILE, symbol="BTC/USDC")
     return ftx, with_day(build_features(ftx)), kraken, with_day(build_features(kraken))
+
+
+def load() -> Loaded:
+    """Both markets' candles, read in place, and their features."""
+    return with_features(read_ftx_csv(FTX_FILE), read_kraken_ohlcvt(KRAKEN_FILE, symbol="BTC/USDC"))
 
 
 def with_day(df: pl.DataFrame) -> pl.DataFrame:

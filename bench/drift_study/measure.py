@@ -18,6 +18,7 @@ from bench.drift_study.data import (
     REFERENCE_DAYS,
     SKILL_HOLDOUTS,
     WIDE_DRIFT_SET,
+    Loaded,
     before,
     full_days,
     judged,
@@ -67,9 +68,9 @@ class Inputs:
     jan_ref: pl.DataFrame  # all full January days: the reference of (a) and (b)
 
 
-def inputs() -> Inputs:
-    """Load both markets and derive the columns, feature sets and days every section uses."""
-    ftx, ftx_f, kraken, kraken_f = load()
+def inputs(loaded: Loaded | None = None) -> Inputs:
+    """Both markets (`load()` unless given) and the columns, feature sets and days every section uses."""
+    ftx, ftx_f, kraken, kraken_f = loaded or load()
     all_cols = judged(ftx_f, FEATURE_COLUMNS)
     chosen = [c for c in DRIFT_FEATURES if c in all_cols]
     liquidity = [c for c in ("volume_z_60", "empty_frac_60") if c in all_cols]
