@@ -22,8 +22,9 @@ from bench.freshness.checks import (
     compare_tape,
     final_closes,
     summarize_runs,
+    verify_tape,
 )
-from bench.freshness.harness import Prepared
+from bench.freshness.harness import Prepared, write_workspace
 from bench.freshness.measure import Delays, Options, Restart, Result, assess, window
 from bench.report import Machine, Summary
 from crypto_platform.settings import Instrument
@@ -265,3 +266,22 @@ def test_run_statistics_from_real_run_records() -> None:
     assert stats.detect.n == 2 and stats.detect.max == pytest.approx(max(created) - minute)
     assert stats.launch.n == 2 and stats.execute.n == 2
     assert list(stats.steps) == ["one"] and stats.steps["one"].n == 2
+
+
+def test_tape_check_skips_partitions_without_a_committed_manifest(tmp_path) -> None:
+    day = T0.date()
+    assert verify_tape(tmp_path / "lake", ["sim.BTC-USDT"], [day]) == []
+
+
+@pytest.mark.slow
+def test_the_generated_code_location_has_the_live_sensors(tmp_path) -> None:
+    """The workspace dagster dev loads: the platform plus live_sensor and the freshness sensor."""
+    import importlib.util
+
+    write_workspace(tmp_path)
+    spec = importlib.util.spec_from_file_location("bench_live_location", tmp_path / "live_location.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = {s.name for s in module.defs.sensors or []}
+    assert {"live_sensor", "live_freshness_sensor"} <= names

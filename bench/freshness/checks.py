@@ -78,7 +78,7 @@ class TapeCheck:
 
 def verify_tape(lake_root: Path, instruments: list[str], days: list) -> list[TapeCheck]:
     """bronze == the simulator's tape over each live partition's covered span."""
-    from crypto_platform.assets.coverage import coverage_of
+    from crypto_platform import tables
     from crypto_platform.partitions import DayPartition
     from crypto_platform.resources.lake import LakeResource
     from crypto_platform.settings import load_universe
@@ -90,19 +90,17 @@ def verify_tape(lake_root: Path, instruments: list[str], days: list) -> list[Tap
         inst = load_universe().instrument(key)
         for day in days:
             part = DayPartition(inst, day)
-            manifest = lake.read_manifest("raw", "trades", part)
-            bronze = lake.read_partition("bronze", "trades", part)
-            if manifest is None or bronze is None:
+            manifest = lake.read_manifest(tables.RAW_TRADES, part)
+            bronze = lake.read_partition(tables.BRONZE_TRADES, part)
+            if not manifest.exists or bronze is None:
                 continue
-            cov = coverage_of(manifest)
+            cov = manifest.coverage
             source = build_source(inst, seed=SIM_SEED, now=lambda c=cov.covered_to: c)
             tape = source.fetch(inst, cov.covered_from, cov.covered_to).trades
-            raw_rows = sum(int(bt.get("rows", 0)) for bt in manifest["batches"])
+            raw_rows = sum(bt.rows for bt in manifest.batches)
             diff = compare_tape(bronze, tape)
             out.append(
-                TapeCheck(
-                    part.key, cov.covered_from, cov.covered_to, len(manifest["batches"]), raw_rows, diff
-                )
+                TapeCheck(part.key, cov.covered_from, cov.covered_to, len(manifest.batches), raw_rows, diff)
             )
     return out
 

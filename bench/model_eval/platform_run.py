@@ -164,7 +164,7 @@ def _import_candles(s: _Session) -> list[date]:
 
 def _train_twice(s: _Session, opts: TrainingOptions, days: list[date], lap: Lap) -> tuple[dict, dict, dict]:
     """gold features/labels, training set + model, the model again: metadata (training, model, second)."""
-    from crypto_platform.assets import gold
+    from crypto_platform import tables
     from crypto_platform.partitions import multi_key
 
     t = time.perf_counter()
@@ -172,17 +172,19 @@ def _train_twice(s: _Session, opts: TrainingOptions, days: list[date], lap: Lap)
         "dagster/asset_partition_range_start": multi_key(days[0], FTX),
         "dagster/asset_partition_range_end": multi_key(days[-1], FTX),
     }
-    s.materialize([gold.FEATURES, gold.LABELS], tags=tags)
+    s.materialize([tables.FEATURES.key, tables.LABELS.key], tags=tags)
     t = lap("gold features + labels", t)
-    training = [gold.TRAINING_SET, gold.TRAINING_SUMMARY, gold.MODEL, gold.MODEL_EVALUATIONS]
+    training = [
+        t.key for t in (tables.TRAINING_SET, tables.TRAINING_SUMMARY, tables.MODEL, tables.MODEL_EVALUATIONS)
+    ]
     s.materialize(training, config=model_config(opts, opts.seed))
     t = lap("gold training_set + model", t)
-    training_meta, model_meta = s.latest_meta(gold.TRAINING_SET), s.latest_meta(gold.MODEL)
+    training_meta, model_meta = s.latest_meta(tables.TRAINING_SET.key), s.latest_meta(tables.MODEL.key)
     # the model alone: same training set, so the same evaluation window for the champion comparison
     retrain = {"gold_model": model_config(opts, opts.retrain_seed)["gold_model"]}
-    s.materialize([gold.MODEL, gold.MODEL_EVALUATIONS], config=retrain)
+    s.materialize([tables.MODEL.key, tables.MODEL_EVALUATIONS.key], config=retrain)
     lap(f"gold model again (seed {opts.retrain_seed})", t)
-    return training_meta, model_meta, s.latest_meta(gold.MODEL)
+    return training_meta, model_meta, s.latest_meta(tables.MODEL.key)
 
 
 def run_platform(opts: TrainingOptions, lap: Lap) -> PlatformRun:
@@ -299,7 +301,9 @@ class _Reader:
         info = registry.version_info(self.uri, self.model_name, version)
         run = MlflowClient(tracking_uri=self.uri).get_run(info.run_id)
         arts = self.artifacts(info.run_id)
-        training_set = self.lake.read_table("gold", "training_set")
+        from crypto_platform import tables
+
+        training_set = self.lake.read_table(tables.TRAINING_SET)
         return PlatformRun(
             silver=self.sql(SILVER_SQL).row(0, named=True),
             n_days=len(days),
