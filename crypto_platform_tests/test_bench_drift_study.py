@@ -12,21 +12,18 @@ import pytest
 from bench.drift_study import render
 from bench.drift_study.data import DEFAULT, FTX_FILE, KRAKEN_FILE, LIQUID_EMPTY_FRAC, full_days, with_features
 from bench.drift_study.gx import GxTiming
-from bench.drift_study.measure import (
+from bench.drift_study.kraken import Flatness, KrakenCheck, KrakenFeature, flatness
+from bench.drift_study.measurement import (
     Candidate,
     Candidates,
     DefaultRow,
-    Flatness,
     GridRow,
     Inputs,
-    KrakenCheck,
-    KrakenFeature,
     PredictionDrift,
     Result,
     SelfCheck,
     SkillCheck,
     false_alarms,
-    flatness,
     inputs,
     self_check,
 )

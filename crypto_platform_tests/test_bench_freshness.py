@@ -25,7 +25,7 @@ from bench.freshness.checks import (
     verify_tape,
 )
 from bench.freshness.harness import Prepared, write_workspace
-from bench.freshness.measure import Delays, Options, Restart, Result, assess, window
+from bench.freshness.measurement import Delays, Options, Restart, Result, assess, window
 from bench.report import Machine, Summary
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.synthetic import SyntheticSource

@@ -11,7 +11,7 @@ import pytest
 from bench.report import Machine
 from bench.throughput import Options, Result, measure, render
 from bench.throughput.datasets import DAY, Dataset, make_real
-from bench.throughput.measure import CrossCheck, VariantResult, check_same_candles, summarize
+from bench.throughput.measurement import CrossCheck, VariantResult, check_same_candles, summarize
 from bench.throughput.runner import run_pandas, run_polars
 
 N_TRADES = 20_000

@@ -29,8 +29,8 @@ from __future__ import annotations
 import sys
 
 from bench.drift_study.data import OUT, REPO
-from bench.drift_study.measure import Result, measure
-from bench.drift_study.render import render
+from bench.drift_study.markdown import render
+from bench.drift_study.measurement import Result, measure
 from bench.report import write_report
 
 __all__ = ["Result", "main", "measure", "render"]

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 from bench.freshness.harness import PROJECT, log
-from bench.freshness.measure import Options, Result, measure
-from bench.freshness.render import render
+from bench.freshness.markdown import render
+from bench.freshness.measurement import Options, Result, measure
 from bench.report import write_report
 
 OUT = PROJECT / "bench" / "FRESHNESS.md"

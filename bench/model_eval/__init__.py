@@ -35,8 +35,8 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from bench.model_eval.figures import Result
-from bench.model_eval.measure import Options, measure
-from bench.model_eval.render import render
+from bench.model_eval.markdown import render
+from bench.model_eval.measurement import Options, measure
 from bench.report import write_report
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]

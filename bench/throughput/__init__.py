@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench.report import write_report
 from bench.throughput.datasets import REPO
-from bench.throughput.measure import Options, Result, measure
-from bench.throughput.render import render
+from bench.throughput.markdown import render
+from bench.throughput.measurement import Options, Result, measure
 from bench.throughput.runner import VARIANTS
 
 __all__ = ["Options", "Result", "main", "measure", "render"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.report import command, loads, minute, ratio, table
-from bench.throughput.measure import Result, VariantResult
+from bench.throughput.measurement import Result, VariantResult
 from bench.throughput.runner import VARIANTS
 
 VARIANT_NOTES = {

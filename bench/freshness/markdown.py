@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bench.freshness.checks import RunStats, TapeCheck
-from bench.freshness.measure import Result
+from bench.freshness.measurement import Result
 from bench.report import Summary, command, loads, minute, row, seconds, table
 
 DELAY_TARGETS = {"p50": 60.0, "p95": 120.0}

@@ -6,7 +6,7 @@ The prose is the report's argument; every number in it comes from the Result or 
 from __future__ import annotations
 
 from bench.drift_study.data import DEFAULT, KS_GRID, LIQUID_EMPTY_FRAC, PSI_GRID, SKILL_HOLDOUTS
-from bench.drift_study.measure import Result
+from bench.drift_study.measurement import Result
 from bench.drift_study.stats import FeatureRow
 from bench.report import names, pct, table
 from crypto_platform.monitoring.drift import DRIFT_FEATURES, INFO_FEATURES, MIN_ROWS, PSI_BINS, PSI_EPSILON
