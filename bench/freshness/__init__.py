@@ -37,7 +37,11 @@ __all__ = ["Options", "Result", "main", "measure", "render"]
 
 def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     """The CLI flags as Options, and the report path."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.freshness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--minutes", type=float, default=10, help="measured minutes after warm-up (default 10)")
     ap.add_argument("--trials", type=int, default=5, help="Optuna trials of the model trained first")
     ap.add_argument(

@@ -46,7 +46,7 @@ __all__ = ["Options", "Result", "main", "measure", "render"]
 
 def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     """The CLI flags as Options, and the report path."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.model_eval", description=__doc__.splitlines()[0])
     ap.add_argument("--horizon", type=int, default=5)
     ap.add_argument("--n-trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=42)

@@ -26,7 +26,7 @@ __all__ = ["Options", "Result", "main", "measure", "render"]
 
 def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     """The CLI flags as Options, and the report path."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
     ap.add_argument("--trades", type=int, default=10_000_000, help="trades per dataset (default 10M)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
     ap.add_argument(
