@@ -262,13 +262,12 @@ def measure(opts: Options) -> Result:
     """Prepare history + model, go live for `opts.minutes` with one restart, then check and summarise."""
     root = Path(tempfile.mkdtemp(prefix="crypto_freshness_"))
     log(f"temp root {root}")
-    try:
-        return _measure_in(root, opts)
-    finally:
-        if opts.keep:
-            log(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    result = _measure_in(root, opts)  # on failure the root stays: the error names its logs
+    if opts.keep:
+        log(f"kept {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    return result
 
 
 def _measure_in(root: Path, opts: Options) -> Result:
