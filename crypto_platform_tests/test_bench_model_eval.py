@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -27,6 +28,7 @@ from bench.model_eval.figures import (
     SeedRow,
     Silver,
     daily_ic,
+    evaluation_of,
     full_day_ics,
     metrics_of,
 )
@@ -178,3 +180,10 @@ def test_render_reports_the_figures() -> None:
     assert "is +0.92 bp (s.e. ≈ 1.92 bp) and it is monotonic across the bins" in md
     assert "the holdout is ~6.3 days" in md and "≈ 0.024." in md
     assert lines[-1] == "Timings: controls (direct train calls) 26.0 s, total 59.2 s."
+
+
+def test_a_missing_baseline_row_is_named() -> None:
+    row = {"forecast": "model", "model_version": 3, **{k: float(getattr(MODEL, k)) for k in METRIC_NAMES}}
+    run = SimpleNamespace(evals=pl.DataFrame([row]), gate={})
+    with pytest.raises(RuntimeError, match=r"no 'zero' row \(version \[3\]\)"):
+        evaluation_of(run)

@@ -191,6 +191,15 @@ def metrics_of(evals: pl.DataFrame, forecast: str) -> ForecastMetrics | None:
     return ForecastMetrics(**{**vals, "n": int(vals["n"]), "n_directional": int(vals["n_directional"])})
 
 
+def _required(evals: pl.DataFrame, forecast: str) -> ForecastMetrics:
+    """metrics_of, or an error naming the missing row."""
+    m = metrics_of(evals, forecast)
+    if m is None:
+        versions = evals["model_version"].unique().to_list() if "model_version" in evals.columns else "?"
+        raise RuntimeError(f"model_eval: gold.model_evaluations has no '{forecast}' row (version {versions})")
+    return m
+
+
 def daily_ic(holdout: pl.DataFrame) -> list[DayIC]:
     """Rank IC of the forecast and of momentum against the label, per UTC day of the holdout."""
     from crypto_platform.ml.evaluation import rank_ic
@@ -224,8 +233,7 @@ def importance_of(table: pl.DataFrame) -> list[Importance]:
 def evaluation_of(run: Any) -> Evaluation:
     """The first gold/model run's figures from its evaluations rows, MLflow run and gate.json."""
     evals, gate = run.evals, run.gate
-    m, z, mo = (metrics_of(evals, f) for f in ("model", "zero", "momentum"))
-    assert m is not None and z is not None and mo is not None, "gold.model_evaluations lacks a forecast"
+    m, z, mo = (_required(evals, f) for f in ("model", "zero", "momentum"))
     folds = [
         Fold(
             f["fold"],
@@ -257,8 +265,7 @@ def evaluation_of(run: Any) -> Evaluation:
 def second_run_of(run: Any) -> SecondRun:
     """The seed-2 gold/model run against the first version as champion."""
     s2 = run.second
-    model = metrics_of(run.second_evals, "model")
-    assert model is not None, "gold.model_evaluations lacks the second version's model row"
+    model = _required(run.second_evals, "model")
     return SecondRun(
         version=str(s2["version"]),
         eval_window=str(s2["eval_window"]),
