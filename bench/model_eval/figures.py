@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 if TYPE_CHECKING:  # crypto_platform is imported only after the temporary project is set up (see measure)
+    from bench.model_eval.measurement import Options
     from crypto_platform.ml.evaluation import ForecastMetrics
 
 MIN_FULL_DAY_ROWS = 300  # a holdout day counts in "rank IC > 0 on k/n full days" with this many rows
@@ -154,7 +155,7 @@ class ControlFigures:
 class Result:
     """Everything MODEL.md reports."""
 
-    options: Any  # model_eval.Options (the CLI flags)
+    options: Options  # the CLI flags
     generated_at: datetime
     python: str
     cpus: int

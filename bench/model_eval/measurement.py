@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.model_eval.controls import run_controls
 from bench.model_eval.figures import (
+    ControlFigures,
     Result,
     daily_ic,
     evaluation_of,
@@ -44,7 +45,7 @@ class Timings:
         return now
 
 
-def figures(opts: Options, run: PlatformRun, timings: dict[str, float], controls) -> Result:
+def figures(opts: Options, run: PlatformRun, timings: dict[str, float], controls: ControlFigures) -> Result:
     """The report's figures from what the platform recorded and the controls."""
     from crypto_platform.transforms.features import FEATURE_COLUMNS, LOOKBACK_MINUTES
 
