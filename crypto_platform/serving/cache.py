@@ -1,0 +1,72 @@
+"""In-process answer cache, invalidated by the files an answer was read from.
+
+Each entry keeps the fingerprint of its inputs (e.g. the newest prediction partition file of every
+instrument: path, inode, size, mtime). The lake replaces a file by renaming a new one over it, so any
+new minute changes the fingerprint. A lookup within `check_seconds` of the entry's last validation
+is answered without touching the disk; after that the fingerprint is taken again (a few `stat`
+calls) and the answer recomputed only if it changed. So an answer lags a prediction that is
+readable in DuckDB by at most `check_seconds`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Entry(Generic[T]):
+    value: T
+    fingerprint: Hashable
+    checked_at: float
+
+
+class AnswerCache:
+    """Answers by key, each valid while the fingerprint of its inputs is unchanged (LRU-bounded)."""
+
+    def __init__(
+        self,
+        *,
+        check_seconds: float,
+        monotonic: Callable[[], float],
+        enabled: bool = True,
+        max_entries: int = 1024,
+    ) -> None:
+        self.check_seconds = check_seconds
+        self.enabled = enabled
+        self.max_entries = max_entries
+        self._monotonic = monotonic
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, fingerprint: Callable[[], Hashable], compute: Callable[[], T]
+    ) -> tuple[T, bool]:
+        """(answer, served from cache?): the cached answer while its inputs are unchanged, else compute."""
+        if not self.enabled:
+            return compute(), False
+        now = self._monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                if now - entry.checked_at < self.check_seconds:
+                    return entry.value, True
+        # Taken before computing: a file replaced meanwhile leaves an older fingerprint, so the next
+        # validation recomputes (never a new fingerprint stored with an old answer).
+        current = fingerprint()
+        if entry is not None and entry.fingerprint == current:
+            entry.checked_at = now
+            return entry.value, True
+        value = compute()
+        with self._lock:
+            self._entries[key] = _Entry(value, current, now)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return value, False
