@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import duckdb
 from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -140,29 +141,41 @@ class PredictionStore:
         except SettingsError as exc:
             raise HTTPException(404, detail=str(exc)) from exc
 
-    def latest(self, keys: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], bool]:
+    async def answer(
+        self, key: Hashable, fingerprint: Callable[[], Hashable], compute: Callable[[], Any]
+    ) -> tuple[Any, bool]:
+        """(answer, cached?): a recently validated answer right away, else validation/query in a thread.
+
+        The fast path stays on the event loop (no thread hop); file stats and DuckDB run in the
+        thread pool so they never block other requests.
+        """
+        if (cached := self.cache.peek(key)) is not None:
+            return cached[0], True
+        return await run_in_threadpool(self.cache.get, key, fingerprint, compute)
+
+    async def latest(self, keys: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], bool]:
         """Newest prediction row per instrument (those that have one), and whether it was cached."""
 
         def fingerprint() -> Hashable:
             newest = [queries.newest_partition(self.predictions_dir, k) for k in keys]
             return tuple(queries.file_stamp(p.path) if p else None for p in newest)
 
-        return self.cache.get(
+        return await self.answer(
             ("latest", keys),
             fingerprint,
             lambda: queries.latest_predictions(self.con(), self.predictions_dir, keys),
         )
 
-    def between(self, key: str, start: datetime, end: datetime) -> tuple[list[dict[str, Any]], bool]:
+    async def between(self, key: str, start: datetime, end: datetime) -> tuple[list[dict[str, Any]], bool]:
         parts = queries.partitions_between(self.predictions_dir, key, start, end)
         files = [p.path for p in parts]
-        return self.cache.get(
+        return await self.answer(
             ("range", key, start, end),
             lambda: tuple(queries.file_stamp(f) for f in files),
             lambda: queries.predictions_between(self.con(), files, start, end),
         )
 
-    def evaluation(self, version: int | None) -> tuple[tuple[int | None, list[dict[str, Any]]], bool]:
+    async def evaluation(self, version: int | None) -> tuple[tuple[int | None, list[dict[str, Any]]], bool]:
         """(champion version, rows of `version` or of the champion when None), and whether cached."""
 
         def fingerprint() -> Hashable:
@@ -175,7 +188,7 @@ class PredictionStore:
             rows = [] if wanted is None else queries.model_evaluation(self.con(), files, wanted)
             return champion, rows
 
-        return self.cache.get(("evaluation", version), fingerprint, compute)
+        return await self.answer(("evaluation", version), fingerprint, compute)
 
 
 def _utc(ts: datetime) -> datetime:
@@ -214,9 +227,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.store = store
 
     @app.get("/v1/predictions/latest", response_model=LatestPredictions, tags=["predictions"])
-    def latest_all(response: Response) -> dict[str, Any]:
+    async def latest_all(response: Response) -> dict[str, Any]:
         """The newest prediction of every configured instrument, with its age."""
-        rows, hit = store.latest(keys)
+        rows, hit = await store.latest(keys)
         _cached(response, hit)
         now = settings.clock()
         return {
@@ -226,19 +239,19 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         }
 
     @app.get("/v1/predictions/latest/{instrument}", response_model=LatestPrediction, tags=["predictions"])
-    def latest_one(
+    async def latest_one(
         response: Response, instrument: Annotated[str, Path(description=INSTRUMENT_DOC)]
     ) -> dict[str, Any]:
         """The newest prediction of one instrument: model, version, qualified flag, its minute and age."""
         key = store.instrument(instrument).key
-        rows, hit = store.latest((key,))
+        rows, hit = await store.latest((key,))
         if key not in rows:
             raise HTTPException(404, detail=f"no prediction for instrument {key!r} yet (gold/predictions)")
         _cached(response, hit)
         return {**rows[key], "age_seconds": _lag(rows[key], settings.clock())}
 
     @app.get("/v1/predictions/{instrument}", response_model=PredictionRange, tags=["predictions"])
-    def prediction_range(
+    async def prediction_range(
         response: Response,
         instrument: Annotated[str, Path(description=INSTRUMENT_DOC)],
         start: Annotated[
@@ -264,12 +277,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     f"is {settings.max_range_hours:g} h ({MAX_RANGE_ENV}); split the request"
                 ),
             )
-        rows, hit = store.between(key, begin, stop)
+        rows, hit = await store.between(key, begin, stop)
         _cached(response, hit)
         return {"instrument": key, "start": begin, "end": stop, "count": len(rows), "predictions": rows}
 
-    def evaluation(version: int | None, response: Response) -> dict[str, Any]:
-        (champion, rows), hit = store.evaluation(version)
+    async def evaluation(version: int | None, response: Response) -> dict[str, Any]:
+        (champion, rows), hit = await store.evaluation(version)
         if not rows:
             what = (
                 "no champion: no evaluated version was promoted by the gate"
@@ -295,14 +308,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         }
 
     @app.get("/v1/models/champion/evaluation", response_model=ModelEvaluation, tags=["models"])
-    def champion_evaluation(response: Response) -> dict[str, Any]:
+    async def champion_evaluation(response: Response) -> dict[str, Any]:
         """The champion's evaluation figures (model vs zero and momentum baselines on its holdout)."""
-        return evaluation(None, response)
+        return await evaluation(None, response)
 
     @app.get("/v1/models/{version}/evaluation", response_model=ModelEvaluation, tags=["models"])
-    def version_evaluation(response: Response, version: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+    async def version_evaluation(response: Response, version: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
         """The evaluation figures of one registered model version (champion or challenger)."""
-        return evaluation(version, response)
+        return await evaluation(version, response)
 
     @app.get(
         "/health",
@@ -310,11 +323,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         tags=["health"],
         responses={503: {"model": Health, "description": "A live instrument's predictions are stale."}},
     )
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         """Freshness of every instrument's predictions; 503 when a live instrument's are stale or absent."""
         now = settings.clock().astimezone(UTC)
         limit = settings.stale_after_seconds
-        rows, _ = store.latest(keys)
+        rows, _ = await store.latest(keys)
         items, reasons = [], []
         for k in keys:
             row = rows.get(k)

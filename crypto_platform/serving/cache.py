@@ -44,6 +44,18 @@ class AnswerCache:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
+    def peek(self, key: Hashable) -> tuple[T] | None:
+        """(answer,) if it was validated less than `check_seconds` ago (no disk access), else None."""
+        if not self.enabled:
+            return None
+        now = self._monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or now - entry.checked_at >= self.check_seconds:
+                return None
+            self._entries.move_to_end(key)
+            return (entry.value,)
+
     def get(
         self, key: Hashable, fingerprint: Callable[[], Hashable], compute: Callable[[], T]
     ) -> tuple[T, bool]:
