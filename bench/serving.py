@@ -40,11 +40,12 @@ import numpy as np
 import polars as pl
 import uvicorn
 
+from crypto_platform import tables
 from crypto_platform.assets.gold import prediction_rows
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.serving import queries
-from crypto_platform.settings import load_universe
+from crypto_platform.settings import Instrument, load_universe
 
 REPO = Path(__file__).resolve().parent.parent
 N_INSTRUMENTS = 30
@@ -53,7 +54,7 @@ LAST_DAY = date(2026, 1, 15)
 TARGET_P99_MS = 10.0
 
 
-def write_lake(tmp: Path) -> tuple[Path, LakeResource, list[str]]:
+def write_lake(tmp: Path) -> tuple[Path, LakeResource, list[Instrument]]:
     """30 synthetic instruments and DAYS days of minute predictions each, written as the platform does."""
     inst_file = tmp / "instruments.yaml"
     lines = ['start_date: "2025-12-01"', "instruments:"]
@@ -73,8 +74,8 @@ def write_lake(tmp: Path) -> tuple[Path, LakeResource, list[str]]:
             close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, ts.len())))
             candles = feats.with_columns(pl.Series("close", close))
             rows = prediction_rows(feats, candles, rng.normal(0, 1e-4, ts.len()), info, True)
-            lake.write_partition(rows, "gold", "predictions", part)
-    return inst_file, lake, universe.keys
+            lake.write_partition(rows, tables.PREDICTIONS, part)
+    return inst_file, lake, list(universe.instruments)
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -144,10 +145,10 @@ def main() -> None:
     cpu0 = time.process_time()
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as d:
         tmp = Path(d)
-        inst_file, lake, keys = write_lake(tmp)
-        table = lake.table_path("gold", "predictions")
+        inst_file, lake, insts = write_lake(tmp)
+        keys = [i.key for i in insts]
         con = queries.connect()
-        glob = lake.table_glob("gold", "predictions")
+        glob = lake.table_glob(tables.PREDICTIONS)
         naive_one = (
             f"select {', '.join(queries.PREDICTION_COLUMNS)} from read_parquet(?, hive_partitioning = true) "
             "where instrument = ? order by ts desc limit 1"
@@ -192,11 +193,11 @@ def main() -> None:
                     args.uncached,
                 ),
                 "DuckDB in Python, the service's query: one instrument": (
-                    lambda i: queries.latest_predictions(con, table, [keys[i % len(keys)]]),
+                    lambda i: queries.latest_predictions(con, lake, [insts[i % len(insts)]]),
                     args.uncached,
                 ),
                 "DuckDB in Python, the service's query: all 30": (
-                    lambda i: queries.latest_predictions(con, table, keys),
+                    lambda i: queries.latest_predictions(con, lake, insts),
                     args.uncached,
                 ),
                 "DuckDB in Python, SQL over the whole table: one instrument": (

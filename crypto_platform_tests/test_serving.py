@@ -31,7 +31,7 @@ import httpx
 import pytest
 import uvicorn
 
-from crypto_platform.assets import gold
+from crypto_platform import tables
 from crypto_platform.automation.live import LiveSettings
 from crypto_platform.definitions import defs
 from crypto_platform.partitions import multi_key
@@ -128,9 +128,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     with dg.DagsterInstance.ephemeral() as instance:
         p = Platform(tmp, instance, resources)
         # The champion: gold/model trains, evaluates, gates and registers it, and writes its figures.
-        lake.write_table(planted_frame(1500), "gold", "training_set")
+        lake.write_table(planted_frame(1500), tables.TRAINING_SET)
         p.materialize(
-            [gold.MODEL, gold.MODEL_EVALUATIONS],
+            [tables.MODEL.key, tables.MODEL_EVALUATIONS.key],
             run_config={
                 "ops": {
                     "gold_model": {

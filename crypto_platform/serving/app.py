@@ -21,11 +21,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from crypto_platform.automation.live import LIVE_SOURCES
+from crypto_platform import tables
+from crypto_platform.checks.freshness import MAX_LAG_ENV
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.serving import queries
 from crypto_platform.serving.cache import AnswerCache
-from crypto_platform.serving.settings import MAX_RANGE_ENV, STALE_ENV, ServingSettings
+from crypto_platform.serving.settings import MAX_RANGE_ENV, ServingSettings
 from crypto_platform.settings import Instrument, SettingsError
 
 CACHE_HEADER = "X-Cache"
@@ -119,9 +120,7 @@ class PredictionStore:
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.universe = settings.universe
-        lake = LakeResource(root=settings.lake_root)
-        self.predictions_dir = lake.table_path("gold", "predictions")
-        self.evaluations_dir = lake.table_path("gold", "model_evaluations")
+        self.lake = LakeResource(root=settings.lake_root)
         self.cache = AnswerCache(
             check_seconds=settings.cache_check_seconds, monotonic=settings.monotonic, enabled=settings.cache
         )
@@ -153,24 +152,25 @@ class PredictionStore:
             return cached[0], True
         return await run_in_threadpool(self.cache.get, key, fingerprint, compute)
 
-    async def latest(self, keys: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], bool]:
+    async def latest(self, insts: tuple[Instrument, ...]) -> tuple[dict[str, dict[str, Any]], bool]:
         """Newest prediction row per instrument (those that have one), and whether it was cached."""
 
         def fingerprint() -> Hashable:
-            newest = [queries.newest_partition(self.predictions_dir, k) for k in keys]
-            return tuple(queries.file_stamp(p.path) if p else None for p in newest)
+            newest = [queries.newest_file(self.lake, tables.PREDICTIONS, i) for i in insts]
+            return tuple(queries.file_stamp(f) if f else None for f in newest)
 
         return await self.answer(
-            ("latest", keys),
+            ("latest", insts),
             fingerprint,
-            lambda: queries.latest_predictions(self.con(), self.predictions_dir, keys),
+            lambda: queries.latest_predictions(self.con(), self.lake, insts),
         )
 
-    async def between(self, key: str, start: datetime, end: datetime) -> tuple[list[dict[str, Any]], bool]:
-        parts = queries.partitions_between(self.predictions_dir, key, start, end)
-        files = [p.path for p in parts]
+    async def between(
+        self, inst: Instrument, start: datetime, end: datetime
+    ) -> tuple[list[dict[str, Any]], bool]:
+        files = queries.files_between(self.lake, tables.PREDICTIONS, inst, start, end)
         return await self.answer(
-            ("range", key, start, end),
+            ("range", inst.key, start, end),
             lambda: tuple(queries.file_stamp(f) for f in files),
             lambda: queries.predictions_between(self.con(), files, start, end),
         )
@@ -179,10 +179,10 @@ class PredictionStore:
         """(champion version, rows of `version` or of the champion when None), and whether cached."""
 
         def fingerprint() -> Hashable:
-            return tuple(queries.file_stamp(f) for f in queries.evaluation_files(self.evaluations_dir))
+            return tuple(queries.file_stamp(f) for f in queries.evaluation_files(self.lake))
 
         def compute() -> tuple[int | None, list[dict[str, Any]]]:
-            files = queries.evaluation_files(self.evaluations_dir)
+            files = queries.evaluation_files(self.lake)
             champion = queries.champion_version(self.con(), files)
             wanted = champion if version is None else version
             rows = [] if wanted is None else queries.model_evaluation(self.con(), files, wanted)
@@ -212,8 +212,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The prediction API over the lake named by `settings` (default: from the environment)."""
     settings = settings or ServingSettings.from_env()
     store = PredictionStore(settings)
-    keys = tuple(store.universe.keys)
-    live = {i.key for i in store.universe.instruments if i.source in LIVE_SOURCES}
+    insts = store.universe.instruments
+    keys = tuple(i.key for i in insts)
+    live = {i.key for i in insts if i.is_live}
     max_range = timedelta(hours=settings.max_range_hours)
     app = FastAPI(
         title="crypto_platform predictions",
@@ -229,7 +230,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @app.get("/v1/predictions/latest", response_model=LatestPredictions, tags=["predictions"])
     async def latest_all(response: Response) -> dict[str, Any]:
         """The newest prediction of every configured instrument, with its age."""
-        rows, hit = await store.latest(keys)
+        rows, hit = await store.latest(insts)
         _cached(response, hit)
         now = settings.clock()
         return {
@@ -243,8 +244,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         response: Response, instrument: Annotated[str, Path(description=INSTRUMENT_DOC)]
     ) -> dict[str, Any]:
         """The newest prediction of one instrument: model, version, qualified flag, its minute and age."""
-        key = store.instrument(instrument).key
-        rows, hit = await store.latest((key,))
+        inst = store.instrument(instrument)
+        key = inst.key
+        rows, hit = await store.latest((inst,))
         if key not in rows:
             raise HTTPException(404, detail=f"no prediction for instrument {key!r} yet (gold/predictions)")
         _cached(response, hit)
@@ -262,7 +264,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         """Predictions of one instrument with start <= ts < end (at most the configured range)."""
-        key = store.instrument(instrument).key
+        inst = store.instrument(instrument)
         stop = _utc(end) if end is not None else settings.clock().astimezone(UTC)
         begin = _utc(start) if start is not None else stop - timedelta(hours=1)
         if begin >= stop:
@@ -277,9 +279,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     f"is {settings.max_range_hours:g} h ({MAX_RANGE_ENV}); split the request"
                 ),
             )
-        rows, hit = await store.between(key, begin, stop)
+        rows, hit = await store.between(inst, begin, stop)
         _cached(response, hit)
-        return {"instrument": key, "start": begin, "end": stop, "count": len(rows), "predictions": rows}
+        return {"instrument": inst.key, "start": begin, "end": stop, "count": len(rows), "predictions": rows}
 
     async def evaluation(version: int | None, response: Response) -> dict[str, Any]:
         (champion, rows), hit = await store.evaluation(version)
@@ -327,7 +329,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """Freshness of every instrument's predictions; 503 when a live instrument's are stale or absent."""
         now = settings.clock().astimezone(UTC)
         limit = settings.stale_after_seconds
-        rows, _ = await store.latest(keys)
+        rows, _ = await store.latest(insts)
         items, reasons = [], []
         for k in keys:
             row = rows.get(k)
@@ -338,7 +340,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             elif lag > limit:
                 reason = (
                     f"{k}: newest prediction is for {row['ts']:%Y-%m-%d %H:%M} UTC, {lag:.0f} s after its "
-                    f"minute closed (limit {limit:g} s, {STALE_ENV})"
+                    f"minute closed (limit {limit:g} s, {MAX_LAG_ENV})"
                 )
             if reason and k in live:
                 reasons.append(reason)

@@ -3,22 +3,26 @@
 Pure functions of a DuckDB connection and lake paths (no HTTP, no cache). The connection is in-memory
 and only reads the lake's files, so it never takes the warehouse file's lock (pipelines and their
 view refreshes are never blocked by the service) and never writes anything. Files are chosen from the
-lake layout (`instrument=<key>/date=<day>/part.parquet`), so "latest" reads one partition per
-instrument, not the whole history.
+lake's layout (`LakeResource.partition_path`), so "latest" reads one partition per instrument, not
+the whole history.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-PART_FILE = "part.parquet"  # = resources/lake.py PART_FILE
+from crypto_platform import tables
+from crypto_platform.partitions import DayPartition
+from crypto_platform.resources.lake import PART_FILE, LakeResource
+from crypto_platform.settings import Instrument
+from crypto_platform.tables import Table
+
 PREDICTION_COLUMNS = (
     "instrument",
     "exchange",
@@ -55,43 +59,44 @@ def file_stamp(path: Path) -> FileStamp:
     return (str(path), s.st_ino, s.st_size, s.st_mtime_ns)
 
 
-@dataclass(frozen=True)
-class Partition:
-    """One written (instrument, day) file of a partitioned lake table."""
-
-    instrument: str
-    day: date
-    path: Path
+def _day_file(lake: LakeResource, table: Table, inst: Instrument, day: date) -> Path:
+    return lake.partition_path(table, DayPartition(inst, day)) / PART_FILE
 
 
-def partitions(table_dir: Path, instrument: str) -> list[Partition]:
-    """The written partitions of one instrument, newest day first (none when never written)."""
-    folder = table_dir / f"instrument={instrument}"
+def stored_days(lake: LakeResource, table: Table, inst: Instrument) -> list[date]:
+    """Days with a partition folder for the instrument, newest first (from one directory listing)."""
+    folder = lake.partition_path(table, DayPartition(inst, date.min)).parent
     try:
-        names = [e.name for e in os.scandir(folder) if e.name.startswith("date=")]
+        names = [e.name for e in os.scandir(folder)]
     except FileNotFoundError:
         return []
-    out = []
-    for name in sorted(names, reverse=True):
+    days = []
+    for name in names:
         try:
-            day = date.fromisoformat(name.removeprefix("date="))
+            days.append(date.fromisoformat(name.removeprefix("date=")))
         except ValueError:
             continue
-        out.append(Partition(instrument, day, folder / name / PART_FILE))
-    return out
+    return sorted(days, reverse=True)
 
 
-def newest_partition(table_dir: Path, instrument: str) -> Partition | None:
-    """The newest day's partition file that exists (a day folder holding only a temp file is skipped)."""
-    return next((p for p in partitions(table_dir, instrument) if p.path.exists()), None)
+def stored_files(lake: LakeResource, table: Table, inst: Instrument) -> list[Path]:
+    """The instrument's partition files, newest day first (a folder holding only a temp file is skipped)."""
+    files = (_day_file(lake, table, inst, d) for d in stored_days(lake, table, inst))
+    return [f for f in files if f.exists()]
 
 
-def partitions_between(table_dir: Path, instrument: str, start: datetime, end: datetime) -> list[Partition]:
+def newest_file(lake: LakeResource, table: Table, inst: Instrument) -> Path | None:
+    """The newest day's partition file of the instrument (existence checked newest first only)."""
+    files = (_day_file(lake, table, inst, d) for d in stored_days(lake, table, inst))
+    return next((f for f in files if f.exists()), None)
+
+
+def files_between(
+    lake: LakeResource, table: Table, inst: Instrument, start: datetime, end: datetime
+) -> list[Path]:
     """Partition files (existing or not) of the UTC days that [start, end) touches, oldest first."""
     first, last = start.date(), (end - timedelta(microseconds=1)).date()
-    folder = table_dir / f"instrument={instrument}"
-    days = [first + timedelta(days=d) for d in range((last - first).days + 1)]
-    return [Partition(instrument, d, folder / f"date={d.isoformat()}" / PART_FILE) for d in days]
+    return [_day_file(lake, table, inst, first + timedelta(days=d)) for d in range((last - first).days + 1)]
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -104,13 +109,13 @@ _SELECT = f"select {', '.join(PREDICTION_COLUMNS)} from read_parquet(?, hive_par
 
 
 def latest_predictions(
-    con: duckdb.DuckDBPyConnection, table_dir: Path, instruments: Sequence[str]
+    con: duckdb.DuckDBPyConnection, lake: LakeResource, instruments: Sequence[Instrument]
 ) -> dict[str, dict[str, Any]]:
-    """The newest prediction row of each instrument that has one (its newest non-empty partition)."""
+    """The newest gold/predictions row of each instrument that has one (its newest non-empty partition)."""
     found: dict[str, dict[str, Any]] = {}
-    queues = {k: [p for p in partitions(table_dir, k) if p.path.exists()] for k in instruments}
+    queues = {i.key: stored_files(lake, tables.PREDICTIONS, i) for i in instruments}
     while todo := {k: q.pop(0) for k, q in queues.items() if q and k not in found}:
-        files = [p.path for p in todo.values()]
+        files = list(todo.values())
         sql = f"{_SELECT} qualify row_number() over (partition by instrument order by ts desc) = 1"
         for row in _rows(con, sql, [[str(f) for f in files]]):
             found[row["instrument"]] = row
@@ -130,10 +135,11 @@ def predictions_between(
     return _rows(con, sql, [present, start, end])
 
 
-def evaluation_files(table_dir: Path) -> list[Path]:
+def evaluation_files(lake: LakeResource) -> list[Path]:
     """The gold/model_evaluations files (one per registered model version), in version order."""
     try:
-        return sorted(Path(e.path) for e in os.scandir(table_dir) if e.name.endswith(".parquet"))
+        folder = lake.table_path(tables.MODEL_EVALUATIONS)
+        return sorted(Path(e.path) for e in os.scandir(folder) if e.name.endswith(".parquet"))
     except FileNotFoundError:
         return []
 

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crypto_platform.checks.freshness import DEFAULT_MAX_LAG_SECONDS, max_lag_seconds
+from crypto_platform.resources.lake import LAKE_ROOT_ENV
 from crypto_platform.settings import SettingsError, Universe, instruments_file, load_universe
 
-LAKE_ROOT_ENV = "CRYPTO_LAKE_ROOT"  # the platform's own lake setting (resources/lake.py)
-STALE_ENV = "CRYPTO_FRESHNESS_MAX_LAG_SECONDS"  # the same limit as the live_data_lag check
 MAX_RANGE_ENV = "CRYPTO_SERVING_MAX_RANGE_HOURS"
 CACHE_ENV = "CRYPTO_SERVING_CACHE"
 CACHE_CHECK_ENV = "CRYPTO_SERVING_CACHE_CHECK_SECONDS"
-DEFAULT_STALE_SECONDS = 180.0  # = checks/freshness.py DEFAULT_MAX_LAG_SECONDS
 DEFAULT_MAX_RANGE_HOURS = 24.0
 DEFAULT_CACHE_CHECK_SECONDS = 1.0
 
@@ -35,7 +34,8 @@ class ServingSettings:
 
     lake_root: str = "data/lake"
     instruments_path: Path | None = None  # None: the platform's instruments file in force
-    stale_after_seconds: float = DEFAULT_STALE_SECONDS
+    # stale = the newest prediction's minute closed longer ago than this: the live_data_lag check's limit
+    stale_after_seconds: float = DEFAULT_MAX_LAG_SECONDS
     max_range_hours: float = DEFAULT_MAX_RANGE_HOURS
     cache: bool = True
     # A cached answer is re-validated (its source files stat'ed) at most this often: the bound on how
@@ -63,7 +63,7 @@ class ServingSettings:
         env = os.environ if env is None else env
         values: dict[str, object] = {
             "lake_root": env.get(LAKE_ROOT_ENV) or "data/lake",
-            "stale_after_seconds": _number(env, STALE_ENV, DEFAULT_STALE_SECONDS),
+            "stale_after_seconds": max_lag_seconds(),
             "max_range_hours": _number(env, MAX_RANGE_ENV, DEFAULT_MAX_RANGE_HOURS),
             "cache": _flag(env, CACHE_ENV, True),
             "cache_check_seconds": _number(env, CACHE_CHECK_ENV, DEFAULT_CACHE_CHECK_SECONDS),
