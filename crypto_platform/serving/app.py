@@ -10,23 +10,17 @@ Routes: `/v1/predictions/latest` (every instrument) and `/v1/predictions/latest/
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import duckdb
 from fastapi import FastAPI, HTTPException, Path, Query, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from crypto_platform import tables
 from crypto_platform.checks.freshness import MAX_LAG_ENV
-from crypto_platform.resources.lake import LakeResource
 from crypto_platform.serving import queries
-from crypto_platform.serving.cache import AnswerCache
 from crypto_platform.serving.settings import MAX_RANGE_ENV, ServingSettings
+from crypto_platform.serving.store import PredictionStore
 from crypto_platform.settings import Instrument, SettingsError
 
 CACHE_HEADER = "X-Cache"
@@ -114,83 +108,6 @@ class ModelEvaluation(BaseModel):
     forecasts: list[ForecastFigures]
 
 
-class PredictionStore:
-    """The API's reads: `queries` over the lake's gold tables, through the answer cache."""
-
-    def __init__(self, settings: ServingSettings) -> None:
-        self.settings = settings
-        self.universe = settings.universe
-        self.lake = LakeResource(root=settings.lake_root)
-        self.cache = AnswerCache(
-            check_seconds=settings.cache_check_seconds, monotonic=settings.monotonic, enabled=settings.cache
-        )
-        self._con = queries.connect()
-        self._local = threading.local()
-
-    def con(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the shared in-memory connection (cursors are per thread)."""
-        cur = getattr(self._local, "cur", None)
-        if cur is None:
-            cur = self._local.cur = self._con.cursor()
-        return cur
-
-    def instrument(self, key: str) -> Instrument:
-        try:
-            return self.universe.instrument(key)
-        except SettingsError as exc:
-            raise HTTPException(404, detail=str(exc)) from exc
-
-    async def answer(
-        self, key: Hashable, fingerprint: Callable[[], Hashable], compute: Callable[[], Any]
-    ) -> tuple[Any, bool]:
-        """(answer, cached?): a recently validated answer right away, else validation/query in a thread.
-
-        The fast path stays on the event loop (no thread hop); file stats and DuckDB run in the
-        thread pool so they never block other requests.
-        """
-        if (cached := self.cache.peek(key)) is not None:
-            return cached[0], True
-        return await run_in_threadpool(self.cache.get, key, fingerprint, compute)
-
-    async def latest(self, insts: tuple[Instrument, ...]) -> tuple[dict[str, dict[str, Any]], bool]:
-        """Newest prediction row per instrument (those that have one), and whether it was cached."""
-
-        def fingerprint() -> Hashable:
-            newest = [queries.newest_file(self.lake, tables.PREDICTIONS, i) for i in insts]
-            return tuple(queries.file_stamp(f) if f else None for f in newest)
-
-        return await self.answer(
-            ("latest", insts),
-            fingerprint,
-            lambda: queries.latest_predictions(self.con(), self.lake, insts),
-        )
-
-    async def between(
-        self, inst: Instrument, start: datetime, end: datetime
-    ) -> tuple[list[dict[str, Any]], bool]:
-        files = queries.files_between(self.lake, tables.PREDICTIONS, inst, start, end)
-        return await self.answer(
-            ("range", inst.key, start, end),
-            lambda: tuple(queries.file_stamp(f) for f in files),
-            lambda: queries.predictions_between(self.con(), files, start, end),
-        )
-
-    async def evaluation(self, version: int | None) -> tuple[tuple[int | None, list[dict[str, Any]]], bool]:
-        """(champion version, rows of `version` or of the champion when None), and whether cached."""
-
-        def fingerprint() -> Hashable:
-            return tuple(queries.file_stamp(f) for f in queries.evaluation_files(self.lake))
-
-        def compute() -> tuple[int | None, list[dict[str, Any]]]:
-            files = queries.evaluation_files(self.lake)
-            champion = queries.champion_version(self.con(), files)
-            wanted = champion if version is None else version
-            rows = [] if wanted is None else queries.model_evaluation(self.con(), files, wanted)
-            return champion, rows
-
-        return await self.answer(("evaluation", version), fingerprint, compute)
-
-
 def _utc(ts: datetime) -> datetime:
     """Naive instants are taken as UTC; aware ones are converted to UTC."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
@@ -212,6 +129,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The prediction API over the lake named by `settings` (default: from the environment)."""
     settings = settings or ServingSettings.from_env()
     store = PredictionStore(settings)
+
+    def known_instrument(key: str) -> Instrument:
+        try:
+            return store.universe.instrument(key)
+        except SettingsError as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
+
     insts = store.universe.instruments
     keys = tuple(i.key for i in insts)
     live = {i.key for i in insts if i.is_live}
@@ -244,7 +168,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         response: Response, instrument: Annotated[str, Path(description=INSTRUMENT_DOC)]
     ) -> dict[str, Any]:
         """The newest prediction of one instrument: model, version, qualified flag, its minute and age."""
-        inst = store.instrument(instrument)
+        inst = known_instrument(instrument)
         key = inst.key
         rows, hit = await store.latest((inst,))
         if key not in rows:
@@ -264,7 +188,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         """Predictions of one instrument with start <= ts < end (at most the configured range)."""
-        inst = store.instrument(instrument)
+        inst = known_instrument(instrument)
         stop = _utc(end) if end is not None else settings.clock().astimezone(UTC)
         begin = _utc(start) if start is not None else stop - timedelta(hours=1)
         if begin >= stop:

@@ -24,10 +24,15 @@ class _Entry(Generic[T]):
     value: T
     fingerprint: Hashable
     checked_at: float
+    weight: int
 
 
 class AnswerCache:
-    """Answers by key, each valid while the fingerprint of its inputs is unchanged (LRU-bounded)."""
+    """Answers by key, each valid while the fingerprint of its inputs is unchanged.
+
+    Bounded by total weight (e.g. rows held), least recently used answers evicted first, so arbitrary
+    time ranges cannot grow the process without limit.
+    """
 
     def __init__(
         self,
@@ -35,14 +40,20 @@ class AnswerCache:
         check_seconds: float,
         monotonic: Callable[[], float],
         enabled: bool = True,
-        max_entries: int = 1024,
+        max_weight: int = 100_000,
     ) -> None:
         self.check_seconds = check_seconds
         self.enabled = enabled
-        self.max_entries = max_entries
+        self.max_weight = max_weight
         self._monotonic = monotonic
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._weight = 0
         self._lock = threading.Lock()
+
+    @property
+    def weight(self) -> int:
+        """Total weight of the cached answers."""
+        return self._weight
 
     def peek(self, key: Hashable) -> tuple[T] | None:
         """(answer,) if it was validated less than `check_seconds` ago (no disk access), else None."""
@@ -57,7 +68,11 @@ class AnswerCache:
             return (entry.value,)
 
     def get(
-        self, key: Hashable, fingerprint: Callable[[], Hashable], compute: Callable[[], T]
+        self,
+        key: Hashable,
+        fingerprint: Callable[[], Hashable],
+        compute: Callable[[], T],
+        weigh: Callable[[T], int] = lambda _: 1,
     ) -> tuple[T, bool]:
         """(answer, served from cache?): the cached answer while its inputs are unchanged, else compute."""
         if not self.enabled:
@@ -76,9 +91,15 @@ class AnswerCache:
             entry.checked_at = now
             return entry.value, True
         value = compute()
+        weight = max(1, weigh(value))
+        if weight > self.max_weight:  # larger than the whole cache: served, not kept
+            return value, False
         with self._lock:
-            self._entries[key] = _Entry(value, current, now)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            if (old := self._entries.pop(key, None)) is not None:
+                self._weight -= old.weight
+            self._entries[key] = _Entry(value, current, now, weight)
+            self._weight += weight
+            while self._weight > self.max_weight:
+                _, evicted = self._entries.popitem(last=False)
+                self._weight -= evicted.weight
         return value, False

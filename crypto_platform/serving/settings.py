@@ -41,6 +41,7 @@ class ServingSettings:
     # A cached answer is re-validated (its source files stat'ed) at most this often: the bound on how
     # long an answer may lag a prediction that is already readable in DuckDB. 0: on every request.
     cache_check_seconds: float = DEFAULT_CACHE_CHECK_SECONDS
+    cache_max_rows: int = 100_000  # rows held by all cached answers together (LRU beyond)
     clock: Callable[[], datetime] = field(default=utc_now, compare=False)
     monotonic: Callable[[], float] = field(default=time.monotonic, compare=False)
 
