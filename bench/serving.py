@@ -20,6 +20,7 @@ Every answer is checked against DuckDB once. Writes bench/SERVING.md (medians ov
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import socket
@@ -45,6 +46,8 @@ from crypto_platform.assets.gold import prediction_rows
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.serving import queries
+from crypto_platform.serving.app import create_app
+from crypto_platform.serving.settings import ServingSettings
 from crypto_platform.settings import Instrument, load_universe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +100,91 @@ def timed(fn: Callable[[int], object], n: int, warmup: int = 30) -> dict[str, fl
     return {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "rps": n / wall}
 
 
+def asgi_caller(app, path: Callable[[int], str]) -> Callable[[int], object]:
+    """Call the ASGI app in this process (no socket, no HTTP parsing): the service's own cost."""
+    loop = asyncio.new_event_loop()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def call(p: str) -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": p,
+            "raw_path": p.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 200, sent
+        return sent
+
+    return lambda i: loop.run_until_complete(call(path(i)))
+
+
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 GET client on one socket: the server's latency as seen on the wire,
+    without a Python HTTP library's own per-request cost (httpx is measured separately)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock = self._connect()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def get(self, path: str) -> bytes:
+        try:
+            return self._get(path)
+        except ConnectionError:  # uvicorn closes a connection idle for 5 s (between scenarios)
+            self.sock.close()
+            self.sock = self._connect()
+            return self._get(path)
+
+    def _get(self, path: str) -> bytes:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        buf, need, length = b"", None, 0
+        while need is None or len(buf) < need:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            buf += chunk
+            if need is None and b"\r\n\r\n" in buf:
+                head = buf.split(b"\r\n\r\n", 1)[0]
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise AssertionError(head.decode())
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                need = len(head) + 4 + length
+        return buf[need - length :]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """`python -m crypto_platform.serving` in a subprocess on a free 127.0.0.1 port."""
 
@@ -127,17 +215,19 @@ class Server:
         else:
             raise RuntimeError("server did not start:\n" + "".join(log))
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        self.raw = RawClient(self.port)
 
     def close(self) -> None:
         self.client.close()
+        self.raw.close()
         self.proc.terminate()
         self.proc.wait(30)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=1500, help="requests per cached scenario and round")
-    ap.add_argument("--uncached", type=int, default=300, help="requests per uncached scenario and round")
+    ap.add_argument("--requests", type=int, default=1000, help="requests per cached scenario and round")
+    ap.add_argument("--uncached", type=int, default=200, help="requests per uncached scenario and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--output", type=Path, default=REPO / "bench" / "SERVING.md")
     args = ap.parse_args()
@@ -173,6 +263,9 @@ def main() -> None:
                 assert [i["instrument"] for i in every] == keys
 
             def http(srv: Server, path: Callable[[int], str]) -> Callable[[int], object]:
+                return lambda i: srv.raw.get(path(i))
+
+            def via_httpx(srv: Server, path: Callable[[int], str]) -> Callable[[int], object]:
                 def call(i: int) -> object:
                     r = srv.client.get(path(i))
                     assert r.status_code == 200
@@ -181,7 +274,17 @@ def main() -> None:
                 return call
 
             one = lambda i: f"/v1/predictions/latest/{keys[i % len(keys)]}"  # noqa: E731
+            app = create_app(ServingSettings(lake_root=lake.root, instruments_path=inst_file))
+            few = max(1, args.uncached // 2)  # the slow all-30 uncached questions
             scenarios: dict[str, tuple[Callable[[int], object], int]] = {
+                "ASGI in process (no socket), cached: latest/{instrument}": (
+                    asgi_caller(app, one),
+                    args.requests,
+                ),
+                "ASGI in process (no socket), cached: latest (all 30)": (
+                    asgi_caller(app, lambda i: "/v1/predictions/latest"),
+                    args.requests,
+                ),
                 "HTTP, cached: latest/{instrument}": (http(servers["cached"], one), args.requests),
                 "HTTP, cached: latest (all 30)": (
                     http(servers["cached"], lambda i: "/v1/predictions/latest"),
@@ -190,7 +293,15 @@ def main() -> None:
                 "HTTP, uncached: latest/{instrument}": (http(servers["uncached"], one), args.uncached),
                 "HTTP, uncached: latest (all 30)": (
                     http(servers["uncached"], lambda i: "/v1/predictions/latest"),
-                    args.uncached,
+                    few,
+                ),
+                "HTTP through httpx (client's cost included), cached: latest/{instrument}": (
+                    via_httpx(servers["cached"], one),
+                    args.requests,
+                ),
+                "HTTP through httpx (client's cost included), cached: latest (all 30)": (
+                    via_httpx(servers["cached"], lambda i: "/v1/predictions/latest"),
+                    args.requests,
                 ),
                 "DuckDB in Python, the service's query: one instrument": (
                     lambda i: queries.latest_predictions(con, lake, [insts[i % len(insts)]]),
@@ -198,7 +309,7 @@ def main() -> None:
                 ),
                 "DuckDB in Python, the service's query: all 30": (
                     lambda i: queries.latest_predictions(con, lake, insts),
-                    args.uncached,
+                    few,
                 ),
                 "DuckDB in Python, SQL over the whole table: one instrument": (
                     lambda i: con.execute(naive_one, [glob, keys[i % len(keys)]]).fetchall(),
@@ -206,17 +317,18 @@ def main() -> None:
                 ),
                 "DuckDB in Python, SQL over the whole table: all 30": (
                     lambda i: con.execute(naive_all, [glob]).fetchall(),
-                    args.uncached,
+                    few,
                 ),
             }
             results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
             for _ in range(args.rounds):
                 for name, (fn, n) in scenarios.items():
                     results[name].append(timed(fn, n))
+            server_cpu = sum(cpu_seconds(srv.proc.pid) for srv in servers.values())
         finally:
             for srv in servers.values():
                 srv.close()
-    cpu = time.process_time() - cpu0
+    cpu = time.process_time() - cpu0 + server_cpu
     load_after = os.getloadavg()
     med = {
         name: {m: statistics.median(r[m] for r in rs) for m in ("p50", "p99", "rps")}
@@ -240,17 +352,23 @@ def write_report(args, med, load_before, load_after, cpu) -> None:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} with {os.cpu_count()} "
         f"CPUs (shared; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after), Python "
         f"{platform.python_version()}, FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__}, "
-        f"DuckDB {duckdb.__version__}, httpx {httpx.__version__}. Benchmark process CPU {cpu:.0f} s.",
+        f"DuckDB {duckdb.__version__}, httpx {httpx.__version__}. CPU used (client + both servers) "
+        f"{cpu:.0f} s.",
         "",
         f"Data: {N_INSTRUMENTS} synthetic instruments x {DAYS} days of minute predictions "
         f"({N_INSTRUMENTS * DAYS * 1440:,} rows, one Parquet partition per instrument and day) written "
         "through `gold.prediction_rows` and `LakeResource.write_partition`. Servers: `python -m "
         "crypto_platform.serving` (uvicorn, 1 worker, access log off) on 127.0.0.1, cache on (default: "
         "re-validated against the lake files at most every 1 s) and off (`CRYPTO_SERVING_CACHE=false`: "
-        "every request queries DuckDB). Client: one keep-alive httpx client, requests one after the "
-        "other (so requests/s is 1 / mean latency of a closed loop; the client's own time is included). "
-        f"Each scenario: {args.rounds} rounds of {args.requests} (cached) or {args.uncached} (uncached, "
-        "DuckDB) requests after 30 warm-up requests; the table shows the median over the rounds.",
+        "every request queries DuckDB). Client: one keep-alive connection, requests one after the other "
+        '(requests/s = 1 / mean latency of this closed loop, not the server\'s capacity); "HTTP" rows use '
+        "a minimal socket client (`RawClient`: the latency on the wire), the httpx rows show what a "
+        "Python client adds. "
+        f"Each scenario: {args.rounds} rounds of {args.requests} (cached), {args.uncached} (uncached, "
+        f"DuckDB, one instrument) or {max(1, args.uncached // 2)} (uncached, all 30) requests after 30 "
+        'warm-up requests; the table shows the median over the rounds. "ASGI in process" calls the same '
+        "application object directly (what one cached request costs the service itself, without the "
+        "socket, the HTTP parsing and the client).",
         "",
         "| scenario | p50 ms | p99 ms | requests/s |",
         "|---|---:|---:|---:|",
