@@ -31,6 +31,7 @@ class PredictionStore:
         self.settings = settings
         self.universe = settings.universe
         self.lake = LakeResource(root=settings.lake_root)
+        self.lake.root_path  # noqa: B018 - an unsupported root (s3://...) fails at start-up, with its reason
         self.cache = AnswerCache(
             check_seconds=settings.cache_check_seconds,
             monotonic=settings.monotonic,
