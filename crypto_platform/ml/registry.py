@@ -8,12 +8,18 @@ gate's reasons in its description and tags). Consumers load the champion with no
 
     mlflow.set_tracking_uri(uri); mlflow.pyfunc.load_model("models:/<name>@champion")
 
+Registration records the SHA-256 of every file of the model artifact (model-version tag
+'artifact_sha256'); every load here copies the artifact, verifies it against that record and only
+then hands it to LightGBM, whose parser aborts the whole process on a truncated file. A missing or
+corrupt artifact raises ModelArtifactError naming the model, version and file instead.
+
 Local tracking URIs (sqlite:///dir/mlflow.db) keep their artifacts next to the database
 (dir/artifacts). Nothing here talks to the network; MLflow's telemetry is disabled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -48,6 +54,8 @@ DEFAULT_EXPERIMENT = "crypto_platform-models"
 MODEL_ARTIFACT = "model"
 DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
 HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
+CHECKSUM_TAG = "artifact_sha256"  # model-version tag: JSON {file path in the model artifact: SHA-256}
+_LGB_END = b"end of parameters"  # last section of a LightGBM text model (legacy versions' only check)
 
 
 class NoAliasError(LookupError):
@@ -56,6 +64,10 @@ class NoAliasError(LookupError):
 
 class NoChampionError(NoAliasError):
     """The registered model does not exist or has no version with the 'champion' alias."""
+
+
+class ModelArtifactError(RuntimeError):
+    """A registered version's model artifact is missing, incomplete or differs from its recorded checksum."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,14 @@ def log_and_register(
             )
             run_id = run.info.run_id
         version = mlflow.register_model(model_info.model_uri, model_name)
+    # what the store holds, fetched as every load fetches it (not through models:/, which adds a file)
+    where = client.get_model_version_download_uri(model_name, version.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        checksums = artifact_checksums(
+            Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
+        )
     tags = {
+        CHECKSUM_TAG: json.dumps(checksums, sort_keys=True),
         "run_id": run_id,
         "horizon": str(result.horizon),
         "feature_cols": json.dumps(list(feature_cols)),
@@ -167,19 +186,67 @@ def load_champion(tracking_uri: str, model_name: str) -> ChampionModel:
 
 
 def load_alias(tracking_uri: str, model_name: str, alias: str) -> ChampionModel:
-    """Load `models:/<name>@<alias>` (e.g. 'challenger'); NoAliasError / NoChampionError if absent."""
+    """Load `models:/<name>@<alias>` (e.g. 'challenger'); NoAliasError / NoChampionError if absent.
+
+    ModelArtifactError when the version's artifact is missing or corrupt.
+    """
     info = alias_info(tracking_uri, model_name, alias)
-    with _tracking(tracking_uri):
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{info.version}")
+    with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
+        model = mlflow.pyfunc.load_model(str(path))
     return ChampionModel(model=model, info=info)
 
 
 def load_version(tracking_uri: str, model_name: str, version: str | int) -> ChampionModel:
-    """Load one registered version (whatever its alias) as a pyfunc model."""
+    """Load one registered version (whatever its alias) as a pyfunc model, after verifying its artifact."""
     info = version_info(tracking_uri, model_name, version)
-    with _tracking(tracking_uri):
-        model = mlflow.pyfunc.load_model(info.model_uri)
+    with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
+        model = mlflow.pyfunc.load_model(str(path))
     return ChampionModel(model=model, info=info)
+
+
+def artifact_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 (hex) of every file under `folder`, keyed by its path relative to it (POSIX)."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def verify_artifact(folder: Path, info: ModelVersionInfo, where: str) -> None:
+    """Raise ModelArtifactError unless `folder` holds the version's model files exactly as registered.
+
+    Versions registered before checksums were recorded: the LightGBM file must exist and be complete.
+    """
+    label = _label(info)
+    found = artifact_checksums(folder) if folder.is_dir() else {}
+    recorded = info.tags.get(CHECKSUM_TAG)
+    if recorded is None:
+        model_file = folder / "model.lgb"
+        if not model_file.is_file():
+            raise ModelArtifactError(f"{label}: model file model.lgb is missing from its artifact at {where}")
+        with model_file.open("rb") as f:
+            f.seek(max(0, model_file.stat().st_size - 4096))
+            if _LGB_END not in f.read():
+                raise ModelArtifactError(
+                    f"{label}: model file model.lgb at {where} is incomplete (truncated: no "
+                    f"'{_LGB_END.decode()}' section; {model_file.stat().st_size} bytes)"
+                )
+        return
+    expected: dict[str, str] = json.loads(recorded)
+    missing = sorted(set(expected) - set(found))
+    corrupt = sorted(k for k in expected if k in found and found[k] != expected[k])
+    problems = []
+    if missing:
+        problems.append(f"missing file(s) {missing}")
+    for name in corrupt:
+        size = (folder / name).stat().st_size
+        problems.append(
+            f"{name} is corrupt (SHA-256 {found[name][:12]}…, {size} bytes; "
+            f"registered {expected[name][:12]}…)"
+        )
+    if problems:
+        raise ModelArtifactError(f"{label}: model artifact at {where}: " + "; ".join(problems))
 
 
 def version_info(tracking_uri: str, model_name: str, version: str | int) -> ModelVersionInfo:
@@ -211,8 +278,8 @@ def champion_metrics(
     missing = [c for c in [*info.feature_cols, label_col] if c not in frame.columns]
     if missing:
         raise ValueError(f"champion_metrics: evaluation frame lacks the champion's columns {missing}")
-    with _tracking(tracking_uri):
-        booster = mlflow.lightgbm.load_model(f"models:/{model_name}/{info.version}")
+    with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
+        booster = mlflow.lightgbm.load_model(str(path))
     x = frame.select([pl.col(c).cast(pl.Float64) for c in info.feature_cols]).to_numpy()
     pred = np.asarray(booster.predict(x), dtype=float)
     return forecast_metrics(pred, frame[label_col].cast(pl.Float64).to_numpy(), overlap=info.horizon)
@@ -253,7 +320,10 @@ def compare_champion(
     if missing or not info.feature_cols:
         what = f"features {missing} are not in the evaluation window" if missing else "has no feature list"
         return ChampionComparison(info, None, incomparable=f"v{info.version} {what}")
-    metrics = champion_metrics(tracking_uri, model_name, window, label_col=label_col)
+    try:
+        metrics = champion_metrics(tracking_uri, model_name, window, label_col=label_col)
+    except ModelArtifactError as exc:  # a broken champion must not stop training its replacement
+        return ChampionComparison(info, None, incomparable=f"v{info.version} cannot be loaded: {exc}")
     notes = []
     trained_to = info.tags.get("train_window_end")
     start = window["ts"].min() if "ts" in window.columns and window.height else None
@@ -301,6 +371,32 @@ def _tracking(uri: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _verified_model(tracking_uri: str, info: ModelVersionInfo) -> Iterator[Path]:
+    """A local copy of the version's model artifact, verified (ModelArtifactError otherwise).
+
+    The copy, not the store, is loaded: what was verified is what LightGBM parses.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    where = client.get_model_version_download_uri(info.name, info.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
+        except (MlflowException, OSError) as exc:
+            raise ModelArtifactError(
+                f"{_label(info)}: its model artifact at {where} is missing ({type(exc).__name__}: {exc})"
+            ) from exc
+        verify_artifact(local, info, where)
+        yield local
+
+
+def _label(info: ModelVersionInfo) -> str:
+    """How errors name a version: model, version and alias."""
+    return f"registered model {info.name!r} version {info.version}" + (
+        f" ('{info.alias}')" if info.alias else ""
+    )
 
 
 def _version_by_alias(client: MlflowClient, tracking_uri: str, model_name: str, alias: str) -> ModelVersion:
