@@ -1,7 +1,8 @@
-"""A tiny code location for run-fault tests: a run that blocks until killed, and a quick one.
+"""A tiny code location for run-fault tests: a run that blocks until killed, and one that waits for a gate.
 
 `faults/blocks` writes $CRYPTO_FAULTS_MARKER (so a test knows the run has started) and then sleeps;
-the test kills its process. In-process executor: the run is one process, as a killed CLI run is.
+the test kills its process. `faults/gated` returns once $CRYPTO_FAULTS_GATE exists (at most 60 s), so
+a test can look at the run while it is alive. In-process executor: each run is one process.
 """
 
 import os
@@ -17,11 +18,14 @@ def blocks() -> None:
     time.sleep(120)
 
 
-@dg.asset(key=["faults", "quick"])
-def quick() -> int:
+@dg.asset(key=["faults", "gated"])
+def gated() -> int:
+    gate, deadline = Path(os.environ["CRYPTO_FAULTS_GATE"]), time.monotonic() + 60
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     return 1
 
 
-quick_job = dg.define_asset_job("quick_job", selection=[quick])
+gated_job = dg.define_asset_job("gated_job", selection=[gated])
 
-defs = dg.Definitions(assets=[blocks, quick], jobs=[quick_job], executor=dg.in_process_executor)
+defs = dg.Definitions(assets=[blocks, gated], jobs=[gated_job], executor=dg.in_process_executor)

@@ -83,9 +83,9 @@ def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float) -> Non
 
 
 def _start_blocking_cli_run(home: Path, marker: Path) -> subprocess.Popen:
-    """`dagster asset materialize` of an asset that blocks; returns once the run is executing."""
+    """`dagster asset materialize` of an asset that blocks until killed (started, not waited for)."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "CRYPTO_FAULTS_MARKER": str(marker)}
-    cli = subprocess.Popen(
+    return subprocess.Popen(
         [DAGSTER_CLI, "asset", "materialize", "-m", FAULT_JOBS, "--select", "faults/blocks"],
         cwd=PROJECT_DIR,
         env=env,
@@ -93,13 +93,6 @@ def _start_blocking_cli_run(home: Path, marker: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    try:
-        _wait_for("the CLI run to start", lambda: marker.exists() or cli.poll() is not None, 60)
-    except AssertionError:
-        os.killpg(cli.pid, signal.SIGKILL)
-        raise
-    assert marker.exists(), cli.communicate()[1].decode()[-2000:]
-    return cli
 
 
 def _status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
@@ -111,56 +104,72 @@ def test_a_killed_cli_run_is_failed_by_run_monitoring_and_frees_the_queue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = _dagster_home(tmp_path)
-    cli = _start_blocking_cli_run(home, tmp_path / "started")
-    os.kill(cli.pid, signal.SIGKILL)  # kill -9: no event, no cleanup
-    cli.wait()
+    marker = tmp_path / "started"
+    gate = tmp_path / "gate"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("CRYPTO_FAULTS_GATE", str(gate))  # inherited by the code server's run workers
     logger = logging.getLogger("test_faults_runs")
+    target = ModuleTarget(FAULT_JOBS, None, str(PROJECT_DIR), "faults")
+    # the instance (its SQLite storage) exists before the CLI opens it; the code server starts while
+    # the CLI process starts up
     with dg.DagsterInstance.get() as instance:
-        assert isinstance(instance.run_launcher, LocalProcessRunLauncher)
-        assert instance.run_monitoring_enabled and instance.run_monitoring_poll_interval_seconds == 30
-        [dead] = instance.get_runs()
-        assert dead.status == S.STARTED  # nothing reported the kill
-        assert run_process(instance, dead.run_id).pid == cli.pid
-        target = ModuleTarget(FAULT_JOBS, None, str(PROJECT_DIR), "faults")
-        with create_test_daemon_workspace_context(target, instance) as workspace:
-            request = workspace.create_request_context()
-            location = request.get_code_location("faults")
-            repo = location.get_repository("__repository__")
-            queued = _create_run(
-                instance=instance,
-                code_location=location,
-                remote_repo=repo,
-                remote_job=repo.get_full_job("quick_job"),
-                run_config={},
-                tags=None,
-                op_selection=None,
-                run_id=None,
-            )
-            instance.submit_run(queued.run_id, request)
-            dequeuer = QueuedRunCoordinatorDaemon(interval_seconds=1)
-            list(dequeuer.run_iteration(workspace))
-            assert _status(instance, queued.run_id) == S.QUEUED  # the dead run holds the only slot
+        cli = _start_blocking_cli_run(home, marker)
+        try:
+            with create_test_daemon_workspace_context(target, instance) as workspace:
+                _wait_for("the CLI run to start", lambda: marker.exists() or cli.poll() is not None, 60)
+                assert marker.exists(), cli.communicate()[1].decode()[-2000:]
+                os.kill(cli.pid, signal.SIGKILL)  # kill -9: no event, no cleanup
+                cli.wait()
+                _check_dead_run_is_failed_and_queue_freed(instance, workspace, cli.pid, gate, logger)
+        finally:
+            if cli.poll() is None:
+                os.killpg(cli.pid, signal.SIGKILL)
+                cli.wait()
 
-            # one monitoring iteration (the daemon runs one every poll_interval_seconds) fails it
-            errors = [e for e in execute_run_monitoring_iteration(workspace, logger) if e is not None]
-            assert errors == []
-            assert _status(instance, dead.run_id) == S.FAILURE
-            failure = instance.get_records_for_run(
-                dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
-            ).records[0]
-            assert f"(pid {cli.pid}) is gone" in failure.event_log_entry.message
 
-            list(dequeuer.run_iteration(workspace))
-            assert _status(instance, queued.run_id) != S.QUEUED
-            _wait_for(
-                "the dequeued run to finish",
-                lambda: _status(instance, queued.run_id) in {S.SUCCESS, S.FAILURE},
-                60,
-            )
-            assert _status(instance, queued.run_id) == S.SUCCESS
-            # a live run is left alone: the queued run's own worker was RUNNING while it ran
-            assert instance.get_run_by_id(dead.run_id).status == S.FAILURE
+def _check_dead_run_is_failed_and_queue_freed(
+    instance: dg.DagsterInstance, workspace, pid: int, gate: Path, logger: logging.Logger
+) -> None:
+    assert isinstance(instance.run_launcher, LocalProcessRunLauncher)
+    assert instance.run_monitoring_enabled and instance.run_monitoring_poll_interval_seconds == 30
+    [dead] = instance.get_runs()
+    assert dead.status == S.STARTED  # nothing reported the kill
+    assert run_process(instance, dead.run_id).pid == pid
+
+    request = workspace.create_request_context()
+    location = request.get_code_location("faults")
+    repo = location.get_repository("__repository__")
+    queued = _create_run(  # what `dagster job launch` does: a run of the code location, submitted
+        instance=instance,
+        code_location=location,
+        remote_repo=repo,
+        remote_job=repo.get_full_job("gated_job"),
+        run_config={},
+        tags=None,
+        op_selection=None,
+        run_id=None,
+    )
+    instance.submit_run(queued.run_id, request)
+    dequeuer = QueuedRunCoordinatorDaemon(interval_seconds=1)
+    list(dequeuer.run_iteration(workspace))
+    assert _status(instance, queued.run_id) == S.QUEUED  # the dead run holds the only slot
+
+    # one monitoring iteration (the daemon runs one every poll_interval_seconds) fails it
+    errors = [e for e in execute_run_monitoring_iteration(workspace, logger) if e is not None]
+    assert errors == []
+    assert _status(instance, dead.run_id) == S.FAILURE
+    failure = instance.get_records_for_run(dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    assert f"(pid {pid}) is gone" in failure[0].event_log_entry.message
+
+    list(dequeuer.run_iteration(workspace))  # the slot is free: the queued run is launched
+    assert _status(instance, queued.run_id) != S.QUEUED
+    _wait_for("the launched run to start", lambda: _status(instance, queued.run_id) == S.STARTED, 60)
+    # a live run worker (a subprocess of the code server) is left alone
+    assert [e for e in execute_run_monitoring_iteration(workspace, logger) if e is not None] == []
+    assert _status(instance, queued.run_id) == S.STARTED
+    gate.touch()
+    _wait_for("the run to finish", lambda: _status(instance, queued.run_id) in {S.SUCCESS, S.FAILURE}, 60)
+    assert _status(instance, queued.run_id) == S.SUCCESS
 
 
 def test_process_alive_tells_live_dead_zombie_and_reused_pids() -> None:

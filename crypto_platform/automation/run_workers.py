@@ -25,7 +25,11 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DefaultRunLau
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
 _PROC = Path("/proc")
-_START_SLACK_S = 2.0  # process start times in /proc have clock-tick resolution; event times are wall clock
+# A process that started more than this after the run's RUN_START event is another one reusing the
+# pid. Generous: /proc start times are derived from the boot time, which moves when the wall clock is
+# stepped (NTP), and a live run wrongly judged dead would be failed; a pid reused within a minute of
+# the run's start is not a realistic case.
+_START_SLACK_S = 60.0
 
 
 @dataclass(frozen=True)
