@@ -101,18 +101,21 @@ def _status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
 
 @pytest.mark.slow
 def test_a_killed_cli_run_is_failed_by_run_monitoring_and_frees_the_queue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver
 ) -> None:
     home = _dagster_home(tmp_path)
     marker = tmp_path / "started"
     gate = tmp_path / "gate"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("CRYPTO_FAULTS_GATE", str(gate))  # inherited by the code server's run workers
+    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
     logger = logging.getLogger("test_faults_runs")
     target = ModuleTarget(FAULT_JOBS, None, str(PROJECT_DIR), "faults")
     # the instance (its SQLite storage) exists before the CLI opens it; the code server starts while
     # the CLI process starts up
+    webhook = WebhookResource(url=receiver.url)
     with dg.DagsterInstance.get() as instance:
+        cursor = _failure_tick(instance, webhook, None)
         cli = _start_blocking_cli_run(home, marker)
         try:
             with create_test_daemon_workspace_context(target, instance) as workspace:
@@ -121,6 +124,10 @@ def test_a_killed_cli_run_is_failed_by_run_monitoring_and_frees_the_queue(
                 os.kill(cli.pid, signal.SIGKILL)  # kill -9: no event, no cleanup
                 cli.wait()
                 _check_dead_run_is_failed_and_queue_freed(instance, workspace, cli.pid, gate, logger)
+                # the failure monitoring reported reaches the webhook like any other
+                _failure_tick(instance, webhook, cursor)
+                [posted] = [b["text"] for b in receiver.bodies]
+                assert "Run failed: __ASSET_JOB" in posted and f"(pid {cli.pid}) is gone" in posted
         finally:
             if cli.poll() is None:
                 os.killpg(cli.pid, signal.SIGKILL)
