@@ -70,7 +70,10 @@ def _dagster_home(tmp_path: Path) -> Path:
     text = (PROJECT_DIR / "dagster.yaml").read_text()
     assert "max_concurrent_runs: 4" in text
     text = text.replace("base_dir: data/", f"base_dir: {tmp_path}/data/")
-    (home / "dagster.yaml").write_text(text.replace("max_concurrent_runs: 4", "max_concurrent_runs: 1"))
+    text = text.replace("max_concurrent_runs: 4", "max_concurrent_runs: 1")
+    # the test's code server must be gone when the workspace closes (a timeout there fails the test)
+    text += "code_servers:\n  wait_for_local_processes_on_shutdown: true\n"
+    (home / "dagster.yaml").write_text(text)
     return home
 
 
