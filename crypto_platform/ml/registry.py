@@ -19,7 +19,6 @@ Local tracking URIs (sqlite:///dir/mlflow.db) keep their artifacts next to the d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -45,6 +44,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
+from crypto_platform.ml.artifacts import ModelArtifactError, artifact_checksums, verify_artifact
 from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
 from crypto_platform.ml.training import TrainResult
 
@@ -55,7 +55,6 @@ MODEL_ARTIFACT = "model"
 DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
 HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
 CHECKSUM_TAG = "artifact_sha256"  # model-version tag: JSON {file path in the model artifact: SHA-256}
-_LGB_END = b"end of parameters"  # last section of a LightGBM text model (legacy versions' only check)
 
 
 class NoAliasError(LookupError):
@@ -64,10 +63,6 @@ class NoAliasError(LookupError):
 
 class NoChampionError(NoAliasError):
     """The registered model does not exist or has no version with the 'champion' alias."""
-
-
-class ModelArtifactError(RuntimeError):
-    """A registered version's model artifact is missing, incomplete or differs from its recorded checksum."""
 
 
 @dataclass(frozen=True)
@@ -202,51 +197,6 @@ def load_version(tracking_uri: str, model_name: str, version: str | int) -> Cham
     with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
         model = mlflow.pyfunc.load_model(str(path))
     return ChampionModel(model=model, info=info)
-
-
-def artifact_checksums(folder: Path) -> dict[str, str]:
-    """SHA-256 (hex) of every file under `folder`, keyed by its path relative to it (POSIX)."""
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-def verify_artifact(folder: Path, info: ModelVersionInfo, where: str) -> None:
-    """Raise ModelArtifactError unless `folder` holds the version's model files exactly as registered.
-
-    Versions registered before checksums were recorded: the LightGBM file must exist and be complete.
-    """
-    label = _label(info)
-    found = artifact_checksums(folder) if folder.is_dir() else {}
-    recorded = info.tags.get(CHECKSUM_TAG)
-    if recorded is None:
-        model_file = folder / "model.lgb"
-        if not model_file.is_file():
-            raise ModelArtifactError(f"{label}: model file model.lgb is missing from its artifact at {where}")
-        with model_file.open("rb") as f:
-            f.seek(max(0, model_file.stat().st_size - 4096))
-            if _LGB_END not in f.read():
-                raise ModelArtifactError(
-                    f"{label}: model file model.lgb at {where} is incomplete (truncated: no "
-                    f"'{_LGB_END.decode()}' section; {model_file.stat().st_size} bytes)"
-                )
-        return
-    expected: dict[str, str] = json.loads(recorded)
-    missing = sorted(set(expected) - set(found))
-    corrupt = sorted(k for k in expected if k in found and found[k] != expected[k])
-    problems = []
-    if missing:
-        problems.append(f"missing file(s) {missing}")
-    for name in corrupt:
-        size = (folder / name).stat().st_size
-        problems.append(
-            f"{name} is corrupt (SHA-256 {found[name][:12]}…, {size} bytes; "
-            f"registered {expected[name][:12]}…)"
-        )
-    if problems:
-        raise ModelArtifactError(f"{label}: model artifact at {where}: " + "; ".join(problems))
 
 
 def version_info(tracking_uri: str, model_name: str, version: str | int) -> ModelVersionInfo:
@@ -388,7 +338,8 @@ def _verified_model(tracking_uri: str, info: ModelVersionInfo) -> Iterator[Path]
             raise ModelArtifactError(
                 f"{_label(info)}: its model artifact at {where} is missing ({type(exc).__name__}: {exc})"
             ) from exc
-        verify_artifact(local, info, where)
+        recorded = info.tags.get(CHECKSUM_TAG)
+        verify_artifact(local, json.loads(recorded) if recorded else None, _label(info), where)
         yield local
 
 
