@@ -26,9 +26,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._cli.job import _create_run
+from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.sensor_definition import SensorEvaluationContext
+from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
-from dagster._core.test_utils import create_run_for_test, create_test_daemon_workspace_context
+from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
@@ -234,12 +236,14 @@ def _failure_tick(instance: dg.DagsterInstance, webhook: WebhookResource, cursor
 
 
 def _failed_run_of_location(instance: dg.DagsterInstance, location: InProcessCodeLocationOrigin) -> str:
-    """A run of a job of `location` (as the UI, a sensor or a schedule launches it), then failed."""
+    """A real failed run of a job of `location`, recorded with that origin as the UI, a sensor or a
+    schedule records it (the run then executes in-process here instead of in a run worker)."""
+    job = dg.Definitions(
+        assets=[always_fails], jobs=[dg.define_asset_job("daily_job", [always_fails])]
+    ).resolve_job_def("daily_job")
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, REPO), "daily_job")
-    run = create_run_for_test(
-        instance, job_name="daily_job", remote_job_origin=origin, status=dg.DagsterRunStatus.STARTED
-    )
-    instance.report_run_failed(run, f"run worker of {location.location_name} failed")
+    run = instance.create_run_for_job(job, remote_job_origin=origin)
+    assert not execute_run(InMemoryJob(job), run, instance).success
     return run.run_id
 
 
