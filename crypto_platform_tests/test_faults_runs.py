@@ -184,6 +184,7 @@ def _check_dead_run_is_failed_and_queue_freed(
     assert _status(instance, queued.run_id) == S.SUCCESS
 
 
+@pytest.mark.slow  # starts a (tiny) process
 def test_process_alive_tells_live_dead_zombie_and_reused_pids() -> None:
     now = time.time()
     assert process_alive(os.getpid(), now)
