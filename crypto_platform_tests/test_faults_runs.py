@@ -87,17 +87,18 @@ def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float) -> Non
         time.sleep(0.2)
 
 
-def _start_blocking_cli_run(home: Path, marker: Path) -> subprocess.Popen:
+def _start_blocking_cli_run(home: Path, marker: Path, log: Path) -> subprocess.Popen:
     """`dagster asset materialize` of an asset that blocks until killed (started, not waited for)."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "CRYPTO_FAULTS_MARKER": str(marker)}
-    return subprocess.Popen(
-        [DAGSTER_CLI, "asset", "materialize", "-m", FAULT_JOBS, "--select", "faults/blocks"],
-        cwd=PROJECT_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the CLI's logging
+        return subprocess.Popen(
+            [DAGSTER_CLI, "asset", "materialize", "-m", FAULT_JOBS, "--select", "faults/blocks"],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
@@ -121,11 +122,12 @@ def test_a_killed_cli_run_is_failed_by_run_monitoring_and_frees_the_queue(
     webhook = WebhookResource(url=receiver.url)
     with dg.DagsterInstance.get() as instance:
         cursor = _failure_tick(instance, webhook, None)
-        cli = _start_blocking_cli_run(home, marker)
+        log = tmp_path / "cli.log"
+        cli = _start_blocking_cli_run(home, marker, log)
         try:
             with create_test_daemon_workspace_context(target, instance) as workspace:
                 _wait_for("the CLI run to start", lambda: marker.exists() or cli.poll() is not None, 60)
-                assert marker.exists(), cli.communicate()[1].decode()[-2000:]
+                assert marker.exists(), log.read_text()[-2000:]
                 os.kill(cli.pid, signal.SIGKILL)  # kill -9: no event, no cleanup
                 cli.wait()
                 _check_dead_run_is_failed_and_queue_freed(instance, workspace, cli.pid, gate, logger)
