@@ -126,8 +126,8 @@ def test_a_missing_model_file_and_a_missing_artifact_are_named(
     with pytest.raises(registry.ModelArtifactError) as err:
         registry.load_champion(store, MODEL)
     text = str(err.value)
-    assert f"'{MODEL}' version {champion.version}" in text and "missing" in text
-    assert str(model_dir) in text
+    assert f"'{MODEL}' version {champion.version} ('champion')" in text
+    assert f"model artifact at file://{model_dir} is missing" in text and "\n" not in text
 
 
 def test_a_version_without_recorded_checksums_still_refuses_a_truncated_file(

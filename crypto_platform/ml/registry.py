@@ -336,7 +336,8 @@ def _verified_model(tracking_uri: str, info: ModelVersionInfo) -> Iterator[Path]
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
         except (MlflowException, OSError) as exc:
             raise ModelArtifactError(
-                f"{_label(info)}: its model artifact at {where} is missing ({type(exc).__name__}: {exc})"
+                f"{_label(info)}: its model artifact at {where} is missing "
+                f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]})"
             ) from exc
         recorded = info.tags.get(CHECKSUM_TAG)
         verify_artifact(local, json.loads(recorded) if recorded else None, _label(info), where)
