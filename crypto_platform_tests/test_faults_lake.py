@@ -154,3 +154,20 @@ def test_a_corrupt_raw_batch_is_repaired_by_a_refetch(tmp_path: Path) -> None:
     assert committed_raw(lake) == pytest.approx(expected)
     assert bronze_figures(lake)[0] == expected[0]
     assert lake.read_partition(tables.CANDLES_1M, PART)["trade_count"].sum() == expected[0]
+
+
+def test_the_sweep_job_reports_what_it_removed(tmp_path: Path) -> None:
+    from crypto_platform.definitions import defs
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    folder = lake.partition_path(tables.RAW_TRADES, PART)
+    folder.mkdir(parents=True)
+    orphan = folder / "batch-orphan.parquet"
+    orphan.write_bytes(b"z" * 7)
+    os.utime(orphan, (time.time() - 7 * 3600, time.time() - 7 * 3600))
+    job = defs.get_job_def("lake_sweep_job")
+    result = job.execute_in_process(resources={"lake": lake})
+    assert result.success and not orphan.exists()
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    meta = {k: v.value for k, v in output.event_specific_data.metadata.items()}
+    assert (meta["orphan_batches_removed"], meta["temp_files_removed"], meta["bytes_removed"]) == (1, 0, 7)

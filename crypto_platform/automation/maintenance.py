@@ -6,8 +6,6 @@ batch files no manifest lists. Readers never see either; the sweep removes those
 (younger ones may belong to a write in progress) and reports every file it removed.
 """
 
-from __future__ import annotations
-
 import time
 
 import dagster as dg
