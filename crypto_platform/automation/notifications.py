@@ -5,8 +5,10 @@ Where the URL comes from: `WebhookResource.url`, which the code location sets fr
 nothing is sent, no connection is attempted, and the sensors skip with a reason (the check cursor
 still advances, so enabling the webhook later does not replay old failures).
 
-* `run_failure_notifier` (run-failure sensor): job, run id, partition(s), selected assets and checks,
-  and the error of every failed step (a blocking check failure names the check).
+* `run_failure_notifier` (run-failure sensor over every run of the instance, whatever started it: the
+  UI, a sensor or schedule of any code location, or the CLI, e.g. the README's backfills and the demo,
+  whose runs belong to no code location): job, run id, partition(s), selected assets and checks, and
+  the error of every failed step (a blocking check failure names the check).
 * `check_failure_notifier` (sensor over the instance's asset-check records): one message per failed
   evaluation of any check in the code location at ERROR (WARN optional): asset, check, partition(s),
   severity, description and the check's figures (unexpected counts, PSI / KS, rank IC, ...). Blocking
@@ -77,11 +79,16 @@ def build_run_failure_notifier(
     name: str = "run_failure_notifier",
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """A run-failure sensor (jobs of this code location) posting each failed run via the webhook."""
+    """A run-failure sensor posting each failed run of the instance (any origin) via the webhook.
+
+    Dagster's default watches only the sensor's own code location, which misses CLI runs (they have
+    no code location origin) and runs of other locations: `monitor_all_code_locations` covers them all.
+    """
 
     @dg.run_failure_sensor(
         name=name,
         default_status=default_status,
+        monitor_all_code_locations=True,
         description="Posts every failed run (job, partition, assets, failed steps, errors) to the webhook.",
     )
     def _run_failure_notifier(context: dg.RunFailureSensorContext, webhook: WebhookResource):
@@ -106,12 +113,7 @@ def run_failure_message(
     errors = []
     for ev in steps:
         err = getattr(ev.event_specific_data, "error", None)
-        text = (
-            (err.message.strip() if err.cls_name in err.message else f"{err.cls_name}: {err.message.strip()}")
-            if err is not None
-            else ev.message or ""
-        )
-        errors.append(f"{ev.step_key}: {text}")
+        errors.append(f"{ev.step_key}: {_error_text(err) if err is not None else ev.message or ''}")
     error = "\n".join(errors) or (context.failure_event.message or "run failed")
     title, fields = format_run_failure(run.job_name, run.run_id, error)
     fields["partition"] = partition_label(run.tags) or "-"
@@ -129,6 +131,17 @@ def run_failure_message(
     if webhook is not None and (link := webhook.run_link(run.run_id)):
         fields["link"] = link
     return title, fields
+
+
+_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
+
+
+def _error_text(err: Any) -> str:
+    """'Cls: message' of a step's error; the user's error itself when Dagster only wrapped it."""
+    while err.cls_name in _WRAPPERS and err.cause is not None:
+        err = err.cause
+    message = err.message.strip()
+    return message if err.cls_name in message else f"{err.cls_name}: {message}"
 
 
 # ----------------------------------------------------------------------------------------------
