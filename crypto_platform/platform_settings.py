@@ -31,7 +31,7 @@ class SettingsError(ValueError):
 
 ENV_PREFIX = "CRYPTO_"
 # Name families that only this platform uses: an unknown name in them is a typo, never another tool's.
-OWN_PREFIXES = ("CRYPTO_PLATFORM_", "CRYPTO_LIVE_", "CRYPTO_FRESHNESS_", "CRYPTO_RETRAIN_")
+OWN_PREFIXES = ("CRYPTO_PLATFORM_", "CRYPTO_LIVE_", "CRYPTO_FRESHNESS_", "CRYPTO_RETRAIN_", "CRYPTO_SERVING_")
 # Asset checks in live runs: the blocking ones (the data-quality gates: bad bronze/silver never feeds
 # gold), every check of the selected assets (drift too: slow), or none (fastest, no gate).
 LIVE_CHECK_MODES = ("blocking", "all", "none")
@@ -168,6 +168,12 @@ class PlatformSettings:
         _flag, "live predictions may use the latest challenger when there is no champion"))
     freshness_max_lag_seconds: float = field(default=180.0, metadata=_meta(
         _number(0, above=True), "live_data_lag warns when live data is older than this"))
+    serving_cache: bool = field(default=True, metadata=_meta(
+        _flag, "prediction API: cache answers (false: every request reads DuckDB)"))
+    serving_cache_check_seconds: float = field(default=1.0, metadata=_meta(
+        _number(0), "prediction API: longest time a cached answer is served without re-checking the lake"))
+    serving_max_range_hours: float = field(default=24.0, metadata=_meta(
+        _number(0, above=True), "prediction API: longest time range one request may ask for"))
     # fmt: on
     # field -> the variable that set it (absent: the default); how a secret is passed on as an EnvVar
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

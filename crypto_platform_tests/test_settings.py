@@ -130,6 +130,9 @@ EVERY_SETTING = {
     "CRYPTO_LIVE_STALE_RUN_MINUTES": "45.5",
     "CRYPTO_ALLOW_UNQUALIFIED_MODEL": "1",
     "CRYPTO_FRESHNESS_MAX_LAG_SECONDS": "90",
+    "CRYPTO_SERVING_CACHE": "false",
+    "CRYPTO_SERVING_CACHE_CHECK_SECONDS": "0",
+    "CRYPTO_SERVING_MAX_RANGE_HOURS": "6",
 }
 
 
@@ -170,6 +173,9 @@ def test_every_setting_parsed_from_its_variable(monkeypatch: pytest.MonkeyPatch,
         live_stale_run_minutes=45.5,
         allow_unqualified_model=True,
         freshness_max_lag_seconds=90.0,
+        serving_cache=False,
+        serving_cache_check_seconds=0.0,
+        serving_max_range_hours=6.0,
     )
     assert got.sources == {spec.name: spec.env for spec in PlatformSettings.specs()}
     assert "WEBHOOK-TOKEN" not in repr(got) and "MLFLOW-PASSWORD" not in repr(got)  # secrets stay out of logs
@@ -194,6 +200,8 @@ def test_every_setting_parsed_from_its_variable(monkeypatch: pytest.MonkeyPatch,
         ("CRYPTO_LIVE_CATCHUP_DAYS", "-1", "expected a whole number >= 0"),
         ("CRYPTO_LIVE_STALE_RUN_MINUTES", "0.5", "expected a number >= 1"),
         ("CRYPTO_FRESHNESS_MAX_LAG_SECONDS", "0", "expected a number > 0"),
+        ("CRYPTO_SERVING_MAX_RANGE_HOURS", "0", "expected a number > 0"),
+        ("CRYPTO_SERVING_CACHE", "maybe", "expected true or false (1/true/yes/on or 0/false/no/off)"),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_is_expected(

@@ -6,22 +6,19 @@ re-check interval), so tests move time instead of sleeping.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crypto_platform.checks.freshness import DEFAULT_MAX_LAG_SECONDS, max_lag_seconds
-from crypto_platform.resources.lake import LAKE_ROOT_ENV
+from crypto_platform.platform_settings import PlatformSettings, env_name, load_settings
 from crypto_platform.settings import SettingsError, Universe, instruments_file, load_universe
 
-MAX_RANGE_ENV = "CRYPTO_SERVING_MAX_RANGE_HOURS"
-CACHE_ENV = "CRYPTO_SERVING_CACHE"
-CACHE_CHECK_ENV = "CRYPTO_SERVING_CACHE_CHECK_SECONDS"
-DEFAULT_MAX_RANGE_HOURS = 24.0
-DEFAULT_CACHE_CHECK_SECONDS = 1.0
+DEFAULT_MAX_LAG_SECONDS = PlatformSettings.freshness_max_lag_seconds
+MAX_RANGE_ENV = env_name("serving_max_range_hours")
+DEFAULT_MAX_RANGE_HOURS = PlatformSettings.serving_max_range_hours
+DEFAULT_CACHE_CHECK_SECONDS = PlatformSettings.serving_cache_check_seconds
 
 
 def utc_now() -> datetime:
@@ -60,35 +57,15 @@ class ServingSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServingSettings:
-        """Settings from the platform's environment variables (see README, 'Prediction API')."""
-        env = os.environ if env is None else env
+        """The API's settings from the platform's one settings object (CRYPTO_* variables, README)."""
+        ps = load_settings() if env is None else PlatformSettings.from_env(env)
         values: dict[str, object] = {
-            "lake_root": env.get(LAKE_ROOT_ENV) or "data/lake",
-            "stale_after_seconds": max_lag_seconds(),
-            "max_range_hours": _number(env, MAX_RANGE_ENV, DEFAULT_MAX_RANGE_HOURS),
-            "cache": _flag(env, CACHE_ENV, True),
-            "cache_check_seconds": _number(env, CACHE_CHECK_ENV, DEFAULT_CACHE_CHECK_SECONDS),
+            "lake_root": ps.lake_root,
+            "instruments_path": ps.instruments,
+            "stale_after_seconds": ps.freshness_max_lag_seconds,
+            "max_range_hours": ps.serving_max_range_hours,
+            "cache": ps.serving_cache,
+            "cache_check_seconds": ps.serving_cache_check_seconds,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from exc
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise SettingsError(f"{name}={raw!r}: expected true or false")
