@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.report import table, write_report
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "2024-03-04|sim.BTC-USDT"
 DAY_START = datetime(2024, 3, 4, tzinfo=UTC)
@@ -228,7 +230,7 @@ def measure(kill_points: list[int]) -> FaultsResult:
     result = FaultsResult()
     universe = Path(tempfile.mkdtemp(prefix="faults-universe-")) / "instruments.yaml"
     universe.write_text(INSTRUMENTS)
-    os.environ["CRYPTO_PLATFORM_INSTRUMENTS"] = str(universe)  # children inherit it; fixed per process
+    os.environ["CRYPTO_INSTRUMENTS"] = str(universe)  # children inherit it; fixed per process
     scenarios = [lambda b, k=k: kill_scenario(b, k) for k in kill_points]
     scenarios += [concurrent_scenario, truncated_scenario, uncommitted_scenario]
     for scenario in scenarios:
@@ -249,13 +251,14 @@ def render(result: FaultsResult) -> str:
         "fresh lake, raw -> bronze -> silver by Dagster `materialize` in child processes. Lost and "
         "duplicated compare bronze with the simulator's tape over the committed coverage.",
         "",
-        "| fault | detected | lost | duplicated | time to recover (s) | note |",
-        "|---|---|---|---|---|---|",
+        table(
+            ["fault", "detected", "lost", "duplicated", "time to recover (s)", "note"],
+            [
+                [o.fault, o.detected, o.lost, o.duplicated, f"{o.recover_s:.1f}", o.note]
+                for o in result.outcomes
+            ],
+        ),
     ]
-    for o in result.outcomes:
-        lines.append(
-            f"| {o.fault} | {o.detected} | {o.lost} | {o.duplicated} | {o.recover_s:.1f} | {o.note} |"
-        )
     lost = sum(o.lost for o in result.outcomes)
     dupes = sum(o.duplicated for o in result.outcomes)
     lines += ["", f"Total lost: {lost}; total duplicated: {dupes}.", ""]
@@ -272,7 +275,7 @@ def main() -> None:
         now, kill_at, refetch = args.child
         sys.exit(child(now, int(kill_at), refetch == "1"))
     result = measure([int(k) for k in args.kill_points.split(",") if k])
-    Path(args.output).write_text(render(result))
+    write_report(Path(args.output), render(result))
     print(f"wrote {args.output}")
 
 

@@ -25,6 +25,7 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform.partitions import DayPartition
+from crypto_platform.platform_settings import env_name
 from crypto_platform.raw_manifest import Coverage, RawManifest
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.tables import RAW_TRADES as RAW_TRADES_TABLE
@@ -32,7 +33,6 @@ from crypto_platform.tables import Layout, Table
 
 PART_FILE = "part.parquet"
 MANIFEST_FILE = "_manifest.json"
-LAKE_ROOT_ENV = "CRYPTO_LAKE_ROOT"
 # How every lake file is written. zstd level 1 rather than the default 3: measured on a 6 M-trade
 # bronze day, writes ~20% faster (0.58 s vs 0.72 s) for files ~5% larger (95 vs 90 MB); reads are as
 # fast. Statistics stay on so DuckDB and polars can skip row groups.
@@ -132,7 +132,7 @@ class LakeResource(dg.ConfigurableResource):
         """The lake root as a local folder; a URL root is refused rather than taken as a folder name."""
         if "://" in self.root:
             raise ValueError(
-                f"lake root {self.root!r} ({LAKE_ROOT_ENV} / the lake resource's 'root'): only local "
+                f"lake root {self.root!r} ({env_name('lake_root')} / the lake resource's 'root'): only local "
                 "folders are supported so far; object-store roots (s3://...) are not implemented yet, "
                 "see docs/deploy.md"
             )

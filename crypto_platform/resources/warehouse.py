@@ -43,7 +43,6 @@ from crypto_platform.tables import Table
 
 # Written in a format the `duckdb` CLI (duckdb-cli 1.5) can open too.
 STORAGE_COMPATIBILITY = "v1.5.0"
-WAREHOUSE_ENV = "CRYPTO_WAREHOUSE_PATH"
 # A view's comment holds the digest of the statement that created it (how a refresh sees a change).
 _COMMENT_PREFIX = "crypto_platform:"
 
