@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import dagster as dg
 import duckdb
 import jsonschema
@@ -40,6 +42,7 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import load_universe
 from crypto_platform_tests.conftest import PROJECT_DIR
 from crypto_platform_tests.postgres_server import postgres_server
+from crypto_platform_tests.s3_server import s3_server
 
 DEPLOY = PROJECT_DIR / "deploy"
 CLUSTER_YAML = DEPLOY / "cluster" / "dagster.yaml"
@@ -305,42 +308,38 @@ def test_a_wrong_helm_value_fails(mutate, named: str) -> None:
 
 
 @pytest.mark.slow
-def test_cluster_instance_stores_a_real_run_in_postgres(
-    tmp_path: Path, cluster_env: dict, monkeypatch
+def test_cluster_instance_stores_a_real_run_in_postgres_and_its_logs_in_s3(
+    tmp_path: Path, cluster_env: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """deploy/cluster/dagster.yaml on a real PostgreSQL server: raw/trades of one synthetic partition.
-
-    The one change to the file: compute logs go to a local folder, because no S3-compatible server
-    is part of the locked environment (the S3 manager's config is checked above, offline).
-    """
+    """deploy/cluster/dagster.yaml, unmodified, on a real PostgreSQL server and an S3-compatible server
+    (moto): raw/trades of one synthetic partition; the run, its materialization and its compute logs
+    are where the file says."""
+    from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-    config = load(CLUSTER_YAML)
-    assert config["compute_logs"]["class"] == "S3ComputeLogManager"
-    config["compute_logs"] = {
-        "module": "dagster._core.storage.local_compute_log_manager",
-        "class": "LocalComputeLogManager",
-        "config": {"base_dir": str(tmp_path / "compute_logs")},
-    }
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     part = DayPartition(load_universe().instrument("sim.BTC-USDT"), date(2024, 3, 4))
     lake = LakeResource(root=str(tmp_path / "lake"))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(CLUSTER_YAML, home / "dagster.yaml")
 
-    with postgres_server() as pg:
+    with postgres_server() as pg, s3_server() as endpoint:
         for name, value in {
             "DAGSTER_PG_HOST": pg.host,
             "DAGSTER_PG_PORT": str(pg.port),
             "DAGSTER_PG_USERNAME": pg.user,
             "DAGSTER_PG_DB": pg.db,
+            "DAGSTER_S3_ENDPOINT_URL": endpoint,
         }.items():
             monkeypatch.setenv(name, value)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket=cluster_env["DAGSTER_COMPUTE_LOG_BUCKET"])
         instance = dg.DagsterInstance.from_config(str(home))
         try:
             assert isinstance(instance.run_storage, PostgresRunStorage)
             assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
             assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+            assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
             result = dg.materialize(
                 [ingest.raw_trades],
                 partition_key=part.key,
@@ -366,9 +365,22 @@ def test_cluster_instance_stores_a_real_run_in_postgres(
             [(asset_key, partition, event)] = cur.fetchall()
         conn.close()
 
+        prefix = f"{cluster_env['DAGSTER_COMPUTE_LOG_PREFIX']}/storage/{result.run_id}/"
+        listed = s3.list_objects_v2(Bucket=cluster_env["DAGSTER_COMPUTE_LOG_BUCKET"], Prefix=prefix)
+        logs = {
+            o["Key"]: s3.get_object(Bucket=cluster_env["DAGSTER_COMPUTE_LOG_BUCKET"], Key=o["Key"])[
+                "Body"
+            ].read()
+            for o in listed.get("Contents", [])
+        }
+
     assert dg.AssetKey.from_db_string(asset_key) == tables.RAW_TRADES.key
     assert partition == part.key
     stored_rows = deserialize_value(event).asset_materialization.metadata["rows"].value
     folder = lake.partition_path(tables.RAW_TRADES, part)
     [(lake_rows,)] = duckdb.sql(f"select count(*) from read_parquet('{folder}/*.parquet')").fetchall()
     assert stored_rows == lake_rows > 0
+    # the step's log lines (raw/trades logs the partition it committed) were uploaded to the bucket
+    assert any(key.endswith(".err") and f"raw {part}".encode() in body for key, body in logs.items()), {
+        key: body[:300] for key, body in logs.items()
+    }
