@@ -242,22 +242,24 @@ def helm_validator() -> jsonschema.Draft7Validator:
     """The chart's schema as a validator of a values override file.
 
     Helm validates the override merged over the chart's own values.yaml (not copied here), so the
-    schema's `required` lists are dropped: they are met by the chart's defaults. The Kubernetes object
-    schemas (remote `$ref`s) are not available offline: those objects are checked only as far as the
-    chart's own schema types them. Top-level names are closed (the chart's schema leaves them open), so
-    a misspelt section fails here instead of being silently ignored by Helm.
+    schema's `required` lists are dropped: they are met by the chart's defaults; those inside an
+    `if`/`then` are kept (the config a chosen `type` needs, e.g. S3ComputeLogManager needs
+    s3ComputeLogManager). The Kubernetes object schemas (remote `$ref`s) are not available offline:
+    those objects are checked only as far as the chart's own schema types them. Top-level names are
+    closed (the chart's schema leaves them open), so a misspelt section fails here instead of being
+    silently ignored by Helm.
     """
 
-    def relax(node: Any) -> Any:
+    def relax(node: Any, keep_required: bool = False) -> Any:
         if isinstance(node, dict):
             ref = node.get("$ref", "")
             return {
-                k: relax(v)
+                k: relax(v, keep_required or k == "then")
                 for k, v in node.items()
-                if k != "required" and not (k == "$ref" and not ref.startswith("#"))
+                if (k != "required" or keep_required) and not (k == "$ref" and not ref.startswith("#"))
             }
         if isinstance(node, list):
-            return [relax(v) for v in node]
+            return [relax(v, keep_required) for v in node]
         return node
 
     schema = relax(json.loads(HELM_SCHEMA.read_text()))
@@ -295,6 +297,12 @@ def test_helm_values_follow_the_official_chart_schema() -> None:
         ),
         (lambda v: v["computeLogManager"].__setitem__("type", "S3LogManager"), "S3LogManager"),
         (lambda v: v["postgresql"]["service"].__setitem__("port", "5432"), "'5432'"),
+        (
+            lambda v: v["computeLogManager"]["config"].__setitem__(
+                "gcsComputeLogManager", v["computeLogManager"]["config"].pop("s3ComputeLogManager")
+            ),
+            "'s3ComputeLogManager' is a required property",
+        ),
     ],
 )
 def test_a_wrong_helm_value_fails(mutate, named: str) -> None:
