@@ -215,7 +215,7 @@ def test_always_500_gives_up_after_max_retries(recorded: RecordedTrades) -> None
 
 def test_persistent_rate_limit_on_trades_gives_up(recorded: RecordedTrades) -> None:
     with serve(recorded, faults={n: "429" for n in range(1, 10)}) as srv:
-        with pytest.raises(SourceError, match=r"binance BTC/USDT: aggTrades startTime=.*3 attempts.*DDoSProtection"):
+        with pytest.raises(SourceError, match=r"binance BTC/USDT: aggTrades startTime=.*3 attempts.*DDoS"):
             source(srv.url, max_retries=2, backoff_seconds=0.001).fetch(BTC, T0, T0 + timedelta(minutes=1))
         assert srv.state.faults_hit["429"] == 3
 
