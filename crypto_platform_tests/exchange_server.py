@@ -4,10 +4,11 @@ It speaks the wire format of api.binance.com for what `ccxt.binance.load_markets
 call: /api/v3/exchangeInfo (and the empty futures /fapi/v1, /dapi/v1 ones), /api/v3/time,
 /api/v3/aggTrades (startTime/endTime inclusive, fromId, limit <= 1000, ascending, first `limit`
 matches, like Binance) and /api/v3/trades. Faults can be injected per aggTrades request (HTTP 429,
-HTTP 500, the previous page served again), numbered over all aggTrades requests or only over those
-that have trades to answer (`fault_on="data"`: a walk over a whole day starts with empty hours), and
-every request is counted so tests can prove the faults were actually hit. Trades can be held back
-(`hidden_ids`: published late) and revealed later, like an exchange that publishes a trade late.
+HTTP 418 IP ban, HTTP 500, the previous page served again), numbered over all aggTrades requests or
+only over those that have trades to answer (`fault_on="data"`: a walk over a whole day starts with
+empty hours), and every request is counted so tests can prove the faults were actually hit. Trades
+can be held back (`hidden_ids`: published late) and revealed later, like an exchange that publishes a
+trade late.
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class Handler(BinanceHandler):
         state.faults_hit[fault] += 1
         if fault == "429":
             self.error(429, -1003, "Too many requests; current limit is 6000 request weight per 1 MINUTE.")
+        elif fault == "ratelimit":  # Binance's escalation after ignored 429s: HTTP 418, an IP ban
+            self.error(418, -1003, "Way too many requests; IP(127.0.0.1) banned until 1704110460000.")
         elif fault == "500":
             self.send(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
         elif fault == "duplicate":

@@ -103,6 +103,7 @@ class CcxtSource:
         now: Callable[[], datetime] | None = None,
         exchange_options: dict | None = None,
         markets_ttl_seconds: float = MARKETS_TTL_SECONDS,
+        rate_limit_ms: float | None = None,
     ) -> None:
         if exchange_id not in ccxt.exchanges:
             raise SourceError(f"ccxt: unknown exchange id {exchange_id!r} (not in ccxt.exchanges)")
@@ -116,6 +117,7 @@ class CcxtSource:
         self.timeout_ms = timeout_ms
         self.exchange_options = dict(exchange_options or {})
         self.markets_ttl_seconds = markets_ttl_seconds
+        self.rate_limit_ms = rate_limit_ms  # ccxt's request spacing (None: the exchange's own default)
         self._now = now or (lambda: datetime.now(UTC))
         self._exchange: ccxt.Exchange | None = None
 
@@ -126,6 +128,8 @@ class CcxtSource:
             ex = getattr(ccxt, self.exchange_id)(
                 {"enableRateLimit": True, "timeout": self.timeout_ms, "options": dict(self.exchange_options)}
             )
+            if self.rate_limit_ms is not None:
+                ex.rateLimit = self.rate_limit_ms
             if self.api_url:
                 ex.urls["api"] = override_api_urls(ex.urls["api"], self.api_url)
             self._exchange = ex

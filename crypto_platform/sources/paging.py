@@ -238,35 +238,43 @@ class CoinbaseExchangePager(BackwardIdPager):
     method: ClassVar[str] = "products/{id}/trades after=<trade_id> (contiguous ids, walked back)"
     contiguous: ClassVar[bool] = True
 
-    def probe(self, wire: Wire, trade_id: int) -> dict[str, Any] | None:
-        """The trade with the largest id <= trade_id (None: none)."""
+    def probe(self, wire: Wire, trade_id: int, must_exist: bool) -> dict[str, Any] | None:
+        """The trade `trade_id` (None: the exchange has no trade that old). Ids step by 1, so another id,
+        or no trade where one must exist (`must_exist`), is a stale answer: asked again."""
         while True:
             what = f"trades after={trade_id + 1} limit=1"
             got = wire.trades(what, limit=1, params={"after": trade_id + 1})
-            if got and _id(got[0]) > trade_id:
-                wire.repeated(what, _ts(got[0]))
+            if (got and _id(got[0]) != trade_id) or (not got and must_exist):
+                wire.repeated(what, _ts(got[0]) if got else None)
                 continue
             wire.advanced()
             return got[0] if got else None
 
     def first_page(self, wire: Wire, end_ms: int, tip: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-        """Bisect for the first trade id at or after `end_ms`; the page below it."""
-        lo, hi = 0, _id(tip) + 1  # ts(lo) < end (virtual), ts(hi) >= end (virtual when hi = tip + 1)
+        """Find the first trade id at or after `end_ms` (galloping down from the newest trade, then
+        bisecting) and read the page just below it."""
+        hi, floor = _id(tip) + 1, _id(tip)  # hi: first id at/after the end; floor: an id known to exist
         if _ts(tip) >= end_ms:
-            hi = _id(tip)
+            hi, lo, step, floor = _id(tip), 0, wire.limit, None
+            while True:  # gallop down to a trade before the end (or below the start of history)
+                t = self.probe(wire, hi - step, must_exist=False) if hi - step >= 1 else None
+                if t is None or _ts(t) < end_ms:
+                    lo, floor = max(hi - step, 0), (None if t is None else _id(t))
+                    break
+                hi, step = _id(t), step * 2
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                t = self.probe(wire, mid)
+                t = self.probe(wire, mid, must_exist=floor is not None)
                 if t is None or _ts(t) < end_ms:
-                    lo = mid
+                    lo, floor = mid, (floor if t is None else mid)
                 else:
-                    hi = _id(t)
+                    hi = mid
         while True:
+            what = f"trades after={hi}"
             page = sorted(self.older(wire, hi), key=_id, reverse=True)
-            if page and _id(page[0]) >= hi:
-                wire.repeated(f"trades after={hi}", end_ms)
+            if (page and _id(page[0]) != hi - 1) or (not page and floor is not None and floor < hi):
+                wire.repeated(what, end_ms)  # not the page right below `hi`: stale
                 continue
-            page = [t for t in page if _ts(t) < end_ms] if page else page
             return page, (_id(page[-1]) if page else hi)
 
     def older(self, wire: Wire, after: int) -> list[dict[str, Any]]:
