@@ -246,3 +246,14 @@ def test_timestamp_paging_reports_the_burst_it_cannot_page_through(frame: pl.Dat
     assert "more than 1000 trades share the millisecond 2024-01-01T12:0" in paged.reason
     got = {str(t["id"]) for t in paged.trades if t["timestamp"] < burst_ms}
     assert got == {r[0] for r in expected(ms(START), burst_ms)}  # sure of everything before the burst
+
+
+def test_binance_missing_aggregate_id_stops_coverage_before_it(frame: pl.DataFrame) -> None:
+    hole_id, hole_ms = trade_at(TRUNCATE_AT)
+    trades = RecordedTrades.from_frame("BTCUSDT", frame)
+    with FakeBinanceServer(ServerState(trades, "BTC", "USDT", hidden_ids={hole_id})) as srv:
+        batch = fetch(CASES[0], srv.url, START, END)
+    _, before_ms = trade_at(TRUNCATE_AT - 1)
+    assert not batch.complete and batch.covered_to == datetime.fromtimestamp(before_ms / 1000, UTC)
+    assert f"aggregate id {hole_id} is missing (the exchange answered {hole_id + 1} next" in batch.reason
+    assert fetched(batch.trades) == [r for r in expected(ms(START), hole_ms + 1) if int(r[0]) < hole_id]

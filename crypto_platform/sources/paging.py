@@ -133,9 +133,14 @@ class BinancePager:
             if ids[0] < from_id:
                 wire.repeated(what, last_ts)  # a stale or duplicated page
                 continue
-            if ids != list(range(from_id, from_id + len(ids))):
-                gap = next(i for i, a in enumerate(ids, start=from_id) if i != a)
-                why = f"aggregate ids jump at {gap} (asked from {from_id}): trades are missing there"
+            if ids != list(range(from_id, from_id + len(ids))):  # keep the contiguous part, stop at the gap
+                n = next(k for k, a in enumerate(ids) if a != from_id + k)
+                kept.extend(_window(page[:n], start_ms, end_ms))
+                last_ts = _ts(page[n - 1]) if n else last_ts
+                why = (
+                    f"aggregate id {from_id + n} is missing (the exchange answered {ids[n]} next, at "
+                    f"{iso_ms(_ts(page[n]))}): not published yet, or lost"
+                )
                 return _result(wire, self.method, kept, start_ms, end_ms, last_ts, why)
             wire.advanced()
             kept.extend(_window(page, start_ms, end_ms))
