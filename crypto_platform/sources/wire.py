@@ -182,3 +182,30 @@ class Wire:
             )
         log.warning("%s: a page already read came back for %s (at %s); dropped, asking again",
                     self.where(), cursor, iso_ms(ts_ms))  # fmt: skip
+
+
+WIRE_SUMS: tuple[str, ...] = ("requests", "pages", "retries", "rate_limit_waits", "duplicate_pages")
+
+
+def wire_summary(wire: dict[str, Any]) -> str:
+    """One line for the event log: requests, pages, retries per error class, waits, duplicates."""
+    by_class = ", ".join(
+        f"{k.removeprefix('retries_')} {v}" for k, v in wire.items() if k.startswith("retries_")
+    )
+    text = (
+        f"{wire.get('requests', 0)} requests, {wire.get('pages', 0)} pages, {wire.get('retries', 0)} retries"
+    )
+    text += f" ({by_class})" if by_class else ""
+    text += (
+        f", {wire.get('rate_limit_waits', 0)} rate-limit waits ({wire.get('rate_limit_wait_seconds', 0):g} s)"
+    )
+    text += f", {wire.get('duplicate_pages', 0)} duplicate pages dropped"
+    return text + (f"; paged by {wire['paging']}" if wire.get("paging") else "")
+
+
+def retries_by_class(wires: list[dict[str, Any]]) -> dict[str, int]:
+    """Retries per ccxt error class, summed over several fetches."""
+    total: Counter[str] = Counter()
+    for wire in wires:
+        total.update({k[len("retries_") :]: int(v) for k, v in wire.items() if k.startswith("retries_")})
+    return dict(sorted(total.items()))
