@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from crypto_platform import schemas
-from crypto_platform.settings import Instrument
+from crypto_platform.settings import Instrument, SettingsError, parse_universe
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.ccxt_source import CcxtSource, clear_markets_cache, override_api_urls
 from crypto_platform.sources.factory import build_source
@@ -194,6 +194,20 @@ def test_unknown_exchange_id() -> None:
         CcxtSource("notanexchange")
     with pytest.raises(SourceError, match="notanexchange"):
         build_source(Instrument("notanexchange", "BTC/USDT", "ccxt"))
+
+
+def test_unknown_ccxt_exchange_id_fails_when_the_instruments_file_is_loaded(tmp_path: Path) -> None:
+    doc = {
+        "start_date": "2024-01-01",
+        "instruments": [{"exchange": "krakn", "symbol": "BTC/USD", "source": "ccxt"}],
+    }
+    expected = r"instruments\[0\]: exchange 'krakn' is not an exchange id of ccxt \(did you mean 'kraken'\?\)"
+    with pytest.raises(SettingsError, match=expected):
+        parse_universe(doc, tmp_path / "instruments.yaml")
+    doc["instruments"][0]["exchange"] = "kraken"
+    assert parse_universe(doc, tmp_path / "instruments.yaml").instruments[0].exchange == "kraken"
+    replayed = {"exchange": "ftx", "symbol": "BTC/USD:USD", "source": "candles", "path": "x.csv"}
+    parse_universe({"start_date": "2024-01-01", "instruments": [replayed]}, tmp_path / "i.yaml")  # not ccxt
 
 
 def test_unknown_symbol(server: FakeBinanceServer) -> None:
