@@ -20,6 +20,7 @@ from crypto_platform.automation.retraining import RETRAINING_JOBS, RETRAINING_SC
 from crypto_platform.checks.drift import DRIFT_CHECKS
 from crypto_platform.checks.freshness import FRESHNESS_CHECKS, with_live_freshness
 from crypto_platform.checks.quality import QUALITY_CHECKS
+from crypto_platform.checks.reconciliation import RECONCILIATION_CHECKS
 from crypto_platform.monitoring.notify import WEBHOOK_ENV
 from crypto_platform.resources.lake import LAKE_ROOT_ENV, LakeResource
 from crypto_platform.resources.mlflow import MLFLOW_URI_ENV, MlflowResource
@@ -45,7 +46,13 @@ def build_resources() -> dict[str, Any]:
 
 defs = dg.Definitions(
     assets=with_live_freshness(dg.load_assets_from_modules([ingest, silver, gold, monitoring])),
-    asset_checks=[*QUALITY_CHECKS, *DRIFT_CHECKS, *monitoring.MONITORING_CHECKS, *FRESHNESS_CHECKS],
+    asset_checks=[
+        *QUALITY_CHECKS,
+        *RECONCILIATION_CHECKS,
+        *DRIFT_CHECKS,
+        *monitoring.MONITORING_CHECKS,
+        *FRESHNESS_CHECKS,
+    ],
     jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS],
     schedules=RETRAINING_SCHEDULES,
     sensors=[*LIVE_SENSORS, *FRESHNESS_SENSORS, *RETRAINING_SENSORS, *NOTIFICATION_SENSORS],

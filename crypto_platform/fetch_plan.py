@@ -17,6 +17,7 @@ from crypto_platform.timeutil import floor_minute
 # Late-arriving trades: how far before the watermark each fetch re-reads (and the settling delay).
 DEFAULT_OVERLAP_SECONDS = 120
 NEW, DAY_TAIL, SETTLE = "new", "day tail", "settle"  # why a fetch is due (the live runs' trigger tag)
+REFETCH = "refetch"  # asked for: re-read the whole partition (repairs one that failed reconciliation)
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,17 @@ def plan_fetch(
     overlap: timedelta,
     *,
     whole_minutes: bool = True,
+    refetch: bool = False,
 ) -> FetchPlan:
-    """Where the next fetch of `part` starts and ends, and why (see the module docstring)."""
+    """Where the next fetch of `part` starts and ends, and why (see the module docstring); `refetch`
+    re-reads the whole partition so far whatever its watermark."""
     end = min(part.end, floor_minute(now) if whole_minutes else now)
     wm, shown = manifest.watermark, _shown(manifest.watermark, part)
     idle = "complete" if end >= part.end else "up to date" if wm else "not started"
+    if refetch and end > part.start:
+        return FetchPlan(
+            part.start, end, REFETCH, f"re-fetch of the whole partition (watermark {shown})", idle
+        )
     trigger = NEW if end < part.end else DAY_TAIL
     if wm is None:
         if end <= part.start:

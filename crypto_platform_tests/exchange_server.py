@@ -135,6 +135,7 @@ class ServerState:
     requests: Counter[str] = field(default_factory=Counter)  # path -> number of requests
     faults_hit: Counter[str] = field(default_factory=Counter)  # fault -> times injected
     last_agg_body: bytes | None = None
+    klines: list[list[Any]] | None = None  # the exchange's own 1m klines (Binance arrays), by open time
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -185,6 +186,8 @@ class Handler(BinanceHandler):
                 self.agg_trades(state, query)
             elif url.path == "/api/v3/trades":
                 self.recent_trades(state, query)
+            elif url.path == "/api/v3/klines" and state.klines is not None:
+                self.klines(state, query)
             else:
                 self.error(404, -1, f"unknown endpoint {url.path}")
 
@@ -274,6 +277,21 @@ class Handler(BinanceHandler):
             if not state.hidden_ids or int(t.ids[i]) not in state.hidden_ids:
                 rows.append(t.agg_json[i])
         return ("[" + ",".join(rows) + "]").encode()
+
+    def klines(self, state: ServerState, query: dict[str, str]) -> None:
+        """GET /api/v3/klines (1m): open times in [startTime, endTime], the first `limit`, ascending."""
+        if not self.check_symbol(state, query):
+            return
+        limit = self.limit(query)
+        if limit is None:
+            return
+        if query.get("interval") != "1m":
+            self.error(400, -1120, "Invalid interval.")
+            return
+        lo, hi = int(query.get("startTime", 0)), int(query.get("endTime", 2**62))
+        assert state.klines is not None
+        rows = [k for k in state.klines if lo <= k[0] <= hi][:limit]
+        self.send(200, json.dumps(rows).encode())
 
     def recent_trades(self, state: ServerState, query: dict[str, str]) -> None:
         """GET /api/v3/trades: the most recent `limit` trades."""

@@ -7,7 +7,7 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform import tables
-from crypto_platform.fetch_plan import DEFAULT_OVERLAP_SECONDS, SETTLE, FetchPlan, plan_fetch
+from crypto_platform.fetch_plan import DEFAULT_OVERLAP_SECONDS, REFETCH, SETTLE, FetchPlan, plan_fetch
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
 from crypto_platform.raw_manifest import RawBatch, RawManifest
@@ -32,6 +32,14 @@ class RawTradesConfig(dg.Config):
             "trade that lies further than this before the watermark when it is published is not "
             "fetched again; `late_trades` / `late_depth_seconds` in the metadata show how much of the "
             "overlap the late trades needed (a warning past half of it)."
+        ),
+    )
+    refetch: bool = Field(
+        default=False,
+        description=(
+            "Re-read each partition of the run from its start, whatever its watermark: repairs a partition "
+            "that failed trades_reconciliation (trades missing from the committed batches are added as a new "
+            "batch; bronze de-duplicates). Off: fetch only after the watermark."
         ),
     )
     whole_minutes: bool = Field(
@@ -134,11 +142,17 @@ def fetch_partition(
     wm = manifest.watermark
     nothing = batch.covered_to <= batch.covered_from and batch.trades.is_empty()
     if nothing or (wm is not None and batch.covered_to <= wm and plan.trigger != SETTLE and late.is_empty()):
+        if plan.trigger == REFETCH:
+            context.log.info(f"raw {part}: re-fetch found no trade missing from the committed batches")
         return {**row, "status": "nothing new"}
     entry, size = commit_batch(lake, part, manifest, batch, now)
     row.update(status="fetched", rows=entry.rows, bytes=size, late_trades=late.height)
     row.update({"from": entry.covered_from, "to": entry.covered_to})
-    if late.height:
+    if late.height and plan.trigger == REFETCH:
+        context.log.warning(
+            f"raw {part}: re-fetch added {late.height} trade(s) missing from the committed batches"
+        )
+    elif late.height:
         depth = (epoch_ms_floor(wm) - int(late["timestamp_ms"].min())) / 1000
         row["late_depth_seconds"] = depth
         say = context.log.warning if depth > overlap.total_seconds() / 2 else context.log.info
@@ -175,7 +189,9 @@ def raw_trades(
     now = trade_sources.clock()
     for part in partitions_of(context):
         manifest = lake.read_manifest(tables.RAW_TRADES, part)
-        plan = plan_fetch(manifest, part, now, overlap, whole_minutes=config.whole_minutes)
+        plan = plan_fetch(
+            manifest, part, now, overlap, whole_minutes=config.whole_minutes, refetch=config.refetch
+        )
         if plan.due:
             row = fetch_partition(context, lake, trade_sources, part, plan, now=now, overlap=overlap)
         else:

@@ -169,6 +169,28 @@ class CcxtSource:
                 f"ccxt {self.exchange_id}: symbol {symbol!r} is not listed ({len(markets)} markets loaded)"
             )
 
+    def candles_1m(self, instrument: Instrument, start: datetime, end: datetime) -> pl.DataFrame:
+        """The exchange's own 1-minute candles (`ts` open time, base `volume`) opening in [start, end),
+        via ccxt `fetch_ohlcv` paged forward by open time (one candle per minute: timestamps page exactly)."""
+        self.check_symbol(instrument.symbol)
+        if not self.exchange.has.get("fetchOHLCV"):
+            raise SourceError(f"ccxt {self.exchange_id}: no fetch_ohlcv, so no candles to reconcile with")
+        wire = self.wire(instrument.symbol)
+        start_ms, end_ms = epoch_ms_ceil(start), epoch_ms_ceil(end)
+        bars: dict[int, float] = {}
+        cursor = start_ms
+        while cursor < end_ms:
+            page = wire.call(f"fetch_ohlcv(1m, since={cursor})", self.exchange.fetch_ohlcv, instrument.symbol,
+                             "1m", cursor, self.page_limit)  # fmt: skip
+            times = [int(r[0]) for r in page if r and r[0] is not None]
+            bars.update({int(r[0]): float(r[5] or 0.0) for r in page if r and start_ms <= int(r[0]) < end_ms})
+            if not times or max(times) < cursor:
+                break  # nothing newer: the exchange has no more candles
+            cursor = max(times) + 60_000
+        keys = sorted(bars)
+        ts = pl.Series("ts", keys, pl.Int64).cast(pl.Datetime("ms", "UTC")).cast(schemas.UTC_TS)
+        return pl.DataFrame([ts, pl.Series("volume", [bars[k] for k in keys], pl.Float64)])
+
     def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
         """Trades in [start, end); coverage to `end` only when the exchange's answers prove it, else to
         the last instant the pager is sure of, with the reason."""
