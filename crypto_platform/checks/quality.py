@@ -20,10 +20,11 @@ from crypto_platform.quality.check_results import (
     BRONZE_SUITE_CHECK,
     CANDLES_SUITE_CHECK,
     CandlesSuiteConfig,
-    min_share_for,
+    floor_for,
     suite_check_result,
 )
 from crypto_platform.quality.expectations import validate_bronze, validate_candles
+from crypto_platform.quality.liquidity import floor_note
 from crypto_platform.resources.lake import LakeResource
 
 
@@ -66,15 +67,16 @@ def candles_1m_suite(
 ) -> dg.AssetCheckResult:
     """Great Expectations suite on every silver 1m candles partition of the run."""
     parts = _parts(context, tables.CANDLES_1M.key)
-    results, missing = [], []
+    results, missing, notes = [], [], []
     for part in parts:
         df = lake.read_partition(tables.CANDLES_1M, part)
         if df is None:
             missing.append(part)
             continue
-        share = min_share_for(part, config)
+        share, how = floor_for(part, config, lambda p: lake.read_partition(tables.CANDLES_1M, p))
         results.append((part, validate_candles(df, part.start, part.end, min_non_empty_share=share)))
-    return suite_check_result(context, results, missing, table=str(tables.CANDLES_1M))
+        notes += [note] if (note := floor_note(part, df, share, how)) else []
+    return suite_check_result(context, results, missing, table=str(tables.CANDLES_1M), notes=notes)
 
 
 QUALITY_CHECKS: list[dg.AssetChecksDefinition] = [bronze_trades_suite, candles_1m_suite]
