@@ -7,9 +7,10 @@ over the cells, the unexpected count of every expectation, the failed expectatio
 example values per failed expectation (prefixed with the cell) and a per-cell table.
 
 `min_non_empty_share` (candles) is the liquidity floor: the share of minutes that must hold at least
-one trade. Default 0.5 from the check config; an instrument can override it in the instruments file
-(`min_non_empty_share: 0.95` for a liquid market, `null` to skip the expectation for an illiquid one,
-see bench/MONITORING.md).
+one trade. By default 'auto', derived from the instrument's own recent history (quality/liquidity.py);
+the check config can fix one for all, and an instrument can set its own in the instruments file
+(`min_non_empty_share: 0.95` for a liquid market, `auto`, or `null` to skip the expectation, see
+bench/MONITORING.md). A failure names the threshold, how it was set and the measured share.
 """
 
 import dagster as dg
