@@ -257,3 +257,13 @@ def test_binance_missing_aggregate_id_stops_coverage_before_it(frame: pl.DataFra
     assert not batch.complete and batch.covered_to == datetime.fromtimestamp(before_ms / 1000, UTC)
     assert f"aggregate id {hole_id} is missing (the exchange answered {hole_id + 1} next" in batch.reason
     assert fetched(batch.trades) == [r for r in expected(ms(START), hole_ms + 1) if int(r[0]) < hole_id]
+
+
+def test_timestamp_paging_does_not_trust_an_exchange_that_ignores_since(frame: pl.DataFrame) -> None:
+    with tape_server(FakeOkx)(frame, {}, None) as srv:  # OKX market/trades ignores `since`: newest trades
+        src = CcxtSource("okx", api_url=srv.url, rate_limit_ms=0, now=lambda: LATER,
+                         exchange_options={"fetchMarkets": {"types": ["spot"]}})  # fmt: skip
+        src.check_symbol("BTC/USDT")
+        paged = TimestampPager().collect(Wire(src.exchange, "BTC/USDT", 100), ms(START), ms(END), ms(LATER))
+    assert not paged.complete and paged.covered_to_ms == ms(START) and paged.trades == []
+    assert "the start is unproven" in paged.reason and "does not honour `since`" in paged.reason

@@ -309,19 +309,34 @@ class OkxPager(BackwardIdPager):
 
 class TimestampPager:
     """The fallback for exchanges without a trade cursor in ccxt: `since` = the last page's newest
-    timestamp. It cannot page past more trades in one millisecond than a page holds: it stops there,
-    incomplete, instead of skipping them."""
+    timestamp (inclusive, so consecutive pages overlap on it). The walk starts `LEAD_MS` before the
+    window and proves its start only by a trade before it (an exchange ignoring `since` answers with
+    its newest trades instead); each page must overlap the trades already read. It cannot page past
+    more trades in one millisecond than a page holds: it stops there, incomplete, instead of skipping."""
 
     method: ClassVar[str] = "fetch_trades since=<newest timestamp> (timestamp paging, fallback)"
+    LEAD_MS: ClassVar[int] = HOUR_MS
 
     def collect(self, wire: Wire, start_ms: int, end_ms: int, now_ms: int) -> Paged:
         """Walk `since` forward up to a trade at or after `end_ms`."""
-        since, seen, kept, asked_again = start_ms, set(), [], False
+        since, seen, kept, asked_again = start_ms - self.LEAD_MS, set(), [], False
         while True:
             what = f"fetch_trades since={since}"
             page = wire.trades(what, since=since, limit=wire.limit)
             newest = max((_ts(t) for t in page), default=since)
             new = [t for t in page if str(t.get("id")) not in seen]
+            if not seen and page and min(_ts(t) for t in page) >= start_ms:
+                why = (
+                    f"the first answer starts at {iso_ms(min(_ts(t) for t in page))}, with no trade from "
+                    f"the {self.LEAD_MS // 60_000} min before the window: the start is unproven (no earlier "
+                    "trade, or the exchange does not honour `since`)"
+                )
+                return _result(wire, self.method, [], start_ms, end_ms, None, why)
+            if seen and page and len(new) == len(page):
+                why = (
+                    f"the answer to since={since} does not overlap the trades already read: a gap is possible"
+                )
+                return _result(wire, self.method, kept, start_ms, end_ms, since, why)
             if page and newest <= since and len(page) >= wire.limit:
                 kept.extend(_window(new, start_ms, end_ms))
                 why = (
@@ -337,7 +352,7 @@ class TimestampPager:
                     asked_again = True
                     continue
                 why = f"the exchange has nothing after {iso_ms(since)}"
-                return _result(wire, self.method, kept, start_ms, end_ms, since, why)
+                return _result(wire, self.method, kept, start_ms, end_ms, max(since, start_ms), why)
             asked_again = False
             wire.advanced()
             seen.update(str(t.get("id")) for t in new)
