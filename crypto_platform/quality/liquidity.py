@@ -2,7 +2,8 @@
 instrument's own recent history, so an illiquid market is judged against itself.
 
 'auto' (the default): `AUTO_FRACTION` x the median share of traded minutes over the instrument's
-previous `AUTO_HISTORY_DAYS` days in silver (at least `AUTO_MIN_DAYS` of them; fewer: no floor yet).
+previous `AUTO_HISTORY_DAYS` days in silver (at least `AUTO_MIN_DAYS` of them; fewer: floor 0, the
+share is only measured).
 A real low-volume pair (Kraken BTC/USDC, Q1 2023: 27-64% of minutes traded) passes by default,
 while a day that lost most of its trades still fails against its own history.
 """
@@ -60,7 +61,10 @@ def liquidity_floor(
         if df is not None and not df.is_empty():
             shares.append(non_empty_share(df))
     if len(shares) < AUTO_MIN_DAYS:
-        return None, f"auto: {len(shares)} earlier day(s) in silver (< {AUTO_MIN_DAYS}), no floor yet"
+        return (
+            0.0,
+            f"auto: {len(shares)} earlier day(s) in silver (< {AUTO_MIN_DAYS}), no floor yet (measured only)",
+        )
     typical = median(shares)
     floor = round(AUTO_FRACTION * typical, 4)
     return (
