@@ -12,8 +12,8 @@ PROJECT_DIR = TESTS_DIR.parent
 SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
 
 # Partitions are fixed when the code location loads, so the test universe is chosen before any
-# crypto_platform module is imported (the same mechanism a user has: CRYPTO_PLATFORM_INSTRUMENTS).
-os.environ["CRYPTO_PLATFORM_INSTRUMENTS"] = str(TESTS_DIR / "instruments_test.yaml")
+# crypto_platform module is imported (the same mechanism a user has: CRYPTO_INSTRUMENTS).
+os.environ["CRYPTO_INSTRUMENTS"] = str(TESTS_DIR / "instruments_test.yaml")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -2,11 +2,12 @@
 
 The webhook is a real HTTP server on 127.0.0.1 recording every request; the failures come from a real
 run (a corrupted silver partition failing the blocking candle suite, so the features never run).
-Without a URL (resource empty, CRYPTO_PLATFORM_WEBHOOK_URL unset) the receiver sees zero requests.
+Without a URL (resource empty, CRYPTO_WEBHOOK_URL unset) the receiver sees zero requests.
 """
 
 import json
 import threading
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +23,8 @@ from crypto_platform.automation.notifications import (
     check_failure_notifier,
     run_failure_notifier,
 )
-from crypto_platform.monitoring.notify import WEBHOOK_ENV
+from crypto_platform.definitions import build_resources
+from crypto_platform.platform_settings import PlatformSettings, SettingsWarning
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform_tests.test_checks import (
     ASSETS,
@@ -75,9 +77,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def failed_run(tmp_path: Path):
     """An instance holding one real failed run: the blocking candle suite failed on a corrupted day."""
-    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
     lake = LakeResource(root=str(tmp_path / "lake"))
     write_silver(lake, ["2022-01-10", BAD_DAY])
     bad = cell(BAD_DAY)
@@ -169,7 +170,7 @@ def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver
 
 def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, tmp_path: Path) -> None:
     instance, result = failed_run
-    off = WebhookResource()  # and CRYPTO_PLATFORM_WEBHOOK_URL is unset (fixture)
+    off = WebhookResource()
     with recorded_connections() as attempts:
         skipped = run_failure_notifier(_run_failure_context(instance, result, off))
         tick = _check_tick(instance, tmp_path, off)
@@ -183,13 +184,22 @@ def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, t
     assert receiver.bodies == []
 
 
+@pytest.mark.parametrize("var", ["CRYPTO_WEBHOOK_URL", "CRYPTO_PLATFORM_WEBHOOK_URL"])
 def test_webhook_url_from_the_environment(
-    failed_run, receiver: Receiver, monkeypatch, tmp_path: Path
+    failed_run, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str
 ) -> None:
+    """The code location's webhook resource posts to $CRYPTO_WEBHOOK_URL (or, deprecated, the old name)."""
     instance, result = failed_run
-    monkeypatch.setenv(WEBHOOK_ENV, receiver.url)
-    run_failure_notifier(_run_failure_context(instance, result, WebhookResource()))
-    _check_tick(instance, tmp_path, WebhookResource())
+    monkeypatch.setenv(var, receiver.url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        webhook = build_resources(PlatformSettings.from_env())["webhook"]
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, SettingsWarning)]
+    old = var != "CRYPTO_WEBHOOK_URL"
+    assert [m.split(":")[0] for m in deprecated] == ([f"{var} is deprecated"] if old else [])
+    assert all("rename it to CRYPTO_WEBHOOK_URL" in m for m in deprecated)
+    run_failure_notifier(_run_failure_context(instance, result, webhook))
+    _check_tick(instance, tmp_path, webhook)
     assert [b["text"].split("\n")[0] for b in receiver.bodies] == [
         "Run failed: __ephemeral_asset_job__",
         "Check failed: silver/candles_1m / candles_1m_suite",
