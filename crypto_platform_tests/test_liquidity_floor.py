@@ -18,6 +18,7 @@ import pytest
 from crypto_platform import tables
 from crypto_platform.checks.quality import candles_1m_suite
 from crypto_platform.partitions import DayPartition
+from crypto_platform.platform_settings import load_settings
 from crypto_platform.quality.liquidity import AUTO_MIN_DAYS, liquidity_floor, non_empty_share
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.settings import INSTRUMENTS_ENV, Instrument, load_universe
@@ -36,9 +37,11 @@ def default_floor_universe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     path = tmp_path / "instruments.yaml"
     path.write_text(json.dumps({"start_date": "2019-10-01", "instruments": [entry]}))
     monkeypatch.setenv(INSTRUMENTS_ENV, str(path))
+    load_settings.cache_clear()  # as a process started with this file would read it
     load_universe.cache_clear()
     yield
     monkeypatch.undo()
+    load_settings.cache_clear()
     load_universe.cache_clear()
 
 

@@ -20,6 +20,7 @@ import pytest
 from crypto_platform import tables
 from crypto_platform.assets.ingest import bronze_trades, raw_trades
 from crypto_platform.partitions import DayPartition
+from crypto_platform.platform_settings import load_settings
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
@@ -43,10 +44,12 @@ def ccxt_universe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     path = tmp_path / "instruments.yaml"
     path.write_text(json.dumps({"start_date": "2019-10-01", "instruments": [entry]}))
     monkeypatch.setenv(INSTRUMENTS_ENV, str(path))
-    load_universe.cache_clear()  # as a process started with this file would load it
+    load_settings.cache_clear()  # as a process started with this file would read it
+    load_universe.cache_clear()
     clear_markets_cache()
     yield
     monkeypatch.undo()
+    load_settings.cache_clear()
     load_universe.cache_clear()
 
 
