@@ -27,6 +27,7 @@ from crypto_platform.automation.live import (
     LiveCursor,
     LiveSettings,
     build_live_sensor,
+    group_runs,
     is_abandoned,
     partition_need,
 )
@@ -43,7 +44,7 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
-from crypto_platform.settings import SettingsError, load_universe
+from crypto_platform.settings import Instrument, SettingsError, load_universe
 from crypto_platform.sources.factory import build_source
 from crypto_platform.transforms.features import FEATURE_COLUMNS
 from crypto_platform_tests.test_training import HORIZON, planted_frame
@@ -437,3 +438,110 @@ def test_abandoned_runs_do_not_block_forever() -> None:
         Rec(dg.DagsterRunStatus.STARTED, now.timestamp() - 60), now, timedelta(minutes=30)
     )
     assert not is_abandoned(Rec(dg.DagsterRunStatus.QUEUED, old), now, timedelta(minutes=30))
+
+
+def _runs_of(
+    due: list[tuple[DayPartition, str]], order: list[str], split: frozenset[str] = frozenset()
+) -> list[list[str]]:
+    """group_runs as partition keys (sorted), each run checked against Dagster's own range expansion: a run
+    over a rectangle of `order` covers exactly its partitions."""
+    grid = dg.MultiPartitionsDefinition(
+        {
+            "date": dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1),
+            "instrument": dg.StaticPartitionsDefinition(order),
+        }
+    )
+    runs = []
+    for rect, reasons in group_runs(due, set(split), order):
+        assert len(reasons) == len(rect) and len({p.instrument.exchange for p in rect}) == 1
+        rng = dg.PartitionKeyRange(rect[0].key, rect[-1].key)
+        assert sorted(str(k) for k in grid.get_partition_keys_in_range(rng)) == sorted(p.key for p in rect)
+        runs.append([p.key for p in rect])
+    covered = [k for run in runs for k in run]
+    assert sorted(covered) == sorted(p.key for p, _ in due)  # every due partition once, nothing else
+    return sorted(runs)
+
+
+def test_runs_are_one_rectangle_per_exchange_or_the_fewest_that_cover_exactly_the_due() -> None:
+    a_btc, a_eth, a_xrp = (Instrument("a", s) for s in ("BTC/USDT", "ETH/USDT", "XRP/USDT"))
+    b_btc, b_eth = Instrument("b", "BTC/USDT"), Instrument("b", "ETH/USDT")
+    d0, d1 = DAY - timedelta(days=1), DAY
+
+    def due(*cells: tuple[Instrument, date]) -> list[tuple[DayPartition, str]]:
+        return [(DayPartition(i, d), "new") for i, d in cells]
+
+    grouped = [i.key for i in (a_btc, a_eth, a_xrp, b_btc, b_eth)]  # each exchange's instruments together
+    both = due((a_btc, d1), (b_eth, d1), (a_xrp, d1), (b_btc, d1), (a_eth, d1))
+    assert _runs_of(both, grouped) == [
+        [key(a_btc.key), key(a_eth.key), key(a_xrp.key)],
+        [key(b_btc.key), key(b_eth.key)],
+    ]
+    # not every instrument of the exchange due: the due ones only (a gap splits the range)
+    assert _runs_of(due((a_btc, d1), (a_xrp, d1)), grouped) == [[key(a_btc.key)], [key(a_xrp.key)]]
+    # the same instruments due on consecutive days: one rectangle over both days
+    two_days = due((a_btc, d0), (a_eth, d0), (a_btc, d1), (a_eth, d1))
+    assert _runs_of(two_days, grouped) == [
+        [key(a_btc.key, d0), key(a_eth.key, d0), key(a_btc.key), key(a_eth.key)]
+    ]
+    # yesterday's tail of one instrument and today's new minute of two: not a rectangle, one run per day
+    tail = due((a_btc, d0), (a_btc, d1), (a_eth, d1))
+    assert _runs_of(tail, grouped) == [[key(a_btc.key, d0)], [key(a_btc.key), key(a_eth.key)]]
+    # exchanges interleaved in the instruments file: a range can only span adjacent instruments
+    mixed = [i.key for i in (a_btc, b_btc, a_eth, a_xrp, b_eth)]
+    assert _runs_of(both, mixed) == [
+        [key(a_btc.key)],
+        [key(a_eth.key), key(a_xrp.key)],
+        [key(b_btc.key)],
+        [key(b_eth.key)],
+    ]
+    # after a failed run, a split partition runs alone and the others of its exchange stay together
+    split = frozenset({key(a_eth.key)})
+    assert _runs_of(both, grouped, split) == [
+        [key(a_btc.key)],
+        [key(a_eth.key)],
+        [key(a_xrp.key)],
+        [key(b_btc.key), key(b_eth.key)],
+    ]
+
+
+@pytest.mark.slow
+def test_a_failing_instrument_does_not_block_the_others(world: World) -> None:
+    CLOCK.set(DAY, 12, 0, 20)
+    for r in world.tick().run_requests:
+        world.run(r)
+    eth = DayPartition(load_universe().instrument(ETH), DAY)
+    btc = DayPartition(load_universe().instrument(BTC), DAY)
+    [batch] = world.lake.read_manifest(tables.RAW_TRADES, eth).batches
+    path = world.lake.partition_path(tables.RAW_TRADES, eth) / f"{batch.name}.parquet"
+    good = path.read_bytes()
+    path.write_bytes(b"not parquet")  # ETH's committed data is now unreadable
+
+    # Minute 12:01: one run for both, which fails as a whole (ETH's step fails; BTC's downstream skipped)
+    CLOCK.set(DAY, 12, 1, 5)
+    [together] = world.tick().run_requests
+    assert covered(together) == [key(BTC), key(ETH)]
+    assert not world.run(together, expect_success=False)
+    # The next tick, same minute: each partition of the failed run in a run of its own, at once
+    CLOCK.set(DAY, 12, 1, 20)
+    alone = world.tick().run_requests
+    assert sorted(covered(r)[0] for r in alone) == [key(BTC), key(ETH)] and all(
+        r.partition_key for r in alone
+    )
+    # BTC's raw was fetched before ETH's step failed: current, but its downstream is not ("retry")
+    assert requested(SimpleNamespace(run_requests=alone)) == {key(BTC): "retry", key(ETH): "new"}
+    outcome = {r.partition_key: world.run(r, expect_success=False) for r in alone}
+    assert outcome == {key(BTC): True, key(ETH): False}  # the bad instrument fails only its partition
+    assert world.lake.partition_max(tables.PREDICTIONS, btc, "ts") == datetime(2024, 3, 4, 12, 0, tzinfo=UTC)
+    assert not world.tick().run_requests  # both requested this minute: nothing more until 12:02
+
+    # 12:02: BTC's last run succeeded, ETH's failed: ETH stays alone (retried once a minute)
+    CLOCK.set(DAY, 12, 2, 5)
+    runs = world.tick().run_requests
+    assert sorted(r.partition_key for r in runs) == [key(BTC), key(ETH)]
+    path.write_bytes(good)  # repaired
+    assert all(world.run(r) for r in runs)
+    assert world.lake.partition_max(tables.PREDICTIONS, eth, "ts") == datetime(2024, 3, 4, 12, 1, tzinfo=UTC)
+    # ... and once ETH's own run succeeded, the exchange is one run again
+    CLOCK.set(DAY, 12, 3, 5)
+    [again] = world.tick().run_requests
+    assert covered(again) == [key(BTC), key(ETH)]

@@ -25,7 +25,8 @@ same ones are due on each day; more otherwise, never a partition that is not due
 
 Isolation. A multi-partition run fails as a whole (a failed step skips the downstream steps of every
 partition of the run), so after a failed multi-partition run each of its partitions is requested in
-a run of its own, at once (not waiting for the next minute): the good instruments go through, the
+a run of its own, at once (not waiting for the next minute; "retry" even if its raw is current: the
+run may have fetched it before another partition's step failed): the good instruments go through, the
 bad one fails alone, visibly per partition, and stays in a run of its own until a run of it succeeds.
 
 Run hygiene. At most one request per partition per minute (the run key is `live:<partition>@<minute>`
@@ -328,6 +329,23 @@ def rectangles(parts: Sequence[DayPartition], order: Sequence[str]) -> list[list
     return sorted(out, key=lambda r: (r[0].day, index[r[0].instrument.key]))
 
 
+def group_runs(
+    due: Sequence[tuple[DayPartition, str]], split: set[str], order: Sequence[str]
+) -> list[tuple[list[DayPartition], list[str]]]:
+    """The runs of one tick: (rectangle of partitions, their reasons) per exchange (`rectangles`),
+    each key in `split` in a run of its own; `order` is the instrument dimension's key order."""
+    groups: dict[str, list[tuple[DayPartition, str]]] = {}
+    for part, reason in due:
+        groups.setdefault(part.key if part.key in split else part.instrument.exchange, []).append(
+            (part, reason)
+        )
+    runs = []
+    for group in groups.values():
+        reasons = {p.key: r for p, r in group}
+        runs += [(rect, [reasons[p.key] for p in rect]) for rect in rectangles([p for p, _ in group], order)]
+    return runs
+
+
 def live_checks(
     repository: dg.RepositoryDefinition | None, settings: LiveSettings
 ) -> list[dg.AssetCheckKey] | None:
@@ -399,7 +417,7 @@ def evaluate(
     decisions: list[Decision] = []
     ranges = unfinished_range_runs(context.instance)
     checks = live_checks(context.repository_def, settings)
-    behind: list[tuple[DayPartition, str, str]] = []
+    behind: list[tuple[DayPartition, str | None, str]] = []
     for day in days:
         for inst in live:
             part = DayPartition(inst, day)
@@ -408,13 +426,16 @@ def evaluate(
             )
             if reason is None and day == today and downstream_stale(context.instance, part.key, settings):
                 reason, note = "changed", f"raw newer than {settings.terminal.to_user_string()}; {note}"
-            if reason is None:
-                decisions.append(Decision(part.key, None, note))
-            else:
-                behind.append((part, reason, note))
+            behind.append((part, reason, note))
 
     split, retry_now = split_after_failure(context.instance, [p.key for p, _, _ in behind])
-    due: dict[str, list[tuple[DayPartition, str]]] = {}  # group (exchange or an isolated key) -> due
+    for i, (part, reason, note) in enumerate(behind):
+        if reason is None and part.key in retry_now:  # it may have fetched before a partner failed
+            behind[i] = (part, "retry", f"its last run, over several partitions, failed; {note}")
+    for part, _none, note in [b for b in behind if b[1] is None]:
+        decisions.append(Decision(part.key, None, note))
+    behind = [b for b in behind if b[1] is not None]
+    due: list[tuple[DayPartition, str]] = []
     for part, reason, note in behind:
         key = part.key
         if cursor.requested.get(key) == token and key not in retry_now:
@@ -433,14 +454,11 @@ def evaluate(
             continue
         if key in split:
             note = f"{note}; alone: its last run failed"
-        due.setdefault(key if key in split else part.instrument.exchange, []).append((part, reason))
+        due.append((part, reason))
         cursor.requested[key] = token
         decisions.append(Decision(key, reason, note, requested=True))
-    order = instrument_partitions.get_partition_keys()
-    for group in due.values():
-        reasons = {p.key: r for p, r in group}
-        for rect in rectangles([p for p, _ in group], order):
-            requests.append(run_request(rect, token, [reasons[p.key] for p in rect], settings, checks))
+    for rect, reasons in group_runs(due, split, instrument_partitions.get_partition_keys()):
+        requests.append(run_request(rect, token, reasons, settings, checks))
 
     keep = {DayPartition(i, d).key for i in live for d in days}
     cursor.requested = {k: v for k, v in cursor.requested.items() if k in keep}
