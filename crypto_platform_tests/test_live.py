@@ -214,6 +214,13 @@ def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: Worl
         ("silver/candles_1m", "candles_1m_suite"),
     }
     assert "gold__predictions" not in req.run_config["ops"]  # champion only, unless explicitly allowed
+    # the request as the sensor daemon resolves it against the code location: still the one range
+    daemon_ctx = dg.build_sensor_context(
+        instance=world.instance, definitions=defs, resources={"lake": world.lake}
+    )
+    [resolved] = world.sensor.evaluate_tick(daemon_ctx).run_requests
+    assert resolved.partition_key is None and covered(resolved) == covered(req)
+    assert resolved.tags[EXCHANGE_TAG] == "sim" and resolved.run_key == req.run_key
     for r in first.run_requests:
         world.run(r)
 
