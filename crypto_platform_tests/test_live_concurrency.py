@@ -54,3 +54,17 @@ def test_runs_of_one_exchange_wait_for_each_other_and_not_for_other_exchanges(tm
         _set(instance, b1, S.FAILURE)
         assert _dequeued(instance) == [b2]
         assert instance.get_run_by_id(a3).status == S.QUEUED
+
+
+def read(rel: str) -> dict:
+    return yaml.safe_load((PROJECT_DIR / rel).read_text())
+
+
+def test_every_deployment_profile_limits_runs_per_exchange() -> None:
+    """The cluster, ECS and Helm profiles carry the embedded profile's per-exchange limit."""
+    limit = read("dagster.yaml")["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert limit == [{"key": EXCHANGE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+    for rel in ("deploy/cluster/dagster.yaml", "deploy/ecs/dagster.yaml"):
+        assert read(rel)["run_coordinator"]["config"]["tag_concurrency_limits"] == limit, rel
+    helm = read("deploy/k8s/values.yaml")["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert helm["tagConcurrencyLimits"] == limit
