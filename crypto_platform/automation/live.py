@@ -59,8 +59,22 @@ from typing import Any
 import dagster as dg
 
 from crypto_platform import tables
+from crypto_platform.automation.live_runs import (  # noqa: F401 (re-exported for callers)
+    LIVE_TAG,
+    PARTITION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    UNFINISHED,
+    downstream_stale,
+    group_runs,
+    is_abandoned,
+    rectangles,
+    split_after_failure,
+    unfinished_range_runs,
+    unfinished_runs,
+)
 from crypto_platform.fetch_plan import plan_fetch
-from crypto_platform.partitions import DayPartition, instrument_partitions, trade_partitions
+from crypto_platform.partitions import DayPartition, instrument_partitions
 from crypto_platform.platform_settings import DEFAULT_OVERLAP_SECONDS, PlatformSettings, env_name
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import LakeResource
@@ -69,13 +83,9 @@ from crypto_platform.timeutil import floor_minute
 
 SENSOR_NAME = "live_sensor"
 
-LIVE_TAG = "crypto/live"
 EXCHANGE_TAG = "crypto/exchange"  # the run queue's per-exchange limit (tag_concurrency_limits, dagster.yaml)
 TRIGGER_TAG = "crypto/live_trigger"
 UNQUALIFIED_TAG = "crypto/unqualified_model"
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 RAW, FEATURES, LABELS, PREDICTIONS = (
@@ -87,21 +97,6 @@ INGEST_KEYS = [
     tables.TRADE_REJECTS.key,
     *(t.key for t in tables.CANDLES.values()),
 ]
-# Statuses of a run that may still write the partition.
-UNFINISHED = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
-FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-# Unfinished statuses that mean a worker process should exist (so a very old one is abandoned).
-_WORKER_STATUSES = {
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-}
 
 
 @dataclass(frozen=True)
@@ -209,143 +204,6 @@ def partition_need(
     return (plan.trigger if plan.due else None), plan.note
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> int | None:
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    )
-    return result.records[0].storage_id if result.records else None
-
-
-def downstream_stale(instance: dg.DagsterInstance, partition: str, settings: LiveSettings) -> bool:
-    """raw/trades of the partition was materialized after the run's last asset (or that never was)."""
-    raw = _latest_storage_id(instance, RAW, partition)
-    if raw is None:
-        return False
-    done = _latest_storage_id(instance, settings.terminal, partition)
-    return done is None or raw > done
-
-
-def is_abandoned(record: Any, now: datetime, stale_after: timedelta) -> bool:
-    """An unfinished run whose worker should have finished long ago (e.g. it died with the daemon)."""
-    if record.dagster_run.status not in _WORKER_STATUSES:
-        return False  # queued runs wait for a slot; they are not abandoned
-    started = record.start_time or record.create_timestamp.timestamp()
-    return now.timestamp() - started > stale_after.total_seconds()
-
-
-def unfinished_runs(
-    instance: dg.DagsterInstance, partition: str, now: datetime, stale_after: timedelta, ranges: Sequence[Any]
-) -> tuple[list[str], list[str]]:
-    """(active, abandoned) ids of the unfinished runs writing a partition, whoever launched them:
-    runs of that one key, and single-run ranges (backfills) whose rectangle holds it."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(tags={PARTITION_TAG: partition}, statuses=UNFINISHED), limit=20
-    )
-    records = [*records, *(r for r in ranges if partition in _range_keys(r))]
-    active, abandoned = [], []
-    for r in records:
-        (abandoned if is_abandoned(r, now, stale_after) else active).append(r.dagster_run.run_id)
-    return active, abandoned
-
-
-def unfinished_range_runs(instance: dg.DagsterInstance) -> list[Any]:
-    """Unfinished runs over a partition range (single-run backfills), with the range in their tags."""
-    records = instance.get_run_records(filters=dg.RunsFilter(statuses=UNFINISHED), limit=200)
-    return [
-        r for r in records if RANGE_START_TAG in r.dagster_run.tags and RANGE_END_TAG in r.dagster_run.tags
-    ]
-
-
-def _range_keys(record: Any) -> set[str]:
-    tags = record.dagster_run.tags
-    if PARTITION_TAG in tags:
-        return {tags[PARTITION_TAG]}
-    if RANGE_START_TAG not in tags or RANGE_END_TAG not in tags:
-        return set()
-    try:
-        rng = dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
-        return set(trade_partitions.get_partition_keys_in_range(rng))
-    except Exception:  # another partitioning (e.g. a job of other assets): not ours
-        return set()
-
-
-def split_after_failure(
-    instance: dg.DagsterInstance, keys: Sequence[str], lookback: int = 200
-) -> tuple[set[str], set[str]]:
-    """(split, retry_now) among `keys` (the due partitions): split = the latest finished live run
-    covering the key failed, so it gets a run of its own (isolation); retry_now = that failed run
-    covered several partitions, so the key is requested again at once, not a minute later.
-    Only the newest `lookback` finished live runs are looked at."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(tags={LIVE_TAG: "true"}, statuses=FINISHED), limit=lookback
-    )
-    pending: set[str] = set(keys)
-    split: set[str] = set()
-    retry_now: set[str] = set()
-    for r in records:  # newest first
-        if not pending:
-            break
-        covered = _range_keys(r) & pending
-        if covered and r.dagster_run.status == dg.DagsterRunStatus.FAILURE:
-            split |= covered
-            if PARTITION_TAG not in r.dagster_run.tags:
-                retry_now |= covered
-        pending -= covered
-    return split, retry_now
-
-
-def rectangles(parts: Sequence[DayPartition], order: Sequence[str]) -> list[list[DayPartition]]:
-    """Cut partitions into as few (consecutive days x consecutive instruments) rectangles as cover
-    exactly them; `order` is the instrument dimension's key order (a range spans it)."""
-    index = {k: i for i, k in enumerate(order)}
-    by_day: dict[date, list[DayPartition]] = {}
-    for p in sorted(parts, key=lambda p: (p.day, index[p.instrument.key])):
-        by_day.setdefault(p.day, []).append(p)
-    blocks: dict[date, list[list[DayPartition]]] = {}
-    for day, row in by_day.items():  # runs of instruments adjacent in the dimension's order
-        cut: list[list[DayPartition]] = []
-        for p in row:
-            if cut and index[p.instrument.key] == index[cut[-1][-1].instrument.key] + 1:
-                cut[-1].append(p)
-            else:
-                cut.append([p])
-        blocks[day] = cut
-    out: list[list[DayPartition]] = []
-    open_: dict[tuple[str, ...], list[DayPartition]] = {}  # block (instrument keys) -> rectangle so far
-    for day in sorted(blocks):
-        still: dict[tuple[str, ...], list[DayPartition]] = {}
-        for block in blocks[day]:
-            sig = tuple(p.instrument.key for p in block)
-            rect = open_.pop(sig, None)
-            if rect is not None and rect[-1].day == day - timedelta(days=1):
-                still[sig] = rect + block
-            else:
-                if rect is not None:
-                    out.append(rect)
-                still[sig] = list(block)
-        out.extend(open_.values())
-        open_ = still
-    out.extend(open_.values())
-    return sorted(out, key=lambda r: (r[0].day, index[r[0].instrument.key]))
-
-
-def group_runs(
-    due: Sequence[tuple[DayPartition, str]], split: set[str], order: Sequence[str]
-) -> list[tuple[list[DayPartition], list[str]]]:
-    """The runs of one tick: (rectangle of partitions, their reasons) per exchange (`rectangles`),
-    each key in `split` in a run of its own; `order` is the instrument dimension's key order."""
-    groups: dict[str, list[tuple[DayPartition, str]]] = {}
-    for part, reason in due:
-        groups.setdefault(part.key if part.key in split else part.instrument.exchange, []).append(
-            (part, reason)
-        )
-    runs = []
-    for group in groups.values():
-        reasons = {p.key: r for p, r in group}
-        runs += [(rect, [reasons[p.key] for p in rect]) for rect in rectangles([p for p, _ in group], order)]
-    return runs
-
-
 def live_checks(
     repository: dg.RepositoryDefinition | None, settings: LiveSettings
 ) -> list[dg.AssetCheckKey] | None:
@@ -424,7 +282,11 @@ def evaluate(
             reason, note = partition_need(
                 part, lake.read_manifest(tables.RAW_TRADES, part), now, settings, today=today
             )
-            if reason is None and day == today and downstream_stale(context.instance, part.key, settings):
+            if (
+                reason is None
+                and day == today
+                and downstream_stale(context.instance, part.key, settings.terminal)
+            ):
                 reason, note = "changed", f"raw newer than {settings.terminal.to_user_string()}; {note}"
             behind.append((part, reason, note))
 
