@@ -1,4 +1,8 @@
-"""Test set-up: the test instrument universe, the real market data in ../shared, temp resources."""
+"""Test set-up: the test instrument universe, the real market data in ../shared, temp resources.
+
+Helpers shared by several test modules are plain functions in `fixtures.py` (imported by name);
+the expensive set-ups several modules reuse are session-scoped fixtures here.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = TESTS_DIR.parent
-SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
+from crypto_platform_tests.paths import SHARED_DATA, TEST_INSTRUMENTS
 
 # Partitions are fixed when the code location loads, so the test universe is chosen before any
 # crypto_platform module is imported (the same mechanism a user has: CRYPTO_PLATFORM_INSTRUMENTS).
-os.environ["CRYPTO_PLATFORM_INSTRUMENTS"] = str(TESTS_DIR / "instruments_test.yaml")
+os.environ["CRYPTO_PLATFORM_INSTRUMENTS"] = str(TEST_INSTRUMENTS)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

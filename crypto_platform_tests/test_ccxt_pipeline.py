@@ -27,8 +27,8 @@ from crypto_platform.assets.ingest import RAW
 from crypto_platform.automation.live import INGEST_KEYS, LiveSettings
 from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
-from crypto_platform_tests.conftest import PROJECT_DIR, SHARED_DATA
 from crypto_platform_tests.exchange_server import FakeBinanceServer, RecordedTrades, ServerState
+from crypto_platform_tests.paths import PROJECT_DIR, SHARED_DATA
 
 pytestmark = pytest.mark.timeout(600)
 

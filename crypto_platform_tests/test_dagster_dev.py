@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.paths import PROJECT_DIR
 
 QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message }

@@ -20,8 +20,8 @@ from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.schemas import CANDLES
 from crypto_platform.settings import SettingsError, load_universe, parse_universe
-from crypto_platform_tests.conftest import SHARED_DATA
 from crypto_platform_tests.kline_server import FakeKlineServer, KlineState, RecordedKlines
+from crypto_platform_tests.paths import SHARED_DATA
 
 pytestmark = pytest.mark.timeout(120)
 

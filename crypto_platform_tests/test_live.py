@@ -41,7 +41,7 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import SettingsError, load_universe
 from crypto_platform.sources.factory import build_source
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.test_training import HORIZON, planted_frame
+from crypto_platform_tests.fixtures import HORIZON, planted_frame
 
 DAY = date(2024, 3, 4)  # the simulated "today"
 BTC, ETH = "sim.BTC-USDT", "sim.ETH-USDT"  # the live instruments of the test universe (the others replay)

@@ -22,19 +22,19 @@ from crypto_platform.automation.notifications import (
     check_failure_notifier,
     run_failure_notifier,
 )
+from crypto_platform.checks.quality import candles_1m_suite
 from crypto_platform.monitoring.notify import WEBHOOK_ENV
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform_tests.test_checks import (
+from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
-    candles_1m_suite,
     cell,
     corrupt_candles,
     key,
+    recorded_connections,
     resources,
     write_silver,
 )
-from crypto_platform_tests.test_notify import recorded_connections
 
 BAD_DAY = "2022-01-11"
 

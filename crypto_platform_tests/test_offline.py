@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crypto_platform.cli import materialize_command
-from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.paths import PROJECT_DIR
 
 GUARD = """
 import json, os, socket

@@ -18,8 +18,8 @@ from crypto_platform.ml import registry
 from crypto_platform.ml.evaluation import GateDecision, forecast_metrics, skill_gate
 from crypto_platform.ml.training import TrainResult, predict, train
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.conftest import PROJECT_DIR
-from crypto_platform_tests.test_training import FAST, HORIZON, planted_frame
+from crypto_platform_tests.fixtures import FAST, HORIZON, planted_frame
+from crypto_platform_tests.paths import PROJECT_DIR
 
 MODEL = "btc_5m_return"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_platform.assets.monitoring import PREDICTION_ERRORS, PREDICTION_SKILL
+from crypto_platform.assets.monitoring import PREDICTION_ERRORS, PREDICTION_SKILL, model_skill
 from crypto_platform.automation import retraining
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.retraining import (
@@ -24,12 +24,14 @@ from crypto_platform.automation.retraining import (
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform_tests.test_checks import (
+from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
     evaluation,
-    model_skill,
+    ftx_features,
+    register_champion,
     resources,
+    run_check,
     write_features,
     write_predictions,
     write_silver,
@@ -121,8 +123,6 @@ def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake)
 def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) -> None:
     import polars as pl
 
-    from crypto_platform_tests.test_checks import _run_check, ftx_features, register_champion
-
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     register_champion(store, ftx_features().filter(pl.col("ts").dt.day().is_between(3, 9)))
     write_features(lake, ["2022-01-11"])
@@ -130,13 +130,13 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) 
     sensor = build_retraining_sensor(cooldown_h=6)
     loose = {"ops": {feature_drift.node_def.name: {"config": {"psi_error": 50.0, "ks_error": 1.0}}}}
     with dg.DagsterInstance.ephemeral() as instance:
-        warn = _run_check(tmp_path, instance, feature_drift, store, run_config=loose)
+        warn = run_check(tmp_path, instance, feature_drift, store, run_config=loose)
         assert warn.severity == dg.AssetCheckSeverity.WARN and not warn.passed
         assert "failed with WARN" in _skip(_tick(sensor, instance, None))
 
-        error = _run_check(tmp_path, instance, feature_drift, store)
+        error = run_check(tmp_path, instance, feature_drift, store)
         assert error.severity == dg.AssetCheckSeverity.ERROR and not error.passed
-        hist = _run_check(tmp_path, instance, feature_drift, store, partition_key="2022-01-11|sim.BTC-USDT")
+        hist = run_check(tmp_path, instance, feature_drift, store, partition_key="2022-01-11|sim.BTC-USDT")
         assert hist.passed and hist.metadata["about_latest_data"].value is False  # newer, but about history
 
         result = _tick(sensor, instance, None)
@@ -144,7 +144,7 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) 
         assert result.run_requests[0].tags[TRIGGER_CHECKS_TAG] == "gold/features:feature_drift"
 
         # a new drift ERROR within the cooldown: the next tick requests no second training run
-        again = _run_check(tmp_path, instance, feature_drift, store)
+        again = run_check(tmp_path, instance, feature_drift, store)
         assert again.severity == dg.AssetCheckSeverity.ERROR and not again.passed
         within = _tick(sensor, instance, result.cursor)
         assert "cooldown" in _skip(within) and "gold/features:feature_drift" in _skip(within)

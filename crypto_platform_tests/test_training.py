@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 from scipy import stats
 
-from crypto_platform.ml.dataset import training_frame
 from crypto_platform.ml.evaluation import (
     ForecastMetrics,
     evaluate,
@@ -18,63 +17,8 @@ from crypto_platform.ml.evaluation import (
     skill_gate,
 )
 from crypto_platform.ml.training import TrainResult, predict, train
-from crypto_platform.schemas import CANDLES
-from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
-from crypto_platform.transforms.labels import forward_return_labels
-
-HORIZON = 5
-FAST = {"n_trials": 6, "n_folds": 3, "holdout_fraction": 0.25, "seed": 3, "max_rounds": 120}
-
-
-def planted_candles(n: int = 6000, *, seed: int = 5, strength: float = 0.002) -> pl.DataFrame:
-    """Two instruments whose next-minute return follows the taker buy share of the current minute.
-
-    The buy share follows a persistent AR(1) latent order flow, so the taker buy ratio features carry
-    real information about the next 5 minutes that past returns (momentum) only partly reflect.
-    """
-    rng = np.random.default_rng(seed)
-    t0 = datetime(2024, 5, 1, tzinfo=UTC)
-    frames = []
-    for k, symbol in enumerate(["BTC/USDT", "ETH/USDT"]):
-        flow = np.zeros(n)
-        for i in range(1, n):
-            flow[i] = 0.9 * flow[i - 1] + rng.normal(0, 0.45)
-        share = 0.5 + 0.35 * np.tanh(flow)
-        price, prev_share = 100.0 * (k + 1), 0.5
-        rows = []
-        for i in range(n):
-            o = price
-            c = price * math.exp(strength * (prev_share - 0.5) + rng.normal(0, 0.0005))
-            h = max(o, c) * (1 + abs(rng.normal(0, 0.0002)))
-            lo = min(o, c) * (1 - abs(rng.normal(0, 0.0002)))
-            vol = float(rng.lognormal(0, 0.5))
-            rows.append(
-                {
-                    "exchange": "sim",
-                    "symbol": symbol,
-                    "ts": t0 + timedelta(minutes=i),
-                    "open": o,
-                    "high": h,
-                    "low": lo,
-                    "close": c,
-                    "volume": vol,
-                    "quote_volume": vol * (o + c) / 2,
-                    "vwap": (o + c) / 2,
-                    "trade_count": int(rng.integers(1, 40)),
-                    "buy_volume": vol * share[i],
-                    "sell_volume": vol * (1 - share[i]),
-                    "is_empty": False,
-                    "origin": "synthetic",
-                }
-            )
-            price, prev_share = c, share[i]
-        frames.append(pl.DataFrame(rows, schema=CANDLES))
-    return pl.concat(frames)
-
-
-def planted_frame(n: int = 6000) -> pl.DataFrame:
-    candles = planted_candles(n)
-    return training_frame(build_features(candles), forward_return_labels(candles, HORIZON))
+from crypto_platform.transforms.features import FEATURE_COLUMNS
+from crypto_platform_tests.fixtures import FAST, HORIZON, planted_frame
 
 
 @pytest.fixture(scope="module")
