@@ -91,6 +91,7 @@ def source(url: str, **kwargs: object) -> CcxtSource:
     return CcxtSource("binance", api_url=url, **opts)
 
 
+@pytest.mark.slow
 def test_fetch_through_faults_equals_recorded_file(server: FakeBinanceServer) -> None:
     start, end = T0, T0 + timedelta(minutes=31)
     batch = source(server.url).fetch(BTC, start, end)
@@ -118,6 +119,7 @@ def test_fetch_through_faults_equals_recorded_file(server: FakeBinanceServer) ->
     assert first["cost"] == pytest.approx(42690.21 * 0.00237)
 
 
+@pytest.mark.slow
 def test_sub_window_small_pages_spot_markets_only(recorded: RecordedTrades) -> None:
     start = T0 + timedelta(minutes=10, microseconds=500_250)
     end = T0 + timedelta(minutes=14, seconds=30)
@@ -130,6 +132,7 @@ def test_sub_window_small_pages_spot_markets_only(recorded: RecordedTrades) -> N
     assert fetched_rows(batch.trades) == expected and len(expected) > 2 * 300
 
 
+@pytest.mark.slow
 def test_live_window_coverage_and_catch_up(recorded: RecordedTrades) -> None:
     now1 = T0 + timedelta(minutes=15, microseconds=500_000)
     with serve(recorded, visible_until_ms=ms(now1)) as srv:
@@ -148,6 +151,7 @@ def test_live_window_coverage_and_catch_up(recorded: RecordedTrades) -> None:
     assert fetched_rows(union) == expected_rows(ms(T0), ms(T0 + timedelta(hours=1)))
 
 
+@pytest.mark.slow
 def test_gap_longer_than_binance_time_window(recorded: RecordedTrades) -> None:
     # ccxt asks Binance for [since, since + 1 h]: a quiet spell of 3 h must not end the walk
     shift = 3 * 3_600_000
@@ -169,6 +173,7 @@ def test_gap_longer_than_binance_time_window(recorded: RecordedTrades) -> None:
     assert late.height == len(expected_rows(ms(T0 + timedelta(minutes=20)), ms(T0 + timedelta(hours=1))))
 
 
+@pytest.mark.slow
 def test_empty_past_window(server: FakeBinanceServer) -> None:
     batch = source(server.url).fetch(BTC, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
     assert batch.trades.height == 0 and batch.trades.schema == pl.Schema(schemas.RAW_TRADES)
@@ -182,12 +187,14 @@ def test_unknown_exchange_id() -> None:
         build_source(Instrument("notanexchange", "BTC/USDT", "ccxt"))
 
 
+@pytest.mark.slow
 def test_unknown_symbol(server: FakeBinanceServer) -> None:
     with pytest.raises(SourceError, match=r"binance.*DOGE/BTC.*not listed"):
         source(server.url).fetch(Instrument("binance", "DOGE/BTC", "ccxt"), T0, T0 + timedelta(minutes=1))
     assert server.state.requests["/api/v3/aggTrades"] == 0
 
 
+@pytest.mark.slow
 def test_always_500_gives_up_after_max_retries(recorded: RecordedTrades) -> None:
     with serve(recorded, fail_all=500) as srv:
         src = source(srv.url, max_retries=3, backoff_seconds=0.001)
@@ -199,6 +206,7 @@ def test_always_500_gives_up_after_max_retries(recorded: RecordedTrades) -> None
     assert "4 attempts" in message
 
 
+@pytest.mark.slow
 def test_persistent_rate_limit_on_trades_gives_up(recorded: RecordedTrades) -> None:
     with serve(recorded, faults={n: "429" for n in range(1, 10)}) as srv:
         with pytest.raises(SourceError, match=r"binance BTC/USDT: fetch_trades.*3 attempts.*DDoSProtection"):
@@ -218,6 +226,7 @@ def test_api_url_override_rewrites_every_binance_endpoint() -> None:
             assert url.endswith(api[key].split("/", 3)[-1]), key
 
 
+@pytest.mark.slow
 def test_factory_passes_api_url_and_options(server: FakeBinanceServer) -> None:
     inst = Instrument("binance", "BTC/USDT", "ccxt", {"page_limit": 400, "api_url": "http://unused.invalid"})
     src = build_source(inst, api_urls={"binance": server.url}, now=lambda: LATER)
@@ -230,6 +239,7 @@ def test_factory_passes_api_url_and_options(server: FakeBinanceServer) -> None:
         src.fetch(Instrument("kraken", "BTC/USDT", "ccxt"), T0, T0 + timedelta(minutes=1))
 
 
+@pytest.mark.slow
 def test_markets_are_loaded_once_per_exchange_url_and_ttl(server: FakeBinanceServer) -> None:
     window = (T0, T0 + timedelta(minutes=1))
     expected = expected_rows(ms(T0), ms(T0 + timedelta(minutes=1)))

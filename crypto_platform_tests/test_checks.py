@@ -51,6 +51,8 @@ from crypto_platform_tests.fixtures import (
     write_silver,
 )
 
+pytestmark = pytest.mark.slow  # every test materializes assets and checks over real data
+
 # ----------------------------------------------------------------------------------------------
 # blocking quality checks
 

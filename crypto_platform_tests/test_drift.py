@@ -227,6 +227,7 @@ def test_other_market_regime_fires(ftx_features: pl.DataFrame, shared_data: Path
 # the Dagster check itself: FTX January champion, Kraken window
 
 
+@pytest.mark.slow
 def test_feature_drift_check_fails_with_error_on_kraken_against_the_ftx_january_champion(
     tmp_path: Path, shared_data: Path
 ) -> None:

@@ -29,7 +29,7 @@ from crypto_platform.settings import load_universe
 from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
 from crypto_platform.transforms.labels import forward_return_labels
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 FTX = "ftx.BTC-USD-USD"
 FIRST_DAY, LAST_DAY = date(2021, 12, 31), date(2022, 2, 1)  # the FTX file's span

@@ -125,6 +125,7 @@ def _check_tick(instance, tmp: Path, webhook: WebhookResource, cursor: str | Non
     return result
 
 
+@pytest.mark.slow
 def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver: Receiver) -> None:
     instance, result = failed_run
     webhook = WebhookResource(url=receiver.url, ui_url="http://dagster.local:3000")
@@ -140,6 +141,7 @@ def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver
     assert receiver.bodies[0]["blocks"][0]["text"]["text"].startswith("Run failed")
 
 
+@pytest.mark.slow
 def test_check_failure_is_posted_once_with_asset_partition_and_figures(
     failed_run, receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -160,6 +162,7 @@ def test_check_failure_is_posted_once_with_asset_partition_and_figures(
     assert "no new failed check evaluation" in second.skip_reason.skip_message
 
 
+@pytest.mark.slow
 def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver, tmp_path: Path) -> None:
     instance, _ = failed_run
     webhook = WebhookResource(url=receiver.url)
@@ -168,6 +171,7 @@ def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver
     assert receiver.bodies == [] and "no new failed check evaluation" in result.skip_reason.skip_message
 
 
+@pytest.mark.slow
 def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, tmp_path: Path) -> None:
     instance, result = failed_run
     off = WebhookResource()  # and CRYPTO_PLATFORM_WEBHOOK_URL is unset (fixture)
@@ -184,6 +188,7 @@ def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, t
     assert receiver.bodies == []
 
 
+@pytest.mark.slow
 def test_webhook_url_from_the_environment(
     failed_run, receiver: Receiver, monkeypatch, tmp_path: Path
 ) -> None:

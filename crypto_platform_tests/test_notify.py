@@ -55,6 +55,7 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
+@pytest.mark.slow
 def test_send_posts_slack_json(receiver: Receiver) -> None:
     ok = Notifier(receiver.url).send("Check failed: candles_1m", {"partition": "2024-01-01|x", "rows": 1440})
     assert ok is True
@@ -75,6 +76,7 @@ def test_send_posts_slack_json(receiver: Receiver) -> None:
     }
 
 
+@pytest.mark.slow
 def test_no_url_sends_nothing(receiver: Receiver) -> None:
     with recorded_connections() as attempts:
         for url in (None, "", "   "):
@@ -91,6 +93,7 @@ def test_no_url_sends_nothing(receiver: Receiver) -> None:
     assert any(a.startswith("connect ('127.0.0.1', " + port) for a in attempts), attempts
 
 
+@pytest.mark.slow
 def test_failures_are_logged_not_raised(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="crypto_platform.monitoring.notify")
     receiver.status = 500
@@ -111,6 +114,7 @@ def test_failures_are_logged_not_raised(receiver: Receiver, caplog: pytest.LogCa
     assert Notifier("not a url").send("garbage", {}) is False
 
 
+@pytest.mark.slow
 def test_format_helpers_round_trip(receiver: Receiver) -> None:
     title, fields = format_check_failure(
         "silver/candles_1m",

@@ -23,7 +23,7 @@ from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
 from crypto_platform.transforms import trades as T
 from crypto_platform_tests.paths import PROJECT_DIR
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 KEY = "2024-01-01|kraken.BTC-USD"
 T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)

@@ -69,6 +69,7 @@ def lake(tmp_path: Path) -> LakeResource:
     return lake
 
 
+@pytest.mark.slow
 def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_path: Path, lake) -> None:
     sensor = build_retraining_sensor(cooldown_h=6)
     assert sensor.job_name == "training_job"
@@ -104,6 +105,7 @@ def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_pa
         assert len(again.run_requests) == 1 and again.run_requests[0].run_key != request.run_key
 
 
+@pytest.mark.slow
 def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake) -> None:
     sensor = build_retraining_sensor(cooldown_h=6)
     write_predictions(lake, DAYS, skill=-0.5)
@@ -120,6 +122,7 @@ def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake)
         assert "predate the last training" in _skip(_tick(sensor, instance, None))
 
 
+@pytest.mark.slow
 def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) -> None:
     import polars as pl
 
@@ -186,10 +189,13 @@ def test_schedules_jobs_and_default_status(monkeypatch: pytest.MonkeyPatch, tmp_
         prediction_drift.node_def.name,
     } == ops
     with dg.build_schedule_context(scheduled_execution_time=None) as ctx:
-        request = next(iter(daily_retraining_schedule.evaluate_tick(ctx).run_requests or []))
-        assert request is not None
+        tick = daily_retraining_schedule.evaluate_tick(ctx)
+    # every tick asks for exactly one training run (no skip, no run key that would dedupe tomorrow's)
+    assert tick.skip_message is None
+    assert [(r.run_key, r.run_config) for r in tick.run_requests or []] == [(None, {})]
 
 
+@pytest.mark.slow
 def test_hourly_monitoring_job_runs_end_to_end_before_any_champion(tmp_path: Path, lake) -> None:
     write_predictions(lake, DAYS, skill=0.5)
     write_features(lake, DAYS)

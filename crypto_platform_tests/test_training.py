@@ -31,6 +31,7 @@ def planted(frame: pl.DataFrame) -> TrainResult:
     return train(frame, FEATURE_COLUMNS, horizon=HORIZON, **FAST)
 
 
+@pytest.mark.slow
 def test_planted_predictability_is_found_and_promoted(planted: TrainResult) -> None:
     ev = planted.evaluation
     assert ev.model.rank_ic > 0.2
@@ -43,6 +44,7 @@ def test_planted_predictability_is_found_and_promoted(planted: TrainResult) -> N
     assert all(r.startswith("PASS") for r in decision.reasons)
 
 
+@pytest.mark.slow
 def test_shuffled_labels_are_not_promoted(frame: pl.DataFrame) -> None:
     shuffled = frame.with_columns(pl.col("label").shuffle(seed=99))
     result = train(shuffled, FEATURE_COLUMNS, horizon=HORIZON, **FAST)
@@ -53,6 +55,7 @@ def test_shuffled_labels_are_not_promoted(frame: pl.DataFrame) -> None:
     assert abs(ev.model.rank_ic) < 0.1 if math.isfinite(ev.model.rank_ic) else True
 
 
+@pytest.mark.slow
 def test_train_result_shape_and_purged_time_split(planted: TrainResult, frame: pl.DataFrame) -> None:
     gap = timedelta(minutes=planted.gap_minutes)
     assert planted.gap_minutes >= HORIZON
@@ -78,6 +81,7 @@ def test_train_result_shape_and_purged_time_split(planted: TrainResult, frame: p
     assert n_between == 2 * planted.gap_minutes  # two instruments x gap minutes purged
 
 
+@pytest.mark.slow
 def test_same_seed_same_model(frame: pl.DataFrame) -> None:
     small = frame.head(6000)
     a = train(small, FEATURE_COLUMNS, horizon=HORIZON, n_trials=3, n_folds=2, seed=1)
@@ -111,6 +115,7 @@ def test_forecast_metrics_against_hand_computation() -> None:
     assert adj.hit_p_value > adj.hit_p_value_naive
 
 
+@pytest.mark.slow
 def test_evaluate_uses_both_baselines(planted: TrainResult) -> None:
     hold = planted.holdout.rename({"momentum": "mom"})
     rep = evaluate(hold, hold["prediction"].to_numpy(), horizon=HORIZON, momentum_col="mom")
@@ -175,6 +180,7 @@ def test_too_little_data_or_missing_momentum_is_a_clear_error(frame: pl.DataFram
         train(frame, FEATURE_COLUMNS, horizon=7, n_trials=1)
 
 
+@pytest.mark.slow
 def test_calibration_bins_are_equal_count_by_rank_even_with_tied_forecasts(planted: TrainResult) -> None:
     from crypto_platform.ml.calibration import bins_markdown, calibration_png, rank_bins
 
