@@ -44,6 +44,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from crypto_platform import tables
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DATA_REL = Path("../shared/data/candles/ftx_btcperp_1m_2022-01.csv")
 FTX = "ftx.BTC-USD-USD"
@@ -150,7 +152,12 @@ def _run_platform(args: argparse.Namespace, lap) -> PlatformRun:
     lake, warehouse, mlflow_res = resources["lake"], resources["warehouse"], resources["mlflow_registry"]
     uri = os.environ["MLFLOW_TRACKING_URI"]  # what the resource resolves (its EnvVar)
     assets = dg.load_assets_from_modules([gold])
-    training = [gold.TRAINING_SET, gold.TRAINING_SUMMARY, gold.MODEL, gold.MODEL_EVALUATIONS]
+    training = [
+        tables.TRAINING_SET.key,
+        tables.TRAINING_SUMMARY.key,
+        tables.MODEL.key,
+        tables.MODEL_EVALUATIONS.key,
+    ]
 
     def materialize(instance, selection, *, tags=None, config=None) -> dg.ExecuteInProcessResult:
         result = dg.materialize(
@@ -209,20 +216,20 @@ def _run_platform(args: argparse.Namespace, lap) -> PlatformRun:
             "dagster/asset_partition_range_start": multi_key(days[0], FTX),
             "dagster/asset_partition_range_end": multi_key(days[-1], FTX),
         }
-        materialize(instance, [gold.FEATURES, gold.LABELS], tags=tags)
+        materialize(instance, [tables.FEATURES.key, tables.LABELS.key], tags=tags)
         t = lap("gold features + labels", t)
         materialize(instance, training, config=model_config(args.seed))
         t = lap("gold training_set + model", t)
-        training_meta = latest_meta(instance, gold.TRAINING_SET)
-        model_meta = latest_meta(instance, gold.MODEL)
+        training_meta = latest_meta(instance, tables.TRAINING_SET.key)
+        model_meta = latest_meta(instance, tables.MODEL.key)
         # the model alone: same training set, so the same evaluation window for the champion comparison
         materialize(
             instance,
-            [gold.MODEL, gold.MODEL_EVALUATIONS],
+            [tables.MODEL.key, tables.MODEL_EVALUATIONS.key],
             config={"gold_model": model_config(args.retrain_seed)["gold_model"]},
         )
         t = lap(f"gold model again (seed {args.retrain_seed})", t)
-        second_meta = latest_meta(instance, gold.MODEL)
+        second_meta = latest_meta(instance, tables.MODEL.key)
     t = time.perf_counter()
     # the same locations as plain resources (the code location's hold EnvVars, resolved only in runs)
     read_lake = LakeResource(root=os.environ["CRYPTO_LAKE_ROOT"])
@@ -286,7 +293,7 @@ def _read_back(
         gate = json.loads(artifact("gate.json").read_text())
         importance = pl.read_csv(artifact("feature_importance.csv"))
         holdout = pl.read_parquet(artifact(registry.HOLDOUT_ARTIFACT))
-    training_set = lake.read_table("gold", "training_set")
+    training_set = lake.read_table(tables.TRAINING_SET)
     # The registered version, loaded back from MLflow, reproduces the holdout predictions of its run.
     loaded = registry.load_version(uri, model_name, version)
     key = ["ts", "exchange", "symbol"]

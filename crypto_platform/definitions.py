@@ -12,12 +12,13 @@ from typing import Any
 import dagster as dg
 
 from crypto_platform.assets import gold, history, ingest, monitoring, silver
+from crypto_platform.automation.freshness import FRESHNESS_SENSORS
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.live import SENSORS as LIVE_SENSORS
 from crypto_platform.automation.notifications import NOTIFICATION_SENSORS, WebhookResource
 from crypto_platform.automation.retraining import RETRAINING_JOBS, RETRAINING_SCHEDULES, RETRAINING_SENSORS
 from crypto_platform.checks.drift import DRIFT_CHECKS
-from crypto_platform.checks.freshness import FRESHNESS_CHECKS, FRESHNESS_SENSORS, with_live_freshness
+from crypto_platform.checks.freshness import FRESHNESS_CHECKS, with_live_freshness
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.monitoring.notify import WEBHOOK_ENV
 from crypto_platform.resources.lake import LAKE_ROOT_ENV, LakeResource

@@ -81,3 +81,25 @@ def partitions_of(context: dg.AssetExecutionContext) -> list[DayPartition]:
     rng = context.partition_key_range
     keys = trade_partitions.get_partition_keys_in_range(rng)
     return sorted((parse_key(k) for k in keys), key=lambda p: (p.instrument.key, p.day))
+
+
+def run_partitions(context: dg.AssetCheckExecutionContext) -> list[DayPartition] | None:
+    """The (instrument, day) cells of the check's run (a key or a single-run range); None if unpartitioned."""
+    if context.has_partition_key_range or context.has_partition_key:
+        return partitions_of(context)  # type: ignore[arg-type]  # same partition API as the asset context
+    return None
+
+
+def last_materialized_partitions(
+    context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey
+) -> list[DayPartition]:
+    """The cells written by the asset's latest materializing run (every key of a range run)."""
+    records = context.instance.fetch_materializations(asset_key, limit=1).records
+    if not records:
+        return []
+    run_id = records[0].event_log_entry.run_id
+    keys = context.instance.get_asset_partitions_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).get(asset_key, set())
+    parts = [parse_key(k) for k in keys if k is not None]
+    return sorted(parts, key=lambda p: (p.instrument.key, p.day))

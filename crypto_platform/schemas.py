@@ -66,8 +66,15 @@ CANDLES: dict[str, pl.DataType] = {
     "origin": pl.String(),  # 'trades' (built from bronze) or 'import:<source>' (imported OHLCV)
 }
 
-# Silver table names (lake folders and warehouse views) per bar width.
-CANDLE_TABLES: dict[str, str] = {"1m": "candles_1m", "5m": "candles_5m", "1h": "candles_1h"}
+# gold labels: forward log return over `horizon` minutes from bar ts, known at label_available_at.
+LABELS: dict[str, pl.DataType] = {
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "ts": UTC_TS,
+    "horizon": pl.Int32(),
+    "label": pl.Float64(),
+    "label_available_at": UTC_TS,
+}
 
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:

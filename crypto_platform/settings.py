@@ -27,6 +27,8 @@ SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay", "candles")
 # Sources that deliver trades (raw -> bronze -> silver). A 'candles' instrument has no trades: its
 # silver 1-minute candles only come from OHLCV history imported by the `import_candles` job.
 TRADE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay")
+# Sources that deliver trades as they happen (the live sensor keeps them fresh); replay is history.
+LIVE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt")
 CANDLE_IMPORT_FORMATS: tuple[str, ...] = ("auto", "csv", "kraken", "parquet")
 VOLUME_UNITS: tuple[str, ...] = ("base", "quote")
 SYNTHETIC_EXCHANGE = "sim"
@@ -84,6 +86,11 @@ class Instrument:
     def has_trades(self) -> bool:
         """False for 'candles' instruments, whose history only comes as imported OHLCV bars."""
         return self.source in TRADE_SOURCE_KINDS
+
+    @property
+    def is_live(self) -> bool:
+        """True for sources that deliver trades as they happen (kept fresh by the live sensor)."""
+        return self.source in LIVE_SOURCE_KINDS
 
     @property
     def base(self) -> str:

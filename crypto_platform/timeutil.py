@@ -20,6 +20,11 @@ def epoch_us(ts: datetime) -> int:
     return (ts - EPOCH) // _US
 
 
+def epoch_ms_floor(ts: datetime) -> int:
+    """The epoch millisecond holding `ts` (so `ms < epoch_ms_floor(t)` <=> instant < floor(t))."""
+    return epoch_us(ts) // 1000
+
+
 def epoch_ms_ceil(ts: datetime) -> int:
     """Smallest epoch millisecond whose instant is >= ts (so `ms >= epoch_ms_ceil(t)` <=> instant >= t)."""
     return -(-epoch_us(ts) // 1000)

@@ -24,6 +24,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from crypto_platform import tables
 from crypto_platform.assets import gold, ingest, monitoring, silver
 from crypto_platform.assets.gold import prediction_rows
 from crypto_platform.assets.monitoring import model_skill
@@ -294,7 +295,7 @@ def write_silver(lake: LakeResource, days: list[str]) -> None:
     """FTX bars of these days as silver/candles_1m partitions."""
     by_day = split_by_day(ftx_candles())
     for d in days:
-        lake.write_partition(by_day[date.fromisoformat(d)], "silver", "candles_1m", cell(d))
+        lake.write_partition(by_day[date.fromisoformat(d)], tables.CANDLES_1M, cell(d))
 
 
 def write_features(lake: LakeResource, days: list[str], distort: dict[str, float] | None = None) -> None:
@@ -305,7 +306,7 @@ def write_features(lake: LakeResource, days: list[str], distort: dict[str, float
         df = feats.filter((pl.col("ts") >= part.start) & (pl.col("ts") < part.end))
         if distort:
             df = df.with_columns([(pl.col(c) * f).alias(c) for c, f in distort.items()])
-        lake.write_partition(df, "gold", "features", part)
+        lake.write_partition(df, tables.FEATURES, part)
 
 
 def forward_returns(day: str) -> pl.DataFrame:
@@ -330,7 +331,7 @@ def write_predictions(
         rows = prediction_rows(
             day.select(INDEX_COLUMNS), day.select(*INDEX_COLUMNS, "close"), pred, info, True
         )
-        lake.write_partition(rows, "gold", "predictions", cell(d))
+        lake.write_partition(rows, tables.PREDICTIONS, cell(d))
 
 
 def register_champion(store: str, reference: pl.DataFrame) -> registry.ModelVersionInfo:

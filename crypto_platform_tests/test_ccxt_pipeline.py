@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crypto_platform.assets.ingest import RAW
+from crypto_platform import tables
 from crypto_platform.automation.live import INGEST_KEYS, LiveSettings
 from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
@@ -184,7 +184,7 @@ def raw_metadata(platform: Platform) -> dict:
     """Metadata of the latest raw/trades materialization of KEY, from the runs' Dagster instance."""
     with dg.DagsterInstance.from_config(str(platform.tmp / "home")) as instance:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=RAW, asset_partitions=[KEY]), limit=1
+            dg.AssetRecordsFilter(asset_key=tables.RAW_TRADES.key, asset_partitions=[KEY]), limit=1
         )
     return {k: v.value for k, v in result.records[0].asset_materialization.metadata.items()}
 

@@ -19,12 +19,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crypto_platform.assets import gold, silver
-from crypto_platform.assets.gold import FEATURES, prediction_rows
-from crypto_platform.assets.monitoring import PREDICTION_ERRORS, PREDICTION_SKILL, model_skill
-from crypto_platform.checks import ABOUT_LATEST_DATA
+from crypto_platform import tables
+from crypto_platform.assets.gold import prediction_rows
+from crypto_platform.assets.monitoring import model_skill
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import bronze_trades_suite, candles_1m_suite
+from crypto_platform.metadata import ABOUT_LATEST_DATA
 from crypto_platform.ml import registry
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
@@ -53,6 +53,7 @@ from crypto_platform_tests.fixtures import (
 
 pytestmark = pytest.mark.slow  # every test materializes assets and checks over real data
 
+
 # ----------------------------------------------------------------------------------------------
 # blocking quality checks
 
@@ -61,10 +62,8 @@ def test_corrupted_silver_partition_fails_blocking_check_and_features_do_not_run
     lake = LakeResource(root=str(tmp_path / "lake"))
     write_silver(lake, ["2022-01-09", "2022-01-10", "2022-01-11"])
     bad = cell("2022-01-11")
-    lake.write_partition(
-        corrupt_candles(lake.read_partition("silver", "candles_1m", bad)), "silver", "candles_1m", bad
-    )
-    selection = dg.AssetSelection.checks(candles_1m_suite) | dg.AssetSelection.assets(FEATURES)
+    lake.write_partition(corrupt_candles(lake.read_partition(tables.CANDLES_1M, bad)), tables.CANDLES_1M, bad)
+    selection = dg.AssetSelection.checks(candles_1m_suite) | dg.AssetSelection.assets(tables.FEATURES.key)
 
     with dg.DagsterInstance.ephemeral() as instance:
         # a single run over the range 10..11 January: the check validates both days
@@ -91,11 +90,11 @@ def test_corrupted_silver_partition_fails_blocking_check_and_features_do_not_run
         assert "high_ge_low" in ev.description and "minute_unique" in ev.description
 
         # the downstream asset never ran: no step, no materialization, no lake file (for either day)
-        features_node = ASSETS_BY_KEY[FEATURES].node_def.name
+        features_node = ASSETS_BY_KEY[tables.FEATURES.key].node_def.name
         assert not result.is_node_success(features_node)
         assert not result.asset_materializations_for_node(features_node)
-        assert instance.get_latest_materialization_event(FEATURES) is None
-        assert lake.scan_table("gold", "features") is None
+        assert instance.get_latest_materialization_event(tables.FEATURES.key) is None
+        assert lake.scan_table(tables.FEATURES) is None
 
         # clean data: the same selection passes and the features are built
         ok = dg.materialize(
@@ -110,7 +109,7 @@ def test_corrupted_silver_partition_fails_blocking_check_and_features_do_not_run
             ev.passed and meta(ev, "partition") == key("2022-01-10") and meta(ev, "failed_partitions") == "-"
         )
         assert meta(ev, "non_empty_share.observed") is not None
-        assert lake.read_partition("gold", "features", cell("2022-01-10")).height == 1440
+        assert lake.read_partition(tables.FEATURES, cell("2022-01-10")).height == 1440
 
 
 def test_corrupted_silver_refuses_gold_even_when_the_check_is_not_selected(tmp_path: Path) -> None:
@@ -119,11 +118,13 @@ def test_corrupted_silver_refuses_gold_even_when_the_check_is_not_selected(tmp_p
     lake = LakeResource(root=str(tmp_path / "lake"))
     write_silver(lake, ["2022-01-10", "2022-01-11", "2022-01-12"])
     bad = cell("2022-01-11")
-    lake.write_partition(
-        corrupt_candles(lake.read_partition("silver", "candles_1m", bad)), "silver", "candles_1m", bad
-    )
-    labels = gold.LABELS
-    for asset, day in [(FEATURES, "2022-01-11"), (FEATURES, "2022-01-12"), (labels, "2022-01-10")]:
+    lake.write_partition(corrupt_candles(lake.read_partition(tables.CANDLES_1M, bad)), tables.CANDLES_1M, bad)
+    labels = tables.LABELS.key
+    for asset, day in [
+        (tables.FEATURES.key, "2022-01-11"),
+        (tables.FEATURES.key, "2022-01-12"),
+        (labels, "2022-01-10"),
+    ]:
         # features of the 12th read the 11th as history; labels of the 10th read the 11th for t+h
         result = dg.materialize(
             ASSETS,
@@ -139,26 +140,26 @@ def test_corrupted_silver_refuses_gold_even_when_the_check_is_not_selected(tmp_p
         assert "duplicated minute (2)" in message and "low > high (1)" in message
         assert "'ts': '2022-01-11 01:40:00+00:00'" in message  # the example row: minute 100 of the day
         assert not result.get_asset_materialization_events()
-        assert lake.scan_table("gold", asset.path[-1]) is None
+        assert lake.scan_table(tables.by_key(asset)) is None
 
     # the clean neighbour that does not need the bad day is still built
     ok = dg.materialize(
         ASSETS,
-        selection=dg.AssetSelection.assets(FEATURES),
+        selection=dg.AssetSelection.assets(tables.FEATURES.key),
         resources=resources(tmp_path),
         partition_key=key("2022-01-10"),
     )
-    assert ok.success and lake.read_partition("gold", "features", cell("2022-01-10")).height == 1440
+    assert ok.success and lake.read_partition(tables.FEATURES, cell("2022-01-10")).height == 1440
 
 
 def test_min_non_empty_share_is_configurable(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     write_silver(lake, ["2022-01-10"])
     part = cell("2022-01-10")
-    thin = lake.read_partition("silver", "candles_1m", part).with_columns(
+    thin = lake.read_partition(tables.CANDLES_1M, part).with_columns(
         (pl.int_range(pl.len()) % 10 != 0).alias("is_empty")  # only 10% of minutes traded
     )
-    lake.write_partition(thin, "silver", "candles_1m", part)
+    lake.write_partition(thin, tables.CANDLES_1M, part)
     op = candles_1m_suite.node_def.name
     with dg.DagsterInstance.ephemeral() as instance:
 
@@ -184,7 +185,7 @@ def test_min_non_empty_share_is_configurable(tmp_path: Path) -> None:
 def test_corrupted_bronze_partition_fails_blocking_check_and_candles_do_not_run(tmp_path: Path) -> None:
     part_key = "2024-01-01|binance.BTC-USDT"  # real Binance trades replayed from ../shared
     lake = LakeResource(root=str(tmp_path / "lake"))
-    ingest_sel = dg.AssetSelection.groups("raw", "bronze") | dg.AssetSelection.assets(silver.CANDLES_1M)
+    ingest_sel = dg.AssetSelection.groups("raw", "bronze") | dg.AssetSelection.assets(tables.CANDLES_1M.key)
     with dg.DagsterInstance.ephemeral() as instance:
         ok = dg.materialize(
             [*ASSETS, bronze_trades_suite],
@@ -196,7 +197,7 @@ def test_corrupted_bronze_partition_fails_blocking_check_and_candles_do_not_run(
         ev = evaluation(ok, "bronze_trades_suite")
         assert ev.passed and meta(ev, "row_count") == 16_702
         part = DayPartition(load_universe().instrument("binance.BTC-USDT"), date(2024, 1, 1))
-        before = lake.read_partition("silver", "candles_1m", part)
+        before = lake.read_partition(tables.CANDLES_1M, part)
         assert before.height == 31
 
         # a check-only run without a partition validates the cells of the latest materialization
@@ -209,16 +210,16 @@ def test_corrupted_bronze_partition_fails_blocking_check_and_candles_do_not_run(
         ev = evaluation(alone, "candles_1m_suite")
         assert ev.passed and meta(ev, "partition") == part_key and meta(ev, "row_count") == 31
 
-        trades = lake.read_partition("bronze", "trades", part)
+        trades = lake.read_partition(tables.BRONZE_TRADES, part)
         idx = pl.int_range(pl.len())
         broken = trades.with_columns(pl.when(idx == 7).then(-1.0).otherwise(pl.col("price")).alias("price"))
-        lake.write_partition(pl.concat([broken, broken.slice(9, 1)]), "bronze", "trades", part)
-        silver_mtime = (lake.partition_path("silver", "candles_1m", part) / "part.parquet").stat().st_mtime_ns
+        lake.write_partition(pl.concat([broken, broken.slice(9, 1)]), tables.BRONZE_TRADES, part)
+        silver_mtime = (lake.partition_path(tables.CANDLES_1M, part) / "part.parquet").stat().st_mtime_ns
 
         bad = dg.materialize(
             [*ASSETS, bronze_trades_suite],
             selection=dg.AssetSelection.checks(bronze_trades_suite)
-            | dg.AssetSelection.assets(silver.CANDLES_1M),
+            | dg.AssetSelection.assets(tables.CANDLES_1M.key),
             partition_key=part_key,
             instance=instance,
             resources=resources(tmp_path),
@@ -229,10 +230,10 @@ def test_corrupted_bronze_partition_fails_blocking_check_and_candles_do_not_run(
         assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
         assert meta(ev, "price_positive.unexpected_count") == 1
         assert meta(ev, "trade_id_unique.unexpected_count") == 2
-        candles_node = ASSETS_BY_KEY[silver.CANDLES_1M].node_def.name
+        candles_node = ASSETS_BY_KEY[tables.CANDLES_1M.key].node_def.name
         assert not bad.is_node_success(candles_node)
         assert not bad.asset_materializations_for_node(candles_node)
-        after = (lake.partition_path("silver", "candles_1m", part) / "part.parquet").stat().st_mtime_ns
+        after = (lake.partition_path(tables.CANDLES_1M, part) / "part.parquet").stat().st_mtime_ns
         assert after == silver_mtime  # the candles were not rebuilt from the broken trades
 
 
@@ -304,9 +305,9 @@ def test_prediction_drift_compares_with_the_models_own_forecasts(tmp_path: Path,
     model = registry.load_champion(drift_store, MODEL_NAME)
     candles = ftx_candles()
     for d, scale in [("2022-01-12", 1.0), ("2022-01-13", 25.0)]:
-        feats = lake.read_partition("gold", "features", cell(d))
+        feats = lake.read_partition(tables.FEATURES, cell(d))
         rows = prediction_rows(feats, candles, model.predict(feats) * scale, model.info, True)
-        lake.write_partition(rows, "gold", "predictions", cell(d))
+        lake.write_partition(rows, tables.PREDICTIONS, cell(d))
     with dg.DagsterInstance.ephemeral() as instance:
         ok = run_check(tmp_path, instance, prediction_drift, drift_store, partition_key=key("2022-01-12"))
         assert meta(ok, "severity") in {"OK", "WARN"} and meta(ok, "n_current") == 1440
@@ -324,7 +325,7 @@ def test_prediction_drift_compares_with_the_models_own_forecasts(tmp_path: Path,
 def _monitor(tmp: Path, instance) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*ASSETS, model_skill],
-        selection=dg.AssetSelection.assets(PREDICTION_ERRORS, PREDICTION_SKILL),
+        selection=dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key),
         instance=instance,
         resources=resources(tmp),
     )
@@ -341,7 +342,7 @@ def test_prediction_errors_rolling_skill_and_model_skill_check(tmp_path: Path) -
         assert meta(ev, "lost") is False and meta(ev, "rank_ic") > 0.3 and meta(ev, "hit_rate") > 0.6
         assert meta(ev, "n") > 1000 and meta(ev, "model_version") == "1"
 
-        errors = lake.read_partitions("gold", "prediction_errors", [cell("2022-01-10"), cell("2022-01-11")])
+        errors = lake.read_partitions(tables.PREDICTION_ERRORS, [cell("2022-01-10"), cell("2022-01-11")])
         assert errors.height == 2 * 1440  # the 12th completes the last horizons of the 11th
         realised = forward_returns("2022-01-10")["fwd"].head(10).to_numpy()
         first = errors.sort("ts").head(10)
@@ -350,10 +351,10 @@ def test_prediction_errors_rolling_skill_and_model_skill_check(tmp_path: Path) -
         mats = {
             m.asset_key: m.metadata for m in res.asset_materializations_for_node("gold_prediction_errors")
         }
-        assert mats[PREDICTION_ERRORS]["rows"].value == 2 * 1440
-        assert mats[PREDICTION_ERRORS]["lookback_rank_ic"].value > 0.3
-        assert mats[PREDICTION_SKILL]["rank_ic"].value > 0.3
-        skill = lake.read_table("gold", "prediction_skill")
+        assert mats[tables.PREDICTION_ERRORS.key]["rows"].value == 2 * 1440
+        assert mats[tables.PREDICTION_ERRORS.key]["lookback_rank_ic"].value > 0.3
+        assert mats[tables.PREDICTION_SKILL.key]["rank_ic"].value > 0.3
+        skill = lake.read_table(tables.PREDICTION_SKILL)
         assert skill.height >= 40 and set(skill.columns) >= {
             "mae",
             "baseline_mae",

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from crypto_platform import tables
 from crypto_platform.definitions import defs
 from crypto_platform.partitions import trade_partitions
 
@@ -47,3 +48,16 @@ def test_definitions_load_with_resources_and_jobs() -> None:
         j.name for j in repo.get_all_jobs()
     }
     assert {"lake", "warehouse", "trade_sources", "mlflow_registry"} <= set(repo.get_top_level_resources())
+
+
+def test_every_asset_is_a_table_of_the_one_tables_module() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = set(graph.get_all_asset_keys())
+    assert keys == {t.key for t in tables.ALL_TABLES}
+    for key in keys:
+        table = tables.by_key(key)
+        if graph.get(key).partitions_def is not None:  # partitioned assets are partitioned lake tables
+            assert table.partitioned and table.partitions_def == graph.get(key).partitions_def, key
+    views = [t.view for t in tables.ALL_TABLES if t.view]
+    assert len(views) == len(set(views)) == len(tables.ALL_TABLES) - 1  # gold/model lives in MLflow
+    assert tables.by_key(dg.AssetKey(["silver", "candles_1m"])) is tables.CANDLES_1M

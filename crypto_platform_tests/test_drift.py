@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from crypto_platform import tables
 from crypto_platform.checks.drift import feature_drift as feature_drift_check
 from crypto_platform.monitoring.drift import (
     DRIFT_FEATURES,
@@ -257,7 +258,7 @@ def test_feature_drift_check_fails_with_error_on_kraken_against_the_ftx_january_
     cells += [(kraken, cell(d, kraken_inst.key)) for d in ("2023-02-01", "2023-02-02")]
     for frame, part in cells:
         day = frame.filter((pl.col("ts") >= part.start) & (pl.col("ts") < part.end))
-        lake.write_partition(day, "gold", "features", part)
+        lake.write_partition(day, tables.FEATURES, part)
 
     with dg.DagsterInstance.ephemeral() as instance:
         # a day of the reference itself: the check passes

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
+from crypto_platform import tables
 from crypto_platform.assets import gold, history
 from crypto_platform.partitions import DayPartition, multi_key
 from crypto_platform.resources.lake import LakeResource
@@ -35,7 +36,12 @@ FTX = "ftx.BTC-USD-USD"
 FIRST_DAY, LAST_DAY = date(2021, 12, 31), date(2022, 2, 1)  # the FTX file's span
 MODEL_NAME = "crypto_return_lgbm"
 ASSETS = dg.load_assets_from_modules([gold])
-TRAINING = [gold.TRAINING_SET, gold.TRAINING_SUMMARY, gold.MODEL, gold.MODEL_EVALUATIONS]
+TRAINING = [
+    tables.TRAINING_SET.key,
+    tables.TRAINING_SUMMARY.key,
+    tables.MODEL.key,
+    tables.MODEL_EVALUATIONS.key,
+]
 
 
 def range_tags(first: date, last: date, instrument: str = FTX) -> dict[str, str]:
@@ -99,13 +105,13 @@ class Gold:
         [mat] = [
             e.materialization
             for e in result.get_asset_materialization_events()
-            if e.materialization.asset_key == gold.MODEL
+            if e.materialization.asset_key == tables.MODEL.key
         ]
         return mat
 
     def predict(self, first: date, last: date, *, allow_unqualified: bool = False, ok: bool = True):
         return self.materialize(
-            [gold.PREDICTIONS],
+            [tables.PREDICTIONS.key],
             tags=range_tags(first, last),
             ok=ok,
             config={"gold__predictions": {"config": {"allow_unqualified_model": allow_unqualified}}},
@@ -148,7 +154,7 @@ def ftx_gold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gold]:
         )
         assert imported.success
         g = Gold(tmp, instance, resources)
-        g.materialize([gold.FEATURES, gold.LABELS], tags=range_tags(FIRST_DAY, LAST_DAY))
+        g.materialize([tables.FEATURES.key, tables.LABELS.key], tags=range_tags(FIRST_DAY, LAST_DAY))
         yield g
 
 
@@ -158,12 +164,12 @@ def test_features_and_labels_cover_the_range_in_one_run_and_match_the_pure_funct
     runs = g.instance.get_runs()
     feature_runs = [r for r in runs if "dagster/asset_partition_range_start" in r.tags]
     assert len(feature_runs) == 1  # the whole range in a single run
-    mats = g.instance.get_materialized_partitions(gold.FEATURES)
+    mats = g.instance.get_materialized_partitions(tables.FEATURES.key)
     assert len(mats) == days and multi_key(date(2022, 1, 15), FTX) in mats
 
-    candles = g.lake.scan_table("silver", "candles_1m").collect()
-    feats = g.lake.scan_table("gold", "features").collect().sort("ts")
-    labels = g.lake.scan_table("gold", "labels").collect()
+    candles = g.lake.scan_table(tables.CANDLES_1M).collect()
+    feats = g.lake.scan_table(tables.FEATURES).collect().sort("ts")
+    labels = g.lake.scan_table(tables.LABELS).collect()
     assert feats.height == candles.height == 45_031
     # Training and serving read this table; it equals the pure function over the whole history.
     expected = build_features(candles)
@@ -209,10 +215,10 @@ def test_week_model_is_not_promoted_and_predictions_refuse_to_serve_it(ftx_gold:
     result = g.predict(date(2022, 1, 30), date(2022, 1, 31), ok=False)
     message = _failure(result)
     assert "NoChampionError: registered model 'crypto_return_lgbm' has no 'champion' version" in message
-    assert not g.lake.table_path("gold", "predictions").exists()
+    assert not g.lake.table_path(tables.PREDICTIONS).exists()
     # ... unless the unqualified challenger is explicitly allowed, and then the rows say so.
     g.predict(date(2022, 1, 30), date(2022, 1, 31), allow_unqualified=True)
-    preds = g.lake.scan_table("gold", "predictions").collect()
+    preds = g.lake.scan_table(tables.PREDICTIONS).collect()
     assert preds.height == 2 * 1440
     assert preds["qualified"].unique().to_list() == [False]
     assert preds["model_version"].unique().to_list() == [1]
@@ -235,14 +241,14 @@ def test_month_model_is_champion_serves_idempotent_predictions_and_loads_from_pl
     first, last = date(2022, 1, 29), date(2022, 1, 31)
     g.predict(first, last)
     part = DayPartition(load_universe().instrument(FTX), date(2022, 1, 30))
-    preds = g.lake.read_partition("gold", "predictions", part)
+    preds = g.lake.read_partition(tables.PREDICTIONS, part)
     assert preds.height == 1440 and preds["qualified"].all() and (preds["model_version"] == version).all()
     assert (preds["target_ts"] - preds["ts"] == timedelta(minutes=5)).all()
     np.testing.assert_allclose(preds["implied_price"], preds["close"] * np.exp(preds["predicted_return"]))
 
     # Idempotent: a re-run replaces each partition with the same rows (only predicted_at moves).
     g.predict(first, last)
-    again = g.lake.read_partition("gold", "predictions", part)
+    again = g.lake.read_partition(tables.PREDICTIONS, part)
     assert again.drop("predicted_at").equals(preds.drop("predicted_at"))
     assert g.sql(
         f"select count(*), count(distinct ts) from gold.predictions where model_version = {version}"
@@ -265,7 +271,7 @@ def test_month_model_is_champion_serves_idempotent_predictions_and_loads_from_pl
     assert g.sql("select rows from gold.training_set_summary where symbol = 'BTC/USD:USD'")[0][0] > 40_000
 
     # The champion loads by alias in a plain Python process that knows nothing of this project.
-    features_file = g.lake.partition_path("gold", "features", part) / "part.parquet"
+    features_file = g.lake.partition_path(tables.FEATURES, part) / "part.parquet"
     code = (
         "import json, sys, mlflow, pandas as pd\n"
         "mlflow.set_tracking_uri(sys.argv[1])\n"
@@ -391,7 +397,7 @@ def test_gold_never_fills_gaps_and_prices_leading_empty_minutes_from_the_day_bef
             ).filter(~pl.col("ts").is_between(*hole, closed="left"))
         for day in (d0, d1):
             lake.write_partition(
-                c.filter(pl.col("ts").dt.date() == day), "silver", "candles_1m", DayPartition(inst, day)
+                c.filter(pl.col("ts").dt.date() == day), tables.CANDLES_1M, DayPartition(inst, day)
             )
     resources = {
         "lake": lake,
@@ -401,7 +407,7 @@ def test_gold_never_fills_gaps_and_prices_leading_empty_minutes_from_the_day_bef
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             ASSETS,
-            selection=[gold.FEATURES, gold.LABELS],
+            selection=[tables.FEATURES.key, tables.LABELS.key],
             resources=resources,
             instance=instance,
             tags=range_tags(d1, d1, "sim.BTC-USDT")
@@ -410,9 +416,9 @@ def test_gold_never_fills_gaps_and_prices_leading_empty_minutes_from_the_day_bef
         assert result.success
 
     part = DayPartition(btc, d1)
-    feats = lake.read_partition("gold", "features", part).sort("ts")
-    labels = lake.read_partition("gold", "labels", part).filter(pl.col("horizon") == 5).sort("ts")
-    silver = lake.read_partition("silver", "candles_1m", part)
+    feats = lake.read_partition(tables.FEATURES, part).sort("ts")
+    labels = lake.read_partition(tables.LABELS, part).filter(pl.col("horizon") == 5).sort("ts")
+    silver = lake.read_partition(tables.CANDLES_1M, part)
     assert feats.height == silver.height == 1440 - 30  # every silver minute, none invented in the hole
     assert not feats.filter(pl.col("ts").is_between(*hole, closed="left")).height
     # The unpriced leading minutes carry the day before's last close: zero returns, features present.
@@ -431,7 +437,7 @@ def test_gold_never_fills_gaps_and_prices_leading_empty_minutes_from_the_day_bef
     assert in_reach.height == 0
     assert labels.height == (1440 - 30) - 5 - 5  # nor past the day's end (the next day is not in silver)
     # Cross-symbol features join on the minute: ETH has no market (BTC) return inside BTC's hole.
-    eth = lake.read_partition("gold", "features", DayPartition(eth, d1))
+    eth = lake.read_partition(tables.FEATURES, DayPartition(eth, d1))
     assert eth.height == 1440
     in_hole = eth.filter(pl.col("ts").is_between(*hole, closed="left"))
     assert in_hole["mkt_ret_1"].null_count() == 30

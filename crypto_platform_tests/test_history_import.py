@@ -12,8 +12,8 @@ import duckdb
 import polars as pl
 import pytest
 
+from crypto_platform import tables
 from crypto_platform.assets import history, ingest
-from crypto_platform.assets.silver import CANDLES_1M
 from crypto_platform.partitions import DayPartition, multi_key
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
@@ -89,7 +89,7 @@ def test_ftx_file_import_writes_each_day_and_reports_it_as_materialized(tmp_path
         lake = LakeResource(root=str(tmp_path / "lake"))
         expected = _ftx_expected("2022-01-05", "2022-01-07")
         got = pl.concat(
-            [lake.read_partition("silver", "candles_1m", _part(FTX, d)) for d in ("2022-01-05", "2022-01-06")]
+            [lake.read_partition(tables.CANDLES_1M, _part(FTX, d)) for d in ("2022-01-05", "2022-01-06")]
         )
         assert got.height == expected.height == 2 * 1440
         assert got["origin"].unique().to_list() == ["import:ftx_btcperp_1m_2022-01.csv"]
@@ -104,10 +104,10 @@ def test_ftx_file_import_writes_each_day_and_reports_it_as_materialized(tmp_path
 
         # Each day is a materialization of silver/candles_1m for its (day x instrument) partition ...
         keys = {multi_key(date(2022, 1, d), FTX) for d in (5, 6)}
-        assert keys <= set(instance.get_materialized_partitions(CANDLES_1M))
+        assert keys <= set(instance.get_materialized_partitions(tables.CANDLES_1M.key))
         mats = [e.materialization for e in result.get_asset_materialization_events()]
         assert {str(m.partition) for m in mats} == keys
-        assert all(m.asset_key == CANDLES_1M for m in mats)
+        assert all(m.asset_key == tables.CANDLES_1M.key for m in mats)
         assert {m.tags["dagster/partition/instrument"] for m in mats} == {FTX}
         assert {m.metadata["rows"].value for m in mats} == {1440}
         # ... and the warehouse view sees them.
@@ -126,7 +126,7 @@ def test_ftx_file_import_writes_each_day_and_reports_it_as_materialized(tmp_path
         part = _part(FTX, "2022-01-06")
         result = _import(tmp_path, instance, FTX, since="2022-01-06T12:00:00", until="2022-01-06T13:00:00")
         assert result.success
-        again = lake.read_partition("silver", "candles_1m", part)
+        again = lake.read_partition(tables.CANDLES_1M, part)
         assert again.equals(got.filter(pl.col("ts").dt.date() == date(2022, 1, 6)))
         [mat] = [e.materialization for e in result.get_asset_materialization_events()]
         assert mat.metadata["status"].value == "merged" and mat.metadata["imported_bars"].value == 60
@@ -137,7 +137,7 @@ def test_sparse_kraken_minutes_become_explicit_empty_bars(tmp_path: Path) -> Non
     with dg.DagsterInstance.ephemeral() as instance:
         assert _import(tmp_path, instance, KRAKEN, since="2023-01-02", until="2023-01-03").success
     got = LakeResource(root=str(tmp_path / "lake")).read_partition(
-        "silver", "candles_1m", _part(KRAKEN, "2023-01-02")
+        tables.CANDLES_1M, _part(KRAKEN, "2023-01-02")
     )
     traded = duckdb.sql(
         f"select to_timestamp(column0) at time zone 'UTC' as ts, column4 as close, column5 as volume, "
@@ -196,7 +196,7 @@ def test_days_outside_the_partition_grid_are_skipped_and_named(tmp_path: Path) -
         warnings = _logs(instance, result, "skipped: outside the partitions")
         assert any(w.startswith(f"2019-09-30|{FTX}") for w in warnings)
     lake = LakeResource(root=str(tmp_path / "lake"))
-    assert lake.read_partition("silver", "candles_1m", _part(FTX, "2019-10-01")).height == 2
+    assert lake.read_partition(tables.CANDLES_1M, _part(FTX, "2019-10-01")).height == 2
 
 
 @pytest.mark.slow
@@ -241,7 +241,7 @@ def test_import_job_runs_the_candles_suite_on_every_imported_partition(tmp_path:
         ok = _import(tmp_path, instance, FTX, since="2022-01-05", until="2022-01-07")
         assert ok.success
         ev = _suite(ok)
-        assert ev.passed and ev.blocking and ev.asset_key == CANDLES_1M
+        assert ev.passed and ev.blocking and ev.asset_key == tables.CANDLES_1M.key
         assert ev.metadata["partitions"].value == 2 and ev.metadata["failed_partitions"].value == "-"
         assert ev.metadata["row_count"].value == 2 * 1440
         assert (
@@ -265,7 +265,7 @@ def test_import_job_runs_the_candles_suite_on_every_imported_partition(tmp_path:
         msg = _failure(bad)
         assert "imported silver/candles_1m fails candles_1m_suite" in msg and "non_empty_share" in msg
         # the bars are written (as after a materialization whose check fails) and reported as such
-        assert lake.read_partition("silver", "candles_1m", _part(KRAKEN, "2023-01-02")).height == 1440
+        assert lake.read_partition(tables.CANDLES_1M, _part(KRAKEN, "2023-01-02")).height == 1440
         assert _import(tmp_path, instance, KRAKEN, since="2023-01-02", until="2023-01-03").success
 
 
@@ -319,7 +319,7 @@ def test_ccxt_fetch_ohlcv_pages_through_two_days_into_silver(
         )
         .select(list(CANDLES))
     )
-    lake.write_partition(kept, "silver", "candles_1m", _part(BINANCE, "2022-01-06"))
+    lake.write_partition(kept, tables.CANDLES_1M, _part(BINANCE, "2022-01-06"))
 
     with dg.DagsterInstance.ephemeral() as instance:
         result = _import(
@@ -344,7 +344,7 @@ def test_ccxt_fetch_ohlcv_pages_through_two_days_into_silver(
     assert int(queries[0]["startTime"]) == int(datetime(2022, 1, 5, tzinfo=UTC).timestamp() * 1000)
     assert all(int(q["limit"]) == 1000 and q["interval"] == "1m" for q in queries)
 
-    got = lake.read_partition("silver", "candles_1m", _part(BINANCE, "2022-01-05"))
+    got = lake.read_partition(tables.CANDLES_1M, _part(BINANCE, "2022-01-05"))
     day = ftx_candles.filter(pl.col("ts").dt.date() == date(2022, 1, 5))
     assert got.height == 1440 and got["origin"].unique().to_list() == ["import:ccxt"]
     # The three minutes the exchange had no kline for are explicit empty bars at the previous close.
@@ -355,7 +355,7 @@ def test_ccxt_fetch_ohlcv_pages_through_two_days_into_silver(
     assert served.height == 1437
     for col in ["open", "high", "low", "close", "volume"]:
         assert served[col].to_list() == served[f"{col}_file"].to_list(), col
-    assert lake.read_partition("silver", "candles_1m", _part(BINANCE, "2022-01-06")).equals(kept)
+    assert lake.read_partition(tables.CANDLES_1M, _part(BINANCE, "2022-01-06")).equals(kept)
 
 
 @pytest.mark.slow

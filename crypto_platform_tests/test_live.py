@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from crypto_platform.assets.ingest import RAW, is_settled
+from crypto_platform import tables
 from crypto_platform.automation.live import (
     ALLOW_UNQUALIFIED_ENV,
     LIVE_TAG,
@@ -30,10 +30,12 @@ from crypto_platform.automation.live import (
 )
 from crypto_platform.checks.freshness import CHECK_NAME, evaluations
 from crypto_platform.definitions import defs
+from crypto_platform.fetch_plan import is_settled
 from crypto_platform.ml import registry
 from crypto_platform.ml.evaluation import skill_gate
 from crypto_platform.ml.training import train
 from crypto_platform.partitions import DayPartition, multi_key
+from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
 from crypto_platform.resources.sources import TradeSourcesResource
@@ -149,7 +151,7 @@ class World:
         """Someone materializes raw/trades by hand (e.g. from the UI): downstream becomes stale."""
         dg.materialize(
             self.assets,
-            selection=[RAW],
+            selection=[tables.RAW_TRADES.key],
             partition_key=partition,
             resources=self.resources,
             instance=self.instance,
@@ -158,7 +160,7 @@ class World:
     def bronze(self, partition: str) -> pl.DataFrame:
         from crypto_platform.partitions import parse_key
 
-        return self.lake.read_partition("bronze", "trades", parse_key(partition))
+        return self.lake.read_partition(tables.BRONZE_TRADES, parse_key(partition))
 
 
 def requested(result: dg.SensorResult) -> dict[str, str]:
@@ -220,10 +222,10 @@ def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: Worl
     assert not world.tick().run_requests
     inst = load_universe().instrument(BTC)
     part = DayPartition(inst, DAY)
-    preds = world.lake.read_partition("gold", "predictions", part)
+    preds = world.lake.read_partition(tables.PREDICTIONS, part)
     assert preds["ts"].max() == datetime(2024, 3, 4, 12, 0, tzinfo=UTC)  # 12:01 is still open at 12:01:05
     # ... and the published 12:00 bar is complete: exactly the exchange's trades of that minute
-    candles = world.lake.read_partition("silver", "candles_1m", part)
+    candles = world.lake.read_partition(tables.CANDLES_1M, part)
     bar = candles.filter(pl.col("ts") == datetime(2024, 3, 4, 12, 0, tzinfo=UTC))
     minute = datetime(2024, 3, 4, 12, 0, tzinfo=UTC)
     tape = build_source(inst, now=lambda: part.end).fetch(inst, minute, minute + timedelta(minutes=1)).trades
@@ -287,9 +289,9 @@ def test_restart_resumes_from_the_cursor_without_flooding(world: World) -> None:
     assert requested(catch_up) == {key(BTC): "new", key(ETH): "new"}
     for r in catch_up.run_requests:
         world.run(r)
-    manifest = world.lake.read_manifest("raw", "trades", DayPartition(load_universe().instrument(BTC), DAY))
+    manifest = world.lake.read_manifest(tables.RAW_TRADES, DayPartition(load_universe().instrument(BTC), DAY))
     # whole minutes: 00:00-12:00, then (overlap) 11:58-15:00 in one fetch
-    assert [(b["covered_from"][11:16], b["covered_to"][11:16]) for b in manifest["batches"]] == [
+    assert [(f"{b.covered_from:%H:%M}", f"{b.covered_to:%H:%M}") for b in manifest.batches] == [
         ("00:00", "12:00"),
         ("11:58", "15:00"),
     ]
@@ -337,10 +339,10 @@ def test_freshness_evaluations_measure_the_data_lag(world: World) -> None:
     assert e.check_name == CHECK_NAME and e.passed
     # the run at 12:00:20 published whole minutes only: the newest bar is 11:59, ending at 12:00
     part = DayPartition(load_universe().instrument(BTC), DAY)
-    newest = world.lake.partition_max("silver", "candles_1m", part, "ts")
+    newest = world.lake.partition_max(tables.CANDLES_1M, part, "ts")
     assert newest == datetime(2024, 3, 4, 11, 59, tzinfo=UTC)
     yesterday = DayPartition(part.instrument, DAY - timedelta(days=1))
-    assert world.lake.partition_max("silver", "candles_1m", yesterday, "ts") is None  # never written
+    assert world.lake.partition_max(tables.CANDLES_1M, yesterday, "ts") is None  # never written
     assert e.metadata["lag_by_instrument"].value == {BTC: 60.0, ETH: 60.0}
     late = evaluations(world.lake, CLOCK.now + timedelta(minutes=10))
     assert not any(e.passed for e in late)
@@ -370,17 +372,19 @@ def test_yesterday_settles_overlap_after_midnight() -> None:
     part = DayPartition(inst, DAY)
     settings = LiveSettings(overlap_seconds=120)
 
-    def manifest(covered_to: datetime, written_at: datetime) -> dict:
-        return {
-            "batches": [
-                {
-                    "name": "b",
-                    "covered_from": part.start.isoformat(),
-                    "covered_to": covered_to.isoformat(),
-                    "written_at": written_at.isoformat(),
-                }
-            ]
-        }
+    def manifest(covered_to: datetime, written_at: datetime) -> RawManifest:
+        return RawManifest.from_json(
+            {
+                "batches": [
+                    {
+                        "name": "b",
+                        "covered_from": part.start.isoformat(),
+                        "covered_to": covered_to.isoformat(),
+                        "written_at": written_at.isoformat(),
+                    }
+                ]
+            }
+        )
 
     today = DAY + timedelta(days=1)
     at = part.end + timedelta(seconds=30)
@@ -394,7 +398,9 @@ def test_yesterday_settles_overlap_after_midnight() -> None:
     settled = manifest(part.end, later)
     assert is_settled(settled, part, settings.overlap)
     assert partition_need(part, settled, later, settings, today=today)[0] is None
-    assert partition_need(part, None, later, settings, today=today)[0] is None  # never live: not ours
+    assert (
+        partition_need(part, RawManifest(), later, settings, today=today)[0] is None
+    )  # never live: not ours
 
 
 def test_abandoned_runs_do_not_block_forever() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_platform.assets.gold import FEATURES
+from crypto_platform import tables
 from crypto_platform.automation.notifications import (
     NOTIFICATION_SENSORS,
     WebhookResource,
@@ -81,13 +81,12 @@ def failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     lake = LakeResource(root=str(tmp_path / "lake"))
     write_silver(lake, ["2022-01-10", BAD_DAY])
     bad = cell(BAD_DAY)
-    lake.write_partition(
-        corrupt_candles(lake.read_partition("silver", "candles_1m", bad)), "silver", "candles_1m", bad
-    )
+    lake.write_partition(corrupt_candles(lake.read_partition(tables.CANDLES_1M, bad)), tables.CANDLES_1M, bad)
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             [*ASSETS, candles_1m_suite],
-            selection=dg.AssetSelection.checks(candles_1m_suite) | dg.AssetSelection.assets(FEATURES),
+            selection=dg.AssetSelection.checks(candles_1m_suite)
+            | dg.AssetSelection.assets(tables.FEATURES.key),
             partition_key=key(BAD_DAY),
             instance=instance,
             resources=resources(tmp_path),

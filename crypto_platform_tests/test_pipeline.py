@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from crypto_platform import tables
 from crypto_platform.assets import ingest, silver
 from crypto_platform.cli import materialize_command
 from crypto_platform.partitions import parse_key
@@ -59,8 +60,8 @@ def test_replayed_binance_trades_give_31_candles_equal_to_duckdb(tmp_path: Path)
         meta = _metadata(_run(tmp_path, key, instance))
         lake = LakeResource(root=str(tmp_path / "lake"))
         part = parse_key(key)
-        candles = lake.read_partition("silver", "candles_1m", part)
-        bronze = lake.read_partition("bronze", "trades", part)
+        candles = lake.read_partition(tables.CANDLES_1M, part)
+        bronze = lake.read_partition(tables.BRONZE_TRADES, part)
 
         expected = duckdb.sql(
             f"""
@@ -136,10 +137,10 @@ def test_midnight_sessions_split_exactly_across_days_by_cli_range(tmp_path: Path
     )
     for day in ["2023-04-04", "2023-04-05"]:
         part = parse_key(f"{day}|binanceusdm.BTC-USDT-USDT")
-        bronze = lake.read_partition("bronze", "trades", part)
+        bronze = lake.read_partition(tables.BRONZE_TRADES, part)
         assert bronze is not None and bronze.height == expected[day] > 0
         assert bronze["ts"].dt.date().unique().to_list() == [part.day]
-        candles = lake.read_partition("silver", "candles_1m", part)
+        candles = lake.read_partition(tables.CANDLES_1M, part)
         assert int(candles["trade_count"].sum()) == expected[day]
     # The single run covered both partitions and recorded both as materialized.
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:

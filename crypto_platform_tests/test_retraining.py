@@ -10,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_platform.assets.monitoring import PREDICTION_ERRORS, PREDICTION_SKILL, model_skill
+from crypto_platform import tables
+from crypto_platform.assets.monitoring import model_skill
 from crypto_platform.automation import retraining
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.retraining import (
@@ -44,7 +45,7 @@ DAYS = ["2022-01-10", "2022-01-11"]
 def _monitor(tmp: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*ASSETS, model_skill],
-        selection=dg.AssetSelection.assets(PREDICTION_ERRORS, PREDICTION_SKILL),
+        selection=dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key),
         instance=instance,
         resources=resources(tmp),
     )

@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from crypto_platform import tables
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform_tests.fixtures import ASSETS, cell, key, resources, write_silver
@@ -88,7 +89,7 @@ def test_runs_succeed_while_another_process_holds_the_warehouse(tmp_path: Path, 
         assert meta["warehouse_views"] == "silver.candles_1h: deferred"
         assert "Could not set lock" in meta["warehouse_warning"]
         assert "next refresh" in meta["warehouse_warning"]
-        assert lake.read_partition("silver", "candles_1h", cell(DAY2)).height == 24
+        assert lake.read_partition(tables.CANDLES_1H, cell(DAY2)).height == 24
     finally:
         holder.release()
 

@@ -23,14 +23,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from crypto_platform.assets._meta import summarize
-from crypto_platform.assets.silver import CANDLES_1M
+from crypto_platform import tables
+from crypto_platform.metadata import summarize
 from crypto_platform.ml.calibration import PNG_EMBED_LIMIT, bins_markdown, calibration_png, rank_bins
-from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
+from crypto_platform.partitions import DayPartition, partitions_of, single_run
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
-from crypto_platform.resources.warehouse import View, WarehouseResource
-from crypto_platform.schemas import UTC_TS
+from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import Instrument, load_universe
 from crypto_platform.transforms.candles import candle_violations, describe_violations
 from crypto_platform.transforms.features import (
@@ -45,27 +44,12 @@ from crypto_platform.transforms.features import (
 from crypto_platform.transforms.gold_candles import MINUTE, priced_candles
 from crypto_platform.transforms.labels import LABEL_COLUMNS, forward_return_labels
 
-FEATURES = dg.AssetKey(["gold", "features"])
-LABELS = dg.AssetKey(["gold", "labels"])
-TRAINING_SET = dg.AssetKey(["gold", "training_set"])
-TRAINING_SUMMARY = dg.AssetKey(["gold", "training_set_summary"])
-MODEL = dg.AssetKey(["gold", "model"])
-MODEL_EVALUATIONS = dg.AssetKey(["gold", "model_evaluations"])
-PREDICTIONS = dg.AssetKey(["gold", "predictions"])
 CALIBRATION_PNG = "plots/predicted_vs_realized.png"  # artifact of each model's MLflow run
 HISTORY_DAYS = math.ceil(LOOKBACK_MINUTES / (24 * 60))  # earlier days a feature day needs
 DEFAULT_HORIZON = 5
 # Labels are written for every horizon the model can be trained on (the momentum baseline of a
 # horizon h is the feature ret_h), so the training set's horizon can never disagree with the labels.
 LABEL_HORIZONS: tuple[int, ...] = RETURN_HORIZONS
-LABELS_SCHEMA = {
-    "exchange": pl.String(),
-    "symbol": pl.String(),
-    "ts": UTC_TS,
-    "horizon": pl.Int32(),
-    "label": pl.Float64(),
-    "label_available_at": UTC_TS,
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,7 +59,7 @@ LABELS_SCHEMA = {
 def _silver(lake: LakeResource, inst: Instrument, day, offsets: range) -> pl.DataFrame | None:
     """Priced 1-minute candles of one instrument over days relative to `day` (None: none written)."""
     parts = [DayPartition(inst, day + timedelta(days=d)) for d in offsets]
-    df = lake.read_partitions("silver", "candles_1m", parts)
+    df = lake.read_partitions(tables.CANDLES_1M, parts)
     if df is not None and (bad := candle_violations(df)).height:  # even when candles_1m_suite did not run
         part = DayPartition(inst, bad["ts"].min().date())
         raise dg.Failure(
@@ -96,7 +80,7 @@ def _day(df: pl.DataFrame, part: DayPartition) -> pl.DataFrame:
 
 
 def _require_silver(lake: LakeResource, part: DayPartition) -> None:
-    if not lake.has_partition("silver", "candles_1m", part):
+    if not lake.has_partition(tables.CANDLES_1M, part):
         raise dg.Failure(
             f"silver/candles_1m {part} is not materialized; materialize the silver layer (or import its "
             "OHLCV history with import_candles_job) first"
@@ -124,15 +108,15 @@ def labels_for(lake: LakeResource, part: DayPartition, horizons: list[int]) -> p
     _require_silver(lake, part)
     candles = _silver(lake, part.instrument, part.day, range(-1, 2))  # day before: prices of leading empties
     if candles is None or _day(candles, part).is_empty():
-        return pl.DataFrame(schema=LABELS_SCHEMA)
+        return pl.DataFrame(schema=tables.LABELS.schema)
     frames = [_day(forward_return_labels(candles, h), part) for h in horizons]
     return pl.concat(frames, how="vertical").select(LABEL_COLUMNS).sort("horizon", *INDEX_COLUMNS)
 
 
 @dg.asset(
-    key=FEATURES,
-    deps=[CANDLES_1M],
-    partitions_def=trade_partitions,
+    key=tables.FEATURES.key,
+    deps=[tables.CANDLES_1M.key],
+    partitions_def=tables.FEATURES.partitions_def,
     backfill_policy=single_run,
     group_name="gold",
     kinds={"parquet", "polars"},
@@ -151,7 +135,7 @@ def gold_features(
         df = features_for(lake, part)
         if df.is_empty():
             context.log.warning(f"features {part}: no priced candle that day; wrote an empty partition")
-        info = lake.write_partition(df, "gold", "features", part)
+        info = lake.write_partition(df, tables.FEATURES, part)
         nulls = df.select(pl.col(FEATURE_COLUMNS).null_count()).sum_horizontal().item() if df.height else 0
         stats.append(
             {
@@ -163,7 +147,7 @@ def gold_features(
                 "to": df["ts"].max(),
             }
         )
-    views = warehouse.refresh_views(lake, [View("gold", "features")])
+    views = warehouse.refresh_views(lake, [tables.FEATURES])
     meta = {**summarize(stats, sums=("rows", "null_values", "bytes")), **views.metadata}
     meta["feature_columns"] = dg.MetadataValue.json(FEATURE_COLUMNS)
     return dg.MaterializeResult(metadata=meta)
@@ -177,9 +161,9 @@ class LabelConfig(dg.Config):
 
 
 @dg.asset(
-    key=LABELS,
-    deps=[CANDLES_1M],
-    partitions_def=trade_partitions,
+    key=tables.LABELS.key,
+    deps=[tables.CANDLES_1M.key],
+    partitions_def=tables.LABELS.partitions_def,
     backfill_policy=single_run,
     group_name="gold",
     kinds={"parquet", "polars"},
@@ -198,7 +182,7 @@ def gold_labels(
     stats = []
     for part in partitions_of(context):
         df = labels_for(lake, part, horizons)
-        info = lake.write_partition(df, "gold", "labels", part)
+        info = lake.write_partition(df, tables.LABELS, part)
         per_h = dict(df.group_by("horizon").len().rows()) if df.height else {}
         stats.append(
             {
@@ -208,7 +192,7 @@ def gold_labels(
                 **{f"h{h}": per_h.get(h, 0) for h in horizons},
             }
         )
-    views = warehouse.refresh_views(lake, [View("gold", "labels")])
+    views = warehouse.refresh_views(lake, [tables.LABELS])
     meta = {**summarize(stats), **views.metadata}
     meta["horizons"] = dg.MetadataValue.json(horizons)
     return dg.MaterializeResult(metadata=meta)
@@ -246,14 +230,14 @@ def _instrument_filter(keys: list[str]) -> pl.Expr | None:
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            TRAINING_SET,
-            deps=[FEATURES, LABELS],
+            tables.TRAINING_SET.key,
+            deps=[tables.FEATURES.key, tables.LABELS.key],
             description="Features joined point-in-time to the labels known now, over a rolling window.",
             kinds={"parquet", "polars"},
         ),
         dg.AssetSpec(
-            TRAINING_SUMMARY,
-            deps=[FEATURES, LABELS],
+            tables.TRAINING_SUMMARY.key,
+            deps=[tables.FEATURES.key, tables.LABELS.key],
             description="Per instrument: rows, labelled share, time span and label statistics of the set.",
             kinds={"parquet", "duckdb"},
         ),
@@ -277,7 +261,7 @@ def gold_training_set(
         )
     if config.window_days <= 0:
         raise dg.Failure(f"training set: window_days must be > 0, got {config.window_days}")
-    features, labels = lake.scan_table("gold", "features"), lake.scan_table("gold", "labels")
+    features, labels = lake.scan_table(tables.FEATURES), lake.scan_table(tables.LABELS)
     if features is None or labels is None:
         raise dg.Failure("gold/features and gold/labels have no partitions yet; materialize them first")
     chosen = _instrument_filter(config.instruments)
@@ -330,18 +314,18 @@ def gold_training_set(
         )
         .sort(KEYS)
     )
-    info = lake.write_table(df, "gold", "training_set")
-    lake.write_table(summary, "gold", "training_set_summary")
+    info = lake.write_table(df, tables.TRAINING_SET)
+    lake.write_table(summary, tables.TRAINING_SUMMARY)
     warehouse.refresh_views(
         lake,
         [
-            View("gold", "training_set", partitioned=False),
-            View("gold", "training_set_summary", partitioned=False),
+            tables.TRAINING_SET,
+            tables.TRAINING_SUMMARY,
         ],
     )
     context.log.info(f"training set: {df.height} rows {df['ts'].min()} .. {df['ts'].max()}, horizon {h} min")
     yield dg.MaterializeResult(
-        asset_key=TRAINING_SET,
+        asset_key=tables.TRAINING_SET.key,
         metadata={
             "rows": dg.MetadataValue.int(df.height),
             "bytes": dg.MetadataValue.int(info.bytes),
@@ -357,7 +341,7 @@ def gold_training_set(
         },
     )
     yield dg.MaterializeResult(
-        asset_key=TRAINING_SUMMARY,
+        asset_key=tables.TRAINING_SUMMARY.key,
         metadata={"rows": summary.height, "summary": dg.MetadataValue.md(_markdown(summary))},
     )
 
@@ -405,8 +389,8 @@ class ModelConfig(dg.Config):
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            MODEL,
-            deps=[TRAINING_SET],
+            tables.MODEL.key,
+            deps=[tables.TRAINING_SET.key],
             description=(
                 "LightGBM return model tuned with Optuna on purged walk-forward CV, evaluated on a "
                 "held-out final window against zero and momentum baselines, logged and registered in "
@@ -415,8 +399,8 @@ class ModelConfig(dg.Config):
             kinds={"lightgbm", "optuna", "mlflow"},
         ),
         dg.AssetSpec(
-            MODEL_EVALUATIONS,
-            deps=[TRAINING_SET],
+            tables.MODEL_EVALUATIONS.key,
+            deps=[tables.TRAINING_SET.key],
             description=(
                 "Per model version and forecast (model, zero, momentum, champion re-scored on the same "
                 "window): its metrics, with the gate's reasons and the champion version compared with."
@@ -440,7 +424,7 @@ def gold_model(
 
     if config.primary_metric not in HIGHER_IS_BETTER:
         raise dg.Failure(f"primary_metric {config.primary_metric!r} is not one of {sorted(HIGHER_IS_BETTER)}")
-    df = lake.read_table("gold", "training_set")
+    df = lake.read_table(tables.TRAINING_SET)
     if df is None or df.is_empty():
         raise dg.Failure("gold/training_set is empty or missing; materialize it first")
     horizons = df["horizon"].unique().to_list()
@@ -514,13 +498,13 @@ def gold_model(
         pl.lit(result.holdout_end).alias("eval_window_end"),
         pl.lit(datetime.now(UTC)).alias("trained_at"),
     )
-    lake.write_table(evals, "gold", "model_evaluations", name=f"v{int(info.version):05d}")
-    warehouse.refresh_views(lake, [View("gold", "model_evaluations", partitioned=False)])
+    lake.write_table(evals, tables.MODEL_EVALUATIONS, name=f"v{int(info.version):05d}")
+    warehouse.refresh_views(lake, [tables.MODEL_EVALUATIONS])
     verdict = "promoted to champion" if decision.promote else "registered as challenger (not promoted)"
     context.log.info(f"model {info.name} v{info.version}: {verdict}")
     m = result.evaluation.model
     yield dg.MaterializeResult(
-        asset_key=MODEL,
+        asset_key=tables.MODEL.key,
         metadata={
             "model_uri": info.model_uri,
             "version": int(info.version),
@@ -551,7 +535,8 @@ def gold_model(
         },
     )
     yield dg.MaterializeResult(
-        asset_key=MODEL_EVALUATIONS, metadata={"rows": evals.height, "model_version": int(info.version)}
+        asset_key=tables.MODEL_EVALUATIONS.key,
+        metadata={"rows": evals.height, "model_version": int(info.version)},
     )
 
 
@@ -590,9 +575,9 @@ class PredictionConfig(dg.Config):
 
 
 @dg.asset(
-    key=PREDICTIONS,
-    deps=[FEATURES, MODEL],
-    partitions_def=trade_partitions,
+    key=tables.PREDICTIONS.key,
+    deps=[tables.FEATURES.key, tables.MODEL.key],
+    partitions_def=tables.PREDICTIONS.partitions_def,
     backfill_policy=single_run,
     group_name="gold",
     kinds={"parquet", "mlflow"},
@@ -616,7 +601,7 @@ def gold_predictions(
         )
     stats = []
     for part in partitions_of(context):
-        feats = lake.read_partition("gold", "features", part)
+        feats = lake.read_partition(tables.FEATURES, part)
         if feats is None:
             raise dg.Failure(f"gold/features {part} is not materialized yet; materialize it first")
         _require_silver(lake, part)
@@ -624,7 +609,7 @@ def gold_predictions(
         candles = _day(_silver(lake, part.instrument, part.day, range(-1, 1)), part)
         pred = model.predict(feats) if feats.height else []
         df = prediction_rows(feats, candles, pred, model.info, qualified)
-        info = lake.write_partition(df, "gold", "predictions", part)
+        info = lake.write_partition(df, tables.PREDICTIONS, part)
         stats.append(
             {
                 "partition": part.key,
@@ -634,7 +619,7 @@ def gold_predictions(
                 "to": df["ts"].max(),
             }
         )
-    warehouse.refresh_views(lake, [View("gold", "predictions")])
+    warehouse.refresh_views(lake, [tables.PREDICTIONS])
     meta = summarize(stats)
     meta.update(
         {

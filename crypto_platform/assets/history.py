@@ -40,18 +40,17 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from crypto_platform.assets.silver import CANDLES_1M
-from crypto_platform.checks.quality import (
+from crypto_platform import tables
+from crypto_platform.partitions import DATE_DIM, INSTRUMENT_DIM, DayPartition, parse_key
+from crypto_platform.quality.check_results import (
     CANDLES_SUITE_CHECK,
     CandlesSuiteConfig,
     min_share_for,
     suite_check_result,
 )
-from crypto_platform.partitions import DATE_DIM, INSTRUMENT_DIM, DayPartition, parse_key
 from crypto_platform.quality.expectations import validate_candles
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.resources.warehouse import View, WarehouseResource
-from crypto_platform.schemas import CANDLE_TABLES
+from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import (
     CANDLE_IMPORT_FORMATS,
     PROJECT_DIR,
@@ -68,7 +67,7 @@ from crypto_platform.transforms.ohlcv_import import (
 )
 
 MINUTE = timedelta(minutes=1)
-TABLE = CANDLE_TABLES["1m"]
+TABLE = tables.CANDLES_1M
 TRADES_ORIGIN = "trades"
 IMPORT_SOURCES = ("file", "ccxt")
 # instrument options handed to the ccxt client (the same names the trade source uses)
@@ -159,7 +158,7 @@ def _check_minute_bars(df: pl.DataFrame, where: str) -> None:
     step = steps.min() if len(steps) else MINUTE
     if step != MINUTE:
         raise ImportCandlesError(
-            f"{where}: bars are {step} apart; silver/{TABLE} only takes 1-minute bars "
+            f"{where}: bars are {step} apart; {TABLE} only takes 1-minute bars "
             "(import a 1-minute export, or the exchange's 1m OHLCV through ccxt)"
         )
 
@@ -288,7 +287,7 @@ def write_days(
             row["status"] = f"skipped: outside the partitions ({universe.start_date} .. {last_day})"
             out.append(row)
             continue
-        existing = lake.read_partition("silver", TABLE, part)
+        existing = lake.read_partition(TABLE, part)
         merged, status = bars, "written"
         if existing is not None and existing.height:
             from_trades = existing.filter(pl.col("origin") == TRADES_ORIGIN).height
@@ -302,7 +301,7 @@ def write_days(
             kept = existing.filter((pl.col("ts") < lo) | (pl.col("ts") > hi)).select(bars.columns)
             merged = pl.concat([kept, bars], how="vertical").sort("ts")
             status = "merged" if kept.height else "replaced"
-        info = lake.write_partition(merged, "silver", TABLE, part)
+        info = lake.write_partition(merged, TABLE, part)
         row.update(
             status=status,
             rows=info.rows,
@@ -329,7 +328,7 @@ def materialization(
 ) -> dg.AssetMaterialization:
     """The AssetMaterialization of silver/candles_1m for one imported (day x instrument) partition."""
     return dg.AssetMaterialization(
-        asset_key=CANDLES_1M,
+        asset_key=tables.CANDLES_1M.key,
         partition=part.key,
         tags=partition_tags(part),
         description=f"OHLCV history imported from {source}",
@@ -427,7 +426,7 @@ def import_candles(
     _require_days_in_grid(inst, candles)
     rows = write_days(lake, inst, candles, overwrite_trades=config.overwrite_trades)
     written = [r for r in rows if not r["status"].startswith("skipped")]
-    views = warehouse.refresh_views(lake, [View("silver", TABLE)]).metadata if written else {}
+    views = warehouse.refresh_views(lake, [TABLE]).metadata if written else {}
     for row in rows:
         part = DayPartition(inst, row["day"])
         if row["status"].startswith("skipped"):
@@ -471,7 +470,7 @@ def validate_imported_candles(
 ) -> Iterator[dg.AssetCheckEvaluation]:
     results, missing = [], []
     for part in (parse_key(k) for k in written):
-        df = lake.read_partition("silver", TABLE, part)
+        df = lake.read_partition(TABLE, part)
         if df is None:
             missing.append(part)
             continue
@@ -480,10 +479,10 @@ def validate_imported_candles(
     if not results and not missing:
         context.log.info("nothing imported: nothing to validate")
         return
-    res = suite_check_result(context, results, missing, table=f"silver/{TABLE}")  # type: ignore[arg-type]
+    res = suite_check_result(context, results, missing, table=f"{TABLE}")  # type: ignore[arg-type]
     # yielded, not log_event: a step that then fails drops the events logged with log_event
     yield dg.AssetCheckEvaluation(
-        asset_key=CANDLES_1M,
+        asset_key=tables.CANDLES_1M.key,
         check_name=CANDLES_SUITE_CHECK,
         passed=res.passed,
         metadata=res.metadata,
@@ -493,7 +492,7 @@ def validate_imported_candles(
     )
     if not res.passed:
         raise dg.Failure(
-            description=f"imported silver/{TABLE} fails {CANDLES_SUITE_CHECK}:\n{res.description}",
+            description=f"imported {TABLE} fails {CANDLES_SUITE_CHECK}:\n{res.description}",
             metadata={"failed_partitions": res.metadata["failed_partitions"]},
         )
 

@@ -1,32 +1,23 @@
 """raw and bronze layers: fetch trades into immutable raw batches, then type/validate/de-duplicate."""
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from crypto_platform.assets._meta import summarize
-from crypto_platform.assets.coverage import coverage_of
-from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
+from crypto_platform import tables
+from crypto_platform.fetch_plan import DEFAULT_OVERLAP_SECONDS, SETTLE, FetchPlan, plan_fetch
+from crypto_platform.metadata import summarize
+from crypto_platform.partitions import DayPartition, partitions_of, single_run
+from crypto_platform.raw_manifest import RawBatch, RawManifest
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
-from crypto_platform.resources.warehouse import View, WarehouseResource
-from crypto_platform.schemas import RAW_TRADES, empty
-from crypto_platform.timeutil import floor_minute
+from crypto_platform.resources.warehouse import WarehouseResource
+from crypto_platform.schemas import empty
+from crypto_platform.sources.base import TradeBatch
+from crypto_platform.timeutil import epoch_ms_floor
 from crypto_platform.transforms.trades import to_bronze
-
-RAW = dg.AssetKey(["raw", "trades"])
-BRONZE = dg.AssetKey(["bronze", "trades"])
-REJECTS = dg.AssetKey(["bronze", "trade_rejects"])
-
-
-DEFAULT_OVERLAP_SECONDS = 120
-
-
-def _ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000)
 
 
 class RawTradesConfig(dg.Config):
@@ -52,35 +43,78 @@ class RawTradesConfig(dg.Config):
 
 
 def late_trades(
-    lake: LakeResource, part: DayPartition, manifest: dict[str, Any], fetched: pl.DataFrame, start: datetime
+    lake: LakeResource, part: DayPartition, manifest: RawManifest, fetched: pl.DataFrame, start: datetime
 ) -> pl.DataFrame:
     """Fetched trades timestamped before the previous watermark that no committed batch holds: trades
     the exchange published after an earlier fetch had passed their time (caught by the overlap)."""
-    wm = coverage_of(manifest).covered_to
-    older = fetched if wm is None else fetched.filter(pl.col("timestamp_ms") < _ms(wm))
+    wm = manifest.watermark
+    older = fetched if wm is None else fetched.filter(pl.col("timestamp_ms") < epoch_ms_floor(wm))
     if wm is None or older.is_empty():
         return older.clear()
     # only the batches whose coverage reaches into the re-read window can hold those trades
-    names = [b["name"] for b in manifest["batches"] if datetime.fromisoformat(b["covered_to"]) > start]
-    scan = lake.scan_batches("raw", "trades", part, names)
+    scan = lake.scan_batches(tables.RAW_TRADES, part, manifest.names_reaching_past(start))
     if scan is None:
         return older
-    known = scan.filter(pl.col("timestamp_ms") >= _ms(start)).select("trade_id").collect()["trade_id"]
+    start_ms = epoch_ms_floor(start)
+    known = scan.filter(pl.col("timestamp_ms") >= start_ms).select("trade_id").collect()["trade_id"]
     return older.filter(~pl.col("trade_id").is_in(known.implode()))
 
 
-def is_settled(manifest: dict[str, Any] | None, part: DayPartition, overlap: timedelta) -> bool:
-    """The partition's coverage reaches its end and was (re-)read at least `overlap` after that end."""
-    cov = coverage_of(manifest)
-    if cov.covered_to is None or cov.covered_to < part.end:
-        return False
-    last = (manifest or {}).get("batches", [])[-1].get("written_at")
-    return last is not None and datetime.fromisoformat(last) >= part.end + overlap
+def commit_batch(
+    lake: LakeResource, part: DayPartition, manifest: RawManifest, batch: TradeBatch, now: datetime
+) -> tuple[RawBatch, int]:
+    """Write the fetched trades as a new immutable batch, then commit it in the manifest (atomic).
+
+    Returns the committed batch entry and the file's size in bytes.
+    """
+    span = f"batch-{epoch_ms_floor(batch.covered_from)}-{epoch_ms_floor(batch.covered_to)}"
+    name = manifest.unique_name(span, str(epoch_ms_floor(now)))
+    info = lake.write_batch(batch.trades, tables.RAW_TRADES, part, name)
+    wm = manifest.watermark
+    covered_to = batch.covered_to if wm is None else max(batch.covered_to, wm)  # never shrinks
+    entry = RawBatch(name, batch.covered_from, covered_to, rows=info.rows, written_at=now)
+    lake.write_manifest(manifest.with_batch(entry), tables.RAW_TRADES, part)
+    return entry, info.bytes
+
+
+def fetch_partition(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    trade_sources: TradeSourcesResource,
+    part: DayPartition,
+    plan: FetchPlan,
+    *,
+    now: datetime,
+    overlap: timedelta,
+) -> dict:
+    """Fetch one partition's due window and commit it; returns the partition's metadata row."""
+    manifest = lake.read_manifest(tables.RAW_TRADES, part)
+    row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0, "late_trades": 0}
+    assert plan.start is not None
+    batch = trade_sources.source_for(part.instrument).fetch(part.instrument, plan.start, plan.end)
+    late = late_trades(lake, part, manifest, batch.trades, plan.start)
+    wm = manifest.watermark
+    nothing = batch.covered_to <= batch.covered_from and batch.trades.is_empty()
+    if nothing or (wm is not None and batch.covered_to <= wm and plan.trigger != SETTLE and late.is_empty()):
+        return {**row, "status": "nothing new"}
+    entry, size = commit_batch(lake, part, manifest, batch, now)
+    row.update(status="fetched", rows=entry.rows, bytes=size, late_trades=late.height)
+    row.update({"from": entry.covered_from, "to": entry.covered_to})
+    if late.height:
+        depth = (epoch_ms_floor(wm) - int(late["timestamp_ms"].min())) / 1000
+        row["late_depth_seconds"] = depth
+        say = context.log.warning if depth > overlap.total_seconds() / 2 else context.log.info
+        say(
+            f"raw {part}: {late.height} late trade(s) caught by the overlap re-read, up to {depth:.1f} s "
+            f"before the watermark (overlap {overlap.total_seconds():g} s; trades later than the overlap "
+            "are not fetched again: raise overlap_seconds if this nears it)"
+        )
+    return row
 
 
 @dg.asset(
-    key=RAW,
-    partitions_def=trade_partitions,
+    key=tables.RAW_TRADES.key,
+    partitions_def=tables.RAW_TRADES.partitions_def,
     backfill_policy=single_run,
     group_name="raw",
     kinds={"parquet", "ccxt"},
@@ -102,60 +136,14 @@ def raw_trades(
     overlap = timedelta(seconds=config.overlap_seconds)
     now = trade_sources.clock()
     for part in partitions_of(context):
-        manifest = lake.read_manifest("raw", "trades", part) or {"batches": []}
-        cov = coverage_of(manifest)
-        horizon = min(part.end, floor_minute(now) if config.whole_minutes else now)
-        wm = cov.covered_to
-        settling = wm is not None and wm >= part.end and now >= part.end + overlap
-        settling = settling and not is_settled(manifest, part, overlap)
-        if wm is None:
-            start = part.start
-        elif wm < horizon:
-            start = max(part.start, wm - overlap)
-        elif settling:  # one last re-read of the finished day's tail, `overlap` after its end
-            start = max(part.start, part.end - overlap)
+        manifest = lake.read_manifest(tables.RAW_TRADES, part)
+        plan = plan_fetch(manifest, part, now, overlap, whole_minutes=config.whole_minutes)
+        if plan.due:
+            row = fetch_partition(context, lake, trade_sources, part, plan, now=now, overlap=overlap)
         else:
-            start = None
-        row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0}
-        row["late_trades"] = 0
-        if start is None or start >= horizon:
-            row["status"] = "complete" if horizon >= part.end else "up to date" if wm else "not started"
-        else:
-            batch = trade_sources.source_for(part.instrument).fetch(part.instrument, start, horizon)
-            late = late_trades(lake, part, manifest, batch.trades, start)
-            if (batch.covered_to <= batch.covered_from and batch.trades.is_empty()) or (
-                wm is not None and batch.covered_to <= wm and not settling and late.is_empty()
-            ):
-                row["status"] = "nothing new"
-            else:
-                name = f"batch-{_ms(batch.covered_from)}-{_ms(batch.covered_to)}"
-                if any(b["name"] == name for b in manifest["batches"]):
-                    name = f"{name}-{_ms(now)}"
-                info = lake.write_batch(batch.trades, "raw", "trades", part, name)
-                covered_to = batch.covered_to if wm is None else max(batch.covered_to, wm)  # never shrinks
-                manifest["batches"].append(
-                    {
-                        "name": name,
-                        "covered_from": batch.covered_from.isoformat(),
-                        "covered_to": covered_to.isoformat(),
-                        "rows": info.rows,
-                        "written_at": now.isoformat(),
-                    }
-                )
-                lake.write_manifest(manifest, "raw", "trades", part)
-                row.update(status="fetched", rows=info.rows, bytes=info.bytes, late_trades=late.height)
-                row.update({"from": batch.covered_from, "to": covered_to})
-                if late.height:
-                    depth = (_ms(wm) - int(late["timestamp_ms"].min())) / 1000
-                    row["late_depth_seconds"] = depth
-                    say = context.log.warning if depth > overlap.total_seconds() / 2 else context.log.info
-                    say(
-                        f"raw {part}: {late.height} late trade(s) caught by the overlap re-read, up to "
-                        f"{depth:.1f} s before the watermark (overlap {overlap.total_seconds():g} s; "
-                        "trades later than the overlap are not fetched again: raise overlap_seconds if "
-                        "this nears it)"
-                    )
-        context.log.info(f"raw {part}: {row['status']}, {row['rows']} new trades")
+            row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0}
+            row.update(late_trades=0, status=plan.status)
+        context.log.info(f"raw {part}: {row['status']} ({plan.note}), {row['rows']} new trades")
         stats.append(row)
     meta = summarize(stats, sums=("rows", "bytes", "late_trades"))
     depths = [r["late_depth_seconds"] for r in stats if "late_depth_seconds" in r]
@@ -165,30 +153,29 @@ def raw_trades(
     return dg.MaterializeResult(metadata=meta)
 
 
-def scan_raw(lake: LakeResource, part) -> pl.LazyFrame:
+def scan_raw(lake: LakeResource, part: DayPartition) -> pl.LazyFrame:
     """All committed raw batches of a partition, scanned lazily (the payload is read only for rejects)."""
-    manifest = lake.read_manifest("raw", "trades", part)
-    names = [b["name"] for b in (manifest or {}).get("batches", [])]
-    scan = lake.scan_batches("raw", "trades", part, names)
-    return scan if scan is not None else empty(RAW_TRADES).lazy()
+    manifest = lake.read_manifest(tables.RAW_TRADES, part)
+    scan = lake.scan_batches(tables.RAW_TRADES, part, manifest.names)
+    return scan if scan is not None else empty(tables.RAW_TRADES.schema).lazy()
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            BRONZE,
-            deps=[RAW],
+            tables.BRONZE_TRADES.key,
+            deps=[tables.RAW_TRADES.key],
             description="Typed, validated, de-duplicated trades: one row per (exchange, symbol, trade_id).",
             kinds={"parquet", "polars"},
         ),
         dg.AssetSpec(
-            REJECTS,
-            deps=[RAW],
+            tables.TRADE_REJECTS.key,
+            deps=[tables.RAW_TRADES.key],
             description="Raw rows that failed validation, with the reason; never silently dropped.",
             kinds={"parquet", "polars"},
         ),
     ],
-    partitions_def=trade_partitions,
+    partitions_def=tables.BRONZE_TRADES.partitions_def,
     backfill_policy=single_run,
     group_name="bronze",
     can_subset=False,
@@ -199,8 +186,8 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehou
     for part in partitions_of(context):
         result = to_bronze(scan_raw(lake, part), part.start, part.end)
         raw_rows = result.bronze.height + result.rejects.height + result.duplicates_dropped
-        info = lake.write_partition(result.bronze, "bronze", "trades", part)
-        rinfo = lake.write_partition(result.rejects, "bronze", "trade_rejects", part)
+        info = lake.write_partition(result.bronze, tables.BRONZE_TRADES, part)
+        rinfo = lake.write_partition(result.rejects, tables.TRADE_REJECTS, part)
         ts = result.bronze.get_column("ts")
         stats.append(
             {
@@ -225,12 +212,12 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehou
         )
         context.log.info(f"bronze {part}: {info.rows} trades, {rinfo.rows} rejects")
     # bronze.trades and bronze.trade_rejects in DuckDB: the desk inspects rejected rows with SQL
-    views = warehouse.refresh_views(lake, [View("bronze", "trades"), View("bronze", "trade_rejects")])
+    views = warehouse.refresh_views(lake, [tables.BRONZE_TRADES, tables.TRADE_REJECTS])
     yield dg.MaterializeResult(
-        asset_key=BRONZE,
+        asset_key=tables.BRONZE_TRADES.key,
         metadata={
             **summarize(stats, sums=("rows", "rejects", "duplicates_dropped", "bytes")),
             **views.metadata,
         },
     )
-    yield dg.MaterializeResult(asset_key=REJECTS, metadata=summarize(reject_stats))
+    yield dg.MaterializeResult(asset_key=tables.TRADE_REJECTS.key, metadata=summarize(reject_stats))

@@ -24,18 +24,17 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from crypto_platform.assets.gold import PREDICTIONS
-from crypto_platform.assets.silver import CANDLES_1M
-from crypto_platform.checks import ABOUT_LATEST_DATA, md_table, newest_parts, stored_days
+from crypto_platform import tables
+from crypto_platform.metadata import ABOUT_LATEST_DATA, md_table
 from crypto_platform.monitoring import performance as perf
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.resources.warehouse import View, WarehouseResource
+from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.schemas import UTC_TS
 from crypto_platform.settings import load_universe
 
-PREDICTION_ERRORS = dg.AssetKey(["gold", "prediction_errors"])
-PREDICTION_SKILL = dg.AssetKey(["gold", "prediction_skill"])
+PREDICTION_ERRORS = tables.PREDICTION_ERRORS.key
+PREDICTION_SKILL = tables.PREDICTION_SKILL.key
 MODEL_SKILL_CHECK = "model_skill"
 _PREDICTION_COLUMNS = ["exchange", "symbol", "ts", "horizon", "predicted_return", "model_version"]
 
@@ -57,7 +56,7 @@ class PredictionErrorsConfig(dg.Config):
     specs=[
         dg.AssetSpec(
             PREDICTION_ERRORS,
-            deps=[PREDICTIONS, CANDLES_1M],
+            deps=[tables.PREDICTIONS.key, tables.CANDLES_1M.key],
             description=(
                 "Matured predictions joined to the realised forward log return: error, absolute error, "
                 "the zero-return baseline's absolute error and the directional hit, per instrument and "
@@ -90,15 +89,15 @@ def gold_prediction_errors(
     stats, fresh, rewritten_from = [], [], None
     n_predictions = 0
     for inst in load_universe().instruments:
-        days = stored_days(lake, "gold", "predictions", inst)
+        days = lake.stored_days(tables.PREDICTIONS, inst)
         if not days:
             continue
         days = [d for d in days if d > days[-1] - timedelta(days=config.lookback_days)]
         parts = [DayPartition(inst, d) for d in days]
-        preds = lake.read_partitions("gold", "predictions", parts)
+        preds = lake.read_partitions(tables.PREDICTIONS, parts)
         next_days = {d + timedelta(days=1) for d in days} - set(days)  # completes the last horizons of a day
         candles = lake.read_partitions(
-            "silver", "candles_1m", parts + [DayPartition(inst, d) for d in sorted(next_days)]
+            tables.CANDLES_1M, parts + [DayPartition(inst, d) for d in sorted(next_days)]
         )
         if preds is None:
             continue
@@ -106,7 +105,7 @@ def gold_prediction_errors(
         errors = matured_errors(preds, candles)
         for part in parts:
             day = errors.filter(pl.col("ts").dt.date() == part.day)
-            info = lake.write_partition(day, "gold", "prediction_errors", part)
+            info = lake.write_partition(day, tables.PREDICTION_ERRORS, part)
             preds_day = preds.filter(pl.col("ts").dt.date() == part.day).height
             stats.append(
                 {"partition": part.key, "predictions": preds_day, "matured": info.rows, "bytes": info.bytes}
@@ -123,9 +122,7 @@ def gold_prediction_errors(
 
     errors = pl.concat(fresh, how="vertical")
     skill = _update_rolling_skill(lake, rewritten_from, config)
-    warehouse.refresh_views(
-        lake, [View("gold", "prediction_errors"), View("gold", "prediction_skill", partitioned=False)]
-    )
+    warehouse.refresh_views(lake, [tables.PREDICTION_ERRORS, tables.PREDICTION_SKILL])
     matured = sum(s["matured"] for s in stats)
     meta: dict[str, object] = {
         "rows": dg.MetadataValue.int(matured),
@@ -197,11 +194,9 @@ def _update_rolling_skill(lake: LakeResource, rewritten_from, config: Prediction
     frames = []
     for inst in load_universe().instruments:
         parts = [
-            DayPartition(inst, d)
-            for d in stored_days(lake, "gold", "prediction_errors", inst)
-            if d >= first_day
+            DayPartition(inst, d) for d in lake.stored_days(tables.PREDICTION_ERRORS, inst) if d >= first_day
         ]
-        if (df := lake.read_partitions("gold", "prediction_errors", parts)) is not None and df.height:
+        if (df := lake.read_partitions(tables.PREDICTION_ERRORS, parts)) is not None and df.height:
             frames.append(df)
     errors = (
         pl.concat(frames, how="vertical")
@@ -214,7 +209,7 @@ def _update_rolling_skill(lake: LakeResource, rewritten_from, config: Prediction
     new = new.filter(pl.col("window_end") > rewritten_from).with_columns(
         pl.lit(config.rolling_window_minutes, pl.Int64).alias("window_minutes")
     )
-    old = lake.read_table("gold", "prediction_skill")
+    old = lake.read_table(tables.PREDICTION_SKILL)
     if old is not None and old.height:
         old = old.filter(pl.col("window_end") <= rewritten_from)
         new = (
@@ -223,7 +218,7 @@ def _update_rolling_skill(lake: LakeResource, rewritten_from, config: Prediction
             else new
         )
     skill = new.with_columns(pl.col("window_end").cast(UTC_TS)).sort("model_version", "window_end")
-    lake.write_table(skill, "gold", "prediction_skill")
+    lake.write_table(skill, tables.PREDICTION_SKILL)
     return skill
 
 
@@ -270,7 +265,7 @@ def model_skill(
     frames = []
     for inst in load_universe().instruments:
         df = lake.read_partitions(
-            "gold", "prediction_errors", newest_parts(lake, "gold", "prediction_errors", inst, days)
+            tables.PREDICTION_ERRORS, lake.newest_parts(tables.PREDICTION_ERRORS, inst, days)
         )
         if df is not None and df.height:
             frames.append(df)

@@ -5,23 +5,17 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
-from crypto_platform.assets._meta import summarize
-from crypto_platform.assets.coverage import coverage_of
-from crypto_platform.assets.ingest import BRONZE
-from crypto_platform.partitions import DayPartition, partitions_of, single_run, trade_partitions
+from crypto_platform import tables
+from crypto_platform.metadata import summarize
+from crypto_platform.partitions import DayPartition, partitions_of, single_run
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.resources.warehouse import View, WarehouseResource
-from crypto_platform.schemas import CANDLE_TABLES
+from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.transforms.candles import candles_1m, rollup
-
-CANDLES_1M = dg.AssetKey(["silver", CANDLE_TABLES["1m"]])
 
 
 def _prev_close(lake: LakeResource, part: DayPartition) -> float | None:
     """Last close of the previous day's candles, carried into this day's leading empty minutes."""
-    prev = lake.read_partition(
-        "silver", CANDLE_TABLES["1m"], DayPartition(part.instrument, part.day - timedelta(1))
-    )
+    prev = lake.read_partition(tables.CANDLES_1M, DayPartition(part.instrument, part.day - timedelta(1)))
     if prev is None or prev.is_empty():
         return None
     closes = prev.get_column("close").drop_nulls()
@@ -30,7 +24,7 @@ def _prev_close(lake: LakeResource, part: DayPartition) -> float | None:
 
 def _imported(lake: LakeResource, part: DayPartition) -> bool:
     """Whether the stored 1m partition holds imported OHLCV history (never overwritten by empty trades)."""
-    df = lake.read_partition("silver", CANDLE_TABLES["1m"], part)
+    df = lake.read_partition(tables.CANDLES_1M, part)
     return df is not None and df.height > 0 and df["origin"].str.starts_with("import:").any()
 
 
@@ -48,9 +42,9 @@ def _candle_stats(part: DayPartition, df: pl.DataFrame, info) -> dict:
 
 
 @dg.asset(
-    key=CANDLES_1M,
-    deps=[BRONZE],
-    partitions_def=trade_partitions,
+    key=tables.CANDLES_1M.key,
+    deps=[tables.BRONZE_TRADES.key],
+    partitions_def=tables.CANDLES_1M.partitions_def,
     backfill_policy=single_run,
     group_name="silver",
     kinds={"parquet", "polars"},
@@ -65,10 +59,10 @@ def silver_candles_1m(
 ) -> dg.MaterializeResult:
     stats = []
     for part in partitions_of(context):
-        bronze = lake.read_partition("bronze", "trades", part)
+        bronze = lake.read_partition(tables.BRONZE_TRADES, part)
         if bronze is None:
             raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
-        cov = coverage_of(lake.read_manifest("raw", "trades", part))
+        cov = lake.read_manifest(tables.RAW_TRADES, part).coverage
         if cov.is_empty and _imported(lake, part):
             context.log.warning(f"candles_1m {part}: no trade coverage; keeping the imported OHLCV history")
             stats.append({"partition": part.key, "rows": 0, "note": "kept imported history"})
@@ -83,21 +77,21 @@ def silver_candles_1m(
             exchange=part.instrument.exchange,
             symbol=part.instrument.symbol,
         )
-        info = lake.write_partition(df, "silver", CANDLE_TABLES["1m"], part)
+        info = lake.write_partition(df, tables.CANDLES_1M, part)
         stats.append(_candle_stats(part, df, info))
         context.log.info(f"candles_1m {part}: {df.height} bars")
-    views = warehouse.refresh_views(lake, [View("silver", CANDLE_TABLES["1m"])])
+    views = warehouse.refresh_views(lake, [tables.CANDLES_1M])
     meta = summarize(stats, sums=("rows", "empty_bars", "trades", "bytes"))
     return dg.MaterializeResult(metadata={**meta, **views.metadata})
 
 
 def _rollup_asset(width: str) -> dg.AssetsDefinition:
-    table = CANDLE_TABLES[width]
+    table = tables.CANDLES[width]
 
     @dg.asset(
-        key=["silver", table],
-        deps=[CANDLES_1M],
-        partitions_def=trade_partitions,
+        key=table.key,
+        deps=[tables.CANDLES_1M.key],
+        partitions_def=table.partitions_def,
         backfill_policy=single_run,
         group_name="silver",
         kinds={"parquet", "polars"},
@@ -108,17 +102,17 @@ def _rollup_asset(width: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         stats = []
         for part in partitions_of(context):
-            one_min = lake.read_partition("silver", CANDLE_TABLES["1m"], part)
+            one_min = lake.read_partition(tables.CANDLES_1M, part)
             if one_min is None:
-                raise dg.Failure(f"silver/{CANDLE_TABLES['1m']} {part} is not materialized yet")
+                raise dg.Failure(f"{tables.CANDLES_1M} {part} is not materialized yet")
             df = rollup(one_min, width)
-            info = lake.write_partition(df, "silver", table, part)
+            info = lake.write_partition(df, table, part)
             stats.append(_candle_stats(part, df, info))
-        views = warehouse.refresh_views(lake, [View("silver", table)])
+        views = warehouse.refresh_views(lake, [table])
         meta = summarize(stats, sums=("rows", "empty_bars", "trades", "bytes"))
         return dg.MaterializeResult(metadata={**meta, **views.metadata})
 
-    _asset.__name__ = f"silver_{table}"
+    _asset.__name__ = f"silver_{table.name}"
     return _asset
 
 

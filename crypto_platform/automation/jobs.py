@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
+from crypto_platform import tables
+from crypto_platform.checks.quality import CANDLES_SUITE_CHECK
+
 INGEST = dg.AssetSelection.groups("raw", "bronze", "silver")
 # Blocking checks only stop downstream steps in the same run, so the features job re-runs the silver
 # candle suite on its partitions first: features are never built from a partition that fails it.
-FEATURES = dg.AssetSelection.assets(["gold", "features"], ["gold", "labels"]) | dg.AssetSelection.checks(
-    dg.AssetCheckKey(dg.AssetKey(["silver", "candles_1m"]), "candles_1m_suite")
+FEATURES = dg.AssetSelection.assets(tables.FEATURES.key, tables.LABELS.key) | dg.AssetSelection.checks(
+    dg.AssetCheckKey(tables.CANDLES_1M.key, CANDLES_SUITE_CHECK)
 )
 TRAINING = dg.AssetSelection.assets(
-    ["gold", "training_set"], ["gold", "model"]
+    tables.TRAINING_SET.key, tables.MODEL.key
 ).required_multi_asset_neighbors()
-PREDICTIONS = dg.AssetSelection.assets(["gold", "predictions"])
+PREDICTIONS = dg.AssetSelection.assets(tables.PREDICTIONS.key)
 
 ingest_job = dg.define_asset_job(
     "ingest_job",

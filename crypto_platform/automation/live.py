@@ -43,16 +43,14 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_platform.assets.coverage import coverage_of
-from crypto_platform.assets.gold import FEATURES, LABELS, PREDICTIONS
-from crypto_platform.assets.ingest import BRONZE, DEFAULT_OVERLAP_SECONDS, RAW, REJECTS, is_settled
+from crypto_platform import tables
+from crypto_platform.fetch_plan import DEFAULT_OVERLAP_SECONDS, plan_fetch
 from crypto_platform.partitions import DayPartition, trade_partitions
+from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.schemas import CANDLE_TABLES
 from crypto_platform.settings import SettingsError, load_universe
 from crypto_platform.timeutil import floor_minute
 
-LIVE_SOURCES = ("synthetic", "ccxt")
 SENSOR_NAME = "live_sensor"
 
 # Environment of the code location (dagster dev / the code server), read at every tick.
@@ -75,11 +73,14 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 
+RAW, FEATURES, LABELS, PREDICTIONS = (
+    t.key for t in (tables.RAW_TRADES, tables.FEATURES, tables.LABELS, tables.PREDICTIONS)
+)
 INGEST_KEYS = [
     RAW,
-    BRONZE,
-    REJECTS,
-    *(dg.AssetKey(["silver", CANDLE_TABLES[w]]) for w in ("1m", "5m", "1h")),
+    tables.BRONZE_TRADES.key,
+    tables.TRADE_REJECTS.key,
+    *(t.key for t in tables.CANDLES.values()),
 ]
 # Statuses of a run that may still write the partition.
 UNFINISHED = [
@@ -229,29 +230,14 @@ def live_days(now: datetime, catchup_days: int, start_date: date) -> list[date]:
 
 
 def partition_need(
-    part: DayPartition, manifest: dict[str, Any] | None, now: datetime, settings: LiveSettings, *, today: date
+    part: DayPartition, manifest: RawManifest, now: datetime, settings: LiveSettings, *, today: date
 ) -> tuple[str | None, str]:
-    """(reason a run is needed or None, note) from the raw watermark alone (no instance access)."""
-    wm = coverage_of(manifest).covered_to
-    shown = wm.strftime("%H:%M:%S") if wm and wm.date() == part.day else (wm.isoformat() if wm else "none")
-    if part.day == today:
-        target = floor_minute(now)
-        if target <= part.start:
-            return None, "no whole minute of the day yet"
-        if wm is None:
-            return "new", f"first fetch up to {target:%H:%M}"
-        if wm < target:
-            return "new", f"watermark {shown} < {target:%H:%M}"
-        return None, f"watermark {shown}"
-    if manifest is None:
+    """(reason a run is needed or None, note): the raw fetch plan, except that the sensor never starts
+    a past day it has not ingested (that is a backfill's job)."""
+    if part.day != today and not manifest.exists:
         return None, "never ingested (not live): backfill it explicitly"
-    if wm is None or wm < part.end:
-        return "day tail", f"watermark {shown} < end of day"
-    if is_settled(manifest, part, settings.overlap):
-        return None, "complete and settled"
-    if now < part.end + settings.overlap:
-        return None, f"complete; settles at {(part.end + settings.overlap):%H:%M:%S}"
-    return "settle", "complete; re-read the last minutes for late trades"
+    plan = plan_fetch(manifest, part, now, settings.overlap)
+    return (plan.trigger if plan.due else None), plan.note
 
 
 def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> int | None:
@@ -360,7 +346,7 @@ def evaluate(
     token = minute_token(now)
     today = now.astimezone(UTC).date()
     days = live_days(now, settings.catchup_days, universe.start_date)
-    live = [i for i in universe.instruments if i.source in LIVE_SOURCES]
+    live = [i for i in universe.instruments if i.is_live]
     if cursor.evaluated_at and now - cursor.evaluated_at > timedelta(minutes=2):
         context.log.info(
             f"resuming after {now - cursor.evaluated_at} without a tick (last: {cursor.evaluated_at:%F %T}): "
@@ -376,7 +362,7 @@ def evaluate(
             part = DayPartition(inst, day)
             key = part.key
             reason, note = partition_need(
-                part, lake.read_manifest("raw", "trades", part), now, settings, today=today
+                part, lake.read_manifest(tables.RAW_TRADES, part), now, settings, today=today
             )
             if reason is None and day == today and downstream_stale(context.instance, key, settings):
                 reason, note = "changed", f"raw newer than {settings.terminal.to_user_string()}; {note}"

@@ -34,11 +34,11 @@ from typing import Self
 
 import dagster as dg
 
-from crypto_platform.assets.gold import FEATURES, PREDICTIONS
-from crypto_platform.assets.monitoring import MODEL_SKILL_CHECK, PREDICTION_ERRORS, PREDICTION_SKILL
+from crypto_platform import tables
+from crypto_platform.assets.monitoring import MODEL_SKILL_CHECK
 from crypto_platform.automation.jobs import training_job
-from crypto_platform.checks import ABOUT_LATEST_DATA
 from crypto_platform.checks.drift import FEATURE_DRIFT_CHECK, PREDICTION_DRIFT_CHECK
+from crypto_platform.metadata import ABOUT_LATEST_DATA
 
 AUTOMATION_ENV = "CRYPTO_PLATFORM_AUTOMATION"
 COOLDOWN_ENV = "CRYPTO_PLATFORM_RETRAIN_COOLDOWN_HOURS"
@@ -48,9 +48,9 @@ TRIGGER_CHECKS_TAG = "crypto_platform/trigger_checks"
 TRIGGER_RUN_TAG = "crypto_platform/trigger_run_id"
 
 WATCHED_CHECKS: tuple[dg.AssetCheckKey, ...] = (
-    dg.AssetCheckKey(FEATURES, FEATURE_DRIFT_CHECK),
-    dg.AssetCheckKey(PREDICTIONS, PREDICTION_DRIFT_CHECK),
-    dg.AssetCheckKey(PREDICTION_ERRORS, MODEL_SKILL_CHECK),
+    dg.AssetCheckKey(tables.FEATURES.key, FEATURE_DRIFT_CHECK),
+    dg.AssetCheckKey(tables.PREDICTIONS.key, PREDICTION_DRIFT_CHECK),
+    dg.AssetCheckKey(tables.PREDICTION_ERRORS.key, MODEL_SKILL_CHECK),
 )
 _PENDING = [
     dg.DagsterRunStatus.QUEUED,
@@ -247,10 +247,11 @@ retraining_sensor = build_retraining_sensor()
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
     selection=(
-        dg.AssetSelection.assets(PREDICTION_ERRORS, PREDICTION_SKILL)  # with its model_skill check
+        # the monitoring assets, with their model_skill check
+        dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key)
         | dg.AssetSelection.checks(
-            dg.AssetCheckKey(FEATURES, FEATURE_DRIFT_CHECK),
-            dg.AssetCheckKey(PREDICTIONS, PREDICTION_DRIFT_CHECK),
+            dg.AssetCheckKey(tables.FEATURES.key, FEATURE_DRIFT_CHECK),
+            dg.AssetCheckKey(tables.PREDICTIONS.key, PREDICTION_DRIFT_CHECK),
         )
     ),
     description=(

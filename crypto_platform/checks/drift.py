@@ -27,10 +27,10 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from crypto_platform.assets.gold import FEATURES, PREDICTIONS
-from crypto_platform.checks import ABOUT_LATEST_DATA, includes_newest, md_table, newest_parts, run_partitions
+from crypto_platform import tables
+from crypto_platform.metadata import ABOUT_LATEST_DATA, md_table
 from crypto_platform.monitoring import drift as dm
-from crypto_platform.partitions import DayPartition
+from crypto_platform.partitions import DayPartition, run_partitions
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
 from crypto_platform.settings import Instrument, load_universe
@@ -93,7 +93,7 @@ class _Outcome:
 
 
 @dg.asset_check(
-    asset=FEATURES,
+    asset=tables.FEATURES.key,
     name=FEATURE_DRIFT_CHECK,
     description=(
         "PSI and KS drift of the scale-free features (returns over trailing volatility, volatility "
@@ -117,8 +117,8 @@ def feature_drift(
         )
     except registry.NoAliasError as exc:
         return _no_model(exc, config.model_alias)
-    windows, parts = _windows(context, lake, "features", config.window_hours, lambda df, _part: df)
-    about_latest = parts is None or includes_newest(lake, "gold", "features", parts)
+    windows, parts = _windows(context, lake, tables.FEATURES, config.window_hours, lambda df, _part: df)
+    about_latest = parts is None or lake.includes_newest(tables.FEATURES, parts)
 
     def compare(ref: pl.DataFrame, cur: pl.DataFrame, notes: list[str]) -> dm.DriftReport:
         usable = [f for f in config.features if f in ref.columns and f in cur.columns]
@@ -143,7 +143,7 @@ def feature_drift(
 
 
 @dg.asset_check(
-    asset=PREDICTIONS,
+    asset=tables.PREDICTIONS.key,
     name=PREDICTION_DRIFT_CHECK,
     description=(
         "PSI and KS drift of the forecast (divided by rv_60) of each partition of the run (or the newest "
@@ -178,13 +178,13 @@ def prediction_drift(
         preds = preds.filter(pl.col("model_version").cast(pl.String) == str(info.version))
         if scale is None or preds.is_empty():
             return preds
-        feats = lake.read_partition("gold", "features", part)
+        feats = lake.read_partition(tables.FEATURES, part)
         if feats is None or scale not in feats.columns:
             return preds.with_columns(pl.lit(None, pl.Float64).alias(scale))
         return preds.join(feats.select(*INDEX_COLUMNS, scale), on=INDEX_COLUMNS, how="left")
 
-    windows, parts = _windows(context, lake, "predictions", config.window_hours, with_scale)
-    about_latest = parts is None or includes_newest(lake, "gold", "predictions", parts)
+    windows, parts = _windows(context, lake, tables.PREDICTIONS, config.window_hours, with_scale)
+    about_latest = parts is None or lake.includes_newest(tables.PREDICTIONS, parts)
 
     def compare(ref: pl.DataFrame, cur: pl.DataFrame, notes: list[str]) -> dm.DriftReport:
         return dm.prediction_drift(
@@ -221,7 +221,7 @@ def _no_model(exc: Exception, alias: str) -> dg.AssetCheckResult:
 def _windows(
     context: dg.AssetCheckExecutionContext,
     lake: LakeResource,
-    table: str,
+    table: tables.Table,
     window_hours: float,
     prep: Callable[[pl.DataFrame, DayPartition], pl.DataFrame],
 ) -> tuple[list[_Window], list[DayPartition] | None]:
@@ -230,17 +230,17 @@ def _windows(
     windows: list[_Window] = []
     if parts is not None:
         for part in parts:
-            df = lake.read_partition("gold", table, part)
+            df = lake.read_partition(table, part)
             if df is None:
-                raise dg.Failure(f"gold/{table} {part} is not materialized; nothing to compare")
+                raise dg.Failure(f"{table} {part} is not materialized; nothing to compare")
             windows.append(_Window(part.key, part.instrument, prep(df, part)))
         return windows, parts
     days = math.ceil(window_hours / 24) + 1
     for inst in load_universe().instruments:
         frames = [
             prep(df, p)
-            for p in newest_parts(lake, "gold", table, inst, days)
-            if (df := lake.read_partition("gold", table, p)) is not None
+            for p in lake.newest_parts(table, inst, days)
+            if (df := lake.read_partition(table, p)) is not None
         ]
         frames = [f for f in frames if f.height]
         if not frames:

@@ -10,9 +10,10 @@ Two complementary signals:
   clock (now - end of the newest 1-minute bar in today's partition); passes while every live
   instrument is within `CRYPTO_FRESHNESS_MAX_LAG_SECONDS` (default 180 s = a minute of bar
   accumulation + the 120 s delivery target). A policy on materialization times cannot see a run that
-  succeeds without new data (a stalled source); this check can. `live_freshness_sensor` evaluates it
-  every minute and records the result without launching a run (runless check evaluations), so
-  the check costs no run slot on a small machine; it can also be executed from the UI.
+  succeeds without new data (a stalled source); this check can. `live_freshness_sensor`
+  (automation/freshness.py) evaluates it every minute and records the result without launching a
+  run (runless check evaluations), so the check costs no run slot on a small machine; it can also
+  be executed from the UI.
 
 Dagster's factory checks were considered: `build_time_partition_freshness_checks` needs a
 time-window partitions definition (ours is day x instrument multi-partitions), and
@@ -27,14 +28,13 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_platform.assets.gold import PREDICTIONS
-from crypto_platform.assets.silver import CANDLES_1M
-from crypto_platform.automation.live import LIVE_SOURCES, sensor_default_status
+from crypto_platform import tables
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.settings import SettingsError, load_universe
 
-FRESHNESS_KEYS = [CANDLES_1M, PREDICTIONS]
+FRESHNESS_TABLES = [tables.CANDLES_1M, tables.PREDICTIONS]
+FRESHNESS_KEYS = [t.key for t in FRESHNESS_TABLES]
 CHECK_NAME = "live_data_lag"
 MAX_LAG_ENV = "CRYPTO_FRESHNESS_MAX_LAG_SECONDS"
 DEFAULT_MAX_LAG_SECONDS = 180
@@ -69,8 +69,7 @@ def max_lag_seconds() -> float:
 
 def newest_bar_end(lake: LakeResource, key: dg.AssetKey, part: DayPartition) -> datetime | None:
     """End (ts + 1 minute) of the newest 1-minute row of one partition of a lake table, or None."""
-    layer, table = key.path
-    newest = lake.partition_max(layer, table, part, "ts")
+    newest = lake.partition_max(tables.by_key(key), part, "ts")
     return None if newest is None else newest + timedelta(minutes=1)
 
 
@@ -78,7 +77,7 @@ def lag_report(
     lake: LakeResource, key: dg.AssetKey, now: datetime, max_lag: float
 ) -> tuple[bool, str, dict[str, Any]] | None:
     """(passed, description, metadata) of the data lag of `key` over the live instruments; None if none."""
-    live = [i for i in load_universe().instruments if i.source in LIVE_SOURCES]
+    live = [i for i in load_universe().instruments if i.is_live]
     if not live:
         return None
     today = now.astimezone(UTC).date()
@@ -163,26 +162,4 @@ def evaluations(lake: LakeResource, now: datetime) -> list[dg.AssetCheckEvaluati
     return out
 
 
-@dg.sensor(
-    name=FRESHNESS_SENSOR_NAME,
-    minimum_interval_seconds=60,
-    default_status=sensor_default_status(),
-    description=(
-        "Every minute, records the live_data_lag checks of silver/candles_1m and gold/predictions "
-        "(runless check evaluations: no run is launched)."
-    ),
-)
-def live_freshness_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
-    events = evaluations(lake, datetime.now(UTC))
-    for e in events:
-        context.log.info(f"{e.asset_key.to_user_string()}: {'PASS' if e.passed else 'WARN'} {e.description}")
-    if not events:
-        return dg.SensorResult(skip_reason="no live instrument configured")
-    verdicts = ", ".join(f"{e.asset_key.to_user_string()} {'pass' if e.passed else 'WARN'}" for e in events)
-    return dg.SensorResult(
-        asset_events=events, skip_reason=f"recorded {CHECK_NAME} (no run needed): {verdicts}"
-    )
-
-
 FRESHNESS_CHECKS = [live_data_lag_checks]
-FRESHNESS_SENSORS = [live_freshness_sensor]

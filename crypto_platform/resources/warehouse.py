@@ -30,25 +30,13 @@ from pydantic import Field
 
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.settings import PROJECT_DIR
+from crypto_platform.tables import Table
 
 # Written in a format the `duckdb` CLI (duckdb-cli 1.5) can open too.
 STORAGE_COMPATIBILITY = "v1.5.0"
 WAREHOUSE_ENV = "CRYPTO_WAREHOUSE_PATH"
 # A view's comment holds the digest of the statement that created it (how a refresh sees a change).
 _COMMENT_PREFIX = "crypto_platform:"
-
-
-@dataclass(frozen=True)
-class View:
-    """A warehouse view `<layer>.<table>` over the lake table `<layer>/<table>`."""
-
-    layer: str
-    table: str
-    partitioned: bool = True
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.layer}.{self.table}"
 
 
 @dataclass(frozen=True)
@@ -104,19 +92,20 @@ class WarehouseResource(dg.ConfigurableResource):
     def stamp_file(self) -> Path:
         return self.file.with_name(self.file.name + ".views.json")
 
-    def refresh_views(self, lake: LakeResource, views: list[View]) -> ViewRefresh:
-        """Create the views whose tables have data and that are missing or defined differently.
+    def refresh_views(self, lake: LakeResource, views: list[Table]) -> ViewRefresh:
+        """Create the views (`<layer>.<name>`) of these lake tables that have data and are missing or
+        defined differently.
 
         Never fails because another process holds the file: the refresh is deferred (logged as a
         warning and reported in the returned `ViewRefresh`), and the next refresh catches up.
         """
         wanted: dict[str, str] = {}
         for v in views:
-            if lake.scan_table(v.layer, v.table, partitioned=v.partitioned) is None:
+            if v.view is None or lake.scan_table(v) is None:
                 continue
-            glob = lake.table_glob(v.layer, v.table, partitioned=v.partitioned).replace("'", "''")
-            wanted[v.qualified] = (
-                f"create or replace view {v.qualified} as select * from read_parquet("
+            glob = lake.table_glob(v).replace("'", "''")
+            wanted[v.view] = (
+                f"create or replace view {v.view} as select * from read_parquet("
                 f"'{glob}', hive_partitioning = {str(v.partitioned).lower()}, union_by_name = true)"
             )
         if not wanted:

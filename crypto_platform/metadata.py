@@ -1,12 +1,16 @@
-"""Materialization metadata shared by the layer assets: totals plus a per-partition table."""
+"""Metadata for the UI, shared by assets and checks: per-partition totals and markdown tables."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
+
+# Metadata key every monitoring check sets: does the judged window include the newest data of the
+# table? The retraining sensor ignores failures about history (e.g. a backfill of old partitions).
+ABOUT_LATEST_DATA = "about_latest_data"
 
 
 def summarize(rows: Sequence[dict[str, Any]], *, sums: Sequence[str] = ("rows", "bytes")) -> dict[str, Any]:
@@ -36,3 +40,23 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.6g}"
     return "" if v is None else str(v)
+
+
+def md_table(rows: Sequence[Mapping[str, Any]], limit: int = 100) -> str:
+    """Rows of dicts as a markdown table (first `limit` rows) for check metadata."""
+    if not rows:
+        return "(none)"
+    cols = list(rows[0].keys())
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"| … {len(rows) - limit} more |" + " |" * (len(cols) - 1))
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M")
+    return "" if v is None else str(v).replace("|", "/")
