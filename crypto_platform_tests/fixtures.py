@@ -32,8 +32,8 @@ from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import bronze_trades_suite, candles_1m_suite
 from crypto_platform.ml import registry
 from crypto_platform.ml.dataset import training_frame
-from crypto_platform.ml.evaluation import skill_gate
-from crypto_platform.ml.training import train
+from crypto_platform.ml.evaluation import GateDecision, skill_gate
+from crypto_platform.ml.training import TrainResult, train
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
@@ -156,8 +156,9 @@ def planted_candles(n: int = 6000, *, seed: int = 5, strength: float = 0.002) ->
     return pl.concat(frames)
 
 
+@functools.cache
 def planted_frame(n: int = 6000) -> pl.DataFrame:
-    """The training frame (features + 5-minute labels) of `planted_candles(n)`."""
+    """The training frame (features + 5-minute labels) of `planted_candles(n)` (built once per size)."""
     candles = planted_candles(n)
     return training_frame(build_features(candles), forward_return_labels(candles, HORIZON))
 
@@ -334,12 +335,19 @@ def write_predictions(
         lake.write_partition(rows, tables.PREDICTIONS, cell(d))
 
 
-def register_champion(store: str, reference: pl.DataFrame) -> registry.ModelVersionInfo:
-    """A small real LightGBM model, promoted to champion, with `reference` as its drift reference."""
+@functools.cache
+def small_model() -> tuple[pl.DataFrame, TrainResult, GateDecision]:
+    """A small real LightGBM model on planted data that passes the gate (trained once per session)."""
     frame = planted_frame(3000)
     result = train(frame, FEATURE_COLUMNS, horizon=HORIZON, **{**FAST, "n_trials": 2, "max_rounds": 60})
     decision = skill_gate(result.evaluation.model, result.evaluation.momentum, None)
     assert decision.promote, decision.reasons
+    return frame, result, decision
+
+
+def register_champion(store: str, reference: pl.DataFrame) -> registry.ModelVersionInfo:
+    """`small_model()`, registered in `store` as champion, with `reference` as its drift reference."""
+    frame, result, decision = small_model()
     return registry.log_and_register(
         result,
         tracking_uri=store,

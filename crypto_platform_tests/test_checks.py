@@ -39,11 +39,9 @@ from crypto_platform_tests.fixtures import (
     evaluation,
     forward_returns,
     ftx_candles,
-    ftx_features,
     key,
     meta,
     partition_tags,
-    register_champion,
     resources,
     run_check,
     write_features,
@@ -241,17 +239,7 @@ ASSETS_BY_KEY = {k: a for a in ASSETS for k in a.keys}
 
 
 # ----------------------------------------------------------------------------------------------
-# drift against the champion's reference
-
-
-@pytest.fixture(scope="module")
-def drift_store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """MLflow store whose champion's drift reference is 3..9 January 2022 (FTX features)."""
-    store = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    feats = ftx_features()
-    reference = feats.filter(pl.col("ts").dt.date().is_between(date(2022, 1, 3), date(2022, 1, 9)))
-    register_champion(store, reference)
-    return store
+# drift against the champion's reference (`drift_store`: conftest)
 
 
 def test_feature_drift_without_champion_passes_with_a_note(tmp_path: Path) -> None:

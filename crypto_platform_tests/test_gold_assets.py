@@ -352,10 +352,10 @@ def test_a_champion_of_another_horizon_is_kept_unless_replacing_it_is_allowed(ft
     mat = g.train(window_days=31, n_trials=3, horizon=15, replace_incomparable_champion=True)
     gate = mat.metadata["gate"].value
     assert "- PASS current champion not comparable" in gate and "replace_incomparable_champion is set" in gate
-    promoted = gate.count("- PASS") == 4
-    assert mat.metadata["alias"].value == ("champion" if promoted else "challenger"), gate
+    assert gate.count("- PASS") == 4, gate
+    assert mat.metadata["alias"].value == "champion", gate
     now = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
-    assert now == (str(mat.metadata["version"].value) if promoted else champion)
+    assert now == str(mat.metadata["version"].value)
 
 
 def test_gold_never_fills_gaps_and_prices_leading_empty_minutes_from_the_day_before(tmp_path: Path) -> None:

@@ -74,22 +74,26 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-@pytest.fixture
-def failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An instance holding one real failed run: the blocking candle suite failed on a corrupted day."""
-    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
-    lake = LakeResource(root=str(tmp_path / "lake"))
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory: pytest.TempPathFactory):
+    """An instance holding one real failed run: the blocking candle suite failed on a corrupted day.
+
+    One run for the module: the notifiers only read it (each test passes its own sensor cursor), and
+    CRYPTO_PLATFORM_WEBHOOK_URL stays unset for the module unless a test sets it itself."""
+    tmp = tmp_path_factory.mktemp("failed_run")
+    lake = LakeResource(root=str(tmp / "lake"))
     write_silver(lake, ["2022-01-10", BAD_DAY])
     bad = cell(BAD_DAY)
     lake.write_partition(corrupt_candles(lake.read_partition(tables.CANDLES_1M, bad)), tables.CANDLES_1M, bad)
-    with dg.DagsterInstance.ephemeral() as instance:
+    with pytest.MonkeyPatch.context() as mp, dg.DagsterInstance.ephemeral() as instance:
+        mp.delenv(WEBHOOK_ENV, raising=False)
         result = dg.materialize(
             [*ASSETS, candles_1m_suite],
             selection=dg.AssetSelection.checks(candles_1m_suite)
             | dg.AssetSelection.assets(tables.FEATURES.key),
             partition_key=key(BAD_DAY),
             instance=instance,
-            resources=resources(tmp_path),
+            resources=resources(tmp),
             raise_on_error=False,
         )
         assert not result.success

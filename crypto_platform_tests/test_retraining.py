@@ -29,8 +29,6 @@ from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
     evaluation,
-    ftx_features,
-    register_champion,
     resources,
     run_check,
     write_features,
@@ -124,11 +122,8 @@ def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake)
 
 
 @pytest.mark.slow
-def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) -> None:
-    import polars as pl
-
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    register_champion(store, ftx_features().filter(pl.col("ts").dt.day().is_between(3, 9)))
+def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake, drift_store: str) -> None:
+    store = drift_store  # champion with 3..9 January as its drift reference (conftest)
     write_features(lake, ["2022-01-11"])
     write_features(lake, ["2022-01-12"], distort={"zret_1": 3.0})
     sensor = build_retraining_sensor(cooldown_h=6)
