@@ -15,6 +15,7 @@ from crypto_platform.assets import gold, history, ingest, monitoring, silver
 from crypto_platform.automation.freshness import FRESHNESS_SENSORS
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.live import SENSORS as LIVE_SENSORS
+from crypto_platform.automation.maintenance import MAINTENANCE_JOBS, MAINTENANCE_SCHEDULES
 from crypto_platform.automation.notifications import NOTIFICATION_SENSORS, WebhookResource
 from crypto_platform.automation.retraining import RETRAINING_JOBS, RETRAINING_SCHEDULES, RETRAINING_SENSORS
 from crypto_platform.checks.drift import DRIFT_CHECKS
@@ -46,8 +47,8 @@ def build_resources() -> dict[str, Any]:
 defs = dg.Definitions(
     assets=with_live_freshness(dg.load_assets_from_modules([ingest, silver, gold, monitoring])),
     asset_checks=[*QUALITY_CHECKS, *DRIFT_CHECKS, *monitoring.MONITORING_CHECKS, *FRESHNESS_CHECKS],
-    jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS],
-    schedules=RETRAINING_SCHEDULES,
+    jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS, *MAINTENANCE_JOBS],
+    schedules=[*RETRAINING_SCHEDULES, *MAINTENANCE_SCHEDULES],
     sensors=[*LIVE_SENSORS, *FRESHNESS_SENSORS, *RETRAINING_SENSORS, *NOTIFICATION_SENSORS],
     resources=build_resources(),
     executor=dg.in_process_executor,

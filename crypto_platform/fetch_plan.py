@@ -16,7 +16,7 @@ from crypto_platform.timeutil import floor_minute
 
 # Late-arriving trades: how far before the watermark each fetch re-reads (and the settling delay).
 DEFAULT_OVERLAP_SECONDS = 120
-NEW, DAY_TAIL, SETTLE = "new", "day tail", "settle"  # why a fetch is due (the live runs' trigger tag)
+NEW, DAY_TAIL, SETTLE, REFETCH = "new", "day tail", "settle", "refetch"  # why a fetch is due
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class FetchPlan:
     trigger: str | None  # NEW | DAY_TAIL | SETTLE when due, else None
     note: str  # for logs and metadata: watermark, what is due or why nothing is
     status: str  # when not due: 'complete' | 'up to date' | 'not started'
+    restart: bool = False  # a re-fetch: the committed batches are replaced by this fetch's batch
 
     @property
     def due(self) -> bool:
@@ -54,11 +55,18 @@ def plan_fetch(
     overlap: timedelta,
     *,
     whole_minutes: bool = True,
+    refetch: bool = False,
 ) -> FetchPlan:
-    """Where the next fetch of `part` starts and ends, and why (see the module docstring)."""
+    """Where the next fetch of `part` starts and ends, and why (see the module docstring).
+
+    `refetch` reads the whole partition again (up to now) and replaces what was committed: the repair
+    of a partition whose stored batches are corrupt or incomplete.
+    """
     end = min(part.end, floor_minute(now) if whole_minutes else now)
     wm, shown = manifest.watermark, _shown(manifest.watermark, part)
     idle = "complete" if end >= part.end else "up to date" if wm else "not started"
+    if refetch and end > part.start:
+        return FetchPlan(part.start, end, REFETCH, f"re-fetch requested (watermark {shown})", idle, True)
     trigger = NEW if end < part.end else DAY_TAIL
     if wm is None:
         if end <= part.start:

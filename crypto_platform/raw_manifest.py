@@ -70,6 +70,7 @@ class RawManifest:
 
     batches: tuple[RawBatch, ...] = ()
     exists: bool = False
+    version: int = 0  # +1 at every commit (never reused, also when a re-fetch restarts the batch list)
 
     @property
     def coverage(self) -> Coverage:
@@ -102,14 +103,19 @@ class RawManifest:
         return f"{name}-{suffix}" if name in self.names else name
 
     def with_batch(self, batch: RawBatch) -> RawManifest:
-        """This manifest plus one more committed batch."""
-        return replace(self, batches=(*self.batches, batch), exists=True)
+        """This manifest plus one more committed batch (the next version)."""
+        return replace(self, batches=(*self.batches, batch), exists=True, version=self.version + 1)
+
+    def restarted_with(self, batch: RawBatch) -> RawManifest:
+        """A re-fetch: the next version holds only `batch` (the old batch files become orphans)."""
+        return replace(self, batches=(batch,), exists=True, version=self.version + 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"batches": [b.to_json() for b in self.batches]}
+        return {"version": self.version, "batches": [b.to_json() for b in self.batches]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> RawManifest:
         if data is None:
             return cls()
-        return cls(tuple(RawBatch.from_json(b) for b in data.get("batches") or []), exists=True)
+        batches = tuple(RawBatch.from_json(b) for b in data.get("batches") or [])
+        return cls(batches, exists=True, version=int(data.get("version", len(batches))))

@@ -9,7 +9,7 @@ immutable batch files per partition committed by a manifest; `SINGLE` tables are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import dagster as dg
@@ -36,7 +36,7 @@ class Table:
     layer: str
     name: str
     layout: Layout
-    schema: dict[str, pl.DataType] | None = None
+    schema: dict[str, pl.DataType] | None = field(default=None, compare=False, hash=False)
 
     @property
     def key(self) -> dg.AssetKey:

@@ -1,5 +1,6 @@
 """raw and bronze layers: fetch trades into immutable raw batches, then type/validate/de-duplicate."""
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -11,13 +12,13 @@ from crypto_platform.fetch_plan import DEFAULT_OVERLAP_SECONDS, SETTLE, FetchPla
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
 from crypto_platform.raw_manifest import RawBatch, RawManifest
-from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.lake import LakeResource, Lineage, WriteInfo
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.schemas import empty
 from crypto_platform.sources.base import TradeBatch
 from crypto_platform.timeutil import epoch_ms_floor
-from crypto_platform.transforms.trades import to_bronze
+from crypto_platform.transforms.trades import BronzeResult, to_bronze
 
 
 class RawTradesConfig(dg.Config):
@@ -38,6 +39,14 @@ class RawTradesConfig(dg.Config):
         description=(
             "Fetch the open day only up to the last whole minute, so a 1-minute bar is published "
             "once complete (never a partial bar that later changes)."
+        ),
+    )
+    refetch: bool = Field(
+        default=False,
+        description=(
+            "Repair: fetch each partition of the run again from the start of its day and replace its "
+            "committed batches (for a corrupt batch file, or trades found missing). The replaced batch "
+            "files are left as orphans for the lake sweep; bronze and silver then re-derive from it."
         ),
     )
 
@@ -61,19 +70,24 @@ def late_trades(
 
 
 def commit_batch(
-    lake: LakeResource, part: DayPartition, manifest: RawManifest, batch: TradeBatch, now: datetime
+    lake: LakeResource, part: DayPartition, batch: TradeBatch, now: datetime, *, restart: bool = False
 ) -> tuple[RawBatch, int]:
     """Write the fetched trades as a new immutable batch, then commit it in the manifest (atomic).
 
+    The manifest is re-read under the partition lock, so two runs fetching the same partition both
+    commit (neither batch is lost); `restart` (a re-fetch) starts a new batch list instead.
     Returns the committed batch entry and the file's size in bytes.
     """
     span = f"batch-{epoch_ms_floor(batch.covered_from)}-{epoch_ms_floor(batch.covered_to)}"
-    name = manifest.unique_name(span, str(epoch_ms_floor(now)))
-    info = lake.write_batch(batch.trades, tables.RAW_TRADES, part, name)
-    wm = manifest.watermark
-    covered_to = batch.covered_to if wm is None else max(batch.covered_to, wm)  # never shrinks
-    entry = RawBatch(name, batch.covered_from, covered_to, rows=info.rows, written_at=now)
-    lake.write_manifest(manifest.with_batch(entry), tables.RAW_TRADES, part)
+    with lake.partition_lock(part):
+        manifest = lake.read_manifest(tables.RAW_TRADES, part)
+        name = manifest.unique_name(span, str(epoch_ms_floor(now)))
+        info = lake.write_batch(batch.trades, tables.RAW_TRADES, part, name)
+        wm = None if restart else manifest.watermark
+        covered_to = batch.covered_to if wm is None else max(batch.covered_to, wm)  # never shrinks
+        entry = RawBatch(name, batch.covered_from, covered_to, rows=info.rows, written_at=now)
+        committed = manifest.restarted_with(entry) if restart else manifest.with_batch(entry)
+        lake.write_manifest(committed, tables.RAW_TRADES, part)
     return entry, info.bytes
 
 
@@ -92,12 +106,12 @@ def fetch_partition(
     row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0, "late_trades": 0}
     assert plan.start is not None
     batch = trade_sources.source_for(part.instrument).fetch(part.instrument, plan.start, plan.end)
-    late = late_trades(lake, part, manifest, batch.trades, plan.start)
-    wm = manifest.watermark
+    late = pl.DataFrame() if plan.restart else late_trades(lake, part, manifest, batch.trades, plan.start)
+    wm = None if plan.restart else manifest.watermark
     nothing = batch.covered_to <= batch.covered_from and batch.trades.is_empty()
     if nothing or (wm is not None and batch.covered_to <= wm and plan.trigger != SETTLE and late.is_empty()):
         return {**row, "status": "nothing new"}
-    entry, size = commit_batch(lake, part, manifest, batch, now)
+    entry, size = commit_batch(lake, part, batch, now, restart=plan.restart)
     row.update(status="fetched", rows=entry.rows, bytes=size, late_trades=late.height)
     row.update({"from": entry.covered_from, "to": entry.covered_to})
     if late.height:
@@ -137,7 +151,9 @@ def raw_trades(
     now = trade_sources.clock()
     for part in partitions_of(context):
         manifest = lake.read_manifest(tables.RAW_TRADES, part)
-        plan = plan_fetch(manifest, part, now, overlap, whole_minutes=config.whole_minutes)
+        plan = plan_fetch(
+            manifest, part, now, overlap, whole_minutes=config.whole_minutes, refetch=config.refetch
+        )
         if plan.due:
             row = fetch_partition(context, lake, trade_sources, part, plan, now=now, overlap=overlap)
         else:
@@ -153,11 +169,57 @@ def raw_trades(
     return dg.MaterializeResult(metadata=meta)
 
 
-def scan_raw(lake: LakeResource, part: DayPartition) -> pl.LazyFrame:
-    """All committed raw batches of a partition, scanned lazily (the payload is read only for rejects)."""
-    manifest = lake.read_manifest(tables.RAW_TRADES, part)
+MAX_COMMIT_TRIES = 5
+
+
+def raw_version(lake: LakeResource, part: DayPartition) -> int:
+    """The version of the partition's committed raw manifest (0: never committed)."""
+    return lake.read_manifest(tables.RAW_TRADES, part).version
+
+
+def scan_raw(lake: LakeResource, part: DayPartition, manifest: RawManifest) -> pl.LazyFrame:
+    """The committed raw batches of a partition, scanned lazily (the payload is read only for rejects)."""
     scan = lake.scan_batches(tables.RAW_TRADES, part, manifest.names)
     return scan if scan is not None else empty(tables.RAW_TRADES.schema).lazy()
+
+
+def derive_bronze(
+    lake: LakeResource, part: DayPartition, *, before_commit: Callable[[int], None] | None = None
+) -> tuple[BronzeResult, list[WriteInfo], RawManifest]:
+    """Bronze trades + rejects of one partition, committed only while the raw manifest they were built
+    from is still the current one (else re-derived from the newer raw): a slow run can never replace
+    the bronze of a newer one. `before_commit(attempt)` runs between reading and committing."""
+    for attempt in range(MAX_COMMIT_TRIES):
+        manifest = lake.read_manifest(tables.RAW_TRADES, part)
+        if not manifest.exists and (orphans := lake.uncommitted_batches(tables.RAW_TRADES, part)):
+            raise dg.Failure(
+                f"{tables.RAW_TRADES} {part}: {len(orphans)} batch file(s) but no committed manifest (a "
+                f"fetch died between writing {orphans[0].name} and committing it); refusing to build bronze "
+                "from uncommitted data. Repair: materialize raw/trades for this partition (it fetches the "
+                "day again and commits it); the lake sweep removes the orphan files."
+            )
+        result = to_bronze(scan_raw(lake, part, manifest), part.start, part.end)
+        if before_commit is not None:
+            before_commit(attempt)
+        cov = manifest.coverage
+        infos = lake.commit_derived(
+            {tables.BRONZE_TRADES: result.bronze, tables.TRADE_REJECTS: result.rejects},
+            part,
+            Lineage(manifest.version, cov.covered_from, cov.covered_to),
+            inputs_current=lambda v=manifest.version: (
+                lake.read_manifest(tables.RAW_TRADES, part).version == v
+            ),
+        )
+        if infos is not None:
+            return result, infos, manifest
+        dg.get_dagster_logger().warning(
+            f"bronze {part}: raw/trades moved on (version {manifest.version} is no longer current) "
+            "while bronze was built; re-deriving from the newer raw"
+        )
+    raise dg.Failure(
+        f"bronze {part}: raw/trades changed during each of {MAX_COMMIT_TRIES} attempts to derive it; "
+        "is another run fetching this partition in a loop? Retry when it has finished."
+    )
 
 
 @dg.multi_asset(
@@ -184,10 +246,8 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehou
     """Validate and de-duplicate every raw partition of the run into bronze trades + rejects."""
     stats, reject_stats = [], []
     for part in partitions_of(context):
-        result = to_bronze(scan_raw(lake, part), part.start, part.end)
+        result, (info, rinfo), manifest = derive_bronze(lake, part)
         raw_rows = result.bronze.height + result.rejects.height + result.duplicates_dropped
-        info = lake.write_partition(result.bronze, tables.BRONZE_TRADES, part)
-        rinfo = lake.write_partition(result.rejects, tables.TRADE_REJECTS, part)
         ts = result.bronze.get_column("ts")
         stats.append(
             {
@@ -196,6 +256,7 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehou
                 "rows": info.rows,
                 "rejects": rinfo.rows,
                 "duplicates_dropped": result.duplicates_dropped,
+                "raw_version": manifest.version,
                 "bytes": info.bytes,
                 "from": ts.min(),
                 "to": ts.max(),

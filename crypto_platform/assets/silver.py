@@ -6,9 +6,10 @@ import dagster as dg
 import polars as pl
 
 from crypto_platform import tables
+from crypto_platform.assets.ingest import MAX_COMMIT_TRIES
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
-from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.lake import LakeResource, Lineage, WriteInfo
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.transforms.candles import candles_1m, rollup
 
@@ -59,14 +60,28 @@ def silver_candles_1m(
 ) -> dg.MaterializeResult:
     stats = []
     for part in partitions_of(context):
-        bronze = lake.read_partition(tables.BRONZE_TRADES, part)
-        if bronze is None:
-            raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
-        cov = lake.read_manifest(tables.RAW_TRADES, part).coverage
-        if cov.is_empty and _imported(lake, part):
+        if (done := derive_candles_1m(lake, part)) is None:
             context.log.warning(f"candles_1m {part}: no trade coverage; keeping the imported OHLCV history")
             stats.append({"partition": part.key, "rows": 0, "note": "kept imported history"})
             continue
+        df, info = done
+        stats.append(_candle_stats(part, df, info))
+        context.log.info(f"candles_1m {part}: {df.height} bars")
+    views = warehouse.refresh_views(lake, [tables.CANDLES_1M])
+    meta = summarize(stats, sums=("rows", "empty_bars", "trades", "bytes"))
+    return dg.MaterializeResult(metadata={**meta, **views.metadata})
+
+
+def derive_candles_1m(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFrame, WriteInfo] | None:
+    """1-minute candles of one partition over the coverage its bronze was built from, committed only
+    while that bronze is still the stored one (None: no trades, imported history kept)."""
+    for _ in range(MAX_COMMIT_TRIES):
+        bronze, lineage = lake.read_with_lineage(tables.BRONZE_TRADES, part)
+        if bronze is None:
+            raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
+        cov = lake.read_manifest(tables.RAW_TRADES, part).coverage if lineage is None else lineage.coverage
+        if cov.is_empty and _imported(lake, part):
+            return None
         start = max(cov.covered_from, part.start) if cov.covered_from else part.start
         end = min(cov.covered_to, part.end) if cov.covered_to else part.start
         df = candles_1m(
@@ -77,12 +92,15 @@ def silver_candles_1m(
             exchange=part.instrument.exchange,
             symbol=part.instrument.symbol,
         )
-        info = lake.write_partition(df, tables.CANDLES_1M, part)
-        stats.append(_candle_stats(part, df, info))
-        context.log.info(f"candles_1m {part}: {df.height} bars")
-    views = warehouse.refresh_views(lake, [tables.CANDLES_1M])
-    meta = summarize(stats, sums=("rows", "empty_bars", "trades", "bytes"))
-    return dg.MaterializeResult(metadata={**meta, **views.metadata})
+        infos = lake.commit_derived(
+            {tables.CANDLES_1M: df},
+            part,
+            Lineage(lineage.input_version if lineage else -1, start, end),
+            inputs_current=lambda seen=lineage: lake.read_lineage(tables.BRONZE_TRADES, part) == seen,
+        )
+        if infos is not None:
+            return df, infos[0]
+    raise dg.Failure(f"candles_1m {part}: bronze/trades changed during each of {MAX_COMMIT_TRIES} attempts")
 
 
 def _rollup_asset(width: str) -> dg.AssetsDefinition:
@@ -106,7 +124,7 @@ def _rollup_asset(width: str) -> dg.AssetsDefinition:
             if one_min is None:
                 raise dg.Failure(f"{tables.CANDLES_1M} {part} is not materialized yet")
             df = rollup(one_min, width)
-            info = lake.write_partition(df, table, part)
+            info = lake.write_partition(df, table, part)  # derived from candles_1m read just before
             stats.append(_candle_stats(part, df, info))
         views = warehouse.refresh_views(lake, [table])
         meta = summarize(stats, sums=("rows", "empty_bars", "trades", "bytes"))

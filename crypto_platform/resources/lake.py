@@ -8,13 +8,15 @@ the new one, never half of one; re-writing a partition replaces it (idempotent r
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,9 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform.partitions import DayPartition
-from crypto_platform.raw_manifest import RawManifest
+from crypto_platform.raw_manifest import Coverage, RawManifest
 from crypto_platform.settings import PROJECT_DIR, Instrument
+from crypto_platform.tables import RAW_TRADES as RAW_TRADES_TABLE
 from crypto_platform.tables import Layout, Table
 
 PART_FILE = "part.parquet"
@@ -35,6 +38,44 @@ LAKE_ROOT_ENV = "CRYPTO_LAKE_ROOT"
 # fast. Statistics stay on so DuckDB and polars can skip row groups.
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "statistics": True}
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+LINEAGE_KEY = "crypto_platform.lineage"  # Parquet footer key of a derived partition's lineage
+LOCKS_DIR = ".locks"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Which version of its input a derived partition was computed from, and the time span the input
+    vouched for. Stored in the Parquet footer, so data and lineage are replaced by one rename."""
+
+    input_version: int
+    covered_from: datetime | None = None
+    covered_to: datetime | None = None
+
+    def to_json(self) -> str:
+        span = [t.isoformat() if t else None for t in (self.covered_from, self.covered_to)]
+        return json.dumps({"input_version": self.input_version, "covered": span})
+
+    @property
+    def coverage(self) -> Coverage:
+        """The input's coverage this partition was derived over."""
+        return Coverage(self.covered_from, self.covered_to)
+
+    @classmethod
+    def from_json(cls, text: str) -> Lineage:
+        data = json.loads(text)
+        start, end = (datetime.fromisoformat(t) if t else None for t in data.get("covered", [None, None]))
+        return cls(int(data["input_version"]), start, end)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep removed: temp files of killed writes and raw batches no manifest lists."""
+
+    temp_files: tuple[str, ...] = ()
+    orphan_batches: tuple[str, ...] = ()
+    bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +181,67 @@ class LakeResource(dg.ConfigurableResource):
         frames = [df for p in parts if (df := self.read_partition(table, p)) is not None]
         return pl.concat(frames, how="vertical") if frames else None
 
+    def read_with_lineage(
+        self, table: Table, part: DayPartition
+    ) -> tuple[pl.DataFrame | None, Lineage | None]:
+        """A partition and its lineage, read from one open file (a concurrent replace cannot mix them)."""
+        path = self.partition_path(table, part) / PART_FILE
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return None, None
+        with fh:
+            text = pl.read_parquet_metadata(fh).get(LINEAGE_KEY)
+            fh.seek(0)
+            return pl.read_parquet(fh), (Lineage.from_json(text) if text else None)
+
+    def read_lineage(self, table: Table, part: DayPartition) -> Lineage | None:
+        """The lineage stored with a derived partition (None: never written, or written without one)."""
+        path = self.partition_path(table, part) / PART_FILE
+        if not path.exists():
+            return None
+        text = pl.read_parquet_metadata(path).get(LINEAGE_KEY)
+        return Lineage.from_json(text) if text else None
+
+    def commit_derived(
+        self,
+        frames: dict[Table, pl.DataFrame],
+        part: DayPartition,
+        lineage: Lineage,
+        *,
+        inputs_current: Callable[[], bool],
+    ) -> list[WriteInfo] | None:
+        """Replace partitions derived from one input version, only while that version is still current
+        and no result of a newer version is stored (optimistic concurrency under the partition lock).
+
+        Returns None when the inputs moved on or a newer result won: the caller re-reads and retries.
+        """
+        with self.partition_lock(part):
+            if not inputs_current():
+                return None
+            for table in frames:
+                stored = self.read_lineage(table, part)
+                if stored is not None and stored.input_version > lineage.input_version:
+                    return None
+            meta = {LINEAGE_KEY: lineage.to_json()}
+            return [
+                self._write_parquet(df, self.partition_path(t, part) / PART_FILE, metadata=meta)
+                for t, df in frames.items()
+            ]
+
+    @contextmanager
+    def partition_lock(self, part: DayPartition) -> Iterator[None]:
+        """Exclusive lock of one (instrument, day) across processes on this host: read-check-write
+        sequences (manifest appends, derived commits) of two runs never interleave."""
+        path = self.root_path / LOCKS_DIR / part.instrument.key / f"{part.day}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     # -- unpartitioned tables (training sets, model evaluations) ---------------------------------
     def write_table(self, df: pl.DataFrame, table: Table, name: str = "part") -> WriteInfo:
         """Atomically write one file of an unpartitioned table (`<table>/<name>.parquet`)."""
@@ -167,6 +269,15 @@ class LakeResource(dg.ConfigurableResource):
         folder = self.partition_path(table, part)
         return pl.scan_parquet([folder / f"{n}.parquet" for n in names]) if names else None
 
+    def uncommitted_batches(self, table: Table, part: DayPartition) -> list[Path]:
+        """Batch files of a partition that its manifest does not list (a fetch killed before its commit,
+        or batches replaced by a re-fetch): never read, removed by `sweep`."""
+        folder = self.partition_path(table, part)
+        if not folder.is_dir():
+            return []
+        committed = set(self.read_manifest(table, part).names)
+        return sorted(p for p in folder.glob("*.parquet") if p.stem not in committed)
+
     def read_manifest(self, table: Table, part: DayPartition) -> RawManifest:
         """The partition's committed batches (an empty manifest with `exists=False` if never written)."""
         path = self.partition_path(table, part) / MANIFEST_FILE
@@ -181,10 +292,37 @@ class LakeResource(dg.ConfigurableResource):
             tmp.write_bytes(data)
             os.replace(tmp, path)
 
+    # -- housekeeping ----------------------------------------------------------------------------
+    def sweep(self, older_than_s: float, now_s: float) -> SweepReport:
+        """Remove temp files of killed writes and uncommitted raw batch files last modified more than
+        `older_than_s` seconds before `now_s` (younger ones may belong to a write in progress)."""
+        temps, orphans, size = [], [], 0
+
+        def old(p: Path) -> bool:
+            return now_s - p.stat().st_mtime > older_than_s
+
+        root = self.root_path
+        for tmp in root.rglob(".*.tmp") if root.is_dir() else []:
+            if tmp.is_file() and old(tmp):
+                size += tmp.stat().st_size
+                tmp.unlink(missing_ok=True)
+                temps.append(str(tmp))
+        raw = self.table_path(RAW_TRADES_TABLE)
+        for folder in sorted(raw.glob("instrument=*/date=*")) if raw.is_dir() else []:
+            committed = set(RawManifest.from_json(_json_or_none(folder / MANIFEST_FILE)).names)
+            for batch in sorted(folder.glob("*.parquet")):
+                if batch.stem not in committed and old(batch):
+                    size += batch.stat().st_size
+                    batch.unlink(missing_ok=True)
+                    orphans.append(str(batch))
+        return SweepReport(tuple(temps), tuple(orphans), size)
+
     # -- internals -------------------------------------------------------------------------------
-    def _write_parquet(self, df: pl.DataFrame, path: Path) -> WriteInfo:
+    def _write_parquet(
+        self, df: pl.DataFrame, path: Path, metadata: dict[str, str] | None = None
+    ) -> WriteInfo:
         with self._temp_for(path) as tmp:
-            df.write_parquet(tmp, **PARQUET_OPTIONS)
+            df.write_parquet(tmp, **PARQUET_OPTIONS, metadata=metadata)
             os.replace(tmp, path)
         return WriteInfo(path=str(path), rows=df.height, bytes=path.stat().st_size)
 
@@ -192,6 +330,10 @@ class LakeResource(dg.ConfigurableResource):
     def _temp_for(path: Path) -> _TempFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         return _TempFile(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def _json_or_none(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _expect(table: Table, layout: Layout) -> None:
