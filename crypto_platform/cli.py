@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from crypto_platform.partitions import multi_key
+from crypto_platform.platform_settings import PlatformSettings, load_settings
 from crypto_platform.settings import PROJECT_DIR, load_universe
 
 DEMO_QUERY = """
@@ -125,6 +126,13 @@ def show(sql: str) -> None:
     con.close()
 
 
+def settings_table(settings: PlatformSettings) -> str:
+    """The settings in force as an aligned text table (secrets show only whether they are set)."""
+    rows = [("variable", "value", "meaning"), *settings.rows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `crypto-platform` console script."""
     parser = argparse.ArgumentParser(prog="crypto-platform", description=__doc__)
@@ -134,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument(
         "--trials", type=int, default=10, help="Optuna trials for the demo model (default 10)"
     )
+    sub.add_parser("settings", help="show the settings in force (the CRYPTO_* environment variables)")
     args = parser.parse_args(argv)
+    if args.cmd == "settings":
+        print(settings_table(load_settings()))
+        return
     os.chdir(PROJECT_DIR)
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ})
     if args.cmd == "demo":

@@ -14,8 +14,6 @@ from crypto_platform.partitions import DayPartition
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.timeutil import floor_minute
 
-# Late-arriving trades: how far before the watermark each fetch re-reads (and the settling delay).
-DEFAULT_OVERLAP_SECONDS = 120
 NEW, DAY_TAIL, SETTLE, REFETCH = "new", "day tail", "settle", "refetch"  # why a fetch is due
 
 

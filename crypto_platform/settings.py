@@ -1,13 +1,13 @@
 """The platform's universe, defined once: instruments (exchange x symbol), their sources, dates.
 
-Everything that has to be known when the code location loads (partition keys) comes from here; the
-rest (lake root, warehouse path, MLflow URI, ...) is resource configuration, resolved at run time.
+Everything that has to be known when the code location loads (partition keys) comes from here. The
+instruments file in force is a setting ($CRYPTO_INSTRUMENTS), read with every other setting of the
+environment by `crypto_platform.platform_settings`.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,10 +17,17 @@ from typing import Any, Literal
 
 import yaml
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
-DEFAULT_INSTRUMENTS_FILE = PACKAGE_DIR / "config" / "instruments.yaml"
-INSTRUMENTS_ENV = "CRYPTO_PLATFORM_INSTRUMENTS"
+from crypto_platform.platform_settings import (
+    DEFAULT_INSTRUMENTS_FILE,
+    INSTRUMENTS_ENV,
+    PACKAGE_DIR,
+    PROJECT_DIR,
+    SettingsError,
+    load_settings,
+)
+
+# Paths and the error are defined with the settings; the universe's importers find them here too.
+__all__ = ["DEFAULT_INSTRUMENTS_FILE", "INSTRUMENTS_ENV", "PACKAGE_DIR", "PROJECT_DIR", "SettingsError"]
 
 SourceKind = Literal["synthetic", "ccxt", "replay", "candles"]
 SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay", "candles")
@@ -53,10 +60,6 @@ SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 _EXCHANGE_RE = re.compile(r"^[a-z0-9_]+$")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9.]+/[A-Za-z0-9.]+(:[A-Za-z0-9.\-]+)?$")
-
-
-class SettingsError(ValueError):
-    """The instrument configuration is invalid; the message names the file, entry and field."""
 
 
 def symbol_slug(symbol: str) -> str:
@@ -178,9 +181,8 @@ def parse_universe(raw: dict[str, Any], path: Path) -> Universe:
 
 
 def instruments_file() -> Path:
-    """The instruments file in force: $CRYPTO_PLATFORM_INSTRUMENTS, else the packaged default."""
-    env = os.environ.get(INSTRUMENTS_ENV)
-    return Path(env).expanduser().resolve() if env else DEFAULT_INSTRUMENTS_FILE
+    """The instruments file in force: $CRYPTO_INSTRUMENTS, else the packaged default."""
+    return load_settings().instruments
 
 
 @cache

@@ -15,8 +15,8 @@ import pytest
 from crypto_platform_tests.paths import SHARED_DATA, TEST_INSTRUMENTS
 
 # Partitions are fixed when the code location loads, so the test universe is chosen before any
-# crypto_platform module is imported (the same mechanism a user has: CRYPTO_PLATFORM_INSTRUMENTS).
-os.environ["CRYPTO_PLATFORM_INSTRUMENTS"] = str(TEST_INSTRUMENTS)
+# crypto_platform module is imported (the same mechanism a user has: CRYPTO_INSTRUMENTS).
+os.environ["CRYPTO_INSTRUMENTS"] = str(TEST_INSTRUMENTS)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

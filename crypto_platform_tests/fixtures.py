@@ -2,9 +2,10 @@
 
 * candles and training frames: random-walk candles, candles with planted predictability;
 * recorded trades in the RAW_TRADES shape (Binance parquet, binance_ws CSV, ccxt JSON);
+* a replay file whose rows mix every timestamp representation (D1, ROWS, write_recording);
 * the monitoring platform on a tmp lake: FTX January 2022 bars as the sim BTC/USDT instrument, its
   resources, silver / features / predictions writers, a real MLflow champion, one-check runs;
-* a recorder of every socket connection made in this process.
+* a webhook receiver on 127.0.0.1, and a recorder of every socket connection made in this process.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import gzip
 import json
 import math
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -246,6 +249,63 @@ def raw_from_ccxt_json(path: Path = XRPETH) -> pl.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------
+# a replay file whose rows mix every timestamp representation (faults: replay rows)
+
+D1 = datetime(2024, 1, 1, tzinfo=UTC)
+
+# (timestamp as recorded, what it is): one row each, in file order
+ROWS: list[tuple[str, str]] = [
+    ("2024-01-01T12:01:10Z", "ISO 8601, T and Z (the first row: never decides the others' format)"),
+    ("2024-01-01 12:01:13", "ISO 8601 with a space, no zone (UTC)"),
+    ("1704110474000", "epoch ms"),
+    ("01/01/2024 12:01:15", "ambiguous day/month order: refused"),
+    ("", "empty"),
+    ("not a time", "not a time"),
+    ("2024-01-01 12:01:16.250", "fraction"),
+    ("2024-01-01T13:01:17+01:00", "offset"),
+    ("1704110478", "epoch s"),
+    ("1704110479.5", "epoch s with a fraction"),
+    ("1704110480123456", "epoch µs"),
+    ("1704110481123456789", "epoch ns"),
+    ("1000000000", "epoch s of 2001, before any crypto trade: rejected in its neighbours' partition"),
+    ("2024-02-30 00:00:00", "impossible date"),
+    ("2024-01-01T23:59:59.999+0000", "last millisecond of the first day"),
+    ("2024-01-02T00:00:00Z", "first instant of the second day"),
+    ("1704153600001", "epoch ms on the second day"),
+    ("garbage", "not a time, after a second-day row"),
+    ("2099-01-01T00:00:00Z", "in the future: rejected in its neighbours' partition"),
+    ("2024-01-02 00:00:02.5", "second day again"),
+]
+
+
+def recorded(ts: str, fmt: str) -> object:
+    """A timestamp as the file holds it: CSV text, or in JSON a number when it is one."""
+    if fmt == "json" and ts.replace(".", "", 1).isdigit():
+        return float(ts) if "." in ts else int(ts)
+    return ts
+
+
+def write_recording(tmp: Path, fmt: str) -> Path:
+    """The rows as a CSV (text cells) or a ccxt-style JSON list (numbers as JSON numbers)."""
+    records = []
+    for i, (ts, _) in enumerate(ROWS):
+        value = recorded(ts, fmt)
+        side = "buy" if i % 2 else "sell"
+        records.append(
+            {"id": str(5000 + i), "timestamp": value, "price": 42000 + i, "amount": 0.01 * (i + 1)}
+        )
+        records[-1]["side"] = side
+    path = tmp / f"mixed.{fmt}"
+    if fmt == "csv":
+        lines = ["id,timestamp,price,amount,side"]
+        lines += [f"{r['id']},{r['timestamp']},{r['price']},{r['amount']},{r['side']}" for r in records]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_text(json.dumps(records))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
 # the monitoring platform on a tmp lake (FTX January 2022 bars as the sim BTC/USDT instrument)
 
 INSTRUMENT = "sim.BTC-USDT"  # the FTX BTC-PERP bars stand in for the test universe's sim BTC/USDT
@@ -399,6 +459,34 @@ def run_check(tmp: Path, instance, check, store: str, *, partition_key: str | No
 
 # ----------------------------------------------------------------------------------------------
 # network
+
+
+class WebhookReceiver:
+    """A webhook endpoint on 127.0.0.1 that records the JSON bodies it is sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @contextmanager

@@ -5,7 +5,7 @@ page injected. What lands in the lake is compared with the recorded file, read i
 
 The instrument universe of these runs is a temp instruments file holding the ccxt instrument (the
 test universe has none: a ccxt instrument there would be live for test_live's sensor), passed to
-the CLI process as CRYPTO_PLATFORM_INSTRUMENTS, as a user would.
+the CLI process as CRYPTO_INSTRUMENTS, as a user would.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow  # starts `dagster dev` in a subprocess
 
 QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message }
-    ... on RepositoryLocation { repositories { name assetNodes { id } jobs { name } } } } } } }
+    ... on RepositoryLocation { repositories { name assetNodes { id } jobs { name }
+      allTopLevelResourceDetails { name configuredValues { key value type } } } } } } } }
   instance { daemonHealth { allDaemonStatuses { daemonType required } } } }"""
 
 
@@ -51,7 +52,10 @@ def test_dagster_dev_loads_everything(tmp_path: Path) -> None:
         "DAGSTER_HOME": str(home),
         "CRYPTO_LAKE_ROOT": str(tmp_path / "lake"),
         "CRYPTO_WAREHOUSE_PATH": str(tmp_path / "wh.duckdb"),
+        "CRYPTO_LIVE_INTERVAL_SECONDS": "20",
+        "CRYPTO_WEBHOOK_URL": "https://hooks.example/services/WEBHOOK-TOKEN",
     }
+    env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=PROJECT_DIR,
@@ -78,6 +82,14 @@ def test_dagster_dev_loads_everything(tmp_path: Path) -> None:
         repo = location["repositories"][0]
         assert len(repo["assetNodes"]) >= 13
         assert {"ingest_job", "training_job"} <= {j["name"] for j in repo["jobs"]}
+        # the settings the code location loaded are on the Resources page; a secret only by its name
+        resources = {r["name"]: r["configuredValues"] for r in repo["allTopLevelResourceDetails"]}
+        shown = {v["key"]: (v["type"], v["value"]) for v in resources["settings"]}
+        assert shown["live_interval_seconds"] == ("VALUE", "20")
+        assert shown["lake_root"] == ("VALUE", json.dumps(str(tmp_path / "lake")))
+        assert shown["webhook_url"] == ("ENV_VAR", "CRYPTO_WEBHOOK_URL")
+        assert shown["mlflow_tracking_uri"][0] == "SECRET"  # unset, still a secret field: masked
+        assert "WEBHOOK-TOKEN" not in json.dumps(data)
         # dagster.yaml's run_monitoring is read: the monitoring daemon (dagster/max_runtime) is required
         statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
         daemons = {d["daemonType"]: d["required"] for d in statuses}

@@ -18,7 +18,6 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.automation.live import (
-    ALLOW_UNQUALIFIED_ENV,
     LIVE_TAG,
     TRIGGER_TAG,
     UNQUALIFIED_TAG,
@@ -35,6 +34,7 @@ from crypto_platform.ml import registry
 from crypto_platform.ml.evaluation import skill_gate
 from crypto_platform.ml.training import train
 from crypto_platform.partitions import DayPartition, multi_key
+from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
@@ -111,8 +111,7 @@ class World:
             "mlflow_registry": MlflowResource(tracking_uri=mlflow_uri, model_name=MODEL_NAME),
         }
         self.assets = list(defs.assets or [])
-        self.settings = LiveSettings()
-        self.sensor = build_live_sensor(settings=self.settings, clock=CLOCK)
+        self.sensor = build_live_sensor(PlatformSettings(), clock=CLOCK)
         self.cursor: str | None = None
 
     @property
@@ -331,8 +330,10 @@ def test_freshness_evaluations_measure_the_data_lag(world: World) -> None:
     CLOCK.set(DAY, 12, 0, 20)
     for r in world.tick().run_requests:
         world.run(r)
+    max_lag = PlatformSettings().freshness_max_lag_seconds  # 180 s
     evals = {
-        e.asset_key.to_user_string(): e for e in evaluations(world.lake, CLOCK.now + timedelta(seconds=40))
+        e.asset_key.to_user_string(): e
+        for e in evaluations(world.lake, CLOCK.now + timedelta(seconds=40), max_lag)
     }
     assert set(evals) == {"silver/candles_1m", "gold/predictions"}
     e = evals["gold/predictions"]
@@ -344,25 +345,27 @@ def test_freshness_evaluations_measure_the_data_lag(world: World) -> None:
     yesterday = DayPartition(part.instrument, DAY - timedelta(days=1))
     assert world.lake.partition_max(tables.CANDLES_1M, yesterday, "ts") is None  # never written
     assert e.metadata["lag_by_instrument"].value == {BTC: 60.0, ETH: 60.0}
-    late = evaluations(world.lake, CLOCK.now + timedelta(minutes=10))
+    late = evaluations(world.lake, CLOCK.now + timedelta(minutes=10), max_lag)
     assert not any(e.passed for e in late)
 
 
+def _live(env: dict[str, str]) -> LiveSettings:
+    return LiveSettings.from_settings(PlatformSettings.from_env(env))
+
+
 def test_settings_are_explicit() -> None:
-    assert LiveSettings.from_env({}) == LiveSettings()
-    plain = LiveSettings.from_env({})
+    assert _live({}) == LiveSettings()
+    plain = _live({})
     assert "gold__predictions" not in plain.run_config()["ops"]
-    allowed = LiveSettings.from_env({ALLOW_UNQUALIFIED_ENV: "true"})
+    allowed = _live({"CRYPTO_ALLOW_UNQUALIFIED_MODEL": "true"})
     assert allowed.run_config()["ops"]["gold__predictions"] == {"config": {"allow_unqualified_model": True}}
     from crypto_platform.automation.live import run_request
 
     assert run_request("k", "t", "new", allowed).tags[UNQUALIFIED_TAG] == "allowed"
     assert UNQUALIFIED_TAG not in run_request("k", "t", "new", plain).tags
-    with pytest.raises(SettingsError, match=ALLOW_UNQUALIFIED_ENV):
-        LiveSettings.from_env({ALLOW_UNQUALIFIED_ENV: "maybe"})
-    features_only = LiveSettings.from_env(
-        {"CRYPTO_LIVE_PREDICTIONS": "false", "CRYPTO_LIVE_OVERLAP_SECONDS": "30"}
-    )
+    with pytest.raises(SettingsError, match="CRYPTO_ALLOW_UNQUALIFIED_MODEL"):
+        _live({"CRYPTO_ALLOW_UNQUALIFIED_MODEL": "maybe"})
+    features_only = _live({"CRYPTO_LIVE_PREDICTIONS": "false", "CRYPTO_LIVE_OVERLAP_SECONDS": "30"})
     assert dg.AssetKey(["gold", "predictions"]) not in features_only.selection()
     assert features_only.run_config() == {"ops": {"raw__trades": {"config": {"overlap_seconds": 30}}}}
 

@@ -2,13 +2,11 @@
 
 The webhook is a real HTTP server on 127.0.0.1 recording every request; the failures come from a real
 run (a corrupted silver partition failing the blocking candle suite, so the features never run).
-Without a URL (resource empty, CRYPTO_PLATFORM_WEBHOOK_URL unset) the receiver sees zero requests.
+Without a URL (resource empty, CRYPTO_WEBHOOK_URL unset) the receiver sees zero requests.
 """
 
-import json
-import threading
+import warnings
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -23,11 +21,13 @@ from crypto_platform.automation.notifications import (
     run_failure_notifier,
 )
 from crypto_platform.checks.quality import candles_1m_suite
-from crypto_platform.monitoring.notify import WEBHOOK_ENV
+from crypto_platform.definitions import build_resources
+from crypto_platform.platform_settings import PlatformSettings, SettingsWarning
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
+    WebhookReceiver,
     cell,
     corrupt_candles,
     key,
@@ -39,37 +39,9 @@ from crypto_platform_tests.fixtures import (
 BAD_DAY = "2022-01-11"
 
 
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records the JSON bodies it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
     yield r
     r.close()
 
@@ -78,15 +50,13 @@ def receiver() -> Iterator[Receiver]:
 def failed_run(tmp_path_factory: pytest.TempPathFactory):
     """An instance holding one real failed run: the blocking candle suite failed on a corrupted day.
 
-    One run for the module: the notifiers only read it (each test passes its own sensor cursor), and
-    CRYPTO_PLATFORM_WEBHOOK_URL stays unset for the module unless a test sets it itself."""
+    One run for the module: the notifiers only read it, each test passing its own sensor cursor."""
     tmp = tmp_path_factory.mktemp("failed_run")
     lake = LakeResource(root=str(tmp / "lake"))
     write_silver(lake, ["2022-01-10", BAD_DAY])
     bad = cell(BAD_DAY)
     lake.write_partition(corrupt_candles(lake.read_partition(tables.CANDLES_1M, bad)), tables.CANDLES_1M, bad)
-    with pytest.MonkeyPatch.context() as mp, dg.DagsterInstance.ephemeral() as instance:
-        mp.delenv(WEBHOOK_ENV, raising=False)
+    with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             [*ASSETS, candles_1m_suite],
             selection=dg.AssetSelection.checks(candles_1m_suite)
@@ -129,7 +99,7 @@ def _check_tick(instance, tmp: Path, webhook: WebhookResource, cursor: str | Non
 
 
 @pytest.mark.slow
-def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver: Receiver) -> None:
+def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver: WebhookReceiver) -> None:
     instance, result = failed_run
     webhook = WebhookResource(url=receiver.url, ui_url="http://dagster.local:3000")
     run_failure_notifier(_run_failure_context(instance, result, webhook))
@@ -146,7 +116,7 @@ def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver
 
 @pytest.mark.slow
 def test_check_failure_is_posted_once_with_asset_partition_and_figures(
-    failed_run, receiver: Receiver, tmp_path: Path
+    failed_run, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     instance, _ = failed_run
     webhook = WebhookResource(url=receiver.url)
@@ -166,7 +136,9 @@ def test_check_failure_is_posted_once_with_asset_partition_and_figures(
 
 
 @pytest.mark.slow
-def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver, tmp_path: Path) -> None:
+def test_warn_failures_are_posted_only_when_asked(
+    failed_run, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
     instance, _ = failed_run
     webhook = WebhookResource(url=receiver.url)
     only_warn = build_check_failure_notifier(name="warn_only", severities=(dg.AssetCheckSeverity.WARN,))
@@ -175,9 +147,9 @@ def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver
 
 
 @pytest.mark.slow
-def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, tmp_path: Path) -> None:
+def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: WebhookReceiver, tmp_path: Path) -> None:
     instance, result = failed_run
-    off = WebhookResource()  # and CRYPTO_PLATFORM_WEBHOOK_URL is unset (fixture)
+    off = WebhookResource()
     with recorded_connections() as attempts:
         skipped = run_failure_notifier(_run_failure_context(instance, result, off))
         tick = _check_tick(instance, tmp_path, off)
@@ -192,13 +164,22 @@ def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("var", ["CRYPTO_WEBHOOK_URL", "CRYPTO_PLATFORM_WEBHOOK_URL"])
 def test_webhook_url_from_the_environment(
-    failed_run, receiver: Receiver, monkeypatch, tmp_path: Path
+    failed_run, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str
 ) -> None:
+    """The code location's webhook resource posts to $CRYPTO_WEBHOOK_URL (or, deprecated, the old name)."""
     instance, result = failed_run
-    monkeypatch.setenv(WEBHOOK_ENV, receiver.url)
-    run_failure_notifier(_run_failure_context(instance, result, WebhookResource()))
-    _check_tick(instance, tmp_path, WebhookResource())
+    monkeypatch.setenv(var, receiver.url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        webhook = build_resources(PlatformSettings.from_env())["webhook"]
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, SettingsWarning)]
+    old = var != "CRYPTO_WEBHOOK_URL"
+    assert [m.split(":")[0] for m in deprecated] == ([f"{var} is deprecated"] if old else [])
+    assert all("rename it to CRYPTO_WEBHOOK_URL" in m for m in deprecated)
+    run_failure_notifier(_run_failure_context(instance, result, webhook))
+    _check_tick(instance, tmp_path, webhook)
     assert [b["text"].split("\n")[0] for b in receiver.bodies] == [
         "Run failed: __ephemeral_asset_job__",
         "Check failed: silver/candles_1m / candles_1m_suite",

@@ -2,8 +2,8 @@
 raw -> bronze by the `dagster asset materialize` CLI, lands every bad row in bronze/trade_rejects (lake
 and warehouse view) with its reason, and the valid rows in bronze. A re-run changes nothing.
 
-(Timestamps outside the partition cannot come out of a source, which reads the partition's window;
-that rule is covered on the transform, test_transforms_trades.py.)
+(Rows whose timestamp is not a time or lies outside the partition grid: test_faults_replay.py and the
+end-to-end case in test_faults_files.py; the window rule itself: test_transforms_trades.py.)
 """
 
 from __future__ import annotations

@@ -12,18 +12,17 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.assets.monitoring import model_skill
-from crypto_platform.automation import retraining
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.retraining import (
     TRIGGER_CHECKS_TAG,
     TRIGGER_RUN_TAG,
     build_retraining_sensor,
-    daily_retraining_schedule,
-    hourly_monitoring_schedule,
+    build_schedules,
     monitoring_job,
 )
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import QUALITY_CHECKS
+from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform_tests.fixtures import (
     ASSETS,
@@ -38,6 +37,8 @@ from crypto_platform_tests.fixtures import (
 
 SKILL = "gold/prediction_errors:model_skill"
 DAYS = ["2022-01-10", "2022-01-11"]
+COOLDOWN_6H = PlatformSettings(retrain_cooldown_hours=6)
+NO_COOLDOWN = PlatformSettings(retrain_cooldown_hours=0)
 
 
 def _monitor(tmp: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -70,7 +71,7 @@ def lake(tmp_path: Path) -> LakeResource:
 
 @pytest.mark.slow
 def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_path: Path, lake) -> None:
-    sensor = build_retraining_sensor(cooldown_h=6)
+    sensor = build_retraining_sensor(COOLDOWN_6H)
     assert sensor.job_name == "training_job"
     with dg.DagsterInstance.ephemeral() as instance:
         assert "no evaluations yet" in _skip(_tick(sensor, instance, None))
@@ -100,13 +101,13 @@ def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_pa
         assert "cooldown" in _skip(third) and SKILL in third.skip_reason.skip_message
 
         # once the cooldown is over (here: a sensor without one), the new evidence triggers one run
-        again = _tick(build_retraining_sensor(cooldown_h=0), instance, third.cursor)
+        again = _tick(build_retraining_sensor(NO_COOLDOWN), instance, third.cursor)
         assert len(again.run_requests) == 1 and again.run_requests[0].run_key != request.run_key
 
 
 @pytest.mark.slow
 def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake) -> None:
-    sensor = build_retraining_sensor(cooldown_h=6)
+    sensor = build_retraining_sensor(COOLDOWN_6H)
     write_predictions(lake, DAYS, skill=-0.5)
     with dg.DagsterInstance.ephemeral() as instance:
         _monitor(tmp_path, instance)
@@ -126,7 +127,7 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake, 
     store = drift_store  # champion with 3..9 January as its drift reference (conftest)
     write_features(lake, ["2022-01-11"])
     write_features(lake, ["2022-01-12"], distort={"zret_1": 3.0})
-    sensor = build_retraining_sensor(cooldown_h=6)
+    sensor = build_retraining_sensor(COOLDOWN_6H)
     loose = {"ops": {feature_drift.node_def.name: {"config": {"psi_error": 50.0, "ks_error": 1.0}}}}
     with dg.DagsterInstance.ephemeral() as instance:
         warn = run_check(tmp_path, instance, feature_drift, store, run_config=loose)
@@ -148,32 +149,34 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake, 
         within = _tick(sensor, instance, result.cursor)
         assert "cooldown" in _skip(within) and "gold/features:feature_drift" in _skip(within)
         # the same evidence once the cooldown is over (a sensor without one): one new request
-        after = _tick(build_retraining_sensor(cooldown_h=0), instance, within.cursor)
+        after = _tick(build_retraining_sensor(NO_COOLDOWN), instance, within.cursor)
         assert len(after.run_requests) == 1
         assert after.run_requests[0].run_key != result.run_requests[0].run_key
 
 
-def test_schedules_jobs_and_default_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
+    defaults = PlatformSettings.from_env({})
+    daily_retraining_schedule, hourly_monitoring_schedule = build_schedules(defaults)
     assert daily_retraining_schedule.job_name == "training_job"
     assert daily_retraining_schedule.cron_schedule == "30 2 * * *"
     assert hourly_monitoring_schedule.job_name == "monitoring_job"
     assert hourly_monitoring_schedule.execution_timezone == "UTC"
-    for schedule in retraining.RETRAINING_SCHEDULES:
+    for schedule in build_schedules(defaults):
         assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    assert retraining.retraining_sensor.default_status == dg.DefaultSensorStatus.STOPPED
-    monkeypatch.setenv(retraining.AUTOMATION_ENV, "running")
-    assert retraining.automation_status() == dg.DefaultScheduleStatus.RUNNING
-    assert build_retraining_sensor().default_status == dg.DefaultSensorStatus.RUNNING
-    monkeypatch.setenv(retraining.COOLDOWN_ENV, "1.5")
-    assert retraining.cooldown_hours() == 1.5
+    assert build_retraining_sensor(defaults).default_status == dg.DefaultSensorStatus.STOPPED
+    running = PlatformSettings.from_env({"CRYPTO_AUTOMATION": "running"})
+    assert {s.default_status for s in build_schedules(running)} == {dg.DefaultScheduleStatus.RUNNING}
+    assert build_retraining_sensor(running).default_status == dg.DefaultSensorStatus.RUNNING
+    slower = PlatformSettings.from_env({"CRYPTO_RETRAIN_COOLDOWN_HOURS": "1.5"})
+    assert "at most once per 1.5 h" in (build_retraining_sensor(slower).description or "")
 
     defs = dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
         jobs=[*JOBS, monitoring_job],
         resources=resources(tmp_path),
-        schedules=retraining.RETRAINING_SCHEDULES,
-        sensors=retraining.RETRAINING_SENSORS,
+        schedules=build_schedules(defaults),
+        sensors=[build_retraining_sensor(defaults)],
     )
     assert set(QUALITY_CHECKS) <= set(CHECKS)
     job = defs.resolve_job_def("monitoring_job")

@@ -8,9 +8,10 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform import tables
-from crypto_platform.fetch_plan import DEFAULT_OVERLAP_SECONDS, SETTLE, FetchPlan, plan_fetch
+from crypto_platform.fetch_plan import SETTLE, FetchPlan, plan_fetch
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
+from crypto_platform.platform_settings import DEFAULT_OVERLAP_SECONDS
 from crypto_platform.raw_manifest import RawBatch, RawManifest
 from crypto_platform.resources.lake import LakeResource, Lineage, WriteInfo
 from crypto_platform.resources.sources import TradeSourcesResource

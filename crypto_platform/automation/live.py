@@ -31,12 +31,12 @@ Predictions use the MLflow 'champion'. `allow_unqualified_model` (serve the late
 no version qualifies) is passed only when `CRYPTO_ALLOW_UNQUALIFIED_MODEL=true` says so explicitly,
 and those runs are tagged `crypto/unqualified_model=allowed`.
 
-Settings come from the environment of the code location (read at every tick), see `LiveSettings`.
+Settings: `LiveSettings`, taken from the platform settings the code location loaded once (the
+`CRYPTO_LIVE_*` variables, crypto_platform/platform_settings.py), never read again at a tick.
 """
 
 import json
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -44,26 +44,15 @@ from typing import Any
 import dagster as dg
 
 from crypto_platform import tables
-from crypto_platform.fetch_plan import DEFAULT_OVERLAP_SECONDS, plan_fetch
+from crypto_platform.fetch_plan import plan_fetch
 from crypto_platform.partitions import DayPartition, trade_partitions
+from crypto_platform.platform_settings import DEFAULT_OVERLAP_SECONDS, PlatformSettings, env_name
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.settings import SettingsError, load_universe
+from crypto_platform.settings import load_universe
 from crypto_platform.timeutil import floor_minute
 
 SENSOR_NAME = "live_sensor"
-
-# Environment of the code location (dagster dev / the code server), read at every tick.
-SENSOR_STATUS_ENV = "CRYPTO_LIVE_SENSOR"  # 'running': the sensor is on when the daemon starts
-INTERVAL_ENV = "CRYPTO_LIVE_INTERVAL_SECONDS"
-ALLOW_UNQUALIFIED_ENV = "CRYPTO_ALLOW_UNQUALIFIED_MODEL"
-PREDICTIONS_ENV = "CRYPTO_LIVE_PREDICTIONS"
-LABELS_ENV = "CRYPTO_LIVE_LABELS"
-CHECKS_ENV = "CRYPTO_LIVE_CHECKS"
-OVERLAP_ENV = "CRYPTO_LIVE_OVERLAP_SECONDS"
-CATCHUP_ENV = "CRYPTO_LIVE_CATCHUP_DAYS"
-STALE_ENV = "CRYPTO_LIVE_STALE_RUN_MINUTES"
-DEFAULT_INTERVAL_SECONDS = 15
 
 LIVE_TAG = "crypto/live"
 TRIGGER_TAG = "crypto/live_trigger"
@@ -97,67 +86,30 @@ _WORKER_STATUSES = {
     dg.DagsterRunStatus.STARTED,
 }
 
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
-# Asset checks in live runs: the blocking ones (the data-quality gates: bad bronze/silver never feeds
-# gold), every check of the selected assets (drift too: slow), or none (fastest, no gate).
-CHECK_MODES = ("blocking", "all", "none")
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise SettingsError(f"{name}={raw!r}: expected true or false")
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: Sequence[str]) -> str:
-    value = (env.get(name) or default).strip().lower()
-    if value not in allowed:
-        raise SettingsError(f"{name}={env.get(name)!r}: expected one of {', '.join(allowed)}")
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from exc
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r}: must be >= {minimum:g}")
-    return value
-
 
 @dataclass(frozen=True)
 class LiveSettings:
-    """What the live sensor requests; `from_env` reads them from the code location's environment."""
+    """What the live sensor requests (see PlatformSettings for the variables and their meaning)."""
 
-    allow_unqualified_model: bool = False  # CRYPTO_ALLOW_UNQUALIFIED_MODEL: serve a challenger if no champion
-    predictions: bool = True  # CRYPTO_LIVE_PREDICTIONS: include gold/predictions (false: stop at features)
-    labels: bool = False  # CRYPTO_LIVE_LABELS: include gold/labels
-    checks: str = "blocking"  # CRYPTO_LIVE_CHECKS: which checks of the selected assets run (CHECK_MODES)
-    overlap_seconds: int = DEFAULT_OVERLAP_SECONDS  # CRYPTO_LIVE_OVERLAP_SECONDS: late-trade re-read
-    catchup_days: int = 1  # CRYPTO_LIVE_CATCHUP_DAYS: earlier days (besides today) the sensor may finish
-    stale_run_minutes: float = 30.0  # CRYPTO_LIVE_STALE_RUN_MINUTES: older "in progress" runs are abandoned
+    allow_unqualified_model: bool = False  # serve a challenger if no champion
+    predictions: bool = True  # include gold/predictions (false: stop at features)
+    labels: bool = False  # include gold/labels
+    checks: str = "blocking"  # which checks of the selected assets run (LIVE_CHECK_MODES)
+    overlap_seconds: int = DEFAULT_OVERLAP_SECONDS  # late-trade re-read
+    catchup_days: int = 1  # earlier days (besides today) the sensor may finish
+    stale_run_minutes: float = 30.0  # older "in progress" runs are abandoned
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "LiveSettings":
-        env = os.environ if env is None else env
+    def from_settings(cls, settings: PlatformSettings) -> "LiveSettings":
+        """The live part of the platform settings."""
         return cls(
-            allow_unqualified_model=_flag(env, ALLOW_UNQUALIFIED_ENV, False),
-            predictions=_flag(env, PREDICTIONS_ENV, True),
-            labels=_flag(env, LABELS_ENV, False),
-            checks=_choice(env, CHECKS_ENV, "blocking", CHECK_MODES),
-            overlap_seconds=int(_number(env, OVERLAP_ENV, DEFAULT_OVERLAP_SECONDS, minimum=0)),
-            catchup_days=int(_number(env, CATCHUP_ENV, 1, minimum=0)),
-            stale_run_minutes=_number(env, STALE_ENV, 30.0, minimum=1),
+            allow_unqualified_model=settings.allow_unqualified_model,
+            predictions=settings.live_predictions,
+            labels=settings.live_labels,
+            checks=settings.live_checks,
+            overlap_seconds=settings.live_overlap_seconds,
+            catchup_days=settings.live_catchup_days,
+            stale_run_minutes=settings.live_stale_run_minutes,
         )
 
     @property
@@ -306,7 +258,7 @@ def live_checks(
         return []
     if repository is None:
         raise dg.DagsterInvariantViolationError(
-            f"{CHECKS_ENV}=blocking needs the repository to find the blocking checks"
+            f"{env_name('live_checks')}=blocking needs the repository to find the blocking checks"
         )
     graph = repository.asset_graph
     selected = set(settings.selection())
@@ -397,7 +349,8 @@ def evaluate(
         context.log.info(f"up to date: {', '.join(fine)}")
     if settings.predictions and settings.allow_unqualified_model and requests:
         context.log.warning(
-            f"{ALLOW_UNQUALIFIED_ENV}=true: predictions may be served by an UNQUALIFIED model (no champion)"
+            f"{env_name('allow_unqualified_model')}=true: predictions may be served by an UNQUALIFIED "
+            "model (no champion)"
         )
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=cursor.dumps()), decisions
@@ -410,46 +363,39 @@ def evaluate(
     return dg.SensorResult(skip_reason=why, cursor=cursor.dumps()), decisions
 
 
-def sensor_default_status() -> dg.DefaultSensorStatus:
+def sensor_default_status(settings: PlatformSettings) -> dg.DefaultSensorStatus:
     """RUNNING when CRYPTO_LIVE_SENSOR=running (the daemon then starts the live sensors), else STOPPED."""
-    value = os.environ.get(SENSOR_STATUS_ENV, "").strip().lower()
-    return dg.DefaultSensorStatus.RUNNING if value in {"running", *_TRUE} else dg.DefaultSensorStatus.STOPPED
+    return dg.DefaultSensorStatus.RUNNING if settings.live_sensor else dg.DefaultSensorStatus.STOPPED
 
 
 def build_live_sensor(
+    settings: PlatformSettings,
     *,
     name: str = SENSOR_NAME,
-    settings: LiveSettings | None = None,
     clock: Callable[[], datetime] | None = None,
-    minimum_interval_seconds: int | None = None,
     default_status: dg.DefaultSensorStatus | None = None,
 ) -> dg.SensorDefinition:
-    """The live sensor; `settings` (default: from the environment at each tick) and `clock` for tests."""
-    interval = minimum_interval_seconds or int(
-        _number(os.environ, INTERVAL_ENV, DEFAULT_INTERVAL_SECONDS, minimum=5)
-    )
+    """The live sensor for the loaded `settings`; `clock` (default: the wall clock) for tests."""
+    live = LiveSettings.from_settings(settings)
     target = dg.AssetSelection.assets(*INGEST_KEYS, FEATURES, LABELS, PREDICTIONS)
 
     @dg.sensor(
         name=name,
-        minimum_interval_seconds=interval,
-        default_status=default_status or sensor_default_status(),
+        minimum_interval_seconds=settings.live_interval_seconds,
+        default_status=default_status or sensor_default_status(settings),
         target=target,
         description=(
-            "Near-real-time: every ~15 s, one run per live instrument partition that is behind (a new "
-            "minute closed, raw changed, or yesterday's tail after midnight): raw -> bronze -> silver -> "
-            "gold/features -> gold/predictions for that partition. At most one request per partition "
-            "and minute, none while a run for it is in progress. See crypto_platform/automation/live.py."
+            f"Near-real-time: every ~{settings.live_interval_seconds} s, one run per live instrument "
+            "partition that is behind (a new minute closed, raw changed, or yesterday's tail after "
+            "midnight): raw -> bronze -> silver -> gold/features -> gold/predictions for that partition. "
+            "At most one request per partition and minute, none while a run for it is in progress. "
+            "See crypto_platform/automation/live.py."
         ),
         tags={"crypto/kind": "live"},
     )
     def _live(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
         now = (clock or (lambda: datetime.now(UTC)))()
-        result, _ = evaluate(context, lake, settings or LiveSettings.from_env(), now)
+        result, _ = evaluate(context, lake, live, now)
         return result
 
     return _live
-
-
-live_sensor = build_live_sensor()
-SENSORS: Sequence[dg.SensorDefinition] = [live_sensor]

@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_platform.automation.retraining import automation_status
+from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.resources.lake import LakeResource
 
 
@@ -48,13 +49,17 @@ def lake_sweep_job() -> None:
     sweep_lake()
 
 
-lake_sweep_schedule = dg.ScheduleDefinition(
-    name="daily_lake_sweep",
-    job=lake_sweep_job,
-    cron_schedule="15 3 * * *",
-    execution_timezone="UTC",
-    default_status=automation_status(),
-)
+def build_maintenance_schedules(settings: PlatformSettings) -> list[dg.ScheduleDefinition]:
+    """The daily lake sweep, RUNNING only with CRYPTO_AUTOMATION=running (like the other schedules)."""
+    return [
+        dg.ScheduleDefinition(
+            name="daily_lake_sweep",
+            job=lake_sweep_job,
+            cron_schedule="15 3 * * *",
+            execution_timezone="UTC",
+            default_status=automation_status(settings),
+        )
+    ]
+
 
 MAINTENANCE_JOBS = [lake_sweep_job]
-MAINTENANCE_SCHEDULES = [lake_sweep_schedule]

@@ -1,12 +1,14 @@
 """Alerting: failed runs and failed asset checks, posted to a Slack-compatible webhook.
 
-Where the URL comes from: `WebhookResource.url` (set it from `EnvVar("CRYPTO_PLATFORM_WEBHOOK_URL")` in
-the Definitions to show it in the UI), else the environment variable itself at send time. Neither set:
+Where the URL comes from: `WebhookResource.url`, which the code location sets from the settings
+(`CRYPTO_WEBHOOK_URL`, passed as an `EnvVar`: the UI shows the variable, never the URL). Empty:
 nothing is sent, no connection is attempted, and the sensors skip with a reason (the check cursor
 still advances, so enabling the webhook later does not replay old failures).
 
-* `run_failure_notifier` (run-failure sensor): job, run id, partition(s), selected assets and checks,
-  and the error of every failed step (a blocking check failure names the check).
+* `run_failure_notifier` (run-failure sensor over every run of the instance, whatever started it: the
+  UI, a sensor or schedule of any code location, or the CLI, e.g. the README's backfills and the demo,
+  whose runs belong to no code location): job, run id, partition(s), selected assets and checks, and
+  the error of every failed step (a blocking check failure names the check).
 * `check_failure_notifier` (sensor over the instance's asset-check records): one message per failed
   evaluation of any check in the code location at ERROR (WARN optional): asset, check, partition(s),
   severity, description and the check's figures (unexpected counts, PSI / KS, rank IC, ...). Blocking
@@ -17,7 +19,6 @@ Both default to RUNNING: they are inert without a URL and cheap (one query per c
 """
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ from typing import Any, Self
 import dagster as dg
 from pydantic import Field
 
-from crypto_platform.monitoring.notify import WEBHOOK_ENV, Notifier, format_check_failure, format_run_failure
+from crypto_platform.monitoring.notify import Notifier, format_check_failure, format_run_failure
+from crypto_platform.platform_settings import env_name
 
+WEBHOOK_ENV = env_name("webhook_url")
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -37,11 +40,12 @@ _PENDING_MAX_AGE_S = 24 * 3600
 
 
 class WebhookResource(dg.ConfigurableResource):
-    """Where alerts go: a Slack-compatible webhook (empty: $CRYPTO_PLATFORM_WEBHOOK_URL, else nothing)."""
+    """Where alerts go: a Slack-compatible webhook (empty: nothing is sent)."""
 
     url: str = Field(
         default="",
-        description=f"Webhook URL (a secret). Empty: ${WEBHOOK_ENV} at send time; both empty: nothing sent.",
+        description=f"Webhook URL (a secret: set it from EnvVar('{WEBHOOK_ENV}')). Empty: nothing sent.",
+        json_schema_extra={"dagster__is_secret": True},
     )
     timeout_s: float = Field(default=5.0, description="Timeout of one post, in seconds.")
     ui_url: str = Field(
@@ -49,8 +53,8 @@ class WebhookResource(dg.ConfigurableResource):
     )
 
     def notifier(self) -> Notifier:
-        """The webhook client for the configured (or environment) URL; disabled when neither is set."""
-        return Notifier(self.url or os.environ.get(WEBHOOK_ENV), self.timeout_s)
+        """The webhook client for the configured URL; disabled when it is empty."""
+        return Notifier(self.url, self.timeout_s)
 
     def run_link(self, run_id: str) -> str | None:
         """Link to a run in the Dagster UI, when the UI's URL is configured."""
@@ -75,11 +79,16 @@ def build_run_failure_notifier(
     name: str = "run_failure_notifier",
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """A run-failure sensor (jobs of this code location) posting each failed run via the webhook."""
+    """A run-failure sensor posting each failed run of the instance (any origin) via the webhook.
+
+    Dagster's default watches only the sensor's own code location, which misses CLI runs (they have
+    no code location origin) and runs of other locations: `monitor_all_code_locations` covers them all.
+    """
 
     @dg.run_failure_sensor(
         name=name,
         default_status=default_status,
+        monitor_all_code_locations=True,
         description="Posts every failed run (job, partition, assets, failed steps, errors) to the webhook.",
     )
     def _run_failure_notifier(context: dg.RunFailureSensorContext, webhook: WebhookResource):
@@ -104,12 +113,7 @@ def run_failure_message(
     errors = []
     for ev in steps:
         err = getattr(ev.event_specific_data, "error", None)
-        text = (
-            (err.message.strip() if err.cls_name in err.message else f"{err.cls_name}: {err.message.strip()}")
-            if err is not None
-            else ev.message or ""
-        )
-        errors.append(f"{ev.step_key}: {text}")
+        errors.append(f"{ev.step_key}: {_error_text(err) if err is not None else ev.message or ''}")
     error = "\n".join(errors) or (context.failure_event.message or "run failed")
     title, fields = format_run_failure(run.job_name, run.run_id, error)
     fields["partition"] = partition_label(run.tags) or "-"
@@ -127,6 +131,17 @@ def run_failure_message(
     if webhook is not None and (link := webhook.run_link(run.run_id)):
         fields["link"] = link
     return title, fields
+
+
+_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
+
+
+def _error_text(err: Any) -> str:
+    """'Cls: message' of a step's error; the user's error itself when Dagster only wrapped it."""
+    while err.cls_name in _WRAPPERS and err.cause is not None:
+        err = err.cause
+    message = err.message.strip()
+    return message if err.cls_name in message else f"{err.cls_name}: {message}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ skill) from the instance's asset-check records and requests one run of `training
   2. no training run is queued or running,
   3. that failure is newer than the last training run (any origin: this sensor, the daily schedule,
      a manual launch), so evidence the current model was trained after is not acted on twice, and
-  4. the cooldown (default 6 h, `CRYPTO_PLATFORM_RETRAIN_COOLDOWN_HOURS`) since the last training run or
+  4. the cooldown (default 6 h, `CRYPTO_RETRAIN_COOLDOWN_HOURS`) since the last training run or
      request has passed.
 
 Otherwise the tick is skipped with the reason. The cursor remembers the last request (so the cooldown
@@ -17,7 +17,7 @@ also holds before the requested run reaches the run storage); the run key is the
 evaluation, and the run's tags name the triggering check(s).
 
 Default status of every schedule and this sensor: STOPPED, switchable at once with
-`CRYPTO_PLATFORM_AUTOMATION=running` (or one by one in the UI). They launch real compute: on a fresh
+`CRYPTO_AUTOMATION=running` (or one by one in the UI). They launch real compute: on a fresh
 checkout (empty lake, no champion) the daily training would fail every day and the hourly monitoring
 would fill the run history with no-op runs; a deployment turns them on deliberately. The
 notification sensors (automation/notifications.py) default to RUNNING: they send nothing without a
@@ -25,7 +25,6 @@ webhook URL.
 """
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -39,10 +38,8 @@ from crypto_platform.assets.monitoring import MODEL_SKILL_CHECK
 from crypto_platform.automation.jobs import training_job
 from crypto_platform.checks.drift import FEATURE_DRIFT_CHECK, PREDICTION_DRIFT_CHECK
 from crypto_platform.metadata import ABOUT_LATEST_DATA
+from crypto_platform.platform_settings import PlatformSettings
 
-AUTOMATION_ENV = "CRYPTO_PLATFORM_AUTOMATION"
-COOLDOWN_ENV = "CRYPTO_PLATFORM_RETRAIN_COOLDOWN_HOURS"
-DEFAULT_COOLDOWN_HOURS = 6.0
 TRIGGER_TAG = "crypto_platform/trigger"
 TRIGGER_CHECKS_TAG = "crypto_platform/trigger_checks"
 TRIGGER_RUN_TAG = "crypto_platform/trigger_run_id"
@@ -61,26 +58,13 @@ _PENDING = [
 _HISTORY = 25  # newest evaluations read per check when looking for one about the newest data
 
 
-def automation_status(env: str = AUTOMATION_ENV) -> dg.DefaultScheduleStatus:
-    """STOPPED unless $CRYPTO_PLATFORM_AUTOMATION is 'running' (or on / true / 1)."""
-    value = os.environ.get(env, "").strip().lower()
-    running = value in {"running", "on", "true", "1", "yes"}
-    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+def automation_status(settings: PlatformSettings) -> dg.DefaultScheduleStatus:
+    """STOPPED unless $CRYPTO_AUTOMATION is 'running' (or true)."""
+    return dg.DefaultScheduleStatus.RUNNING if settings.automation else dg.DefaultScheduleStatus.STOPPED
 
 
 def _sensor_status(status: dg.DefaultScheduleStatus) -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus(status.value)
-
-
-def cooldown_hours(env: str = COOLDOWN_ENV) -> float:
-    """The retraining cooldown: $CRYPTO_PLATFORM_RETRAIN_COOLDOWN_HOURS, else 6 hours."""
-    raw = os.environ.get(env, "").strip()
-    if not raw:
-        return DEFAULT_COOLDOWN_HOURS
-    value = float(raw)
-    if value < 0:
-        raise ValueError(f"{env} must be >= 0 hours, got {raw}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -150,18 +134,17 @@ class RetrainCursor:
 
 
 def build_retraining_sensor(
+    settings: PlatformSettings,
     *,
     name: str = "retraining_sensor",
-    cooldown_h: float | None = None,
     watched: Sequence[dg.AssetCheckKey] = WATCHED_CHECKS,
     trigger_severities: Sequence[dg.AssetCheckSeverity] = (dg.AssetCheckSeverity.ERROR,),
     minimum_interval_seconds: int = 300,
-    default_status: dg.DefaultSensorStatus | None = None,
 ) -> dg.SensorDefinition:
     """A sensor requesting `training_job` on failing drift / skill checks, at most once per cooldown."""
-    cooldown_s = 3600.0 * (cooldown_hours() if cooldown_h is None else cooldown_h)
+    cooldown_s = 3600.0 * settings.retrain_cooldown_hours
     severities = set(trigger_severities)
-    status = default_status or _sensor_status(automation_status())
+    status = _sensor_status(automation_status(settings))
     job_name = training_job.name
 
     @dg.sensor(
@@ -242,8 +225,6 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-retraining_sensor = build_retraining_sensor()
-
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
     selection=(
@@ -260,24 +241,31 @@ monitoring_job = dg.define_asset_job(
     ),
 )
 
-daily_retraining_schedule = dg.ScheduleDefinition(
-    name="daily_retraining",
-    job=training_job,
-    cron_schedule="30 2 * * *",
-    execution_timezone="UTC",
-    default_status=automation_status(),
-    description="Retrain daily at 02:30 UTC, after the previous UTC day closed; the promotion gate decides.",
-)
 
-hourly_monitoring_schedule = dg.ScheduleDefinition(
-    name="hourly_monitoring",
-    job=monitoring_job,
-    cron_schedule="5 * * * *",
-    execution_timezone="UTC",
-    default_status=automation_status(),
-    description="Prediction errors, skill and drift every hour (5 past, after the top-of-hour bars closed).",
-)
+def build_schedules(settings: PlatformSettings) -> list[dg.ScheduleDefinition]:
+    """The daily retraining and hourly monitoring schedules, RUNNING only with CRYPTO_AUTOMATION=running."""
+    return [
+        dg.ScheduleDefinition(
+            name="daily_retraining",
+            job=training_job,
+            cron_schedule="30 2 * * *",
+            execution_timezone="UTC",
+            default_status=automation_status(settings),
+            description=(
+                "Retrain daily at 02:30 UTC, after the previous UTC day closed; the promotion gate decides."
+            ),
+        ),
+        dg.ScheduleDefinition(
+            name="hourly_monitoring",
+            job=monitoring_job,
+            cron_schedule="5 * * * *",
+            execution_timezone="UTC",
+            default_status=automation_status(settings),
+            description=(
+                "Prediction errors, skill and drift every hour (5 past, after the top-of-hour bars closed)."
+            ),
+        ),
+    ]
+
 
 RETRAINING_JOBS = [monitoring_job]
-RETRAINING_SCHEDULES = [daily_retraining_schedule, hourly_monitoring_schedule]
-RETRAINING_SENSORS = [retraining_sensor]

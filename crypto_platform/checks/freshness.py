@@ -21,7 +21,6 @@ time-window partitions definition (ours is day x instrument multi-partitions), a
 evaluation and measure materialization time only (what the freshness policy already shows).
 """
 
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,14 +29,14 @@ import dagster as dg
 
 from crypto_platform import tables
 from crypto_platform.partitions import DayPartition
+from crypto_platform.platform_settings import PlatformSettings, env_name
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.settings import SettingsError, load_universe
+from crypto_platform.settings import load_universe
 
 FRESHNESS_TABLES = [tables.CANDLES_1M, tables.PREDICTIONS]
 FRESHNESS_KEYS = [t.key for t in FRESHNESS_TABLES]
 CHECK_NAME = "live_data_lag"
-MAX_LAG_ENV = "CRYPTO_FRESHNESS_MAX_LAG_SECONDS"
-DEFAULT_MAX_LAG_SECONDS = 180
+MAX_LAG_ENV = env_name("freshness_max_lag_seconds")
 FRESHNESS_SENSOR_NAME = "live_freshness_sensor"
 
 LIVE_FRESHNESS_POLICY = dg.FreshnessPolicy.time_window(
@@ -52,19 +51,6 @@ def _with_policy(spec: dg.AssetSpec) -> dg.AssetSpec:
 def with_live_freshness(assets: Sequence[Any]) -> list[Any]:
     """The assets, with the live freshness policy on silver/candles_1m and gold/predictions."""
     return list(dg.map_asset_specs(_with_policy, assets))
-
-
-def max_lag_seconds() -> float:
-    raw = os.environ.get(MAX_LAG_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_LAG_SECONDS
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{MAX_LAG_ENV}={raw!r}: expected a number of seconds") from exc
-    if value <= 0:
-        raise SettingsError(f"{MAX_LAG_ENV}={raw!r}: must be > 0")
-    return value
 
 
 def newest_bar_end(lake: LakeResource, key: dg.AssetKey, part: DayPartition) -> datetime | None:
@@ -109,41 +95,9 @@ def lag_report(
     return passed, desc, metadata
 
 
-@dg.multi_asset_check(
-    name="live_data_lag_checks",
-    specs=[
-        dg.AssetCheckSpec(
-            CHECK_NAME,
-            asset=key,
-            description=(
-                "Live data lag: now minus the end of the newest 1-minute bar of every live instrument "
-                f"(synthetic, ccxt); fails above {MAX_LAG_ENV} (default {DEFAULT_MAX_LAG_SECONDS} s). "
-                f"Evaluated every minute by {FRESHNESS_SENSOR_NAME} (no run needed)."
-            ),
-        )
-        for key in FRESHNESS_KEYS
-    ],
-    can_subset=True,
-)
-def live_data_lag_checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
-    now, max_lag = datetime.now(UTC), max_lag_seconds()
-    for check_key in context.selected_asset_check_keys:
-        report = lag_report(lake, check_key.asset_key, now, max_lag)
-        passed, desc, meta = report or (True, "no live instrument configured: not applicable", {})
-        yield dg.AssetCheckResult(
-            asset_key=check_key.asset_key,
-            check_name=CHECK_NAME,
-            passed=passed,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=desc,
-            metadata=meta,
-        )
-
-
-def evaluations(lake: LakeResource, now: datetime) -> list[dg.AssetCheckEvaluation]:
+def evaluations(lake: LakeResource, now: datetime, max_lag: float) -> list[dg.AssetCheckEvaluation]:
     """The `live_data_lag` evaluations the sensor records (none without live instruments)."""
     out = []
-    max_lag = max_lag_seconds()
     for key in FRESHNESS_KEYS:
         report = lag_report(lake, key, now, max_lag)
         if report is None:
@@ -162,4 +116,38 @@ def evaluations(lake: LakeResource, now: datetime) -> list[dg.AssetCheckEvaluati
     return out
 
 
-FRESHNESS_CHECKS = [live_data_lag_checks]
+def build_live_data_lag_checks(settings: PlatformSettings) -> dg.AssetChecksDefinition:
+    """The `live_data_lag` checks, failing above the configured maximum lag."""
+    max_lag = settings.freshness_max_lag_seconds
+
+    @dg.multi_asset_check(
+        name="live_data_lag_checks",
+        specs=[
+            dg.AssetCheckSpec(
+                CHECK_NAME,
+                asset=key,
+                description=(
+                    "Live data lag: now minus the end of the newest 1-minute bar of every live instrument "
+                    f"(synthetic, ccxt); fails above {max_lag:g} s ({MAX_LAG_ENV}). "
+                    f"Evaluated every minute by {FRESHNESS_SENSOR_NAME} (no run needed)."
+                ),
+            )
+            for key in FRESHNESS_KEYS
+        ],
+        can_subset=True,
+    )
+    def live_data_lag_checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+        now = datetime.now(UTC)
+        for check_key in context.selected_asset_check_keys:
+            report = lag_report(lake, check_key.asset_key, now, max_lag)
+            passed, desc, meta = report or (True, "no live instrument configured: not applicable", {})
+            yield dg.AssetCheckResult(
+                asset_key=check_key.asset_key,
+                check_name=CHECK_NAME,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=desc,
+                metadata=meta,
+            )
+
+    return live_data_lag_checks

@@ -8,6 +8,11 @@ gate's reasons in its description and tags). Consumers load the champion with no
 
     mlflow.set_tracking_uri(uri); mlflow.pyfunc.load_model("models:/<name>@champion")
 
+Registration records the SHA-256 of every file of the model artifact (model-version tag
+'artifact_sha256'); every load here copies the artifact, verifies it against that record and only
+then hands it to LightGBM, whose parser aborts the whole process on a truncated file. A missing or
+corrupt artifact raises ModelArtifactError naming the model, version and file instead.
+
 Local tracking URIs (sqlite:///dir/mlflow.db) keep their artifacts next to the database
 (dir/artifacts). Nothing here talks to the network; MLflow's telemetry is disabled.
 """
@@ -39,6 +44,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
+from crypto_platform.ml.artifacts import ModelArtifactError, artifact_checksums, verify_artifact
 from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
 from crypto_platform.ml.training import TrainResult
 
@@ -48,6 +54,7 @@ DEFAULT_EXPERIMENT = "crypto_platform-models"
 MODEL_ARTIFACT = "model"
 DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
 HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
+CHECKSUM_TAG = "artifact_sha256"  # model-version tag: JSON {file path in the model artifact: SHA-256}
 
 
 class NoAliasError(LookupError):
@@ -137,7 +144,14 @@ def log_and_register(
             )
             run_id = run.info.run_id
         version = mlflow.register_model(model_info.model_uri, model_name)
+    # what the store holds, fetched as every load fetches it (not through models:/, which adds a file)
+    where = client.get_model_version_download_uri(model_name, version.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        checksums = artifact_checksums(
+            Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
+        )
     tags = {
+        CHECKSUM_TAG: json.dumps(checksums, sort_keys=True),
         "run_id": run_id,
         "horizon": str(result.horizon),
         "feature_cols": json.dumps(list(feature_cols)),
@@ -167,18 +181,21 @@ def load_champion(tracking_uri: str, model_name: str) -> ChampionModel:
 
 
 def load_alias(tracking_uri: str, model_name: str, alias: str) -> ChampionModel:
-    """Load `models:/<name>@<alias>` (e.g. 'challenger'); NoAliasError / NoChampionError if absent."""
+    """Load `models:/<name>@<alias>` (e.g. 'challenger'); NoAliasError / NoChampionError if absent.
+
+    ModelArtifactError when the version's artifact is missing or corrupt.
+    """
     info = alias_info(tracking_uri, model_name, alias)
-    with _tracking(tracking_uri):
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{info.version}")
+    with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
+        model = mlflow.pyfunc.load_model(str(path))
     return ChampionModel(model=model, info=info)
 
 
 def load_version(tracking_uri: str, model_name: str, version: str | int) -> ChampionModel:
-    """Load one registered version (whatever its alias) as a pyfunc model."""
+    """Load one registered version (whatever its alias) as a pyfunc model, after verifying its artifact."""
     info = version_info(tracking_uri, model_name, version)
-    with _tracking(tracking_uri):
-        model = mlflow.pyfunc.load_model(info.model_uri)
+    with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
+        model = mlflow.pyfunc.load_model(str(path))
     return ChampionModel(model=model, info=info)
 
 
@@ -211,8 +228,8 @@ def champion_metrics(
     missing = [c for c in [*info.feature_cols, label_col] if c not in frame.columns]
     if missing:
         raise ValueError(f"champion_metrics: evaluation frame lacks the champion's columns {missing}")
-    with _tracking(tracking_uri):
-        booster = mlflow.lightgbm.load_model(f"models:/{model_name}/{info.version}")
+    with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
+        booster = mlflow.lightgbm.load_model(str(path))
     x = frame.select([pl.col(c).cast(pl.Float64) for c in info.feature_cols]).to_numpy()
     pred = np.asarray(booster.predict(x), dtype=float)
     return forecast_metrics(pred, frame[label_col].cast(pl.Float64).to_numpy(), overlap=info.horizon)
@@ -253,7 +270,10 @@ def compare_champion(
     if missing or not info.feature_cols:
         what = f"features {missing} are not in the evaluation window" if missing else "has no feature list"
         return ChampionComparison(info, None, incomparable=f"v{info.version} {what}")
-    metrics = champion_metrics(tracking_uri, model_name, window, label_col=label_col)
+    try:
+        metrics = champion_metrics(tracking_uri, model_name, window, label_col=label_col)
+    except ModelArtifactError as exc:  # a broken champion must not stop training its replacement
+        return ChampionComparison(info, None, incomparable=f"v{info.version} cannot be loaded: {exc}")
     notes = []
     trained_to = info.tags.get("train_window_end")
     start = window["ts"].min() if "ts" in window.columns and window.height else None
@@ -301,6 +321,34 @@ def _tracking(uri: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _verified_model(tracking_uri: str, info: ModelVersionInfo) -> Iterator[Path]:
+    """A local copy of the version's model artifact, verified (ModelArtifactError otherwise).
+
+    The copy, not the store, is loaded: what was verified is what LightGBM parses.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    where = client.get_model_version_download_uri(info.name, info.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
+        except (MlflowException, OSError) as exc:
+            raise ModelArtifactError(
+                f"{_label(info)}: its model artifact at {where} is missing "
+                f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]})"
+            ) from exc
+        recorded = info.tags.get(CHECKSUM_TAG)
+        verify_artifact(local, json.loads(recorded) if recorded else None, _label(info), where)
+        yield local
+
+
+def _label(info: ModelVersionInfo) -> str:
+    """How errors name a version: model, version and alias."""
+    return f"registered model {info.name!r} version {info.version}" + (
+        f" ('{info.alias}')" if info.alias else ""
+    )
 
 
 def _version_by_alias(client: MlflowClient, tracking_uri: str, model_name: str, alias: str) -> ModelVersion:

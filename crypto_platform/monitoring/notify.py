@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -18,7 +17,6 @@ from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_ENV = "CRYPTO_PLATFORM_WEBHOOK_URL"
 _MAX_TITLE = 150  # Slack header block limit
 _MAX_FIELD = 1900  # Slack section field text limit is 2000
 _FIELDS_PER_SECTION = 10  # Slack limit
@@ -30,11 +28,6 @@ class Notifier:
     def __init__(self, webhook_url: str | None, timeout_s: float = 5) -> None:
         self.webhook_url = webhook_url.strip() if webhook_url and webhook_url.strip() else None
         self.timeout_s = timeout_s
-
-    @classmethod
-    def from_env(cls, var: str = WEBHOOK_ENV, timeout_s: float = 5) -> Notifier:
-        """A notifier for the URL in $CRYPTO_PLATFORM_WEBHOOK_URL (disabled when unset or empty)."""
-        return cls(os.environ.get(var), timeout_s)
 
     @property
     def enabled(self) -> bool:

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from crypto_platform.settings import PROJECT_DIR
 
-MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_MLFLOW_DIR = "data/mlflow"
 
 
@@ -19,6 +18,7 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str = Field(
         default="",
         description="MLflow tracking/registry URI; empty: sqlite:///<project>/data/mlflow/mlflow.db.",
+        json_schema_extra={"dagster__is_secret": True},  # a server URI may hold credentials
     )
     artifact_location: str = Field(
         default="",

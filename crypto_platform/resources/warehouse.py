@@ -13,6 +13,13 @@ checks first and writes only then:
 3. only missing or changed views are (re)created, through a read-write connection. If another
    process holds the file, the refresh is deferred, not failed: the lake write already succeeded and
    the next refresh creates the view. `ViewRefresh` says which happened, for the run's metadata.
+
+The file is written in the storage format of STORAGE_COMPATIBILITY, which the bundled `duckdb` CLI
+(duckdb-cli 1.5) reads. The option only applies when a connection creates the file: a file first
+created by another DuckDB (a Python `duckdb.connect(path)` session: format v2.0, which the CLI
+refuses with "version number 69") keeps its format forever. So the writing connection checks the
+format and, when it is newer, rewrites the file (views and comments, it holds no data) in the
+compatible one, atomically, under the file's lock.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +43,6 @@ from crypto_platform.tables import Table
 
 # Written in a format the `duckdb` CLI (duckdb-cli 1.5) can open too.
 STORAGE_COMPATIBILITY = "v1.5.0"
-WAREHOUSE_ENV = "CRYPTO_WAREHOUSE_PATH"
 # A view's comment holds the digest of the statement that created it (how a refresh sees a change).
 _COMMENT_PREFIX = "crypto_platform:"
 
@@ -186,7 +194,9 @@ class WarehouseResource(dg.ConfigurableResource):
         os.replace(tmp, self.stamp_file)
 
     def _stored_digests(self) -> dict[str, str]:
-        """{view: digest} as stored in the file, through a read-only connection ({} if no file)."""
+        """{view: digest} as stored in the file, through a read-only connection ({} if no file, or if
+        the file's format is newer than STORAGE_COMPATIBILITY: then every view is written, which
+        rewrites the file)."""
         if not self.file.exists():
             return {}
         try:
@@ -196,16 +206,18 @@ class WarehouseResource(dg.ConfigurableResource):
                 raise WarehouseLockedError(_first_line(exc)) from exc
             raise
         try:
-            return _read_digests(con)
+            return {} if _newer_than_compatible(storage_version(con)) else _read_digests(con)
         finally:
             con.close()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Read-write connection (waiting up to `lock_timeout_s` for the lock) to a file in the
+        STORAGE_COMPATIBILITY format: a file in a newer format is rewritten first."""
         self.file.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                return duckdb.connect(
+                con = duckdb.connect(
                     str(self.file), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
                 )
             except duckdb.IOException as exc:
@@ -214,6 +226,48 @@ class WarehouseResource(dg.ConfigurableResource):
                 if time.monotonic() > deadline:
                     raise WarehouseLockedError(_first_line(exc)) from exc
                 time.sleep(0.25)
+                continue
+            if not _newer_than_compatible(storage_version(con)):
+                return con
+            self._rewrite_compatible(con)  # then connect again, to the rewritten file
+
+    def _rewrite_compatible(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Copy the file's schemas and views into a new file in the compatible format and rename it
+        over the file while `con` still holds the lock (readers see the old file or the new one)."""
+        tmp = self.file.with_name(f".{self.file.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            name = con.execute("select current_database()").fetchone()[0]  # type: ignore[index]
+            path = str(tmp).replace("'", "''")
+            con.execute(f"attach '{path}' as compatible (storage_version '{STORAGE_COMPATIBILITY}')")
+            con.execute(f'copy from database "{name}" to compatible')
+            con.execute("detach compatible")
+            dg.get_dagster_logger().warning(
+                f"warehouse {self.file}: its DuckDB storage format is newer than {STORAGE_COMPATIBILITY}, "
+                f"which the duckdb CLI cannot open: rewritten in {STORAGE_COMPATIBILITY}"
+            )
+            os.replace(tmp, self.file)
+        finally:
+            con.close()
+            tmp.unlink(missing_ok=True)
+
+
+def storage_version(con: duckdb.DuckDBPyConnection) -> str:
+    """The storage format of the connection's database file, e.g. 'v1.5.0+'."""
+    row = con.execute(
+        "select tags['storage_version'] from duckdb_databases() where database_name = current_database()"
+    ).fetchone()
+    return str(row[0]) if row and row[0] is not None else ""
+
+
+def _newer_than_compatible(version: str) -> bool:
+    """Whether a storage version ('v2.0.0+') is newer than STORAGE_COMPATIBILITY (unknown: no)."""
+    found, limit = _version_tuple(version), _version_tuple(STORAGE_COMPATIBILITY)
+    return found is not None and limit is not None and found > limit
+
+
+def _version_tuple(version: str) -> tuple[int, ...] | None:
+    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(g) for g in match.groups()) if match else None
 
 
 def _digest(sql: str) -> str:

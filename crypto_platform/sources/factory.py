@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from crypto_platform import settings
@@ -47,7 +47,9 @@ def build_source(
     if kind == "replay":
         from crypto_platform.sources.replay import ReplaySource
 
-        return ReplaySource(replay_path(instrument, project_dir), now=now)
+        start = settings.load_universe().start_date  # rows timed before the partition grid are rejected
+        earliest = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        return ReplaySource(replay_path(instrument, project_dir), now=now, earliest=earliest)
     if kind == "candles":
         raise SourceError(
             f"instrument {instrument.key} has source 'candles': it has no trades, only 1-minute OHLCV "

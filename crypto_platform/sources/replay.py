@@ -4,39 +4,47 @@ The format is detected from the content (magic bytes, first line), the columns f
 (or, for header-less Binance data.binance.vision dumps, from the column count). Values are kept as
 recorded; only unparseable numbers become null. The coverage is the recorded span of the file(s)
 intersected with the requested window.
+
+Nothing is dropped silently: every row of the instrument reaches raw, in the fetch whose window holds
+its *placement* time, and bronze rejects with a reason what is not a valid trade. A row is placed at
+its own timestamp when that is a time inside the partition grid (>= `earliest`, the universe's
+start date) and not in the future (the wall clock + 1 day of clock skew); any other row (empty,
+'not a time', ambiguous, a stray 1970 or far-future value) is placed with the row before it in the
+file (or after it, at the start), so it lands in raw next to its neighbours and bronze rejects it
+('timestamp is null' / 'timestamp outside partition window'). Its text stays in the payload.
+
+A file without any row (empty, or a CSV header only) is refused with an error naming it, as is a
+file none of whose rows has a usable time, and a CSV line with more or fewer fields than the header
+(named by file and line number): such files are broken captures or downloads, never "no trades".
 """
 
 from __future__ import annotations
 
 import glob
-import gzip
-import io
-import json
 import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from crypto_platform import schemas
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError, TradeBatch
+from crypto_platform.sources.timestamps import AMBIGUOUS_DATE, timestamp_ms_expr
+from crypto_platform.sources.trade_files import NO_ROWS, PAYLOAD, READERS, detect_format
 from crypto_platform.timeutil import EPOCH, as_utc, epoch_ms_ceil
+
+# Rows placed by their own time must lie in [earliest, wall clock + CLOCK_SKEW); no crypto trade
+# predates the Bitcoin genesis block, the default `earliest` of a source built outside the factory.
+GENESIS = datetime(2009, 1, 3, tzinfo=UTC)
+CLOCK_SKEW = timedelta(days=1)
 
 # A recording continues across a window edge if it has a trade within this time on the other side.
 SESSION_GAP = timedelta(hours=2)
 
-# Header-less Binance bulk dumps (data.binance.vision), told apart by their column count.
-BINANCE_TRADES_COLUMNS = ["id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"]
-BINANCE_AGGTRADES_COLUMNS = [
-    "aggTradeId", "price", "qty", "firstTradeId", "lastTradeId",
-    "transactTime", "isBuyerMaker", "isBestMatch",
-]  # fmt: skip
-HEADERLESS_LAYOUTS = {len(BINANCE_TRADES_COLUMNS): BINANCE_TRADES_COLUMNS, 8: BINANCE_AGGTRADES_COLUMNS}
 
 # Accepted column names per field, in priority order, compared lower-case without '_', '-', ' '.
 # (`local_ts` of the websocket captures is the capture clock, never the exchange time.)
@@ -62,7 +70,7 @@ WIRE_KEYS: dict[str, tuple[str, ...]] = {
 REQUIRED = ("timestamp", "trade_id", "price", "amount")
 TRUE_TEXT = ("true", "1", "t", "yes", "y")
 FALSE_TEXT = ("false", "0", "f", "no", "n")
-PAYLOAD = "__payload"  # precomputed payload column (ccxt JSON: the exchange's own `info` record)
+PLACED = "__placed_ms"  # FileTrades.trades: the time a row is placed at (its own, or its neighbour's)
 
 
 def _norm(name: str) -> str:
@@ -82,55 +90,6 @@ def resolve_columns(columns: list[str]) -> dict[str, str]:
         if hit is not None:
             out[field] = hit
     return out
-
-
-def _ms_by_magnitude(v: pl.Expr, scale: float | int) -> pl.Expr:
-    """Epoch s/ms/µs/ns -> ms, the unit told by magnitude (Binance dumps moved from ms to µs in 2025)."""
-    a = v.abs()
-    return (
-        pl.when(a >= 10**17 * scale).then(v // (10**6 * scale))
-        .when(a >= 10**14 * scale).then(v // (10**3 * scale))
-        .when(a >= 10**11 * scale).then(v // scale)
-        .otherwise(v * 1000 // scale)
-    )  # fmt: skip
-
-
-def epoch_ms_from_number(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Epoch numbers (or their text) in s/ms/µs/ns -> Int64 ms; integers exactly, non-numbers -> null."""
-    if dtype.is_integer():
-        return _ms_by_magnitude(col.cast(pl.Int64), 1)
-    as_float = _ms_by_magnitude(col.cast(pl.Float64, strict=False), 1.0).floor().cast(pl.Int64, strict=False)
-    if dtype.is_float():
-        return as_float
-    return pl.coalesce(_ms_by_magnitude(col.cast(pl.Int64, strict=False), 1), as_float)
-
-
-def timestamp_ms_expr(name: str, dtype: pl.DataType, sample: Any, file: Path) -> pl.Expr:
-    """Expression turning the file's timestamp column into epoch ms (Int64), whatever its type."""
-    col = pl.col(name)
-    if isinstance(dtype, pl.Datetime):
-        return col.dt.epoch("ms")
-    if dtype.is_numeric():
-        return epoch_ms_from_number(col, dtype)
-    if dtype == pl.String:
-        text = col.str.strip_chars()
-        if sample is None or _is_number(str(sample)):
-            return epoch_ms_from_number(text, pl.String())
-        try:
-            pl.Series([str(sample)]).str.to_datetime(time_zone="UTC", time_unit="ms")
-        except pl.exceptions.PolarsError as exc:
-            raise SourceError(f"replay: {file}: column {name!r} holds {sample!r}, not a timestamp") from exc
-        return text.str.to_datetime(strict=False, time_zone="UTC", time_unit="ms").dt.epoch("ms")
-    raise SourceError(f"replay: {file}: timestamp column {name!r} has unsupported type {dtype}")
-
-
-def _is_number(text: str) -> bool:
-    """True when the text parses as a number."""
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def side_expr(fields: dict[str, str]) -> pl.Expr:
@@ -171,132 +130,14 @@ def _symbol_key(col: pl.Expr) -> pl.Expr:
 # format detection and readers: each returns the file's original columns as a LazyFrame
 
 
-def _raw_bytes(path: Path) -> bytes:
-    """The file's content, decompressed when gzip or a one-member zip (bulk dumps come zipped)."""
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        return gzip.decompress(data)
-    if data[:4] == b"PK\x03\x04":
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            members = [n for n in zf.namelist() if not n.endswith("/")]
-            if len(members) != 1:
-                raise SourceError(f"replay: {path}: zip holds {len(members)} files, expected exactly one")
-            return zf.read(members[0])
-    return data
-
-
-def _head(path: Path, size: int = 1 << 16) -> bytes:
-    """The first bytes of the (decompressed) content, cheaply for plain files."""
-    with path.open("rb") as fh:
-        start = fh.read(4)
-    if start[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as gz:
-            try:
-                return gz.read(size)
-            except (OSError, EOFError) as exc:
-                raise SourceError(f"replay: {path}: corrupt gzip ({exc})") from exc
-    if start == b"PK\x03\x04":
-        return _raw_bytes(path)[:size]
-    with path.open("rb") as fh:
-        return fh.read(size)
-
-
-def detect_format(path: Path) -> str:
-    """'parquet' | 'json' | 'csv', from the content (magic bytes / first character / first line)."""
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic == b"PAR1":
-        return "parquet"
-    head = _head(path)
-    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
-    if not text:
-        raise SourceError(f"replay: {path}: the file is empty")
-    if text[:1] in (b"[", b"{"):
-        return "json"
-    first = text.split(b"\n", 1)[0]
-    if b"," in first and b"\x00" not in head:
-        try:
-            first.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            return "csv"
-    raise SourceError(
-        f"replay: {path}: unknown format (not Parquet, CSV or ccxt trade JSON; starts with {head[:16]!r})"
-    )
-
-
-def read_parquet(path: Path) -> pl.LazyFrame:
-    """Lazy scan of a Parquet file."""
-    return pl.scan_parquet(path, glob=False)
-
-
-def read_csv(path: Path) -> pl.LazyFrame:
-    """Lazy CSV scan, all columns as text (exact as recorded); header-less Binance dumps get names."""
-    first = _head(path).lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].decode().strip()
-    cells = [c.strip().strip('"') for c in first.split(",")]
-    has_header = any(not _is_number(c) and c.lower() not in ("true", "false") for c in cells)
-    names = None
-    if not has_header:
-        names = HEADERLESS_LAYOUTS.get(len(cells))
-        if names is None:
-            raise SourceError(
-                f"replay: {path}: header-less CSV with {len(cells)} columns is not a known layout "
-                f"(Binance trades dump: 7 columns, aggTrades dump: 8)"
-            )
-    with path.open("rb") as fh:
-        compressed = fh.read(4)[:2] in (b"\x1f\x8b", b"PK")
-    source: Path | bytes = _raw_bytes(path) if compressed else path
-    return pl.scan_csv(source, has_header=has_header, new_columns=names, infer_schema=False, glob=False)
-
-
-def read_json(path: Path) -> pl.LazyFrame:
-    """ccxt unified trade dicts (or raw exchange records) from a JSON list or JSON lines, as text columns;
-    the payload is each record's `info` (the exchange's own record) when present, else the record."""
-    text = _raw_bytes(path).decode("utf-8")
-    try:
-        stripped = text.lstrip()
-        if stripped.startswith("["):
-            records = json.loads(stripped)
-        else:
-            records = [json.loads(line) for line in stripped.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"replay: {path}: invalid JSON ({exc})") from exc
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise SourceError(f"replay: {path}: expected a JSON list of trade objects")
-    keys: list[str] = []
-    for r in records:
-        keys.extend(k for k in r if k != "info" and k not in keys)
-    columns: dict[str, list[str | None]] = {k: [_text(r.get(k)) for r in records] for k in keys}
-    columns[PAYLOAD] = [json.dumps(r.get("info", r), separators=(",", ":")) for r in records]
-    return pl.LazyFrame(columns, schema={k: pl.String for k in columns})
-
-
-def _text(value: Any) -> str | None:
-    """A JSON scalar as text (bools as 'true'/'false'), nested values as JSON; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
-
-
-READERS: dict[str, Callable[[Path], pl.LazyFrame]] = {
-    "parquet": read_parquet,
-    "csv": read_csv,
-    "json": read_json,
-}
-
-
 # ---------------------------------------------------------------------------------------------------
 # normalisation to RAW_TRADES
 
 
 @dataclass(frozen=True)
 class FileTrades:
-    """One file's trades of an instrument in the window, and the file's recorded span (ms)."""
+    """One file's rows of an instrument placed in the window (RAW_TRADES + PLACED), and the file's
+    recorded span (ms)."""
 
     trades: pl.DataFrame
     first_ms: int | None
@@ -304,16 +145,16 @@ class FileTrades:
     other_symbols: tuple[str, ...] = ()  # symbols the file holds when none is the instrument's
 
 
-def _first_value(lf: pl.LazyFrame, name: str) -> Any:
-    """The first non-null value of a column (to tell timestamp text formats apart)."""
-    head = lf.select(pl.col(name)).drop_nulls().head(1).collect()
-    return head.item() if head.height else None
-
-
 def load_file(
-    path: Path, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime
+    path: Path,
+    instrument: Instrument,
+    lo_ms: int,
+    hi_ms: int,
+    received_at: datetime,
+    earliest_ms: int | None = None,
 ) -> FileTrades:
-    """Read one file: the instrument's trades with lo_ms <= timestamp < hi_ms, plus the recorded span."""
+    """Read one file: the instrument's rows placed in [lo_ms, hi_ms) (see the module doc), plus the
+    recorded span of the usable timestamps."""
     raw = READERS[detect_format(path)](path)
     schema = raw.collect_schema()
     originals = [c for c in schema.names() if c != PAYLOAD]
@@ -325,13 +166,24 @@ def load_file(
         raise SourceError(f"replay: {path}: missing columns for {missing} (have {originals})")
 
     ts_col = fields["timestamp"]
-    sample = _first_value(raw, ts_col) if schema[ts_col] == pl.String else None
-    lf = raw.with_columns(timestamp_ms_expr(ts_col, schema[ts_col], sample, path).alias("__ts"))
+    lf = raw.with_columns(timestamp_ms_expr(ts_col, schema[ts_col], path).alias("__ts"))
     if "symbol" in fields:
         lf = lf.filter(_symbol_key(pl.col(fields["symbol"])).is_in(symbol_keys(instrument)))
-    span = lf.select(pl.col("__ts").min().alias("first"), pl.col("__ts").max().alias("last"))
+    lo_bound = epoch_ms_ceil(GENESIS) if earliest_ms is None else earliest_ms
+    hi_bound = epoch_ms_ceil(datetime.now(UTC) + CLOCK_SKEW)  # the real clock: no trade is later
+    usable = pl.col("__ts").is_between(lo_bound, hi_bound, closed="left")
+    own = pl.when(usable).then(pl.col("__ts"))
+    lf = lf.with_columns(own.alias("__usable"), own.forward_fill().backward_fill().alias("__at"))
+    counts = raw.select(pl.len().alias("rows"))
+    span = lf.select(
+        pl.col("__usable").min().alias("first"),
+        pl.col("__usable").max().alias("last"),
+        pl.len().alias("rows"),
+        pl.col("__usable").count().alias("usable"),
+        pl.col(ts_col).cast(pl.String).first().alias("example"),
+    )
     payload = pl.col(PAYLOAD) if PAYLOAD in schema.names() else pl.struct(originals).struct.json_encode()
-    window = lf.filter((pl.col("__ts") >= lo_ms) & (pl.col("__ts") < hi_ms)).select(
+    window = lf.filter((pl.col("__at") >= lo_ms) & (pl.col("__at") < hi_ms)).select(
         pl.lit(instrument.exchange).alias("exchange"),
         pl.lit(instrument.symbol).alias("symbol"),
         pl.col(fields["trade_id"]).cast(pl.String).alias("trade_id"),
@@ -343,11 +195,23 @@ def load_file(
         payload.alias("payload"),
         pl.lit(f"replay:{path.name}").alias("source"),
         pl.lit(received_at).cast(schemas.UTC_TS).alias("received_at"),
+        pl.col("__at").alias(PLACED),
     )
-    span_df, trades = pl.collect_all([span, window])
-    first, last = span_df.row(0)
+    counts_df, span_df, trades = pl.collect_all([counts, span, window])
+    if counts_df.item() == 0:
+        raise SourceError(f"replay: {path}: {NO_ROWS}")
+    first, last, rows, usable_rows, example = span_df.row(0)
+    if rows and not usable_rows:  # no row can be placed in any partition: refuse rather than lose them
+        why = f"not a timestamp between {from_ms(lo_bound).date()} and now"
+        if re.match(AMBIGUOUS_DATE, str(example or "")):
+            why = "an ambiguous day/month-order date, not a timestamp (01/02 is 1 February or 2 January)"
+        raise SourceError(
+            f"replay: {path}: none of the {rows} rows of {instrument.symbol} has a usable time in column "
+            f"{ts_col!r}: the first value {example!r} is {why}; supported: epoch s/ms/us/ns numbers and "
+            "ISO 8601 text"
+        )
     others: tuple[str, ...] = ()
-    if first is None and "symbol" in fields:
+    if not rows and "symbol" in fields:
         found = raw.select(pl.col(fields["symbol"]).cast(pl.String).unique(maintain_order=True).head(5))
         others = tuple(str(v) for v in found.collect().to_series().to_list())
     return FileTrades(trades, first, last, others)
@@ -361,9 +225,17 @@ def from_ms(ms: int) -> datetime:
 class ReplaySource:
     """Recorded trades from a file or glob (Parquet, CSV, Binance bulk-dump CSV, ccxt JSON[.gz])."""
 
-    def __init__(self, path: str | Path, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        now: Callable[[], datetime] | None = None,
+        earliest: datetime | None = None,
+    ) -> None:
+        """`earliest`: the start of the partition grid; a row timed before it is placed with its
+        neighbours (and rejected by bronze) instead of in a partition that never runs."""
         self.path = str(path)
         self._now = now or (lambda: datetime.now(UTC))
+        self._earliest_ms = None if earliest is None else epoch_ms_ceil(as_utc(earliest))
 
     def files(self) -> list[Path]:
         """The files the path or glob names (sorted); none is an error naming the path."""
@@ -382,7 +254,7 @@ class ReplaySource:
         parts: list[FileTrades] = []
         for path in self.files():
             try:
-                parts.append(load_file(path, instrument, lo_ms, hi_ms, received_at))
+                parts.append(load_file(path, instrument, lo_ms, hi_ms, received_at, self._earliest_ms))
             except SourceError:
                 raise
             except (pl.exceptions.PolarsError, OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -390,10 +262,6 @@ class ReplaySource:
                     f"replay: {path}: cannot read trades ({type(exc).__name__}: {exc})"
                 ) from exc
         return parts
-
-    def _any(self, instrument: Instrument, lo_ms: int, hi_ms: int, received_at: datetime) -> bool:
-        """Whether the recording holds a trade of the instrument in [lo_ms, hi_ms)."""
-        return any(p.trades.height for p in self._load(instrument, lo_ms, hi_ms, received_at))
 
     def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
         """Recorded trades in [start, end), covered where the recording is continuous (see below)."""
@@ -403,7 +271,9 @@ class ReplaySource:
             raise SourceError(f"replay: {instrument.key}: window end {end} is before start {start}")
         lo_ms, hi_ms = epoch_ms_ceil(as_utc(start)), epoch_ms_ceil(as_utc(end))
         received_at = self._now()
-        parts = self._load(instrument, lo_ms, hi_ms, received_at)
+        # One read for the window and the SESSION_GAP on each side (coverage looks across the edges).
+        gap_ms = int(SESSION_GAP.total_seconds() * 1000)
+        parts = self._load(instrument, lo_ms - gap_ms, hi_ms + gap_ms, received_at)
         others = sorted({sym for p in parts for sym in p.other_symbols})
         if others and all(p.first_ms is None for p in parts):  # trades recorded, none of this symbol
             raise SourceError(
@@ -411,16 +281,19 @@ class ReplaySource:
                 f"(looked for {symbol_keys(instrument)}); "
                 f"the file(s) hold symbols {others}"
             )
-        trades = pl.concat([p.trades for p in parts]).sort("timestamp_ms", maintain_order=True)
+        rows = pl.concat([p.trades for p in parts])
+        at, ts = pl.col(PLACED), pl.col("timestamp_ms")
+        trades = rows.filter((at >= lo_ms) & (at < hi_ms))
+        trades = trades.sort("timestamp_ms", maintain_order=True, nulls_last=True)
         trades = schemas.conform(trades, schemas.RAW_TRADES, name=f"raw trades (replay {self.path})")
         # Coverage: the recording vouches for a window edge only if it continues across it (a trade
         # within SESSION_GAP on the other side); otherwise it ends at the first/last recorded trade.
         # So separate sessions days apart never vouch for the days between them as empty.
-        gap_ms = int(SESSION_GAP.total_seconds() * 1000)
+        timed = rows.filter(ts == at)  # the rows placed at their own time
+        before = timed.select(((ts >= lo_ms - gap_ms) & (ts < lo_ms)).any()).item()
+        after = timed.select(((ts >= hi_ms) & (ts < hi_ms + gap_ms)).any()).item()
         stamps = trades.get_column("timestamp_ms").drop_nulls()
         stamps = stamps.filter((stamps >= lo_ms) & (stamps < hi_ms))
-        before = self._any(instrument, lo_ms - gap_ms, lo_ms, received_at)
-        after = self._any(instrument, hi_ms, hi_ms + gap_ms, received_at)
         if stamps.is_empty():
             covered = (start, end) if before and after else (start, start)
             return TradeBatch(trades, covered_from=covered[0], covered_to=covered[1])
