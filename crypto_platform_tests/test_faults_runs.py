@@ -249,6 +249,7 @@ def _failed_run_of_location(instance: dg.DagsterInstance, location: InProcessCod
     return run.run_id
 
 
+@pytest.mark.slow
 def test_failures_of_runs_of_every_origin_are_posted(
     instance: dg.DagsterInstance, receiver: WebhookReceiver
 ) -> None:
