@@ -18,14 +18,17 @@ effective sample (hits and trials divided by the overlap h); the naive p-value i
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
 from scipy import stats
+
+if TYPE_CHECKING:  # type only: registry imports this module
+    from crypto_platform.ml.registry import ChampionComparison, ModelVersionInfo
 
 PrimaryMetric = Literal["rank_ic", "hit_rate", "mae", "rmse"]
 HIGHER_IS_BETTER: dict[str, bool] = {"rank_ic": True, "hit_rate": True, "mae": False, "rmse": False}
@@ -235,6 +238,55 @@ def skill_gate(
         )
     reasons = [("PASS " if ok else "FAIL ") + text for ok, text in checks]
     return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons, primary=primary)
+
+
+def with_champion_notes(decision: GateDecision, notes: list[str]) -> GateDecision:
+    """The decision with the champion comparison's notes (why the comparison favours it) appended."""
+    return replace(decision, reasons=[*decision.reasons, *notes]) if notes else decision
+
+
+def forecast_table(report: EvaluationReport, champion: ForecastMetrics | None) -> pl.DataFrame:
+    """One row per forecast (model, zero, momentum, and the champion re-scored on the same window)."""
+    table = report.table()
+    if champion is None:
+        return table
+    return pl.concat([table, pl.DataFrame([{"forecast": "champion", **champion.as_dict()}])], how="diagonal")
+
+
+def evaluation_rows(
+    table: pl.DataFrame,
+    info: ModelVersionInfo,
+    decision: GateDecision,
+    *,
+    champion_version: str | None,
+    window: tuple[datetime, datetime],
+    trained_at: datetime,
+) -> pl.DataFrame:
+    """gold/model_evaluations rows: the forecast table tagged with the version, the gate's verdict and
+    reasons, the champion version compared with and the evaluation window."""
+    return table.with_columns(
+        pl.lit(info.name).alias("model_name"),
+        pl.lit(int(info.version)).alias("model_version"),
+        pl.lit(info.alias).alias("alias"),
+        pl.lit(decision.promote).alias("promoted"),
+        pl.lit("\n".join(decision.reasons)).alias("gate_reasons"),
+        pl.lit(champion_version, pl.String).alias("champion_version"),
+        pl.lit(window[0]).alias("eval_window_start"),
+        pl.lit(window[1]).alias("eval_window_end"),
+        pl.lit(trained_at).alias("trained_at"),
+    )
+
+
+def champion_markdown(current: ChampionComparison) -> str:
+    """What the gate compared the new version with (champion version and its score, or why not)."""
+    if current.info is None:
+        return "no champion: nothing to beat"
+    who = f"champion v{current.info.version}"
+    if current.metrics is None:
+        return f"{who} NOT compared: {current.incomparable}"
+    m = current.metrics
+    text = f"{who} re-scored on this evaluation window: rank IC {m.rank_ic:.4g}, hit rate {m.hit_rate:.4g}"
+    return "\n\n".join([text, *current.notes])
 
 
 def _binom_p(hits: int, trials: int, overlap: int, null: float) -> float:
