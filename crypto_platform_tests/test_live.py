@@ -18,12 +18,16 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.automation.live import (
+    EXCHANGE_TAG,
     LIVE_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
     TRIGGER_TAG,
     UNQUALIFIED_TAG,
     LiveCursor,
     LiveSettings,
     build_live_sensor,
+    group_runs,
     is_abandoned,
     partition_need,
 )
@@ -33,14 +37,14 @@ from crypto_platform.fetch_plan import is_settled
 from crypto_platform.ml import registry
 from crypto_platform.ml.evaluation import skill_gate
 from crypto_platform.ml.training import train
-from crypto_platform.partitions import DayPartition, multi_key
+from crypto_platform.partitions import DayPartition, multi_key, trade_partitions
 from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
-from crypto_platform.settings import SettingsError, load_universe
+from crypto_platform.settings import Instrument, SettingsError, load_universe
 from crypto_platform.sources.factory import build_source
 from crypto_platform.transforms.features import FEATURE_COLUMNS
 from crypto_platform_tests.fixtures import HORIZON, planted_frame
@@ -131,20 +135,22 @@ class World:
         self.cursor = result.cursor
         return result
 
-    def run(self, request: dg.RunRequest) -> None:
+    def run(self, request: dg.RunRequest, expect_success: bool = True) -> bool:
         selection = dg.AssetSelection.assets(*request.asset_selection).without_checks()
         if request.asset_check_keys:
             selection = selection | dg.AssetSelection.checks(*request.asset_check_keys)
         result = dg.materialize(
             [*self.assets, *(defs.asset_checks or [])],
             selection=selection,
-            partition_key=request.partition_key,
+            partition_key=request.partition_key,  # None for a range: its tags say which
             run_config=request.run_config,
             tags=request.tags,
             resources=self.resources,
             instance=self.instance,
+            raise_on_error=False,
         )
-        assert result.success
+        assert result.success or not expect_success, request.tags
+        return result.success
 
     def fetch_raw_only(self, partition: str) -> None:
         """Someone materializes raw/trades by hand (e.g. from the UI): downstream becomes stale."""
@@ -162,8 +168,17 @@ class World:
         return self.lake.read_partition(tables.BRONZE_TRADES, parse_key(partition))
 
 
+def covered(request: dg.RunRequest) -> list[str]:
+    """The partition keys a run request covers: its key, or every key of its range."""
+    if request.partition_key:
+        return [request.partition_key]
+    rng = dg.PartitionKeyRange(request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG])
+    return list(trade_partitions.get_partition_keys_in_range(rng))
+
+
 def requested(result: dg.SensorResult) -> dict[str, str]:
-    return {r.partition_key: r.tags[TRIGGER_TAG] for r in result.run_requests or []}
+    """partition -> trigger of the run covering it (several partitions of a run share its trigger)."""
+    return {k: r.tags[TRIGGER_TAG] for r in result.run_requests or [] for k in covered(r)}
 
 
 @pytest.fixture
@@ -177,7 +192,8 @@ def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: Worl
     CLOCK.set(DAY, 12, 0, 20)
     first = world.tick()
     assert requested(first) == {key(BTC): "new", key(ETH): "new"}  # replay instruments are never live
-    req = first.run_requests[0]
+    [req] = first.run_requests  # one run for the exchange's due partitions, a range over both
+    assert req.partition_key is None and covered(req) == [key(BTC), key(ETH)]
     assert set(req.asset_selection) == {
         dg.AssetKey(k)
         for k in (
@@ -191,19 +207,29 @@ def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: Worl
             ["gold", "predictions"],
         )
     }
-    assert req.run_key == f"live:{key(BTC)}@2024-03-04T12:00" and req.tags[LIVE_TAG] == "true"
+    assert req.run_key == f"live:{key(BTC)}..{key(ETH)}@2024-03-04T12:00" and req.tags[LIVE_TAG] == "true"
+    assert req.tags[EXCHANGE_TAG] == "sim"
     # the blocking data-quality gates run with the assets; drift checks do not (monitoring job)
     assert {(c.asset_key.to_user_string(), c.name) for c in req.asset_check_keys} == {
         ("bronze/trades", "bronze_trades_suite"),
         ("silver/candles_1m", "candles_1m_suite"),
     }
     assert "gold__predictions" not in req.run_config["ops"]  # champion only, unless explicitly allowed
+    # the request as the sensor daemon resolves it against the code location: still the one range
+    daemon_ctx = dg.build_sensor_context(
+        instance=world.instance, definitions=defs, resources={"lake": world.lake}
+    )
+    [resolved] = world.sensor.evaluate_tick(daemon_ctx).run_requests
+    assert resolved.partition_key is None and covered(resolved) == covered(req)
+    assert resolved.tags[EXCHANGE_TAG] == "sim" and resolved.run_key == req.run_key
     for r in first.run_requests:
         world.run(r)
 
     gate = dg.AssetCheckKey(dg.AssetKey(["silver", "candles_1m"]), "candles_1m_suite")
     executions = world.instance.event_log_storage.get_asset_check_execution_history(gate, limit=5)
-    assert len(executions) == 2 and all(e.evaluation.passed for e in executions)
+    # one run, so one execution of the gate, over both partitions of the run
+    [execution] = executions
+    assert execution.evaluation.passed and execution.evaluation.metadata["partitions"].value == 2
 
     # Nothing changed: same minute, with the cursor and without it (the state says up to date).
     assert not world.tick().run_requests
@@ -215,7 +241,8 @@ def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: Worl
     world.fetch_raw_only(key(ETH))
     CLOCK.set(DAY, 12, 1, 5)
     second = world.tick()
-    assert requested(second) == {key(BTC): "new", key(ETH): "changed"}
+    # one run again; its trigger names both reasons (the tick log has them per partition)
+    assert requested(second) == {key(BTC): "changed,new", key(ETH): "changed,new"}
     for r in second.run_requests:
         world.run(r)
     assert not world.tick().run_requests
@@ -361,8 +388,9 @@ def test_settings_are_explicit() -> None:
     assert allowed.run_config()["ops"]["gold__predictions"] == {"config": {"allow_unqualified_model": True}}
     from crypto_platform.automation.live import run_request
 
-    assert run_request("k", "t", "new", allowed).tags[UNQUALIFIED_TAG] == "allowed"
-    assert UNQUALIFIED_TAG not in run_request("k", "t", "new", plain).tags
+    one = [DayPartition(load_universe().instrument(BTC), DAY)]
+    assert run_request(one, "t", ["new"], allowed).tags[UNQUALIFIED_TAG] == "allowed"
+    assert UNQUALIFIED_TAG not in run_request(one, "t", ["new"], plain).tags
     with pytest.raises(SettingsError, match="CRYPTO_ALLOW_UNQUALIFIED_MODEL"):
         _live({"CRYPTO_ALLOW_UNQUALIFIED_MODEL": "maybe"})
     features_only = _live({"CRYPTO_LIVE_PREDICTIONS": "false", "CRYPTO_LIVE_OVERLAP_SECONDS": "30"})
@@ -421,3 +449,110 @@ def test_abandoned_runs_do_not_block_forever() -> None:
         Rec(dg.DagsterRunStatus.STARTED, now.timestamp() - 60), now, timedelta(minutes=30)
     )
     assert not is_abandoned(Rec(dg.DagsterRunStatus.QUEUED, old), now, timedelta(minutes=30))
+
+
+def _runs_of(
+    due: list[tuple[DayPartition, str]], order: list[str], split: frozenset[str] = frozenset()
+) -> list[list[str]]:
+    """group_runs as partition keys (sorted), each run checked against Dagster's own range expansion: a run
+    over a rectangle of `order` covers exactly its partitions."""
+    grid = dg.MultiPartitionsDefinition(
+        {
+            "date": dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1),
+            "instrument": dg.StaticPartitionsDefinition(order),
+        }
+    )
+    runs = []
+    for rect, reasons in group_runs(due, set(split), order):
+        assert len(reasons) == len(rect) and len({p.instrument.exchange for p in rect}) == 1
+        rng = dg.PartitionKeyRange(rect[0].key, rect[-1].key)
+        assert sorted(str(k) for k in grid.get_partition_keys_in_range(rng)) == sorted(p.key for p in rect)
+        runs.append([p.key for p in rect])
+    covered = [k for run in runs for k in run]
+    assert sorted(covered) == sorted(p.key for p, _ in due)  # every due partition once, nothing else
+    return sorted(runs)
+
+
+def test_runs_are_one_rectangle_per_exchange_or_the_fewest_that_cover_exactly_the_due() -> None:
+    a_btc, a_eth, a_xrp = (Instrument("a", s) for s in ("BTC/USDT", "ETH/USDT", "XRP/USDT"))
+    b_btc, b_eth = Instrument("b", "BTC/USDT"), Instrument("b", "ETH/USDT")
+    d0, d1 = DAY - timedelta(days=1), DAY
+
+    def due(*cells: tuple[Instrument, date]) -> list[tuple[DayPartition, str]]:
+        return [(DayPartition(i, d), "new") for i, d in cells]
+
+    grouped = [i.key for i in (a_btc, a_eth, a_xrp, b_btc, b_eth)]  # each exchange's instruments together
+    both = due((a_btc, d1), (b_eth, d1), (a_xrp, d1), (b_btc, d1), (a_eth, d1))
+    assert _runs_of(both, grouped) == [
+        [key(a_btc.key), key(a_eth.key), key(a_xrp.key)],
+        [key(b_btc.key), key(b_eth.key)],
+    ]
+    # not every instrument of the exchange due: the due ones only (a gap splits the range)
+    assert _runs_of(due((a_btc, d1), (a_xrp, d1)), grouped) == [[key(a_btc.key)], [key(a_xrp.key)]]
+    # the same instruments due on consecutive days: one rectangle over both days
+    two_days = due((a_btc, d0), (a_eth, d0), (a_btc, d1), (a_eth, d1))
+    assert _runs_of(two_days, grouped) == [
+        [key(a_btc.key, d0), key(a_eth.key, d0), key(a_btc.key), key(a_eth.key)]
+    ]
+    # yesterday's tail of one instrument and today's new minute of two: not a rectangle, one run per day
+    tail = due((a_btc, d0), (a_btc, d1), (a_eth, d1))
+    assert _runs_of(tail, grouped) == [[key(a_btc.key, d0)], [key(a_btc.key), key(a_eth.key)]]
+    # exchanges interleaved in the instruments file: a range can only span adjacent instruments
+    mixed = [i.key for i in (a_btc, b_btc, a_eth, a_xrp, b_eth)]
+    assert _runs_of(both, mixed) == [
+        [key(a_btc.key)],
+        [key(a_eth.key), key(a_xrp.key)],
+        [key(b_btc.key)],
+        [key(b_eth.key)],
+    ]
+    # after a failed run, a split partition runs alone and the others of its exchange stay together
+    split = frozenset({key(a_eth.key)})
+    assert _runs_of(both, grouped, split) == [
+        [key(a_btc.key)],
+        [key(a_eth.key)],
+        [key(a_xrp.key)],
+        [key(b_btc.key), key(b_eth.key)],
+    ]
+
+
+@pytest.mark.slow
+def test_a_failing_instrument_does_not_block_the_others(world: World) -> None:
+    CLOCK.set(DAY, 12, 0, 20)
+    for r in world.tick().run_requests:
+        world.run(r)
+    eth = DayPartition(load_universe().instrument(ETH), DAY)
+    btc = DayPartition(load_universe().instrument(BTC), DAY)
+    [batch] = world.lake.read_manifest(tables.RAW_TRADES, eth).batches
+    path = world.lake.partition_path(tables.RAW_TRADES, eth) / f"{batch.name}.parquet"
+    good = path.read_bytes()
+    path.write_bytes(b"not parquet")  # ETH's committed data is now unreadable
+
+    # Minute 12:01: one run for both, which fails as a whole (ETH's step fails; BTC's downstream skipped)
+    CLOCK.set(DAY, 12, 1, 5)
+    [together] = world.tick().run_requests
+    assert covered(together) == [key(BTC), key(ETH)]
+    assert not world.run(together, expect_success=False)
+    # The next tick, same minute: each partition of the failed run in a run of its own, at once
+    CLOCK.set(DAY, 12, 1, 20)
+    alone = world.tick().run_requests
+    assert sorted(covered(r)[0] for r in alone) == [key(BTC), key(ETH)] and all(
+        r.partition_key for r in alone
+    )
+    # BTC's raw was fetched before ETH's step failed: current, but its downstream is not ("retry")
+    assert requested(SimpleNamespace(run_requests=alone)) == {key(BTC): "retry", key(ETH): "new"}
+    outcome = {r.partition_key: world.run(r, expect_success=False) for r in alone}
+    assert outcome == {key(BTC): True, key(ETH): False}  # the bad instrument fails only its partition
+    assert world.lake.partition_max(tables.PREDICTIONS, btc, "ts") == datetime(2024, 3, 4, 12, 0, tzinfo=UTC)
+    assert not world.tick().run_requests  # both requested this minute: nothing more until 12:02
+
+    # 12:02: BTC's last run succeeded, ETH's failed: ETH stays alone (retried once a minute)
+    CLOCK.set(DAY, 12, 2, 5)
+    runs = world.tick().run_requests
+    assert sorted(r.partition_key for r in runs) == [key(BTC), key(ETH)]
+    path.write_bytes(good)  # repaired
+    assert all(world.run(r) for r in runs)
+    assert world.lake.partition_max(tables.PREDICTIONS, eth, "ts") == datetime(2024, 3, 4, 12, 1, tzinfo=UTC)
+    # ... and once ETH's own run succeeded, the exchange is one run again
+    CLOCK.set(DAY, 12, 3, 5)
+    [again] = world.tick().run_requests
+    assert covered(again) == [key(BTC), key(ETH)]

@@ -218,7 +218,9 @@ def _detect_delay(run: Any, created: float) -> float | None:
         minute = datetime.strptime(run_key.rsplit("@", 1)[-1], "%Y-%m-%dT%H:%M").replace(tzinfo=UTC)
     except ValueError:
         return None
-    return created - minute.timestamp() if run.tags.get("crypto/live_trigger") == "new" else None
+    # a run over several partitions names each of their reasons ("changed,new")
+    new = "new" in run.tags.get("crypto/live_trigger", "").split(",")
+    return created - minute.timestamp() if new else None
 
 
 def summarize_runs(records: list, stops: list[float], steps: dict[str, list[float]]) -> RunStats:
@@ -236,7 +238,12 @@ def summarize_runs(records: list, stops: list[float], steps: dict[str, list[floa
         run_key = run.tags.get("dagster/run_key", "")
         keys[run_key] = keys.get(run_key, 0) + 1
         created = r.create_timestamp.timestamp()
-        by_partition.setdefault(run.tags.get("dagster/partition", "?"), []).append((created, r.end_time))
+        covers = run.tags.get(
+            "dagster/partition"
+        ) or "..".join(  # one key, or a range (a live run per exchange)
+            run.tags.get(f"dagster/asset_partition_range_{end}", "?") for end in ("start", "end")
+        )
+        by_partition.setdefault(covers, []).append((created, r.end_time))
         if (delay := _detect_delay(run, created)) is not None:
             detect.append(delay)
         if r.start_time:

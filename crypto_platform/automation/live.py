@@ -1,9 +1,9 @@
 """Near-real-time: a sensor that keeps the newest partitions of every live instrument fresh.
 
 `live_sensor` runs every ~15 s while it is on. For every live instrument (source `synthetic` or
-`ccxt`; `replay` is history, never live) it looks at the newest UTC-day partitions and requests one
-run per partition that is behind, selecting raw -> bronze -> silver -> gold/features ->
-gold/predictions (gold/labels optionally) for that one partition key:
+`ccxt`; `replay` is history, never live) it looks at the newest UTC-day partitions and requests, per exchange,
+ONE run covering exactly the partitions that are behind, selecting raw -> bronze -> silver ->
+gold/features -> gold/predictions (gold/labels optionally); a partition is behind when:
 
 * **new**: a whole minute closed since the partition's raw watermark (the end of its committed
   coverage); the run fetches from the watermark (re-reading `overlap_seconds` before it, for trades
@@ -15,12 +15,27 @@ gold/predictions (gold/labels optionally) for that one partition key:
   reaches midnight, and once more `overlap_seconds` after midnight ("settled"), so the last minutes
   of the day and trades published late for them are not lost.
 
+Run shape. A run covers a rectangle of (days x instruments) (the asset code handles any rectangle,
+`partitions_of`): one key (`dagster/partition`), or a range (`dagster/asset_partition_range_start/end`,
+every day of the range x every instrument between the two in the instruments file's order). The due
+partitions of an exchange are cut into as few rectangles as exactly cover them (`rectangles`): one
+run per exchange per tick when its instruments are listed together in the instruments file and the
+same ones are due on each day; more otherwise, never a partition that is not due. Runs are tagged
+`crypto/exchange`, so the run queue limits the runs of one exchange together (dagster.yaml).
+
+Isolation. A multi-partition run fails as a whole (a failed step skips the downstream steps of every
+partition of the run), so after a failed multi-partition run each of its partitions is requested in
+a run of its own, at once (not waiting for the next minute; "retry" even if its raw is current: the
+run may have fetched it before another partition's step failed): the good instruments go through, the
+bad one fails alone, visibly per partition, and stays in a run of its own until a run of it succeeds.
+
 Run hygiene. At most one request per partition per minute (the run key is `live:<partition>@<minute>`
-and the cursor remembers the minute of each partition's last request); nothing is requested for a
+(`live:<first>..<last>@<minute>` for a range), and the cursor remembers the minute of each
+partition's last request); nothing is requested for a
 partition while a run for it is queued or in progress (runs tagged `dagster/partition` = the key;
 a run "in progress" for longer than `stale_run_minutes` is treated as abandoned, e.g. its process
 died with the daemon). A restarted daemon resumes from the cursor: it never replays the minutes it
-missed one by one (one run per partition fetches everything since the watermark) and never reaches
+missed one by one (one run fetches everything since each partition's watermark) and never reaches
 back further than `catchup_days` days (older gaps are for an explicit backfill).
 
 Asset checks: a live run executes the blocking checks of its assets (the Great Expectations
@@ -45,7 +60,7 @@ import dagster as dg
 
 from crypto_platform import tables
 from crypto_platform.fetch_plan import plan_fetch
-from crypto_platform.partitions import DayPartition, trade_partitions
+from crypto_platform.partitions import DayPartition, instrument_partitions, trade_partitions
 from crypto_platform.platform_settings import DEFAULT_OVERLAP_SECONDS, PlatformSettings, env_name
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import LakeResource
@@ -55,6 +70,7 @@ from crypto_platform.timeutil import floor_minute
 SENSOR_NAME = "live_sensor"
 
 LIVE_TAG = "crypto/live"
+EXCHANGE_TAG = "crypto/exchange"  # the run queue's per-exchange limit (tag_concurrency_limits, dagster.yaml)
 TRIGGER_TAG = "crypto/live_trigger"
 UNQUALIFIED_TAG = "crypto/unqualified_model"
 PARTITION_TAG = "dagster/partition"
@@ -79,6 +95,7 @@ UNFINISHED = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 # Unfinished statuses that mean a worker process should exist (so a very old one is abandoned).
 _WORKER_STATUSES = {
     dg.DagsterRunStatus.NOT_STARTED,
@@ -241,11 +258,92 @@ def unfinished_range_runs(instance: dg.DagsterInstance) -> list[Any]:
 
 def _range_keys(record: Any) -> set[str]:
     tags = record.dagster_run.tags
+    if PARTITION_TAG in tags:
+        return {tags[PARTITION_TAG]}
+    if RANGE_START_TAG not in tags or RANGE_END_TAG not in tags:
+        return set()
     try:
         rng = dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
         return set(trade_partitions.get_partition_keys_in_range(rng))
     except Exception:  # another partitioning (e.g. a job of other assets): not ours
         return set()
+
+
+def split_after_failure(
+    instance: dg.DagsterInstance, keys: Sequence[str], lookback: int = 200
+) -> tuple[set[str], set[str]]:
+    """(split, retry_now) among `keys` (the due partitions): split = the latest finished live run
+    covering the key failed, so it gets a run of its own (isolation); retry_now = that failed run
+    covered several partitions, so the key is requested again at once, not a minute later.
+    Only the newest `lookback` finished live runs are looked at."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={LIVE_TAG: "true"}, statuses=FINISHED), limit=lookback
+    )
+    pending: set[str] = set(keys)
+    split: set[str] = set()
+    retry_now: set[str] = set()
+    for r in records:  # newest first
+        if not pending:
+            break
+        covered = _range_keys(r) & pending
+        if covered and r.dagster_run.status == dg.DagsterRunStatus.FAILURE:
+            split |= covered
+            if PARTITION_TAG not in r.dagster_run.tags:
+                retry_now |= covered
+        pending -= covered
+    return split, retry_now
+
+
+def rectangles(parts: Sequence[DayPartition], order: Sequence[str]) -> list[list[DayPartition]]:
+    """Cut partitions into as few (consecutive days x consecutive instruments) rectangles as cover
+    exactly them; `order` is the instrument dimension's key order (a range spans it)."""
+    index = {k: i for i, k in enumerate(order)}
+    by_day: dict[date, list[DayPartition]] = {}
+    for p in sorted(parts, key=lambda p: (p.day, index[p.instrument.key])):
+        by_day.setdefault(p.day, []).append(p)
+    blocks: dict[date, list[list[DayPartition]]] = {}
+    for day, row in by_day.items():  # runs of instruments adjacent in the dimension's order
+        cut: list[list[DayPartition]] = []
+        for p in row:
+            if cut and index[p.instrument.key] == index[cut[-1][-1].instrument.key] + 1:
+                cut[-1].append(p)
+            else:
+                cut.append([p])
+        blocks[day] = cut
+    out: list[list[DayPartition]] = []
+    open_: dict[tuple[str, ...], list[DayPartition]] = {}  # block (instrument keys) -> rectangle so far
+    for day in sorted(blocks):
+        still: dict[tuple[str, ...], list[DayPartition]] = {}
+        for block in blocks[day]:
+            sig = tuple(p.instrument.key for p in block)
+            rect = open_.pop(sig, None)
+            if rect is not None and rect[-1].day == day - timedelta(days=1):
+                still[sig] = rect + block
+            else:
+                if rect is not None:
+                    out.append(rect)
+                still[sig] = list(block)
+        out.extend(open_.values())
+        open_ = still
+    out.extend(open_.values())
+    return sorted(out, key=lambda r: (r[0].day, index[r[0].instrument.key]))
+
+
+def group_runs(
+    due: Sequence[tuple[DayPartition, str]], split: set[str], order: Sequence[str]
+) -> list[tuple[list[DayPartition], list[str]]]:
+    """The runs of one tick: (rectangle of partitions, their reasons) per exchange (`rectangles`),
+    each key in `split` in a run of its own; `order` is the instrument dimension's key order."""
+    groups: dict[str, list[tuple[DayPartition, str]]] = {}
+    for part, reason in due:
+        groups.setdefault(part.key if part.key in split else part.instrument.exchange, []).append(
+            (part, reason)
+        )
+    runs = []
+    for group in groups.values():
+        reasons = {p.key: r for p, r in group}
+        runs += [(rect, [reasons[p.key] for p in rect]) for rect in rectangles([p for p, _ in group], order)]
+    return runs
 
 
 def live_checks(
@@ -269,19 +367,29 @@ def live_checks(
 
 
 def run_request(
-    partition: str,
+    parts: Sequence[DayPartition],
     token: str,
-    reason: str,
+    reasons: Sequence[str],
     settings: LiveSettings,
     checks: Sequence[dg.AssetCheckKey] | None = (),
 ) -> dg.RunRequest:
+    """One run over a rectangle of partitions (`rectangles`): a key, or a range from the first to the
+    last; tagged with the exchange (the queue's per-exchange limit) and why it was requested."""
     # With run monitoring on, Dagster cancels a run stuck longer than the sensor waits for it.
-    tags = {LIVE_TAG: "true", TRIGGER_TAG: reason, MAX_RUNTIME_TAG: str(int(settings.stale_run_minutes * 60))}
+    tags = {
+        LIVE_TAG: "true",
+        TRIGGER_TAG: ",".join(sorted(set(reasons))),
+        EXCHANGE_TAG: parts[0].instrument.exchange,
+        MAX_RUNTIME_TAG: str(int(settings.stale_run_minutes * 60)),
+    }
     if settings.predictions and settings.allow_unqualified_model:
         tags[UNQUALIFIED_TAG] = "allowed"
+    first, last = parts[0].key, parts[-1].key
+    if len(parts) > 1:
+        tags.update({RANGE_START_TAG: first, RANGE_END_TAG: last})
     return dg.RunRequest(
-        run_key=f"live:{partition}@{token}",
-        partition_key=partition,
+        run_key=f"live:{first}@{token}" if len(parts) == 1 else f"live:{first}..{last}@{token}",
+        partition_key=first if len(parts) == 1 else None,
         asset_selection=settings.selection(),
         asset_check_keys=None if checks is None else list(checks),
         run_config=settings.run_config(),
@@ -302,42 +410,55 @@ def evaluate(
     if cursor.evaluated_at and now - cursor.evaluated_at > timedelta(minutes=2):
         context.log.info(
             f"resuming after {now - cursor.evaluated_at} without a tick (last: {cursor.evaluated_at:%F %T}): "
-            f"one run per partition catches up; days before {days[0]} are not backfilled"
+            f"one run per exchange catches up; days before {days[0]} are not backfilled"
         )
 
     requests: list[dg.RunRequest] = []
     decisions: list[Decision] = []
     ranges = unfinished_range_runs(context.instance)
     checks = live_checks(context.repository_def, settings)
+    behind: list[tuple[DayPartition, str | None, str]] = []
     for day in days:
         for inst in live:
             part = DayPartition(inst, day)
-            key = part.key
             reason, note = partition_need(
                 part, lake.read_manifest(tables.RAW_TRADES, part), now, settings, today=today
             )
-            if reason is None and day == today and downstream_stale(context.instance, key, settings):
+            if reason is None and day == today and downstream_stale(context.instance, part.key, settings):
                 reason, note = "changed", f"raw newer than {settings.terminal.to_user_string()}; {note}"
-            if reason is None:
-                decisions.append(Decision(key, None, note))
-                continue
-            if cursor.requested.get(key) == token:
-                decisions.append(Decision(key, reason, f"{note}; already requested at {token}"))
-                continue
-            active, abandoned = unfinished_runs(
-                context.instance, key, now, timedelta(minutes=settings.stale_run_minutes), ranges
+            behind.append((part, reason, note))
+
+    split, retry_now = split_after_failure(context.instance, [p.key for p, _, _ in behind])
+    for i, (part, reason, note) in enumerate(behind):
+        if reason is None and part.key in retry_now:  # it may have fetched before a partner failed
+            behind[i] = (part, "retry", f"its last run, over several partitions, failed; {note}")
+    for part, _none, note in [b for b in behind if b[1] is None]:
+        decisions.append(Decision(part.key, None, note))
+    behind = [b for b in behind if b[1] is not None]
+    due: list[tuple[DayPartition, str]] = []
+    for part, reason, note in behind:
+        key = part.key
+        if cursor.requested.get(key) == token and key not in retry_now:
+            decisions.append(Decision(key, reason, f"{note}; already requested at {token}"))
+            continue
+        active, abandoned = unfinished_runs(
+            context.instance, key, now, timedelta(minutes=settings.stale_run_minutes), ranges
+        )
+        if abandoned:
+            context.log.warning(
+                f"{key}: ignoring runs 'in progress' for over {settings.stale_run_minutes:g} min "
+                f"(abandoned?): {', '.join(abandoned)}"
             )
-            if abandoned:
-                context.log.warning(
-                    f"{key}: ignoring runs 'in progress' for over {settings.stale_run_minutes:g} min "
-                    f"(abandoned?): {', '.join(abandoned)}"
-                )
-            if active:
-                decisions.append(Decision(key, reason, f"{note}; run in progress: {', '.join(active)}"))
-                continue
-            requests.append(run_request(key, token, reason, settings, checks))
-            cursor.requested[key] = token
-            decisions.append(Decision(key, reason, note, requested=True))
+        if active:
+            decisions.append(Decision(key, reason, f"{note}; run in progress: {', '.join(active)}"))
+            continue
+        if key in split:
+            note = f"{note}; alone: its last run failed"
+        due.append((part, reason))
+        cursor.requested[key] = token
+        decisions.append(Decision(key, reason, note, requested=True))
+    for rect, reasons in group_runs(due, split, instrument_partitions.get_partition_keys()):
+        requests.append(run_request(rect, token, reasons, settings, checks))
 
     keep = {DayPartition(i, d).key for i in live for d in days}
     cursor.requested = {k: v for k, v in cursor.requested.items() if k in keep}
@@ -385,10 +506,11 @@ def build_live_sensor(
         default_status=default_status or sensor_default_status(settings),
         target=target,
         description=(
-            f"Near-real-time: every ~{settings.live_interval_seconds} s, one run per live instrument "
-            "partition that is behind (a new minute closed, raw changed, or yesterday's tail after "
-            "midnight): raw -> bronze -> silver -> gold/features -> gold/predictions for that partition. "
-            "At most one request per partition and minute, none while a run for it is in progress. "
+            f"Near-real-time: every ~{settings.live_interval_seconds} s, one run per exchange covering "
+            "its live partitions that are behind (a new minute closed, raw changed, or yesterday's tail "
+            "after midnight): raw -> bronze -> silver -> gold/features -> gold/predictions. At most one "
+            "request per partition and minute, none while a run covering it is in progress; after a "
+            "failed run its partitions run one per run until each succeeds. "
             "See crypto_platform/automation/live.py."
         ),
         tags={"crypto/kind": "live"},

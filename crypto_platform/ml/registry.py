@@ -30,13 +30,11 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import lightgbm as lgb
 import mlflow
 import mlflow.lightgbm
 import numpy as np
 import pandas as pd
 import polars as pl
-import scipy
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -44,6 +42,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
+from crypto_platform.ml import mlflow_logging
 from crypto_platform.ml.artifacts import ModelArtifactError, artifact_checksums, verify_artifact
 from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
 from crypto_platform.ml.training import TrainResult
@@ -52,8 +51,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_EXPERIMENT = "crypto_platform-models"
 MODEL_ARTIFACT = "model"
-DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
-HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
+from crypto_platform.ml.mlflow_logging import DRIFT_REFERENCE_ARTIFACT, HOLDOUT_ARTIFACT  # noqa: E402, F401
+
 CHECKSUM_TAG = "artifact_sha256"  # model-version tag: JSON {file path in the model artifact: SHA-256}
 
 
@@ -92,7 +91,9 @@ class ChampionModel:
 
     def predict(self, features: pl.DataFrame | pd.DataFrame) -> np.ndarray:
         """Forecasts for feature rows (extra columns are ignored, nulls are missing values)."""
-        return np.asarray(self.model.predict(_model_input(features, self.info.feature_cols)), dtype=float)
+        return np.asarray(
+            self.model.predict(mlflow_logging.model_input(features, self.info.feature_cols)), dtype=float
+        )
 
 
 def log_and_register(
@@ -119,7 +120,7 @@ def log_and_register(
     with _tracking(tracking_uri):
         location = artifact_location or _default_artifacts(tracking_uri)
         experiment_id = _experiment(client, experiment_name, location)
-        example = _model_input(input_example, feature_cols)
+        example = mlflow_logging.model_input(input_example, feature_cols)
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
             mlflow.log_params(result.params_for_logging())
             mlflow.log_params(
@@ -131,16 +132,16 @@ def log_and_register(
                     "eval_window_end": str(result.holdout_end),
                 }
             )
-            mlflow.log_metrics(_run_metrics(result, decision))
-            _log_tables(result, decision, reference_features, feature_cols)
-            _log_files(extra_artifacts or {})
+            mlflow.log_metrics(mlflow_logging.run_metrics(result, decision))
+            mlflow_logging.log_tables(result, decision, reference_features, feature_cols)
+            mlflow_logging.log_files(extra_artifacts or {})
             signature = infer_signature(example, result.booster.predict(example.to_numpy()))
             model_info = mlflow.lightgbm.log_model(
                 result.booster,
                 name=MODEL_ARTIFACT,
                 signature=signature,
                 input_example=example,
-                pip_requirements=_pip_requirements(),
+                pip_requirements=mlflow_logging.pip_requirements(),
             )
             run_id = run.info.run_id
         version = mlflow.register_model(model_info.model_uri, model_name)
@@ -375,87 +376,6 @@ def _experiment(client: MlflowClient, name: str, artifact_location: str | None) 
     if exp is not None:
         return exp.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def _model_input(features: pl.DataFrame | pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame:
-    """pandas float64 frame of exactly the model's columns (nulls -> NaN)."""
-    if isinstance(features, pl.DataFrame):
-        missing = [c for c in feature_cols if c not in features.columns]
-        if missing:
-            raise ValueError(f"model input lacks feature columns {missing}")
-        return features.select([pl.col(c).cast(pl.Float64) for c in feature_cols]).to_pandas()
-    return features[feature_cols].astype("float64")
-
-
-def _run_metrics(result: TrainResult, decision: GateDecision) -> dict[str, float]:
-    metrics: dict[str, float] = {
-        "cv_mean_rank_ic": result.best_value,
-        "best_trial_value": result.best_value,
-        "n_train": float(result.n_train),
-        "n_holdout": float(result.n_holdout),
-        "n_pruned_trials": float(result.n_pruned),
-        "gate_promote": 1.0 if decision.promote else 0.0,
-    }
-    metrics.update({f"cv_fold{k + 1}_rank_ic": s for k, s in enumerate(result.cv_scores)})
-    for name, m in result.evaluation.forecasts().items():
-        metrics.update({f"{name}_{k}": v for k, v in m.as_dict().items()})
-    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
-
-
-def _log_tables(
-    result: TrainResult, decision: GateDecision, reference: pl.DataFrame, feature_cols: list[str]
-) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        result.evaluation.importance.write_csv(d / "feature_importance.csv")
-        result.evaluation.table().write_csv(d / "evaluation.csv")
-        result.holdout.write_parquet(d / HOLDOUT_ARTIFACT)
-        keep = [c for c in reference.columns if c in {"exchange", "symbol", "ts", *feature_cols}]
-        (d / "drift").mkdir()
-        reference.select(keep).write_parquet(d / DRIFT_REFERENCE_ARTIFACT)
-        summary = {
-            "promote": decision.promote,
-            "primary": decision.primary,
-            "reasons": decision.reasons,
-            "best_trial": result.best_trial,
-            "best_value": result.best_value,
-            "best_params": result.best_params,
-            "cv_scores": result.cv_scores,
-            "folds": [{k: _jsonable(v) for k, v in f.items()} for f in result.folds],
-        }
-        (d / "gate.json").write_text(json.dumps(summary, indent=2, default=str))
-        for name in ["feature_importance.csv", "evaluation.csv", "gate.json", HOLDOUT_ARTIFACT]:
-            mlflow.log_artifact(str(d / name))
-        mlflow.log_artifact(str(d / DRIFT_REFERENCE_ARTIFACT), artifact_path="drift")
-
-
-def _log_files(files: dict[str, bytes]) -> None:
-    """Log raw files into the active run under their run-relative paths."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (rel, data) in enumerate(files.items()):
-            path = Path(rel)
-            if path.is_absolute() or ".." in path.parts:
-                raise ValueError(f"log_and_register: artifact path {rel!r} must be relative, inside the run")
-            local = Path(tmp) / str(i) / path.name
-            local.parent.mkdir()
-            local.write_bytes(data)
-            parent = path.parent.as_posix()
-            mlflow.log_artifact(str(local), artifact_path=None if parent == "." else parent)
-
-
-def _jsonable(v: object) -> object:
-    return v.isoformat() if isinstance(v, datetime) else v
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned runtime requirements of the pyfunc model (explicit: no slow environment inference)."""
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"lightgbm=={lgb.__version__}",
-        f"numpy=={np.__version__}",
-        f"pandas=={pd.__version__}",
-        f"scipy=={scipy.__version__}",
-    ]
 
 
 def _info(mv: ModelVersion, alias: str | None) -> ModelVersionInfo:
