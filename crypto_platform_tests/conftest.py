@@ -1,19 +1,22 @@
-"""Test set-up: the test instrument universe, the real market data in ../shared, temp resources."""
+"""Test set-up: the test instrument universe, the real market data in ../shared, temp resources.
+
+Helpers shared by several test modules are plain functions in `fixtures.py` (imported by name);
+the expensive set-ups several modules reuse are session-scoped fixtures here.
+"""
 
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = TESTS_DIR.parent
-SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
+from crypto_platform_tests.paths import SHARED_DATA, TEST_INSTRUMENTS
 
 # Partitions are fixed when the code location loads, so the test universe is chosen before any
 # crypto_platform module is imported (the same mechanism a user has: CRYPTO_INSTRUMENTS).
-os.environ["CRYPTO_INSTRUMENTS"] = str(TESTS_DIR / "instruments_test.yaml")
+os.environ["CRYPTO_INSTRUMENTS"] = str(TEST_INSTRUMENTS)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -26,3 +29,17 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
 def shared_data() -> Path:
     """Folder of the real recorded market data (../shared/data)."""
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def drift_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """MLflow store whose champion's drift reference is 3..9 January 2022 (FTX features); read-only."""
+    # imported here, not at the top: crypto_platform may only load after the universe is chosen above
+    import polars as pl
+
+    from crypto_platform_tests.fixtures import ftx_features, register_champion
+
+    store = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    reference = ftx_features().filter(pl.col("ts").dt.date().is_between(date(2022, 1, 3), date(2022, 1, 9)))
+    register_champion(store, reference)
+    return store

@@ -27,10 +27,10 @@ from crypto_platform import tables
 from crypto_platform.automation.live import INGEST_KEYS, LiveSettings
 from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
-from crypto_platform_tests.conftest import PROJECT_DIR, SHARED_DATA
 from crypto_platform_tests.exchange_server import FakeBinanceServer, RecordedTrades, ServerState
+from crypto_platform_tests.paths import PROJECT_DIR, SHARED_DATA
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 RECORDED = SHARED_DATA / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"
 KEY = "2024-01-01|binance.BTC-USDT"

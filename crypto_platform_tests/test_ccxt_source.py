@@ -91,6 +91,7 @@ def source(url: str, **kwargs: object) -> CcxtSource:
     return CcxtSource("binance", api_url=url, **opts)
 
 
+@pytest.mark.slow
 def test_fetch_through_faults_equals_recorded_file(server: FakeBinanceServer) -> None:
     start, end = T0, T0 + timedelta(minutes=30)  # the recording's last trade is at 12:30:00.000
     batch = source(server.url).fetch(BTC, start, end)
@@ -124,6 +125,7 @@ def test_fetch_through_faults_equals_recorded_file(server: FakeBinanceServer) ->
     assert first["cost"] == pytest.approx(42690.21 * 0.00237)
 
 
+@pytest.mark.slow
 def test_sub_window_small_pages_spot_markets_only(recorded: RecordedTrades) -> None:
     start = T0 + timedelta(minutes=10, microseconds=500_250)
     end = T0 + timedelta(minutes=14, seconds=30)
@@ -136,6 +138,7 @@ def test_sub_window_small_pages_spot_markets_only(recorded: RecordedTrades) -> N
     assert fetched_rows(batch.trades) == expected and len(expected) > 2 * 300
 
 
+@pytest.mark.slow
 def test_live_window_coverage_and_catch_up(recorded: RecordedTrades) -> None:
     now1 = T0 + timedelta(minutes=15, microseconds=500_000)
     with serve(recorded, visible_until_ms=ms(now1)) as srv:
@@ -156,6 +159,7 @@ def test_live_window_coverage_and_catch_up(recorded: RecordedTrades) -> None:
     assert fetched_rows(union) == expected_rows(ms(T0), ms(T0 + timedelta(hours=1)))
 
 
+@pytest.mark.slow
 def test_gap_longer_than_binance_time_window(recorded: RecordedTrades) -> None:
     # ccxt asks Binance for [since, since + 1 h]: a quiet spell of 3 h must not end the walk
     shift = 3 * 3_600_000
@@ -179,6 +183,7 @@ def test_gap_longer_than_binance_time_window(recorded: RecordedTrades) -> None:
     assert moved["trade_id"].to_list() == [r[0] for r in late]
 
 
+@pytest.mark.slow
 def test_empty_window_is_proven_only_by_a_later_trade(server: FakeBinanceServer) -> None:
     proven = source(server.url).fetch(BTC, T0 - timedelta(hours=2), T0)  # the recording starts at T0
     assert proven.trades.height == 0 and proven.trades.schema == pl.Schema(schemas.RAW_TRADES)
@@ -210,12 +215,14 @@ def test_unknown_ccxt_exchange_id_fails_when_the_instruments_file_is_loaded(tmp_
     parse_universe({"start_date": "2024-01-01", "instruments": [replayed]}, tmp_path / "i.yaml")  # not ccxt
 
 
+@pytest.mark.slow
 def test_unknown_symbol(server: FakeBinanceServer) -> None:
     with pytest.raises(SourceError, match=r"binance.*DOGE/BTC.*not listed"):
         source(server.url).fetch(Instrument("binance", "DOGE/BTC", "ccxt"), T0, T0 + timedelta(minutes=1))
     assert server.state.requests["/api/v3/aggTrades"] == 0
 
 
+@pytest.mark.slow
 def test_always_500_gives_up_after_max_retries(recorded: RecordedTrades) -> None:
     with serve(recorded, fail_all=500) as srv:
         src = source(srv.url, max_retries=3, backoff_seconds=0.001)
@@ -227,6 +234,7 @@ def test_always_500_gives_up_after_max_retries(recorded: RecordedTrades) -> None
     assert "4 attempts" in message
 
 
+@pytest.mark.slow
 def test_persistent_rate_limit_on_trades_gives_up(recorded: RecordedTrades) -> None:
     with serve(recorded, faults={n: "429" for n in range(1, 10)}) as srv:
         with pytest.raises(SourceError, match=r"binance BTC/USDT: aggTrades startTime=.*3 attempts.*DDoS"):
@@ -260,6 +268,7 @@ def test_api_url_override_rewrites_every_binance_endpoint() -> None:
             assert url.endswith(api[key].split("/", 3)[-1]), key
 
 
+@pytest.mark.slow
 def test_factory_passes_api_url_and_options(server: FakeBinanceServer) -> None:
     inst = Instrument("binance", "BTC/USDT", "ccxt", {"page_limit": 400, "api_url": "http://unused.invalid"})
     src = build_source(inst, api_urls={"binance": server.url}, now=lambda: LATER)
@@ -272,6 +281,7 @@ def test_factory_passes_api_url_and_options(server: FakeBinanceServer) -> None:
         src.fetch(Instrument("kraken", "BTC/USDT", "ccxt"), T0, T0 + timedelta(minutes=1))
 
 
+@pytest.mark.slow
 def test_markets_are_loaded_once_per_exchange_url_and_ttl(server: FakeBinanceServer) -> None:
     window = (T0, T0 + timedelta(minutes=1))
     expected = expected_rows(ms(T0), ms(T0 + timedelta(minutes=1)))

@@ -9,11 +9,9 @@
   fails with ERROR on forecasts that point the wrong way.
 """
 
-import functools
 import math
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 import duckdb
@@ -22,7 +20,6 @@ import polars as pl
 import pytest
 
 from crypto_platform import tables
-from crypto_platform.assets import gold, ingest, monitoring, silver
 from crypto_platform.assets.monitoring import model_skill
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import bronze_trades_suite, candles_1m_suite
@@ -31,148 +28,28 @@ from crypto_platform.ml import registry
 from crypto_platform.ml.serving import prediction_rows
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform.resources.mlflow import MlflowResource
-from crypto_platform.resources.sources import TradeSourcesResource
-from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import load_universe
-from crypto_platform.transforms.features import FEATURE_COLUMNS, INDEX_COLUMNS, build_features
-from crypto_platform.transforms.ohlcv_import import read_ftx_csv, split_by_day
-from crypto_platform_tests.conftest import SHARED_DATA
+from crypto_platform_tests.fixtures import (
+    ASSETS,
+    INSTRUMENT,
+    MODEL_NAME,
+    PARTITIONED,
+    cell,
+    corrupt_candles,
+    evaluation,
+    forward_returns,
+    ftx_candles,
+    key,
+    meta,
+    partition_tags,
+    resources,
+    run_check,
+    write_features,
+    write_predictions,
+    write_silver,
+)
 
-FTX_FILE = SHARED_DATA / "candles" / "ftx_btcperp_1m_2022-01.csv"
-INSTRUMENT = "sim.BTC-USDT"  # the FTX BTC-PERP bars stand in for the test universe's sim BTC/USDT
-MODEL_NAME = "monitoring_test_model"
-HORIZON = 5
-
-ASSETS = [*dg.load_assets_from_modules([ingest, silver, gold, monitoring])]
-# check-only runs of a partition need assets sharing one PartitionsDefinition
-PARTITIONED = [a for a in ASSETS if a.partitions_def is not None]
-CHECKS = [bronze_trades_suite, candles_1m_suite, feature_drift, prediction_drift, model_skill]
-
-
-# ----------------------------------------------------------------------------------------------
-# fixtures shared with test_retraining / test_notifications_wiring
-
-
-@functools.cache
-def ftx_candles() -> pl.DataFrame:
-    """FTX BTC-PERP 1-minute bars of January 2022 as silver candles of the sim BTC/USDT instrument."""
-    return read_ftx_csv(FTX_FILE, exchange="sim", symbol="BTC/USDT")
-
-
-@functools.cache
-def ftx_features() -> pl.DataFrame:
-    return build_features(ftx_candles())
-
-
-def cell(day: str, instrument: str = INSTRUMENT) -> DayPartition:
-    return DayPartition(load_universe().instrument(instrument), date.fromisoformat(day))
-
-
-def key(day: str, instrument: str = INSTRUMENT) -> str:
-    return cell(day, instrument).key
-
-
-def days_between(first: str, last: str) -> list[str]:
-    d0, d1 = date.fromisoformat(first), date.fromisoformat(last)
-    return [(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
-
-
-def resources(tmp: Path, store: str | None = None, **extra) -> dict:
-    return {
-        "lake": LakeResource(root=str(tmp / "lake")),
-        "warehouse": WarehouseResource(path=str(tmp / "warehouse.duckdb")),
-        "trade_sources": TradeSourcesResource(),
-        "mlflow_registry": MlflowResource(
-            tracking_uri=store or f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}", model_name=MODEL_NAME
-        ),
-        **extra,
-    }
-
-
-def write_silver(lake: LakeResource, days: list[str]) -> None:
-    by_day = split_by_day(ftx_candles())
-    for d in days:
-        lake.write_partition(by_day[date.fromisoformat(d)], tables.CANDLES_1M, cell(d))
-
-
-def write_features(lake: LakeResource, days: list[str], distort: dict[str, float] | None = None) -> None:
-    feats = ftx_features()
-    for d in days:
-        part = cell(d)
-        df = feats.filter((pl.col("ts") >= part.start) & (pl.col("ts") < part.end))
-        if distort:
-            df = df.with_columns([(pl.col(c) * f).alias(c) for c, f in distort.items()])
-        lake.write_partition(df, tables.FEATURES, part)
-
-
-def forward_returns(day: str) -> pl.DataFrame:
-    """exchange, symbol, ts, close and the realised 5-minute forward log return of one FTX day."""
-    candles = ftx_candles().sort("ts")
-    fwd = candles.with_columns((pl.col("close").shift(-HORIZON) / pl.col("close")).log().alias("fwd"))
-    part = cell(day)
-    return fwd.filter((pl.col("ts") >= part.start) & (pl.col("ts") < part.end))
-
-
-def write_predictions(
-    lake: LakeResource, days: list[str], *, skill: float, version: int = 1, seed: int = 0
-) -> None:
-    """Forecasts correlated with the realised return (skill > 0), against it (< 0), in the real schema."""
-    rng = np.random.default_rng(seed)
-    info = SimpleNamespace(horizon=HORIZON, name=MODEL_NAME, version=str(version))
-    for d in days:
-        day = forward_returns(d)
-        realised = day["fwd"].fill_null(0.0).to_numpy()
-        noise = rng.normal(0.0, float(np.nanstd(realised)) or 1e-4, len(realised))
-        pred = skill * realised + noise * (1 - abs(skill))
-        rows = prediction_rows(
-            day.select(INDEX_COLUMNS), day.select(*INDEX_COLUMNS, "close"), pred, info, True
-        )
-        lake.write_partition(rows, tables.PREDICTIONS, cell(d))
-
-
-def register_champion(store: str, reference: pl.DataFrame) -> registry.ModelVersionInfo:
-    """A small real LightGBM model, promoted to champion, with `reference` as its drift reference."""
-    from crypto_platform.ml.evaluation import skill_gate
-    from crypto_platform.ml.training import train
-    from crypto_platform_tests.test_training import FAST, planted_frame
-
-    frame = planted_frame(3000)
-    result = train(frame, FEATURE_COLUMNS, horizon=HORIZON, **{**FAST, "n_trials": 2, "max_rounds": 60})
-    decision = skill_gate(result.evaluation.model, result.evaluation.momentum, None)
-    assert decision.promote, decision.reasons
-    return registry.log_and_register(
-        result,
-        tracking_uri=store,
-        model_name=MODEL_NAME,
-        feature_cols=FEATURE_COLUMNS,
-        reference_features=reference,
-        input_example=frame.head(5),
-        decision=decision,
-    )
-
-
-def partition_tags(partition_key: str) -> dict[str, str]:
-    """Tags of a one-partition run (what `partition_key=` sets; accepted only for asset selections)."""
-    return {"dagster/partition": partition_key}
-
-
-def evaluation(result: dg.ExecuteInProcessResult, check_name: str):
-    [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == check_name]
-    return ev
-
-
-def meta(ev, name: str):
-    return ev.metadata[name].value
-
-
-def corrupt_candles(df: pl.DataFrame) -> pl.DataFrame:
-    """A high below its low on minute 100, and minute 200 twice."""
-    idx = pl.int_range(pl.len())
-    bad = df.with_columns(
-        pl.when(idx == 100).then(pl.col("low") - 5.0).otherwise(pl.col("high")).alias("high")
-    )
-    return pl.concat([bad, bad.slice(200, 1)]).sort("ts")
+pytestmark = pytest.mark.slow  # every test materializes assets and checks over real data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,39 +239,17 @@ ASSETS_BY_KEY = {k: a for a in ASSETS for k in a.keys}
 
 
 # ----------------------------------------------------------------------------------------------
-# drift against the champion's reference
-
-
-@pytest.fixture(scope="module")
-def drift_store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """MLflow store whose champion's drift reference is 3..9 January 2022 (FTX features)."""
-    store = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    feats = ftx_features()
-    reference = feats.filter(pl.col("ts").dt.date().is_between(date(2022, 1, 3), date(2022, 1, 9)))
-    register_champion(store, reference)
-    return store
-
-
-def _run_check(tmp: Path, instance, check, store: str, *, partition_key: str | None = None, run_config=None):
-    res = dg.materialize(
-        [*(PARTITIONED if partition_key else ASSETS), *CHECKS],
-        selection=dg.AssetSelection.checks(check),
-        instance=instance,
-        resources=resources(tmp, store),
-        tags=partition_tags(partition_key) if partition_key else None,
-        run_config=run_config,
-    )
-    return evaluation(res, next(iter(check.check_keys)).name)
+# drift against the champion's reference (`drift_store`: conftest)
 
 
 def test_feature_drift_without_champion_passes_with_a_note(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     write_features(lake, ["2022-01-12"])
     with dg.DagsterInstance.ephemeral() as instance:
-        ev = _run_check(tmp_path, instance, feature_drift, f"sqlite:///{tmp_path / 'empty.db'}")
+        ev = run_check(tmp_path, instance, feature_drift, f"sqlite:///{tmp_path / 'empty.db'}")
         assert ev.passed and "no 'champion' model" in ev.description
         assert meta(ev, "severity") == "SKIPPED"
-        ev = _run_check(tmp_path, instance, prediction_drift, f"sqlite:///{tmp_path / 'empty.db'}")
+        ev = run_check(tmp_path, instance, prediction_drift, f"sqlite:///{tmp_path / 'empty.db'}")
         assert ev.passed and meta(ev, "severity") == "SKIPPED"
 
 
@@ -403,7 +258,7 @@ def test_feature_drift_ok_error_warn_and_history(tmp_path: Path, drift_store: st
     write_features(lake, ["2022-01-11", "2022-01-12"])
     op = feature_drift.node_def.name
     with dg.DagsterInstance.ephemeral() as instance:
-        ok = _run_check(tmp_path, instance, feature_drift, drift_store)  # newest 24 h: 12 January
+        ok = run_check(tmp_path, instance, feature_drift, drift_store)  # newest 24 h: 12 January
         assert ok.passed, ok.description
         assert meta(ok, "severity") == "OK" and meta(ok, ABOUT_LATEST_DATA) is True
         assert meta(ok, "model") == f"{MODEL_NAME} v1" and meta(ok, "n_current") == 1440
@@ -411,7 +266,7 @@ def test_feature_drift_ok_error_warn_and_history(tmp_path: Path, drift_store: st
 
         # a distorted newest day: volatility-normalised returns three times too large
         write_features(lake, ["2022-01-13"], distort={"zret_1": 3.0, "zret_5": 3.0})
-        bad = _run_check(tmp_path, instance, feature_drift, drift_store)
+        bad = run_check(tmp_path, instance, feature_drift, drift_store)
         assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
         assert meta(bad, "severity") == "ERROR" and "zret_1=ERROR" in meta(bad, "drifted")
         assert meta(bad, "psi.zret_1") >= 0.3 and meta(bad, "worst_window") == f"{INSTRUMENT} newest 24 h"
@@ -419,7 +274,7 @@ def test_feature_drift_ok_error_warn_and_history(tmp_path: Path, drift_store: st
 
         # looser ERROR thresholds: the same drift is a WARN
         loose = {"ops": {op: {"config": {"psi_error": 50.0, "ks_error": 1.0}}}}
-        warn = _run_check(tmp_path, instance, feature_drift, drift_store, run_config=loose)
+        warn = run_check(tmp_path, instance, feature_drift, drift_store, run_config=loose)
         assert (
             not warn.passed
             and warn.severity == dg.AssetCheckSeverity.WARN
@@ -427,7 +282,7 @@ def test_feature_drift_ok_error_warn_and_history(tmp_path: Path, drift_store: st
         )
 
         # an old partition judged in a partitioned run: reported, but not about the newest data
-        hist = _run_check(tmp_path, instance, feature_drift, drift_store, partition_key=key("2022-01-11"))
+        hist = run_check(tmp_path, instance, feature_drift, drift_store, partition_key=key("2022-01-11"))
         assert hist.passed and meta(hist, ABOUT_LATEST_DATA) is False
         assert meta(hist, "worst_window") == key("2022-01-11")
 
@@ -442,10 +297,10 @@ def test_prediction_drift_compares_with_the_models_own_forecasts(tmp_path: Path,
         rows = prediction_rows(feats, candles, model.predict(feats) * scale, model.info, True)
         lake.write_partition(rows, tables.PREDICTIONS, cell(d))
     with dg.DagsterInstance.ephemeral() as instance:
-        ok = _run_check(tmp_path, instance, prediction_drift, drift_store, partition_key=key("2022-01-12"))
+        ok = run_check(tmp_path, instance, prediction_drift, drift_store, partition_key=key("2022-01-12"))
         assert meta(ok, "severity") in {"OK", "WARN"} and meta(ok, "n_current") == 1440
         assert meta(ok, "model") == f"{MODEL_NAME} v1" and meta(ok, ABOUT_LATEST_DATA) is False
-        bad = _run_check(tmp_path, instance, prediction_drift, drift_store)  # newest 24 h: the inflated day
+        bad = run_check(tmp_path, instance, prediction_drift, drift_store)  # newest 24 h: the inflated day
         assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
         assert "predicted_return/rv_60=ERROR" in meta(bad, "drifted")
         assert meta(bad, ABOUT_LATEST_DATA) is True

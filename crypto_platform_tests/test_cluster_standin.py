@@ -18,7 +18,7 @@ import boto3
 import psycopg2
 import pytest
 
-from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.paths import PROJECT_DIR
 from crypto_platform_tests.postgres_server import free_port
 from crypto_platform_tests.test_deploy_configs import env_template
 

@@ -11,7 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from crypto_platform_tests.conftest import PROJECT_DIR
+import pytest
+
+from crypto_platform_tests.paths import PROJECT_DIR
+
+pytestmark = pytest.mark.slow  # starts `dagster dev` in a subprocess
 
 QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message }

@@ -40,7 +40,7 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import load_universe
-from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.paths import PROJECT_DIR
 from crypto_platform_tests.postgres_server import postgres_server
 from crypto_platform_tests.s3_server import s3_server
 

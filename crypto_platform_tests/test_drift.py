@@ -31,7 +31,7 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.settings import load_universe
 from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv, read_kraken_ohlcvt
-from crypto_platform_tests.test_checks import _run_check, cell, meta, register_champion
+from crypto_platform_tests.fixtures import cell, meta, register_champion, run_check
 
 
 def numpy_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
@@ -228,6 +228,7 @@ def test_other_market_regime_fires(ftx_features: pl.DataFrame, shared_data: Path
 # the Dagster check itself: FTX January champion, Kraken window
 
 
+@pytest.mark.slow
 def test_feature_drift_check_fails_with_error_on_kraken_against_the_ftx_january_champion(
     tmp_path: Path, shared_data: Path
 ) -> None:
@@ -261,11 +262,11 @@ def test_feature_drift_check_fails_with_error_on_kraken_against_the_ftx_january_
 
     with dg.DagsterInstance.ephemeral() as instance:
         # a day of the reference itself: the check passes
-        own = _run_check(tmp_path, instance, feature_drift_check, store, partition_key=cells[0][1].key)
+        own = run_check(tmp_path, instance, feature_drift_check, store, partition_key=cells[0][1].key)
         assert own.passed and meta(own, "severity") == "OK", own.description
 
         # the hourly, unpartitioned run: the newest 24 h of every instrument; Kraken is ERROR
-        ev = _run_check(tmp_path, instance, feature_drift_check, store)
+        ev = run_check(tmp_path, instance, feature_drift_check, store)
         assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR, ev.description
         assert meta(ev, "severity") == "ERROR"
         assert kraken_inst.key in meta(ev, "worst_window")

@@ -24,9 +24,9 @@ from crypto_platform.sources.base import TradeBatch
 from crypto_platform.sources.ccxt_source import CcxtSource, clear_markets_cache
 from crypto_platform.sources.paging import TimestampPager
 from crypto_platform.sources.wire import StuckCursorError, Wire
-from crypto_platform_tests.conftest import SHARED_DATA
 from crypto_platform_tests.exchange_server import FakeBinanceServer, RecordedTrades, ServerState
 from crypto_platform_tests.fake_exchanges import FakeCoinbase, FakeKraken, FakeOkx, Tape, TapeState
+from crypto_platform_tests.paths import SHARED_DATA
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -27,8 +27,8 @@ from crypto_platform.settings import INSTRUMENTS_ENV, Instrument, parse_universe
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.replay import ReplaySource
 from crypto_platform.tables import BRONZE_TRADES, RAW_TRADES
-from crypto_platform_tests.conftest import PROJECT_DIR
-from crypto_platform_tests.test_faults_replay import D1, ROWS, write_recording
+from crypto_platform_tests.fixtures import D1, ROWS, write_recording
+from crypto_platform_tests.paths import PROJECT_DIR
 
 INST = Instrument("binance", "BTC/USDT", "replay")
 WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))

@@ -73,6 +73,7 @@ def bronze_figures(lake: LakeResource) -> tuple[int, float]:
     return df.height, df["amount"].sum()
 
 
+@pytest.mark.slow
 def test_a_slow_bronze_run_never_replaces_the_bronze_of_a_newer_raw(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     assert materialize(tmp_path, RAW_ONLY, at(12)).success
@@ -97,6 +98,7 @@ def test_a_slow_bronze_run_never_replaces_the_bronze_of_a_newer_raw(tmp_path: Pa
     assert candles["ts"].max() == at(18) - timedelta(minutes=1)
 
 
+@pytest.mark.slow
 def test_a_manifest_never_committed_is_refused_then_repaired_and_swept(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     source = TradeSourcesResource(now=at(6).isoformat())
@@ -138,6 +140,7 @@ def test_temp_files_of_killed_writes_are_swept_when_old(tmp_path: Path) -> None:
     assert new.exists() and not old.exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_raw_batch_is_repaired_by_a_refetch(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     assert materialize(tmp_path, INGEST, at(6)).success

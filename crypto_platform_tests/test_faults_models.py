@@ -25,7 +25,7 @@ from crypto_platform.ml import registry
 from crypto_platform.ml.evaluation import skill_gate
 from crypto_platform.ml.training import TrainResult, predict, train
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.test_training import FAST, HORIZON, planted_frame
+from crypto_platform_tests.fixtures import FAST, HORIZON, planted_frame
 
 MODEL = "btc_5m_return"
 
@@ -79,6 +79,7 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.slow
 def test_registration_records_the_sha256_of_every_model_file(
     champion: registry.ModelVersionInfo, model_dir: Path
 ) -> None:
@@ -92,6 +93,7 @@ def test_registration_records_the_sha256_of_every_model_file(
     assert {"model.lgb", "MLmodel"} <= set(recorded)
 
 
+@pytest.mark.slow
 def test_an_intact_champion_loads_and_predicts_like_the_trained_booster(
     champion: registry.ModelVersionInfo, model_dir: Path, result: TrainResult, frame: pl.DataFrame, store: str
 ) -> None:
@@ -101,6 +103,7 @@ def test_an_intact_champion_loads_and_predicts_like_the_trained_booster(
     assert np.array_equal(loaded.predict(rows), predict(result.booster, rows, FEATURE_COLUMNS))
 
 
+@pytest.mark.slow
 def test_a_truncated_model_file_is_a_named_error_not_an_abort(
     champion: registry.ModelVersionInfo, model_dir: Path, store: str
 ) -> None:
@@ -114,6 +117,7 @@ def test_a_truncated_model_file_is_a_named_error_not_an_abort(
         registry.load_version(store, MODEL, champion.version)
 
 
+@pytest.mark.slow
 def test_a_missing_model_file_and_a_missing_artifact_are_named(
     champion: registry.ModelVersionInfo, model_dir: Path, store: str
 ) -> None:
@@ -130,6 +134,7 @@ def test_a_missing_model_file_and_a_missing_artifact_are_named(
     assert f"model artifact at file://{model_dir} is missing" in text and "\n" not in text
 
 
+@pytest.mark.slow
 def test_a_version_without_recorded_checksums_still_refuses_a_truncated_file(
     champion: registry.ModelVersionInfo, model_dir: Path, store: str, result: TrainResult, frame: pl.DataFrame
 ) -> None:
@@ -149,6 +154,7 @@ def test_a_version_without_recorded_checksums_still_refuses_a_truncated_file(
         )
 
 
+@pytest.mark.slow
 def test_a_broken_champion_fails_the_run_with_a_failure_event(model_dir: Path, store: str) -> None:
     @dg.asset
     def served() -> None:
@@ -164,6 +170,7 @@ def test_a_broken_champion_fails_the_run_with_a_failure_event(model_dir: Path, s
     assert cause.cls_name == "ModelArtifactError" and "model.lgb is corrupt" in cause.message
 
 
+@pytest.mark.slow
 def test_a_broken_champion_is_incomparable_not_a_training_crash(
     champion: registry.ModelVersionInfo, model_dir: Path, result: TrainResult, frame: pl.DataFrame, store: str
 ) -> None:

@@ -24,65 +24,14 @@ from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.factory import build_source
 from crypto_platform.sources.replay import ReplaySource
 from crypto_platform.transforms import trades as T
+from crypto_platform_tests.fixtures import D1, ROWS, recorded, write_recording
 
 INST = Instrument("binance", "BTC/USDT", "replay")
-D1 = datetime(2024, 1, 1, tzinfo=UTC)
 D2 = D1 + timedelta(days=1)
 D3 = D2 + timedelta(days=1)
 # No row is placed by its own time before the Bitcoin genesis block (a ReplaySource built outside the
 # factory, which bounds it by the universe's start date instead).
 EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
-
-# (timestamp as recorded, what it is): one row each, in file order
-ROWS: list[tuple[str, str]] = [
-    ("2024-01-01T12:01:10Z", "ISO 8601, T and Z (the first row: never decides the others' format)"),
-    ("2024-01-01 12:01:13", "ISO 8601 with a space, no zone (UTC)"),
-    ("1704110474000", "epoch ms"),
-    ("01/01/2024 12:01:15", "ambiguous day/month order: refused"),
-    ("", "empty"),
-    ("not a time", "not a time"),
-    ("2024-01-01 12:01:16.250", "fraction"),
-    ("2024-01-01T13:01:17+01:00", "offset"),
-    ("1704110478", "epoch s"),
-    ("1704110479.5", "epoch s with a fraction"),
-    ("1704110480123456", "epoch µs"),
-    ("1704110481123456789", "epoch ns"),
-    ("1000000000", "epoch s of 2001, before any crypto trade: rejected in its neighbours' partition"),
-    ("2024-02-30 00:00:00", "impossible date"),
-    ("2024-01-01T23:59:59.999+0000", "last millisecond of the first day"),
-    ("2024-01-02T00:00:00Z", "first instant of the second day"),
-    ("1704153600001", "epoch ms on the second day"),
-    ("garbage", "not a time, after a second-day row"),
-    ("2099-01-01T00:00:00Z", "in the future: rejected in its neighbours' partition"),
-    ("2024-01-02 00:00:02.5", "second day again"),
-]
-
-
-def recorded(ts: str, fmt: str) -> object:
-    """A timestamp as the file holds it: CSV text, or in JSON a number when it is one."""
-    if fmt == "json" and ts.replace(".", "", 1).isdigit():
-        return float(ts) if "." in ts else int(ts)
-    return ts
-
-
-def write_recording(tmp: Path, fmt: str) -> Path:
-    """The rows as a CSV (text cells) or a ccxt-style JSON list (numbers as JSON numbers)."""
-    records = []
-    for i, (ts, _) in enumerate(ROWS):
-        value = recorded(ts, fmt)
-        side = "buy" if i % 2 else "sell"
-        records.append(
-            {"id": str(5000 + i), "timestamp": value, "price": 42000 + i, "amount": 0.01 * (i + 1)}
-        )
-        records[-1]["side"] = side
-    path = tmp / f"mixed.{fmt}"
-    if fmt == "csv":
-        lines = ["id,timestamp,price,amount,side"]
-        lines += [f"{r['id']},{r['timestamp']},{r['price']},{r['amount']},{r['side']}" for r in records]
-        path.write_text("\n".join(lines) + "\n")
-    else:
-        path.write_text(json.dumps(records))
-    return path
 
 
 def duck_expected(path: Path, fmt: str) -> pl.DataFrame:

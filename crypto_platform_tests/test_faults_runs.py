@@ -38,8 +38,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 
 from crypto_platform.automation.notifications import WEBHOOK_ENV, WebhookResource, run_failure_notifier
 from crypto_platform.automation.run_workers import LocalProcessRunLauncher, process_alive, run_process
-from crypto_platform_tests.conftest import PROJECT_DIR
-from crypto_platform_tests.test_notifications_wiring import Receiver
+from crypto_platform_tests.fixtures import WebhookReceiver
+from crypto_platform_tests.paths import PROJECT_DIR
 
 FAULT_JOBS = "crypto_platform_tests.fault_jobs"
 DAGSTER_CLI = str(Path(sys.executable).parent / "dagster")
@@ -106,7 +106,7 @@ def _status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
 
 @pytest.mark.slow
 def test_a_killed_cli_run_is_failed_by_run_monitoring_and_frees_the_queue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
 ) -> None:
     home = _dagster_home(tmp_path)
     marker = tmp_path / "started"
@@ -209,8 +209,8 @@ def test_process_alive_tells_live_dead_zombie_and_reused_pids() -> None:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
     yield r
     r.close()
 
@@ -249,8 +249,9 @@ def _failed_run_of_location(instance: dg.DagsterInstance, location: InProcessCod
     return run.run_id
 
 
+@pytest.mark.slow
 def test_failures_of_runs_of_every_origin_are_posted(
-    instance: dg.DagsterInstance, receiver: Receiver
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
 ) -> None:
     webhook = WebhookResource(url=receiver.url)
     cursor = _failure_tick(instance, webhook, None)  # first tick: the sensor starts from now

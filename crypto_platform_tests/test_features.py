@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from crypto_platform.schemas import CANDLES, INDEX_COLUMNS
+from crypto_platform.schemas import INDEX_COLUMNS
 from crypto_platform.transforms.features import (
     FEATURE_COLUMNS,
     LOOKBACK_MINUTES,
@@ -20,66 +20,11 @@ from crypto_platform.transforms.features import (
     build_features,
 )
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv
-from crypto_platform_tests.conftest import SHARED_DATA
+from crypto_platform_tests.fixtures import T0, synthetic_candles
+from crypto_platform_tests.paths import SHARED_DATA
 
 # every candle value the features read: the causality test perturbs all of them after t
 VALUE_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in INDEX_COLUMNS]
-T0 = datetime(2024, 3, 1, 22, 0, tzinfo=UTC)
-
-
-def synthetic_candles(
-    n: int,
-    symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT"),
-    *,
-    seed: int = 7,
-    empty_share: float = 0.05,
-    split_known: bool = True,
-    exchange: str = "sim",
-) -> pl.DataFrame:
-    """Random-walk 1-minute candles with some empty bars, following CANDLES exactly."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for k, symbol in enumerate(symbols):
-        price = 100.0 * (k + 1)
-        rows = []
-        for i in range(n):
-            empty = rng.random() < empty_share
-            if empty:
-                o = h = lo = c = price
-                vol = qv = buy = 0.0
-                vwap, trades = price, 0
-            else:
-                o = price
-                c = price * math.exp(rng.normal(0, 0.001))
-                h = max(o, c) * (1 + abs(rng.normal(0, 0.0005)))
-                lo = min(o, c) * (1 - abs(rng.normal(0, 0.0005)))
-                vol = float(rng.lognormal(0, 1))
-                vwap = (o + c + h + lo) / 4
-                qv = vol * vwap
-                buy = vol * float(rng.uniform(0.1, 0.9))
-                trades = int(rng.integers(1, 50))
-            rows.append(
-                {
-                    "exchange": exchange,
-                    "symbol": symbol,
-                    "ts": T0 + timedelta(minutes=i),
-                    "open": o,
-                    "high": h,
-                    "low": lo,
-                    "close": c,
-                    "volume": vol,
-                    "quote_volume": qv,
-                    "vwap": vwap,
-                    "trade_count": trades,
-                    "buy_volume": buy if split_known else None,
-                    "sell_volume": (vol - buy) if split_known else None,
-                    "is_empty": empty,
-                    "origin": "synthetic",
-                }
-            )
-            price = c
-        frames.append(pl.DataFrame(rows, schema=CANDLES))
-    return pl.concat(frames)
 
 
 def scramble_after(candles: pl.DataFrame, cut: datetime, seed: int) -> pl.DataFrame:

@@ -31,7 +31,7 @@ from crypto_platform.settings import load_universe
 from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
 from crypto_platform.transforms.labels import forward_return_labels
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 FTX = "ftx.BTC-USD-USD"
 FIRST_DAY, LAST_DAY = date(2021, 12, 31), date(2022, 2, 1)  # the FTX file's span
@@ -349,14 +349,17 @@ def test_a_champion_of_another_horizon_is_kept_unless_replacing_it_is_allowed(ft
     )
     assert forecasts == [("model",), ("momentum",), ("zero",)]  # no champion row: it was not scored
 
-    # Explicitly allowed: the check passes and the other checks alone decide.
+    # Explicitly allowed: that check passes and the other checks alone decide. On this month the
+    # 15-minute model's hit rate is not significant (seeded, one thread: the same on every run), so the
+    # flag does not rescue it: it is registered as challenger and the 5-minute champion stays.
     mat = g.train(window_days=31, n_trials=3, horizon=15, replace_incomparable_champion=True)
     gate = mat.metadata["gate"].value
     assert "- PASS current champion not comparable" in gate and "replace_incomparable_champion is set" in gate
-    promoted = gate.count("- PASS") == 4
-    assert mat.metadata["alias"].value == ("champion" if promoted else "challenger"), gate
-    now = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
-    assert now == (str(mat.metadata["version"].value) if promoted else champion)
+    fails = [line for line in gate.splitlines() if line.startswith("- FAIL")]
+    assert len(fails) == 1 and fails[0].startswith("- FAIL hit rate"), gate  # its own evidence only
+    assert gate.count("- PASS") == 3, gate
+    assert mat.metadata["alias"].value == "challenger", gate
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == champion
 
 
 def test_gold_never_fills_gaps_and_prices_leading_empty_minutes_from_the_day_before(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.schemas import CANDLES
 from crypto_platform.settings import SettingsError, load_universe, parse_universe
-from crypto_platform_tests.conftest import SHARED_DATA
 from crypto_platform_tests.kline_server import FakeKlineServer, KlineState, RecordedKlines
+from crypto_platform_tests.paths import SHARED_DATA
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,6 +81,7 @@ def _lake_files(tmp: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
 
 
+@pytest.mark.slow
 def test_ftx_file_import_writes_each_day_and_reports_it_as_materialized(tmp_path: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         result = _import(tmp_path, instance, FTX, since="2022-01-05", until="2022-01-07")
@@ -131,6 +132,7 @@ def test_ftx_file_import_writes_each_day_and_reports_it_as_materialized(tmp_path
         assert mat.metadata["status"].value == "merged" and mat.metadata["imported_bars"].value == 60
 
 
+@pytest.mark.slow
 def test_sparse_kraken_minutes_become_explicit_empty_bars(tmp_path: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         assert _import(tmp_path, instance, KRAKEN, since="2023-01-02", until="2023-01-03").success
@@ -154,6 +156,7 @@ def test_sparse_kraken_minutes_become_explicit_empty_bars(tmp_path: Path) -> Non
     assert empty.drop_nulls("prev").select((pl.col("close") == pl.col("prev")).all()).item()
 
 
+@pytest.mark.slow
 def test_bad_imports_fail_with_a_clear_message_and_write_nothing(tmp_path: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         msg = _failure(_import(tmp_path, instance, KRAKEN, path=str(KRAKEN_5M), file_format="kraken"))
@@ -169,6 +172,7 @@ def test_bad_imports_fail_with_a_clear_message_and_write_nothing(tmp_path: Path)
     assert not (tmp_path / "lake").exists()
 
 
+@pytest.mark.slow
 def test_days_outside_the_partition_grid_are_skipped_and_named(tmp_path: Path) -> None:
     """The test universe starts on 2019-10-01: a file reaching back before it is cut, loudly."""
     path = tmp_path / "bars.csv"
@@ -195,6 +199,7 @@ def test_days_outside_the_partition_grid_are_skipped_and_named(tmp_path: Path) -
     assert lake.read_partition(tables.CANDLES_1M, _part(FTX, "2019-10-01")).height == 2
 
 
+@pytest.mark.slow
 def test_an_import_entirely_outside_the_partition_grid_fails_naming_instrument_start_and_span(
     tmp_path: Path,
 ) -> None:
@@ -227,6 +232,7 @@ def _suite(result: dg.ExecuteInProcessResult):
     return ev
 
 
+@pytest.mark.slow
 def test_import_job_runs_the_candles_suite_on_every_imported_partition(tmp_path: Path) -> None:
     """import_candles_job writes silver without the asset graph: it runs the blocking check's suite
     itself and records it as that check's evaluation; a failed expectation fails the job."""
@@ -295,6 +301,7 @@ def kline_server(ftx_candles: pl.DataFrame) -> Iterator[FakeKlineServer]:
         yield srv
 
 
+@pytest.mark.slow
 def test_ccxt_fetch_ohlcv_pages_through_two_days_into_silver(
     tmp_path: Path, kline_server: FakeKlineServer, ftx_candles: pl.DataFrame
 ) -> None:
@@ -353,6 +360,7 @@ def test_ccxt_fetch_ohlcv_pages_through_two_days_into_silver(
     assert lake.read_partition(tables.CANDLES_1M, _part(BINANCE, "2022-01-06")).equals(kept)
 
 
+@pytest.mark.slow
 def test_ccxt_import_of_an_unlisted_symbol_fails_clearly(
     tmp_path: Path, kline_server: FakeKlineServer
 ) -> None:
@@ -375,6 +383,7 @@ def test_ccxt_import_of_an_unlisted_symbol_fails_clearly(
 # 'candles' instruments have no trades
 
 
+@pytest.mark.slow
 def test_raw_trades_of_a_candles_instrument_fail_naming_the_instrument_and_source(tmp_path: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(

@@ -11,7 +11,7 @@ import pytest
 from crypto_platform.ml.dataset import rolling_window, training_frame
 from crypto_platform.transforms.features import build_features
 from crypto_platform.transforms.labels import LABEL_COLUMNS, forward_return_labels, past_log_return
-from crypto_platform_tests.test_features import T0, synthetic_candles
+from crypto_platform_tests.fixtures import T0, synthetic_candles
 
 
 @pytest.fixture(scope="module")

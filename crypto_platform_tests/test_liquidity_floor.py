@@ -23,8 +23,8 @@ from crypto_platform.quality.liquidity import AUTO_MIN_DAYS, liquidity_floor, no
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.settings import INSTRUMENTS_ENV, Instrument, load_universe
 from crypto_platform.transforms.ohlcv_import import read_kraken_ohlcvt, split_by_day
-from crypto_platform_tests.conftest import SHARED_DATA
-from crypto_platform_tests.test_checks import PARTITIONED, evaluation, meta, partition_tags, resources
+from crypto_platform_tests.fixtures import PARTITIONED, evaluation, meta, partition_tags, resources
+from crypto_platform_tests.paths import SHARED_DATA
 
 KRAKEN_USDC = SHARED_DATA / "candles" / "kraken_2023q1" / "XBTUSDC_1.csv"
 KEY = "kraken.BTC-USDC"  # an instrument key of the test universe (its entry turns the floor off)

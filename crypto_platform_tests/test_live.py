@@ -47,7 +47,7 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import Instrument, SettingsError, load_universe
 from crypto_platform.sources.factory import build_source
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.test_training import HORIZON, planted_frame
+from crypto_platform_tests.fixtures import HORIZON, planted_frame
 
 DAY = date(2024, 3, 4)  # the simulated "today"
 BTC, ETH = "sim.BTC-USDT", "sim.ETH-USDT"  # the live instruments of the test universe (the others replay)
@@ -187,6 +187,7 @@ def world(tmp_path: Path, mlflow_uri: str):
         yield World(tmp_path, instance, mlflow_uri)
 
 
+@pytest.mark.slow
 def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: World) -> None:
     CLOCK.set(DAY, 12, 0, 20)
     first = world.tick()
@@ -258,6 +259,7 @@ def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: Worl
     assert candles["ts"].max() == minute
 
 
+@pytest.mark.slow
 def test_no_duplicate_request_while_a_run_for_the_partition_is_in_progress(world: World) -> None:
     CLOCK.set(DAY, 9, 30, 10)
     for r in world.tick().run_requests:
@@ -296,6 +298,7 @@ def test_no_duplicate_request_while_a_run_for_the_partition_is_in_progress(world
     assert requested(world.tick()) == {key(ETH): "new"}
 
 
+@pytest.mark.slow
 def test_restart_resumes_from_the_cursor_without_flooding(world: World) -> None:
     CLOCK.set(DAY, 12, 0, 20)
     for r in world.tick().run_requests:
@@ -349,6 +352,7 @@ def test_restart_resumes_from_the_cursor_without_flooding(world: World) -> None:
     assert requested(world.tick()) == {key(BTC, later): "new", key(ETH, later): "new"}
 
 
+@pytest.mark.slow
 def test_freshness_evaluations_measure_the_data_lag(world: World) -> None:
     CLOCK.set(DAY, 12, 0, 20)
     for r in world.tick().run_requests:

@@ -10,7 +10,7 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from crypto_platform.automation.live import EXCHANGE_TAG, LIVE_TAG
-from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.paths import PROJECT_DIR
 
 S = dg.DagsterRunStatus
 # where a queued run says its job comes from (the dequeue decision reads only the location name)

@@ -5,11 +5,8 @@ run (a corrupted silver partition failing the blocking candle suite, so the feat
 Without a URL (resource empty, CRYPTO_WEBHOOK_URL unset) the receiver sees zero requests.
 """
 
-import json
-import threading
 import warnings
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -23,63 +20,39 @@ from crypto_platform.automation.notifications import (
     check_failure_notifier,
     run_failure_notifier,
 )
+from crypto_platform.checks.quality import candles_1m_suite
 from crypto_platform.definitions import build_resources
 from crypto_platform.platform_settings import PlatformSettings, SettingsWarning
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform_tests.test_checks import (
+from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
-    candles_1m_suite,
+    WebhookReceiver,
     cell,
     corrupt_candles,
     key,
+    recorded_connections,
     resources,
     write_silver,
 )
-from crypto_platform_tests.test_notify import recorded_connections
 
 BAD_DAY = "2022-01-11"
 
 
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records the JSON bodies it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
     yield r
     r.close()
 
 
-@pytest.fixture
-def failed_run(tmp_path: Path):
-    """An instance holding one real failed run: the blocking candle suite failed on a corrupted day."""
-    lake = LakeResource(root=str(tmp_path / "lake"))
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory: pytest.TempPathFactory):
+    """An instance holding one real failed run: the blocking candle suite failed on a corrupted day.
+
+    One run for the module: the notifiers only read it, each test passing its own sensor cursor."""
+    tmp = tmp_path_factory.mktemp("failed_run")
+    lake = LakeResource(root=str(tmp / "lake"))
     write_silver(lake, ["2022-01-10", BAD_DAY])
     bad = cell(BAD_DAY)
     lake.write_partition(corrupt_candles(lake.read_partition(tables.CANDLES_1M, bad)), tables.CANDLES_1M, bad)
@@ -90,7 +63,7 @@ def failed_run(tmp_path: Path):
             | dg.AssetSelection.assets(tables.FEATURES.key),
             partition_key=key(BAD_DAY),
             instance=instance,
-            resources=resources(tmp_path),
+            resources=resources(tmp),
             raise_on_error=False,
         )
         assert not result.success
@@ -125,7 +98,8 @@ def _check_tick(instance, tmp: Path, webhook: WebhookResource, cursor: str | Non
     return result
 
 
-def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver: Receiver) -> None:
+@pytest.mark.slow
+def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver: WebhookReceiver) -> None:
     instance, result = failed_run
     webhook = WebhookResource(url=receiver.url, ui_url="http://dagster.local:3000")
     run_failure_notifier(_run_failure_context(instance, result, webhook))
@@ -140,8 +114,9 @@ def test_run_failure_is_posted_with_job_partition_and_error(failed_run, receiver
     assert receiver.bodies[0]["blocks"][0]["text"]["text"].startswith("Run failed")
 
 
+@pytest.mark.slow
 def test_check_failure_is_posted_once_with_asset_partition_and_figures(
-    failed_run, receiver: Receiver, tmp_path: Path
+    failed_run, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     instance, _ = failed_run
     webhook = WebhookResource(url=receiver.url)
@@ -160,7 +135,10 @@ def test_check_failure_is_posted_once_with_asset_partition_and_figures(
     assert "no new failed check evaluation" in second.skip_reason.skip_message
 
 
-def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_warn_failures_are_posted_only_when_asked(
+    failed_run, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
     instance, _ = failed_run
     webhook = WebhookResource(url=receiver.url)
     only_warn = build_check_failure_notifier(name="warn_only", severities=(dg.AssetCheckSeverity.WARN,))
@@ -168,7 +146,8 @@ def test_warn_failures_are_posted_only_when_asked(failed_run, receiver: Receiver
     assert receiver.bodies == [] and "no new failed check evaluation" in result.skip_reason.skip_message
 
 
-def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: WebhookReceiver, tmp_path: Path) -> None:
     instance, result = failed_run
     off = WebhookResource()
     with recorded_connections() as attempts:
@@ -184,9 +163,10 @@ def test_nothing_is_sent_without_a_webhook_url(failed_run, receiver: Receiver, t
     assert receiver.bodies == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("var", ["CRYPTO_WEBHOOK_URL", "CRYPTO_PLATFORM_WEBHOOK_URL"])
 def test_webhook_url_from_the_environment(
-    failed_run, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str
+    failed_run, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str
 ) -> None:
     """The code location's webhook resource posts to $CRYPTO_WEBHOOK_URL (or, deprecated, the old name)."""
     instance, result = failed_run

@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,38 +19,7 @@ from crypto_platform.monitoring.notify import (
     format_run_failure,
     slack_payload,
 )
-
-
-@contextmanager
-def recorded_connections() -> Iterator[list[str]]:
-    """Record every socket connect / name lookup made in this process while active (any address).
-
-    The in-process counterpart of test_offline.GUARD: a "sends nothing" test asserts the list stays
-    empty, which can fail (unlike checking only that one receiver saw no request).
-    """
-    seen: list[str] = []
-    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
-
-    def guard_connect(self: socket.socket, address: object) -> None:
-        seen.append(f"connect {address}")
-        return connect(self, address)
-
-    def guard_connect_ex(self: socket.socket, address: object) -> int:
-        seen.append(f"connect_ex {address}")
-        return connect_ex(self, address)
-
-    def guard_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
-        seen.append(f"getaddrinfo {host}")
-        return getaddrinfo(host, *args, **kwargs)
-
-    socket.socket.connect = guard_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = guard_connect_ex  # type: ignore[method-assign]
-    socket.getaddrinfo = guard_getaddrinfo  # type: ignore[assignment]
-    try:
-        yield seen
-    finally:
-        socket.socket.connect, socket.socket.connect_ex = connect, connect_ex  # type: ignore[method-assign]
-        socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+from crypto_platform_tests.fixtures import recorded_connections
 
 
 @dataclass
@@ -87,6 +55,7 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
+@pytest.mark.slow
 def test_send_posts_slack_json(receiver: Receiver) -> None:
     ok = Notifier(receiver.url).send("Check failed: candles_1m", {"partition": "2024-01-01|x", "rows": 1440})
     assert ok is True
@@ -107,6 +76,7 @@ def test_send_posts_slack_json(receiver: Receiver) -> None:
     }
 
 
+@pytest.mark.slow
 def test_no_url_sends_nothing(receiver: Receiver) -> None:
     with recorded_connections() as attempts:
         for url in (None, "", "   "):
@@ -123,6 +93,7 @@ def test_no_url_sends_nothing(receiver: Receiver) -> None:
     assert any(a.startswith("connect ('127.0.0.1', " + port) for a in attempts), attempts
 
 
+@pytest.mark.slow
 def test_failures_are_logged_not_raised(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="crypto_platform.monitoring.notify")
     receiver.status = 500
@@ -143,6 +114,7 @@ def test_failures_are_logged_not_raised(receiver: Receiver, caplog: pytest.LogCa
     assert Notifier("not a url").send("garbage", {}) is False
 
 
+@pytest.mark.slow
 def test_format_helpers_round_trip(receiver: Receiver) -> None:
     title, fields = format_check_failure(
         "silver/candles_1m",

@@ -10,8 +10,12 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from crypto_platform.cli import materialize_command
-from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.paths import PROJECT_DIR
+
+pytestmark = pytest.mark.slow  # the whole pipeline through four dagster CLI subprocesses
 
 GUARD = """
 import json, os, socket

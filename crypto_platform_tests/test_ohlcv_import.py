@@ -18,7 +18,7 @@ from crypto_platform.transforms.ohlcv_import import (
     read_ohlcv,
     split_by_day,
 )
-from crypto_platform_tests.conftest import SHARED_DATA
+from crypto_platform_tests.paths import SHARED_DATA
 
 CANDLE_DIR = SHARED_DATA / "candles"
 FTX = CANDLE_DIR / "ftx_btcperp_1m_2022-01.csv"

@@ -18,7 +18,9 @@ from crypto_platform.partitions import parse_key
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
-from crypto_platform_tests.conftest import PROJECT_DIR, SHARED_DATA
+from crypto_platform_tests.paths import PROJECT_DIR, SHARED_DATA
+
+pytestmark = pytest.mark.slow  # materializes over real trades, and through the dagster CLI
 
 ASSETS = [*dg.load_assets_from_modules([ingest, silver])]
 REPLAY_FILE = SHARED_DATA / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"

@@ -281,6 +281,7 @@ def test_empty_partition_passes() -> None:
     assert r.success and r.row_count == 0
 
 
+@pytest.mark.slow
 def test_no_network_and_no_analytics() -> None:
     """Importing GX, building the context and validating opens no connection (fresh interpreter)."""
     script = textwrap.dedent(

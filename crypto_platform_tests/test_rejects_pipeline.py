@@ -21,9 +21,9 @@ import pytest
 from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
 from crypto_platform.transforms import trades as T
-from crypto_platform_tests.conftest import PROJECT_DIR
+from crypto_platform_tests.paths import PROJECT_DIR
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 KEY = "2024-01-01|kraken.BTC-USD"
 T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from crypto_platform import tables
+from crypto_platform.assets.monitoring import model_skill
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.retraining import (
     TRIGGER_CHECKS_TAG,
@@ -23,12 +24,12 @@ from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.resources.lake import LakeResource
-from crypto_platform_tests.test_checks import (
+from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
     evaluation,
-    model_skill,
     resources,
+    run_check,
     write_features,
     write_predictions,
     write_silver,
@@ -68,6 +69,7 @@ def lake(tmp_path: Path) -> LakeResource:
     return lake
 
 
+@pytest.mark.slow
 def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_path: Path, lake) -> None:
     sensor = build_retraining_sensor(COOLDOWN_6H)
     assert sensor.job_name == "training_job"
@@ -103,6 +105,7 @@ def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_pa
         assert len(again.run_requests) == 1 and again.run_requests[0].run_key != request.run_key
 
 
+@pytest.mark.slow
 def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake) -> None:
     sensor = build_retraining_sensor(COOLDOWN_6H)
     write_predictions(lake, DAYS, skill=-0.5)
@@ -119,25 +122,21 @@ def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake)
         assert "predate the last training" in _skip(_tick(sensor, instance, None))
 
 
-def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) -> None:
-    import polars as pl
-
-    from crypto_platform_tests.test_checks import _run_check, ftx_features, register_champion
-
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    register_champion(store, ftx_features().filter(pl.col("ts").dt.day().is_between(3, 9)))
+@pytest.mark.slow
+def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake, drift_store: str) -> None:
+    store = drift_store  # champion with 3..9 January as its drift reference (conftest)
     write_features(lake, ["2022-01-11"])
     write_features(lake, ["2022-01-12"], distort={"zret_1": 3.0})
     sensor = build_retraining_sensor(COOLDOWN_6H)
     loose = {"ops": {feature_drift.node_def.name: {"config": {"psi_error": 50.0, "ks_error": 1.0}}}}
     with dg.DagsterInstance.ephemeral() as instance:
-        warn = _run_check(tmp_path, instance, feature_drift, store, run_config=loose)
+        warn = run_check(tmp_path, instance, feature_drift, store, run_config=loose)
         assert warn.severity == dg.AssetCheckSeverity.WARN and not warn.passed
         assert "failed with WARN" in _skip(_tick(sensor, instance, None))
 
-        error = _run_check(tmp_path, instance, feature_drift, store)
+        error = run_check(tmp_path, instance, feature_drift, store)
         assert error.severity == dg.AssetCheckSeverity.ERROR and not error.passed
-        hist = _run_check(tmp_path, instance, feature_drift, store, partition_key="2022-01-11|sim.BTC-USDT")
+        hist = run_check(tmp_path, instance, feature_drift, store, partition_key="2022-01-11|sim.BTC-USDT")
         assert hist.passed and hist.metadata["about_latest_data"].value is False  # newer, but about history
 
         result = _tick(sensor, instance, None)
@@ -145,7 +144,7 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake) 
         assert result.run_requests[0].tags[TRIGGER_CHECKS_TAG] == "gold/features:feature_drift"
 
         # a new drift ERROR within the cooldown: the next tick requests no second training run
-        again = _run_check(tmp_path, instance, feature_drift, store)
+        again = run_check(tmp_path, instance, feature_drift, store)
         assert again.severity == dg.AssetCheckSeverity.ERROR and not again.passed
         within = _tick(sensor, instance, result.cursor)
         assert "cooldown" in _skip(within) and "gold/features:feature_drift" in _skip(within)
@@ -189,10 +188,13 @@ def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
         prediction_drift.node_def.name,
     } == ops
     with dg.build_schedule_context(scheduled_execution_time=None) as ctx:
-        request = next(iter(daily_retraining_schedule.evaluate_tick(ctx).run_requests or []))
-        assert request is not None
+        tick = daily_retraining_schedule.evaluate_tick(ctx)
+    # every tick asks for exactly one training run (no skip, no run key that would dedupe tomorrow's)
+    assert tick.skip_message is None
+    assert [(r.run_key, r.run_config) for r in tick.run_requests or []] == [(None, {})]
 
 
+@pytest.mark.slow
 def test_hourly_monitoring_job_runs_end_to_end_before_any_champion(tmp_path: Path, lake) -> None:
     write_predictions(lake, DAYS, skill=0.5)
     write_features(lake, DAYS)

@@ -42,8 +42,8 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.serving.app import CACHE_HEADER, create_app
 from crypto_platform.serving.settings import ServingSettings
 from crypto_platform.settings import load_universe
-from crypto_platform_tests.conftest import PROJECT_DIR
-from crypto_platform_tests.test_training import planted_frame
+from crypto_platform_tests.fixtures import planted_frame
+from crypto_platform_tests.paths import PROJECT_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

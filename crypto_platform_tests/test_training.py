@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 from scipy import stats
 
-from crypto_platform.ml.dataset import training_frame
 from crypto_platform.ml.evaluation import (
     ForecastMetrics,
     evaluate,
@@ -18,63 +17,8 @@ from crypto_platform.ml.evaluation import (
     skill_gate,
 )
 from crypto_platform.ml.training import TrainResult, predict, train
-from crypto_platform.schemas import CANDLES
-from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
-from crypto_platform.transforms.labels import forward_return_labels
-
-HORIZON = 5
-FAST = {"n_trials": 6, "n_folds": 3, "holdout_fraction": 0.25, "seed": 3, "max_rounds": 120}
-
-
-def planted_candles(n: int = 6000, *, seed: int = 5, strength: float = 0.002) -> pl.DataFrame:
-    """Two instruments whose next-minute return follows the taker buy share of the current minute.
-
-    The buy share follows a persistent AR(1) latent order flow, so the taker buy ratio features carry
-    real information about the next 5 minutes that past returns (momentum) only partly reflect.
-    """
-    rng = np.random.default_rng(seed)
-    t0 = datetime(2024, 5, 1, tzinfo=UTC)
-    frames = []
-    for k, symbol in enumerate(["BTC/USDT", "ETH/USDT"]):
-        flow = np.zeros(n)
-        for i in range(1, n):
-            flow[i] = 0.9 * flow[i - 1] + rng.normal(0, 0.45)
-        share = 0.5 + 0.35 * np.tanh(flow)
-        price, prev_share = 100.0 * (k + 1), 0.5
-        rows = []
-        for i in range(n):
-            o = price
-            c = price * math.exp(strength * (prev_share - 0.5) + rng.normal(0, 0.0005))
-            h = max(o, c) * (1 + abs(rng.normal(0, 0.0002)))
-            lo = min(o, c) * (1 - abs(rng.normal(0, 0.0002)))
-            vol = float(rng.lognormal(0, 0.5))
-            rows.append(
-                {
-                    "exchange": "sim",
-                    "symbol": symbol,
-                    "ts": t0 + timedelta(minutes=i),
-                    "open": o,
-                    "high": h,
-                    "low": lo,
-                    "close": c,
-                    "volume": vol,
-                    "quote_volume": vol * (o + c) / 2,
-                    "vwap": (o + c) / 2,
-                    "trade_count": int(rng.integers(1, 40)),
-                    "buy_volume": vol * share[i],
-                    "sell_volume": vol * (1 - share[i]),
-                    "is_empty": False,
-                    "origin": "synthetic",
-                }
-            )
-            price, prev_share = c, share[i]
-        frames.append(pl.DataFrame(rows, schema=CANDLES))
-    return pl.concat(frames)
-
-
-def planted_frame(n: int = 6000) -> pl.DataFrame:
-    candles = planted_candles(n)
-    return training_frame(build_features(candles), forward_return_labels(candles, HORIZON))
+from crypto_platform.transforms.features import FEATURE_COLUMNS
+from crypto_platform_tests.fixtures import FAST, HORIZON, planted_frame
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +31,7 @@ def planted(frame: pl.DataFrame) -> TrainResult:
     return train(frame, FEATURE_COLUMNS, horizon=HORIZON, **FAST)
 
 
+@pytest.mark.slow
 def test_planted_predictability_is_found_and_promoted(planted: TrainResult) -> None:
     ev = planted.evaluation
     assert ev.model.rank_ic > 0.2
@@ -99,6 +44,7 @@ def test_planted_predictability_is_found_and_promoted(planted: TrainResult) -> N
     assert all(r.startswith("PASS") for r in decision.reasons)
 
 
+@pytest.mark.slow
 def test_shuffled_labels_are_not_promoted(frame: pl.DataFrame) -> None:
     shuffled = frame.with_columns(pl.col("label").shuffle(seed=99))
     result = train(shuffled, FEATURE_COLUMNS, horizon=HORIZON, **FAST)
@@ -106,9 +52,12 @@ def test_shuffled_labels_are_not_promoted(frame: pl.DataFrame) -> None:
     decision = skill_gate(ev.model, ev.momentum, None)
     assert not decision.promote, decision.reasons
     assert any(r.startswith("FAIL") for r in decision.reasons)
-    assert abs(ev.model.rank_ic) < 0.1 if math.isfinite(ev.model.rank_ic) else True
+    # a real forecast (not a constant, whose rank IC is undefined) with no rank correlation to speak of
+    assert result.holdout["prediction"].n_unique() > 100
+    assert math.isfinite(ev.model.rank_ic) and abs(ev.model.rank_ic) < 0.1
 
 
+@pytest.mark.slow
 def test_train_result_shape_and_purged_time_split(planted: TrainResult, frame: pl.DataFrame) -> None:
     gap = timedelta(minutes=planted.gap_minutes)
     assert planted.gap_minutes >= HORIZON
@@ -134,6 +83,7 @@ def test_train_result_shape_and_purged_time_split(planted: TrainResult, frame: p
     assert n_between == 2 * planted.gap_minutes  # two instruments x gap minutes purged
 
 
+@pytest.mark.slow
 def test_same_seed_same_model(frame: pl.DataFrame) -> None:
     small = frame.head(6000)
     a = train(small, FEATURE_COLUMNS, horizon=HORIZON, n_trials=3, n_folds=2, seed=1)
@@ -167,6 +117,7 @@ def test_forecast_metrics_against_hand_computation() -> None:
     assert adj.hit_p_value > adj.hit_p_value_naive
 
 
+@pytest.mark.slow
 def test_evaluate_uses_both_baselines(planted: TrainResult) -> None:
     hold = planted.holdout.rename({"momentum": "mom"})
     rep = evaluate(hold, hold["prediction"].to_numpy(), horizon=HORIZON, momentum_col="mom")
@@ -231,6 +182,7 @@ def test_too_little_data_or_missing_momentum_is_a_clear_error(frame: pl.DataFram
         train(frame, FEATURE_COLUMNS, horizon=7, n_trials=1)
 
 
+@pytest.mark.slow
 def test_calibration_bins_are_equal_count_by_rank_even_with_tied_forecasts(planted: TrainResult) -> None:
     from crypto_platform.ml.calibration import bins_markdown, calibration_png, rank_bins
 

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 from crypto_platform.schemas import CANDLES
 from crypto_platform.transforms.candles import candle_violations, candles_1m, describe_violations, rollup
 from crypto_platform.transforms.trades import to_bronze
-from crypto_platform_tests.test_transforms_trades import (
+from crypto_platform_tests.fixtures import (
     BTC_2024,
     WS_SPOT_BTC,
     day_window,

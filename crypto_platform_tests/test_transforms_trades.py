@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,85 +13,15 @@ import pytest
 
 from crypto_platform.schemas import BRONZE_TRADES, RAW_TRADES, TRADE_REJECTS
 from crypto_platform.transforms.trades import BronzeResult, numeric_ids, to_bronze
-from crypto_platform_tests.conftest import SHARED_DATA
-
-TRADES = SHARED_DATA / "trades"
-BTC_2024 = TRADES / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"
-XRPETH = TRADES / "binance_xrpeth_aggtrades_2019-10-11_to_13_ccxt.json.gz"
-WS_SPOT_BTC = TRADES / "binance_ws" / "derived" / "spot_btcusdt_trades.csv"
-RECEIVED = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-def day_window(y: int, m: int, d: int, days: int = 1) -> tuple[datetime, datetime]:
-    """[midnight, midnight + days) in UTC."""
-    start = datetime(y, m, d, tzinfo=UTC)
-    return start, start + timedelta(days=days)
-
-
-def raw_from_binance_parquet(path: Path = BTC_2024) -> pl.DataFrame:
-    """The Vaquum Binance trade parquet in the RAW_TRADES shape (taker sold when is_buyer_maker)."""
-    df = pl.read_parquet(path)
-    return pl.DataFrame(
-        {
-            "exchange": "binance",
-            "symbol": "BTC/USDT",
-            "trade_id": df["trade_id"].cast(pl.String),
-            "timestamp_ms": df["datetime"].dt.epoch("ms"),
-            "price": df["price"],
-            "amount": df["quantity"],
-            "cost": None,
-            "side": df.select(
-                pl.when(pl.col("is_buyer_maker") == 1).then(pl.lit("sell")).otherwise(pl.lit("buy"))
-            ).to_series(),
-            "payload": None,
-            "source": f"replay:{path.name}",
-            "received_at": RECEIVED,
-        },
-        schema=RAW_TRADES,
-    )
-
-
-def raw_from_ws_csv(path: Path = WS_SPOT_BTC, symbol: str = "BTC/USDT") -> pl.DataFrame:
-    """A flattened binance_ws trades CSV in the RAW_TRADES shape."""
-    df = pl.read_csv(path)
-    return pl.DataFrame(
-        {
-            "exchange": "binance",
-            "symbol": symbol,
-            "trade_id": df["trade_id"].cast(pl.String),
-            "timestamp_ms": df["ts_ms"],
-            "price": df["price"],
-            "amount": df["amount"],
-            "cost": None,
-            "side": df["side"],
-            "payload": None,
-            "source": f"replay:{path.name}",
-            "received_at": RECEIVED,
-        },
-        schema=RAW_TRADES,
-    )
-
-
-def raw_from_ccxt_json(path: Path = XRPETH) -> pl.DataFrame:
-    """A gzipped JSON list of ccxt unified trades in the RAW_TRADES shape (payload = the 'info' JSON)."""
-    with gzip.open(path, "rt") as fh:
-        trades = json.load(fh)
-    return pl.DataFrame(
-        {
-            "exchange": "binance",
-            "symbol": [t["symbol"] for t in trades],
-            "trade_id": [t["id"] for t in trades],
-            "timestamp_ms": [t["timestamp"] for t in trades],
-            "price": [t["price"] for t in trades],
-            "amount": [t["amount"] for t in trades],
-            "cost": [t["cost"] for t in trades],
-            "side": [t["side"] for t in trades],
-            "payload": [json.dumps(t["info"]) for t in trades],
-            "source": f"replay:{path.name}",
-            "received_at": RECEIVED,
-        },
-        schema=RAW_TRADES,
-    )
+from crypto_platform_tests.fixtures import (
+    BTC_2024,
+    RECEIVED,
+    WS_SPOT_BTC,
+    day_window,
+    raw_from_binance_parquet,
+    raw_from_ccxt_json,
+    raw_from_ws_csv,
+)
 
 
 def crafted(rows: list[dict[str, Any]]) -> pl.DataFrame:

@@ -16,7 +16,9 @@ import pytest
 from crypto_platform import tables
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import WarehouseResource
-from crypto_platform_tests.test_checks import ASSETS, cell, key, resources, write_silver
+from crypto_platform_tests.fixtures import ASSETS, cell, key, resources, write_silver
+
+pytestmark = pytest.mark.slow  # materializes over real data, a second process holds the warehouse
 
 DAY1, DAY2 = "2022-01-10", "2022-01-11"
 CANDLES_5M = dg.AssetKey(["silver", "candles_5m"])
