@@ -393,8 +393,9 @@ class ModelConfig(dg.Config):
             deps=[tables.TRAINING_SET.key],
             description=(
                 "LightGBM return model tuned with Optuna on purged walk-forward CV, evaluated on a "
-                "held-out final window against zero and momentum baselines, logged and registered in "
-                "MLflow. Promoted to alias 'champion' only if it shows skill and beats the champion."
+                "held-out final window against zero, momentum, short-term reversal and ridge baselines, "
+                "logged and registered in MLflow. Promoted to alias 'champion' only if it shows skill, "
+                "beats the best baseline significantly (HAC test) and beats the champion."
             ),
             kinds={"lightgbm", "optuna", "mlflow"},
         ),
@@ -402,8 +403,9 @@ class ModelConfig(dg.Config):
             tables.MODEL_EVALUATIONS.key,
             deps=[tables.TRAINING_SET.key],
             description=(
-                "Per model version and forecast (model, zero, momentum, champion re-scored on the same "
-                "window): its metrics, with the gate's reasons and the champion version compared with."
+                "Per model version and forecast (model, zero, momentum, reversal, ridge, champion re-scored "
+                "on the same window): its metrics, the model's advantage over each baseline with its HAC "
+                "p-value, the gate's reasons and the champion version compared with."
             ),
             kinds={"parquet"},
         ),
@@ -461,6 +463,7 @@ def gold_model(
         config.primary_metric,  # type: ignore[arg-type]
         incomparable_champion=current.incomparable,
         replace_incomparable=config.replace_incomparable_champion,
+        baselines=result.evaluation.best_baseline(config.primary_metric),
     )
     if current.notes:  # compared, but the comparison favours the champion: say so with the reasons
         decision = dataclasses.replace(decision, reasons=[*decision.reasons, *current.notes])
@@ -482,7 +485,7 @@ def gold_model(
         artifact_location=mlflow_registry.artifacts,
         extra_artifacts={CALIBRATION_PNG: png} if png is not None else None,
     )
-    table = result.evaluation.table()
+    table = result.evaluation.table(config.primary_metric)
     if champion is not None:
         table = pl.concat(
             [table, pl.DataFrame([{"forecast": "champion", **champion.as_dict()}])], how="diagonal"

@@ -13,6 +13,14 @@ implied by the sign frequencies, P(pred>0)P(real>0) + P(pred<0)P(real<0): a mode
 predicts the sign of a trending window's drift has a high hit rate but no skill. Overlapping labels
 (an h-minute label every minute) are not independent observations, so the test is run on the
 effective sample (hits and trials divided by the overlap h); the naive p-value is reported too.
+
+Fitted baselines (`baselines`: short-term reversal, ridge) join them when the caller passes their
+forecasts. The gate's baseline check compares the model with the BEST baseline on the primary metric
+(`BaselineTest`): a paired test on per-observation scores whose mean is the metric (rank IC: the
+product of the z-scored ranks; hit rate: 1/0 per hit/miss, 1/2 for no call; MAE and RMSE: minus the
+absolute and squared error), summed per bar time (instruments at one minute are one observation)
+and given a Newey-West (Bartlett) standard error at lag horizon - 1, because h-minute labels taken
+every minute overlap.
 """
 
 from __future__ import annotations
@@ -72,15 +80,58 @@ class EvaluationReport:
     window_start: datetime
     window_end: datetime  # last bar time in the window (inclusive)
     importance: pl.DataFrame = field(default_factory=pl.DataFrame)
+    baselines: dict[str, ForecastMetrics] = field(default_factory=dict)  # fitted ones (reversal, ridge)
+    specs: dict[str, str] = field(default_factory=dict)  # baseline name -> what it forecasts
+    tests: dict[str, dict[str, BaselineTest]] = field(default_factory=dict)  # metric -> baseline -> test
 
-    def table(self) -> pl.DataFrame:
-        """One row per forecast (model, zero, momentum) with every metric as a column."""
-        rows = [{"forecast": k, **m.as_dict()} for k, m in self.forecasts().items()]
-        return pl.DataFrame(rows)
+    def table(self, primary: str = "rank_ic") -> pl.DataFrame:
+        """One row per forecast (model, zero, momentum, fitted baselines) with every metric as a column.
+
+        Baseline rows also say what they forecast (spec) and the model's advantage over them on the
+        `primary` metric with its one-sided HAC p-value.
+        """
+        rows = []
+        for k, m in self.forecasts().items():
+            t = self.tests.get(primary, {}).get(k)
+            rows.append(
+                {
+                    "forecast": k,
+                    **m.as_dict(),
+                    "spec": self.specs.get(k),
+                    "advantage_metric": primary if t else None,
+                    "model_advantage": t.advantage if t else None,
+                    "model_advantage_p": t.p_value if t else None,
+                }
+            )
+        return pl.DataFrame(rows, schema_overrides={"spec": pl.String, "advantage_metric": pl.String})
 
     def forecasts(self) -> dict[str, ForecastMetrics]:
-        """{'model': ..., 'zero': ..., 'momentum': ...}."""
-        return {"model": self.model, "zero": self.zero, "momentum": self.momentum}
+        """{'model': ..., 'zero': ..., 'momentum': ..., then each fitted baseline}."""
+        return {"model": self.model, "zero": self.zero, "momentum": self.momentum, **self.baselines}
+
+    def best_baseline(self, primary: str = "rank_ic") -> BaselineTest:
+        """The model vs the baseline that scores best on `primary` on this window."""
+        tests = self.tests.get(primary)
+        if not tests:
+            raise ValueError(f"best_baseline: no baseline test for metric {primary!r}")
+        return min(tests.values(), key=lambda t: t.advantage if _finite(t.advantage) else math.inf)
+
+
+@dataclass(frozen=True)
+class BaselineTest:
+    """The model vs one baseline on one metric: values, the model's advantage, one-sided HAC p-value."""
+
+    metric: str
+    baseline: str
+    spec: str
+    model_value: float  # on the test's scale: a constant forecast has rank IC 0, a no-call hit rate 1/2
+    baseline_value: float
+    advantage: float  # how much better the model is (positive: better), in the metric's units
+    p_value: float  # one-sided: H0 the model is not better (Newey-West t, normal)
+    t_stat: float
+    lag: int
+    n: int
+    n_times: int
 
 
 @dataclass(frozen=True)
@@ -142,8 +193,14 @@ def evaluate(
     momentum_col: str,
     label_col: str = "label",
     booster: lgb.Booster | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
+    specs: dict[str, str] | None = None,
 ) -> EvaluationReport:
-    """Score a model's predictions on `frame` (ts, label, momentum column) against both baselines."""
+    """Score a model's predictions on `frame` (ts, label, momentum column) against the baselines.
+
+    `baselines` adds fitted baselines' forecasts on the same rows (name -> forecast), `specs` says
+    what each forecasts. Every baseline is also compared with the model by a paired HAC test.
+    """
     if frame.height == 0:
         raise ValueError("evaluate: empty evaluation window")
     if len(prediction) != frame.height:
@@ -153,15 +210,146 @@ def evaluate(
         raise ValueError(f"evaluate: frame lacks columns {missing}")
     real = frame[label_col].cast(pl.Float64).to_numpy()
     momentum = frame[momentum_col].cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy()
+    pred = np.asarray(prediction, dtype=float)
+    extra = {k: np.asarray(v, dtype=float) for k, v in (baselines or {}).items()}
+    clash = sorted(set(extra) & {"model", "zero", "momentum", "champion"})
+    if clash:
+        raise ValueError(f"evaluate: baseline names {clash} are reserved")
+    bad = {k: v.shape for k, v in extra.items() if v.shape != real.shape}
+    if bad:
+        raise ValueError(f"evaluate: baseline forecasts {bad} do not match the {frame.height} rows")
+    specs = {
+        "zero": "0 (no move)",
+        "momentum": f"{momentum_col} (the last {horizon} minutes repeat)",
+        **(specs or {}),
+    }
+    every = {"zero": np.zeros_like(real), "momentum": momentum, **extra}
+    times = frame["ts"].dt.epoch("us").to_numpy()
+    tests = {
+        metric: {
+            name: paired_test(
+                pred, b, real, times, metric=metric, lag=horizon - 1, baseline_name=name, spec=specs[name]
+            )
+            for name, b in every.items()
+        }
+        for metric in HIGHER_IS_BETTER
+    }
     return EvaluationReport(
-        model=forecast_metrics(np.asarray(prediction, dtype=float), real, overlap=horizon),
+        model=forecast_metrics(pred, real, overlap=horizon),
         zero=forecast_metrics(np.zeros_like(real), real, overlap=horizon),
         momentum=forecast_metrics(momentum, real, overlap=horizon),
+        baselines={k: forecast_metrics(v, real, overlap=horizon) for k, v in extra.items()},
+        specs=specs,
+        tests=tests,
         horizon=horizon,
         window_start=frame["ts"].min(),  # type: ignore[arg-type]
         window_end=frame["ts"].max(),  # type: ignore[arg-type]
         importance=feature_importance(booster) if booster is not None else pl.DataFrame(),
     )
+
+
+def observation_scores(prediction: np.ndarray, realised: np.ndarray, metric: str) -> np.ndarray:
+    """Per-row scores whose mean is the metric, oriented so that higher is better (NaN: row not scored).
+
+    rank_ic: z(rank forecast) * z(rank outcome), population z-scores, so the mean is exactly Spearman's
+    rho (0 for a constant forecast); hit_rate: 1 hit, 0 miss, 1/2 no call, on rows with a move;
+    mae: -|error|; rmse: -error^2 (the test is on the mean squared error).
+    """
+    pred = np.asarray(prediction, dtype=float)
+    real = np.asarray(realised, dtype=float)
+    if metric == "rank_ic":
+        return _zrank(pred) * _zrank(real)
+    if metric == "hit_rate":
+        hit = np.where(pred == 0, 0.5, (np.sign(pred) == np.sign(real)).astype(float))
+        return np.where(real == 0, np.nan, hit)
+    if metric == "mae":
+        return -np.abs(pred - real)
+    if metric == "rmse":
+        return -((pred - real) ** 2)
+    raise ValueError(f"observation_scores: metric must be one of {sorted(HIGHER_IS_BETTER)}, got {metric!r}")
+
+
+def hac_mean_test(
+    diff: np.ndarray, times: np.ndarray | None = None, *, lag: int
+) -> tuple[float, float, float]:
+    """(mean, Newey-West standard error, one-sided p of mean > 0) of per-row differences.
+
+    Rows sharing a time are summed into one observation of the time series (cross-sectional
+    dependence); the Bartlett-weighted autocovariances of those sums up to `lag` (in rows of distinct
+    times, oldest first) give the variance of the mean: se^2 = (g0 + 2 sum_l (1 - l/(lag+1)) g_l) / n^2
+    with g_l = sum_t e_t e_(t-l), e_t = sum over the time's rows of (d - mean). p uses the normal law.
+    """
+    d = np.asarray(diff, dtype=float)
+    t = np.arange(d.size) if times is None else np.asarray(times)
+    if t.shape != d.shape:
+        raise ValueError(f"hac_mean_test: {t.shape} times for {d.shape} differences")
+    ok = np.isfinite(d)
+    d, t = d[ok], t[ok]
+    n = d.size
+    if n < 2:
+        return float("nan"), float("nan"), 1.0
+    if lag < 0:
+        raise ValueError(f"hac_mean_test: lag must be >= 0, got {lag}")
+    mean = float(d.mean())
+    _, inverse = np.unique(t, return_inverse=True)
+    e = np.bincount(inverse, weights=d - mean)
+    s = float(e @ e)
+    for ell in range(1, min(lag, e.size - 1) + 1):
+        s += 2.0 * (1.0 - ell / (lag + 1)) * float(e[ell:] @ e[:-ell])
+    se = math.sqrt(max(s, 0.0)) / n
+    if se == 0.0:
+        return mean, 0.0, (0.0 if mean > 0 else 1.0)
+    return mean, se, float(stats.norm.sf(mean / se))
+
+
+def paired_test(
+    prediction: np.ndarray,
+    baseline: np.ndarray,
+    realised: np.ndarray,
+    times: np.ndarray,
+    *,
+    metric: str,
+    lag: int,
+    baseline_name: str = "baseline",
+    spec: str = "",
+) -> BaselineTest:
+    """Is the model better than `baseline` on `metric`? Paired HAC test of the per-row score difference."""
+    pred, base, real = (np.asarray(a, dtype=float) for a in (prediction, baseline, realised))
+    ok = np.isfinite(pred) & np.isfinite(base) & np.isfinite(real)
+    pred, base, real, times = pred[ok], base[ok], real[ok], np.asarray(times)[ok]
+    mine, theirs = observation_scores(pred, real, metric), observation_scores(base, real, metric)
+    diff = mine - theirs
+    _, se, p = hac_mean_test(diff, times, lag=max(0, lag))
+    m, b = (
+        float(np.nanmean(mine)) if mine.size else math.nan,
+        float(np.nanmean(theirs)) if mine.size else math.nan,
+    )
+    if metric == "mae":
+        m, b = -m, -b
+    elif metric == "rmse":
+        m, b = math.sqrt(-m), math.sqrt(-b)
+    advantage = (m - b) if HIGHER_IS_BETTER[metric] else (b - m)
+    mean_diff = float(np.nanmean(diff)) if diff.size else math.nan
+    return BaselineTest(
+        metric=metric,
+        baseline=baseline_name,
+        spec=spec,
+        model_value=m,
+        baseline_value=b,
+        advantage=advantage,
+        p_value=p,
+        t_stat=mean_diff / se if se and _finite(se) else math.nan,
+        lag=max(0, lag),
+        n=int(np.isfinite(diff).sum()),
+        n_times=int(np.unique(times[np.isfinite(diff)]).size),
+    )
+
+
+def _zrank(x: np.ndarray) -> np.ndarray:
+    """Population z-score of the average ranks (0 everywhere for a constant)."""
+    r = stats.rankdata(x)
+    sd = float(r.std())
+    return np.zeros_like(r) if sd == 0 else (r - r.mean()) / sd
 
 
 def feature_importance(booster: lgb.Booster) -> pl.DataFrame:
@@ -188,8 +376,13 @@ def skill_gate(
     alpha: float = 0.05,
     incomparable_champion: str | None = None,
     replace_incomparable: bool = False,
+    baselines: BaselineTest | None = None,
 ) -> GateDecision:
-    """Promote only if rank IC > 0 and > momentum's, hit rate > 50% (p < alpha), champion beaten.
+    """Promote only if rank IC > 0, the baselines are beaten, hit rate > 50% (p < alpha), champion beaten.
+
+    With `baselines` (`EvaluationReport.best_baseline(primary)`) the model must beat the best baseline
+    on the primary metric with a one-sided HAC p < alpha; without it (callers that have no fitted
+    baselines), only momentum's rank IC is to be beaten.
 
     `incomparable_champion` (with `champion_metrics` None) says why a current champion cannot be
     scored on this window (another horizon, features missing): it has not been beaten, so the check
@@ -200,7 +393,9 @@ def skill_gate(
     ic, mom_ic = model_metrics.rank_ic, momentum_metrics.rank_ic
     checks: list[tuple[bool, str]] = [
         (_finite(ic) and ic > 0, f"rank IC {_fmt(ic)} > 0"),
-        (
+        _baseline_check(baselines, primary, alpha)
+        if baselines is not None
+        else (
             _finite(ic) and (not _finite(mom_ic) or ic > mom_ic),
             f"rank IC {_fmt(ic)} > momentum rank IC {_fmt(mom_ic)}",
         ),
@@ -235,6 +430,19 @@ def skill_gate(
         )
     reasons = [("PASS " if ok else "FAIL ") + text for ok, text in checks]
     return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons, primary=primary)
+
+
+def _baseline_check(t: BaselineTest, primary: str, alpha: float) -> tuple[bool, str]:
+    if t.metric != primary:
+        raise ValueError(
+            f"skill_gate: the baseline test is on {t.metric!r}, the primary metric is {primary!r}"
+        )
+    ok = _finite(t.advantage) and t.advantage > 0 and t.p_value < alpha
+    return ok, (
+        f"{primary} {_fmt(t.model_value)} beats the best baseline, {t.baseline} ({t.spec}) "
+        f"{_fmt(t.baseline_value)}, by {_fmt(t.advantage)}: one-sided HAC p {_fmt(t.p_value)} < {alpha} "
+        f"(Newey-West lag {t.lag}, {t.n_times} bar times)"
+    )
 
 
 def _binom_p(hits: int, trials: int, overlap: int, null: float) -> float:
