@@ -12,6 +12,7 @@ The zero and momentum forecasts need no fitting (see `evaluation`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,11 +82,12 @@ class Ridge:
     alpha: float
 
     def describe(self) -> str:
-        """e.g. 'ridge (alpha 1) on 27 standardized features, 4 dropped (null or constant)'."""
+        """e.g. 'ridge (alpha 1) on 30 standardized features; dropped (null or constant): vwap_dist'."""
         text = f"ridge (alpha {self.alpha:g}) on {len(self.features)} standardized features"
-        return text + (
-            f", {len(self.dropped)} dropped (null or constant in training)" if self.dropped else ""
-        )
+        if not self.dropped:
+            return text
+        names = ", ".join(self.dropped[:5]) + (", ..." if len(self.dropped) > 5 else "")
+        return f"{text}; dropped (null or constant in training): {names}"
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
         """The forecast on `frame`: intercept + standardized(features) @ coef."""
@@ -108,9 +110,10 @@ def fit_ridge(
     if alpha < 0:
         raise ValueError(f"fit_ridge: alpha must be >= 0, got {alpha}")
     raw = train.select([pl.col(c).cast(pl.Float64) for c in feature_cols]).to_numpy()
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(np.where(np.isfinite(raw), raw, np.nan), axis=0)
-        scale = np.nanstd(np.where(np.isfinite(raw), raw, np.nan), axis=0)
+    finite = np.where(np.isfinite(raw), raw, np.nan)
+    with warnings.catch_warnings():  # an all-null column: NaN mean and scale, dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, scale = np.nanmean(finite, axis=0), np.nanstd(finite, axis=0)
     keep = np.isfinite(mean) & np.isfinite(scale) & (scale > 0)
     used = [c for c, k in zip(feature_cols, keep, strict=True) if k]
     dropped = [c for c, k in zip(feature_cols, keep, strict=True) if not k]
