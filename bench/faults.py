@@ -37,7 +37,22 @@ DAY_START = datetime(2024, 3, 4, tzinfo=UTC)
 INSTRUMENTS = (
     "start_date: '2024-01-01'\ninstruments:\n"
     "  - {exchange: sim, symbol: BTC/USDT, source: synthetic, trades_per_minute: 200}\n"
+    "  - {exchange: binance, symbol: BTC/USDT, source: replay, path: '{replay}'}\n"
 )
+REPLAY_KEY = "2024-03-04|binance.BTC-USDT"
+# Bad rows of every kind, each between good ones (the good rows' times order the file).
+BAD_ROWS = [
+    ("", "empty timestamp"),
+    ("not a time", "not a time"),
+    ("01/01/2024 12:01:15", "ambiguous day/month date"),
+    ("2024-02-30 00:00:00", "impossible date"),
+    ("1000000000", "epoch of 2001"),
+    ("2099-01-01T00:00:00Z", "in the future"),
+    ("{ts}", "negative price"),
+    ("{ts}", "zero amount"),
+    ("{ts}", "unknown side"),
+    ("{ts}", "duplicate trade id"),
+]
 
 
 @dataclass(frozen=True)
@@ -63,8 +78,8 @@ class FaultsResult:
 # -- the child: one materialization, optionally killed at its k-th atomic rename --------------------
 
 
-def child(now: str, kill_at: int, refetch: bool) -> int:
-    """Materialize raw -> silver for KEY at `now`; SIGKILL at the `kill_at`-th os.replace (0: never)."""
+def child(now: str, kill_at: int, refetch: bool, key: str = KEY) -> int:
+    """Materialize raw -> silver for `key` at `now`; SIGKILL at the `kill_at`-th os.replace (0: never)."""
     import dagster as dg
 
     from crypto_platform.assets import ingest, silver
@@ -86,7 +101,7 @@ def child(now: str, kill_at: int, refetch: bool) -> int:
     config = {"ops": {"raw__trades": {"config": {"refetch": True}}}} if refetch else None
     result = dg.materialize(
         dg.load_assets_from_modules([ingest, silver]),
-        partition_key=KEY,
+        partition_key=key,
         run_config=config,
         resources={
             "lake": LakeResource(root=os.environ["CRYPTO_LAKE_ROOT"]),
@@ -126,9 +141,11 @@ class Lab:
     def killed_at(self) -> str:
         return self.note.read_text() if self.note.exists() else "no write left (run finished)"
 
-    def start(self, hour: int, *, kill_at: int = 0, refetch: bool = False) -> subprocess.Popen:
+    def start(
+        self, hour: int, *, kill_at: int = 0, refetch: bool = False, key: str = KEY
+    ) -> subprocess.Popen:
         now = (DAY_START + timedelta(hours=hour)).isoformat()
-        cmd = [sys.executable, "-m", "bench.faults", "--child", now, str(kill_at), str(int(refetch))]
+        cmd = [sys.executable, "-m", "bench.faults", "--child", now, str(kill_at), str(int(refetch)), key]
         return subprocess.Popen(
             cmd, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -225,14 +242,109 @@ def uncommitted_scenario(base: Path) -> Outcome:
     )
 
 
-def measure(kill_points: list[int]) -> FaultsResult:
+def write_bad_rows(path: Path) -> int:
+    """A replay CSV of good trades with every kind of bad row between them; returns its row count."""
+    lines = ["id,timestamp,price,amount,side"]
+    for i, (ts, kind) in enumerate(BAD_ROWS):
+        good = DAY_START + timedelta(hours=10, minutes=i)
+        lines.append(f"{100 + 2 * i},{good:%Y-%m-%dT%H:%M:%SZ},42000.5,0.25,buy")
+        at = (good + timedelta(seconds=30)).strftime("%Y-%m-%d %H:%M:%S")
+        price, amount, side, tid = 42001.0, 0.5, "sell", 101 + 2 * i
+        price = -1.0 if kind == "negative price" else price
+        amount = 0.0 if kind == "zero amount" else amount
+        side = "sideways" if kind == "unknown side" else side
+        tid = 100 if kind == "duplicate trade id" else tid
+        lines.append(f"{tid},{ts.format(ts=at)},{price},{amount},{side}")
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines) - 1
+
+
+def bad_rows_scenario(base: Path) -> Outcome:
+    """Every row of a replayed file must end in bronze or in rejects with a reason (none dropped)."""
+    import duckdb
+
+    lab = Lab(base)
+    csv = Path(os.environ["CRYPTO_INSTRUMENTS"]).parent / "bad_rows.csv"
+    rows = write_bad_rows(csv)
+    code, took = lab.run(23, key=REPLAY_KEY)
+    lake = Path(lab.env["CRYPTO_LAKE_ROOT"])
+    kept = duckdb.sql(
+        f"select count(*) from read_parquet('{lake}/bronze/trades/*/*/part.parquet')"
+    ).fetchall()
+    rejects = f"read_parquet('{lake}/bronze/trade_rejects/*/*/part.parquet')"
+    rejected = duckdb.sql(f"select count(*), count(distinct reason) from {rejects}").fetchall()
+    accounted = kept[0][0] + rejected[0][0]
+    note = f"{rows} rows: {kept[0][0]} kept, {rejected[0][0]} rejected with {rejected[0][1]} distinct reasons"
+    return Outcome(
+        "bad replay rows (10 kinds)",
+        "yes (rejects)" if code == 0 else "run failed",
+        max(rows - accounted, 0),
+        max(accounted - rows, 0),
+        took,
+        note,
+    )
+
+
+def broken_model_scenario(base: Path) -> Outcome:
+    """A truncated model artifact is a named error at load (never a LightGBM abort); re-register repairs."""
+    from crypto_platform import tables
+    from crypto_platform.ml import registry
+    from crypto_platform.ml.dataset import training_frame
+    from crypto_platform.ml.evaluation import skill_gate
+    from crypto_platform.ml.training import train
+    from crypto_platform.partitions import parse_key
+    from crypto_platform.resources.lake import LakeResource
+    from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
+    from crypto_platform.transforms.labels import forward_return_labels
+
+    lab = Lab(base)
+    assert lab.run(23)[0] == 0
+    candles = LakeResource(root=lab.env["CRYPTO_LAKE_ROOT"]).read_partition(tables.CANDLES_1M, parse_key(KEY))
+    frame = training_frame(build_features(candles), forward_return_labels(candles, 5))
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+
+    def register() -> registry.ModelVersionInfo:
+        result = train(frame, FEATURE_COLUMNS, horizon=5, n_trials=2, n_folds=2, max_rounds=40)
+        decision = skill_gate(result.evaluation.model, result.evaluation.momentum, None)
+        return registry.log_and_register(
+            result, tracking_uri=uri, model_name="faults", feature_cols=FEATURE_COLUMNS,
+            reference_features=frame.head(200), input_example=frame.head(5), decision=decision,
+            artifact_location=str(base / "artifacts"),
+        )  # fmt: skip
+
+    info = register()
+    model_file = next((base / "artifacts").rglob("model.lgb"))
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    try:
+        registry.load_alias(uri, "faults", str(info.alias))
+        detected = "no"
+    except registry.ModelArtifactError as exc:
+        detected = f"yes ({type(exc).__name__})"
+    started = time.monotonic()
+    repaired = register()
+    registry.load_alias(uri, "faults", str(repaired.alias))
+    return Outcome(
+        "truncated model artifact", detected, 0, 0, time.monotonic() - started, "repair: retrain + register"
+    )
+
+
+SCENARIOS = {
+    "concurrent": concurrent_scenario,
+    "truncated": truncated_scenario,
+    "uncommitted": uncommitted_scenario,
+    "bad-rows": bad_rows_scenario,
+    "broken-model": broken_model_scenario,
+}
+
+
+def measure(kill_points: list[int], extra: list[str] | None = None) -> FaultsResult:
     """Run every scenario on a fresh lake each; see the module docstring."""
     result = FaultsResult()
     universe = Path(tempfile.mkdtemp(prefix="faults-universe-")) / "instruments.yaml"
-    universe.write_text(INSTRUMENTS)
+    universe.write_text(INSTRUMENTS.replace("{replay}", str(universe.parent / "bad_rows.csv")))
     os.environ["CRYPTO_INSTRUMENTS"] = str(universe)  # children inherit it; fixed per process
     scenarios = [lambda b, k=k: kill_scenario(b, k) for k in kill_points]
-    scenarios += [concurrent_scenario, truncated_scenario, uncommitted_scenario]
+    scenarios += [SCENARIOS[name] for name in (SCENARIOS if extra is None else extra)]
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
             outcome = scenario(Path(tmp))
@@ -267,14 +379,19 @@ def render(result: FaultsResult) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", nargs=3, metavar=("NOW", "KILL_AT", "REFETCH"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=4, metavar=("NOW", "KILL_AT", "REFETCH", "KEY"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--kill-points", default="1,2,3,4,5,6,7,8,9", help="write points to kill at")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="other scenarios to run")
     parser.add_argument("--output", default=str(ROOT / "bench" / "FAULTS.md"))
     args = parser.parse_args()
     if args.child:
-        now, kill_at, refetch = args.child
-        sys.exit(child(now, int(kill_at), refetch == "1"))
-    result = measure([int(k) for k in args.kill_points.split(",") if k])
+        now, kill_at, refetch, key = args.child
+        sys.exit(child(now, int(kill_at), refetch == "1", key))
+    result = measure(
+        [int(k) for k in args.kill_points.split(",") if k], [s for s in args.scenarios.split(",") if s]
+    )
     write_report(Path(args.output), render(result))
     print(f"wrote {args.output}")
 

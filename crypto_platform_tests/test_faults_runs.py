@@ -36,9 +36,8 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-from crypto_platform.automation.notifications import WebhookResource, run_failure_notifier
+from crypto_platform.automation.notifications import WEBHOOK_ENV, WebhookResource, run_failure_notifier
 from crypto_platform.automation.run_workers import LocalProcessRunLauncher, process_alive, run_process
-from crypto_platform.monitoring.notify import WEBHOOK_ENV
 from crypto_platform_tests.conftest import PROJECT_DIR
 from crypto_platform_tests.test_notifications_wiring import Receiver
 
