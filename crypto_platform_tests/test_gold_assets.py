@@ -346,7 +346,8 @@ def test_a_champion_of_another_horizon_is_kept_unless_replacing_it_is_allowed(ft
     forecasts = g.sql(
         f"select forecast from gold.model_evaluations where model_version = {version} order by 1"
     )
-    assert forecasts == [("model",), ("momentum",), ("zero",)]  # no champion row: it was not scored
+    # one row per baseline, no champion row: it was not scored
+    assert forecasts == [("model",), ("momentum",), ("reversal",), ("ridge",), ("zero",)]
 
     # Explicitly allowed: the check passes and the other checks alone decide.
     mat = g.train(window_days=31, n_trials=3, horizon=15, replace_incomparable_champion=True)
