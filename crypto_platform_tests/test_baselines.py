@@ -147,19 +147,31 @@ def test_ridge_matches_the_closed_form_solution() -> None:
 
 def test_hac_test_against_a_hand_computation() -> None:
     d = np.array([1.0, 2.0, 0.0, 3.0, -1.0])
-    # mean 1; deviations 0, 1, -1, 2, -2; sum of squares 10; lag-1 cross products 0 - 1 - 2 - 4 = -7
-    mean, se, p = hac_mean_test(d, lag=1)
+    # mean 1; deviations 0, 1, -1, 2, -2; sum of squares 10; lag-1 cross products 0 - 1 - 2 - 4 = -7;
+    # lag-2 cross products 0*(-1) + 1*2 + (-1)*(-2) = 4
+    mean, se, p = hac_mean_test(d, lag=1, kernel="bartlett")
     assert mean == 1.0
     assert se == pytest.approx(math.sqrt(10 + 2 * 0.5 * -7) / 5, rel=1e-12)  # Bartlett weight 1 - 1/2
     assert p == pytest.approx(stats.norm.sf(1 / (math.sqrt(3) / 5)), rel=1e-12)
     assert hac_mean_test(d, lag=0)[1] == pytest.approx(math.sqrt(10) / 5, rel=1e-12)
-    # rows at one time are one observation: per-time sums of deviations 1, 1, -2
-    _, se_t, _ = hac_mean_test(d, np.array([0, 0, 1, 1, 2]), lag=1)
-    assert se_t == pytest.approx(math.sqrt(1 + 1 + 4 + 2 * 0.5 * (1 * 1 + 1 * -2)) / 5, rel=1e-12)
-    # lag 2: weights 2/3 and 1/3; lag-2 cross products 0*(-1) + 1*2 + (-1)*(-2) = 4
-    assert hac_mean_test(d, lag=2)[1] == pytest.approx(
+    assert hac_mean_test(d, lag=2, kernel="bartlett")[1] == pytest.approx(
         math.sqrt(10 + 2 * (2 / 3 * -7 + 1 / 3 * 4)) / 5, rel=1e-12
     )
+    # Hansen-Hodrick (equal weights): lag 1 would be 10 - 14 < 0, so Bartlett's; lag 2 on another series
+    assert hac_mean_test(d, lag=1)[1] == pytest.approx(math.sqrt(3) / 5, rel=1e-12)
+    d2 = np.array([1.0, 3.0, 2.0, 0.0, -1.0, 1.0])  # mean 1; deviations 0, 2, 1, -1, -2, 0
+    # squares 10; lag 1: 0 + 2 - 1 + 2 + 0 = 3; lag 2: 0 - 2 - 2 + 0 = -4 -> 10 + 2 * (3 - 4) = 8
+    mean2, se2, p2 = hac_mean_test(d2, lag=2)
+    assert (mean2, se2) == (1.0, pytest.approx(math.sqrt(8) / 6, rel=1e-12))
+    assert p2 == pytest.approx(stats.norm.sf(6 / math.sqrt(8)), rel=1e-12)
+    # rows at one time are one observation: per-time sums of deviations 1, 1, -2
+    _, se_t, _ = hac_mean_test(d, np.array([0, 0, 1, 1, 2]), lag=1, kernel="bartlett")
+    assert se_t == pytest.approx(math.sqrt(1 + 1 + 4 + 2 * 0.5 * (1 * 1 + 1 * -2)) / 5, rel=1e-12)
+    assert hac_mean_test(d, np.array([0, 0, 1, 1, 2]), lag=1)[1] == pytest.approx(
+        math.sqrt(6 + 2 * (1 - 2)) / 5, rel=1e-12
+    )
+    with pytest.raises(ValueError, match="kernel"):
+        hac_mean_test(d, lag=1, kernel="parzen")  # type: ignore[arg-type]
 
 
 def test_observation_scores_average_to_the_metrics() -> None:
