@@ -3,7 +3,7 @@
 Run from the repository root:  ./run python -m bench.serving  [--requests N] [--rounds R]  (~1 min)
 
 In a temporary folder: an instruments file with 30 synthetic instruments, and three days of
-minute predictions per instrument written through the platform (`gold.prediction_rows` -> the
+minute predictions per instrument written through the platform (`ml.serving.prediction_rows` -> the
 lake resource's atomic `write_partition`, exactly what gold/predictions writes). Then `./run serve`
 (`python -m crypto_platform.serving`, uvicorn) is started twice on 127.0.0.1 - cache on, cache off -
 and one keep-alive HTTP client (httpx) sends requests one after the other:
@@ -42,7 +42,7 @@ import polars as pl
 import uvicorn
 
 from crypto_platform import tables
-from crypto_platform.assets.gold import prediction_rows
+from crypto_platform.ml.serving import prediction_rows
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.serving import queries
@@ -357,7 +357,7 @@ def write_report(args, med, load_before, load_after, cpu) -> None:
         "",
         f"Data: {N_INSTRUMENTS} synthetic instruments x {DAYS} days of minute predictions "
         f"({N_INSTRUMENTS * DAYS * 1440:,} rows, one Parquet partition per instrument and day) written "
-        "through `gold.prediction_rows` and `LakeResource.write_partition`. Servers: `python -m "
+        "through `ml.serving.prediction_rows` and `LakeResource.write_partition`. Servers: `python -m "
         "crypto_platform.serving` (uvicorn, 1 worker, access log off) on 127.0.0.1, cache on (default: "
         "re-validated against the lake files at most every 1 s) and off (`CRYPTO_SERVING_CACHE=false`: "
         "every request queries DuckDB). Client: one keep-alive connection, requests one after the other "

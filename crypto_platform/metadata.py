@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 # Metadata key every monitoring check sets: does the judged window include the newest data of the
 # table? The retraining sensor ignores failures about history (e.g. a backfill of old partitions).
@@ -60,3 +61,14 @@ def _cell(v: Any) -> str:
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%d %H:%M")
     return "" if v is None else str(v).replace("|", "/")
+
+
+def frame_markdown(df: pl.DataFrame, floats: str = "{:.6g}") -> str:
+    """A small frame as a markdown table for the UI (every row; floats formatted with `floats`)."""
+    cols = df.columns
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.iter_rows():
+        lines.append(
+            "| " + " | ".join(floats.format(v) if isinstance(v, float) else str(v) for v in row) + " |"
+        )
+    return "\n".join(lines)

@@ -23,12 +23,12 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.assets import gold, ingest, monitoring, silver
-from crypto_platform.assets.gold import prediction_rows
 from crypto_platform.assets.monitoring import model_skill
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import bronze_trades_suite, candles_1m_suite
 from crypto_platform.metadata import ABOUT_LATEST_DATA
 from crypto_platform.ml import registry
+from crypto_platform.ml.serving import prediction_rows
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource

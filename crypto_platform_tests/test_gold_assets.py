@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from crypto_platform import tables
 from crypto_platform.assets import gold, history
+from crypto_platform.ml.calibration import CALIBRATION_PNG
 from crypto_platform.partitions import DayPartition, multi_key
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
@@ -359,7 +360,7 @@ def test_month_model_is_champion_serves_idempotent_predictions_and_loads_from_pl
     assert "data:image/png;base64,iVBORw0KGgo" in plot  # small enough to embed
     run_id = MlflowClient(tracking_uri=g.uri).get_model_version(MODEL_NAME, str(version)).run_id
     assert [a.path for a in MlflowClient(tracking_uri=g.uri).list_artifacts(run_id, "plots")] == [
-        gold.CALIBRATION_PNG
+        CALIBRATION_PNG
     ]
 
 

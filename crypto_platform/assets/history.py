@@ -5,7 +5,8 @@ job imports them into the SAME table the trades pipeline fills (silver/candles_1
 UTC day x instrument), so everything downstream (roll-ups, features, labels, training) is unchanged:
 
 * sources: OHLCV files (CSV with a header, Kraken OHLCVT exports, Parquet; a file or a glob) or a
-  live exchange's `fetch_ohlcv` through ccxt (paginated forward from `since`, `api_url` override);
+  live exchange's `fetch_ohlcv` through ccxt (`sources.ccxt_candles`: paginated forward from `since`,
+  `api_url` override);
 * bars are validated and conformed by `transforms.ohlcv_import` (origin 'import:<file name>' or
   'import:ccxt'; what the source does not say, e.g. the taker split, stays null); only 1-minute
   bars on the UTC minute grid are accepted, and absent minutes inside a file's span (sparse exports
@@ -14,8 +15,9 @@ UTC day x instrument), so everything downstream (roll-ups, features, labels, tra
   silver/candles_1m for that (day x instrument) partition, so the UI shows the days as materialized;
   the warehouse view is refreshed at the end;
 * re-importing replaces the bars of the imported span and keeps the partition's other imported bars
-  (idempotent; importing a day in two halves works); a partition built from trades is never
-  overwritten unless `overwrite_trades` is set (trades are the better source);
+  (`transforms.candle_import.merge_day`; idempotent; importing a day in two halves works); a
+  partition built from trades is never overwritten unless `overwrite_trades` is set (trades are the
+  better source);
 * days outside the partition grid (before the universe's start_date, after today) are skipped and
   listed, never silently dropped; an import with no day inside the grid fails, naming the instrument,
   the start_date and the bars' date span;
@@ -30,10 +32,8 @@ all (raw/bronze are not for them); their entry may carry the import defaults (`p
 trades do not cover).
 """
 
-import glob
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -53,29 +53,25 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import (
     CANDLE_IMPORT_FORMATS,
-    PROJECT_DIR,
     VOLUME_UNITS,
     Instrument,
     SettingsError,
     load_universe,
 )
-from crypto_platform.transforms.ohlcv_import import (
-    fill_missing_bars,
-    from_ccxt_ohlcv,
-    read_ohlcv,
-    split_by_day,
+from crypto_platform.transforms.candle_import import (
+    ImportCandlesError,
+    ccxt_candles,
+    merge_day,
+    outside_grid,
+    parse_instant,
+    read_candle_files,
+    require_days_in_grid,
+    resolve_paths,
 )
+from crypto_platform.transforms.ohlcv_import import split_by_day
 
-MINUTE = timedelta(minutes=1)
 TABLE = tables.CANDLES_1M
-TRADES_ORIGIN = "trades"
 IMPORT_SOURCES = ("file", "ccxt")
-# instrument options handed to the ccxt client (the same names the trade source uses)
-_CCXT_OPTIONS = ("max_retries", "backoff_seconds", "timeout_ms", "exchange_options")
-
-
-class ImportCandlesError(ValueError):
-    """The import cannot run as configured; the message names the instrument, source and the fix."""
 
 
 class ImportCandlesConfig(dg.Config):
@@ -126,75 +122,6 @@ class ImportCandlesConfig(dg.Config):
 # reading
 
 
-def parse_instant(text: str, what: str) -> datetime | None:
-    """'' -> None; 'YYYY-MM-DD' -> that midnight UTC; ISO datetime (naive = UTC) -> UTC."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ImportCandlesError(f"{what} {text!r} is not YYYY-MM-DD or an ISO datetime") from exc
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def resolve_paths(pattern: str) -> list[Path]:
-    """Files matching a path or glob (relative to the project folder), sorted; none is an error."""
-    p = Path(pattern).expanduser()
-    full = p if p.is_absolute() else PROJECT_DIR / p
-    files = sorted(Path(f) for f in glob.glob(str(full)) if Path(f).is_file())
-    if not files:
-        raise ImportCandlesError(f"no OHLCV file matches {pattern!r} (resolved: {full})")
-    return files
-
-
-def _check_minute_bars(df: pl.DataFrame, where: str) -> None:
-    """silver/candles_1m holds 1-minute bars on the UTC minute grid, nothing else."""
-    ts = df.get_column("ts").sort()
-    off = ts.filter(ts.dt.truncate("1m") != ts)
-    if len(off):
-        raise ImportCandlesError(f"{where}: bar time {off[0]} is not on a whole UTC minute")
-    steps = ts.diff().drop_nulls()
-    step = steps.min() if len(steps) else MINUTE
-    if step != MINUTE:
-        raise ImportCandlesError(
-            f"{where}: bars are {step} apart; {TABLE} only takes 1-minute bars "
-            "(import a 1-minute export, or the exchange's 1m OHLCV through ccxt)"
-        )
-
-
-def read_candle_files(inst: Instrument, paths: list[Path], fmt: str, volume_unit: str) -> pl.DataFrame:
-    """CANDLES of one instrument from OHLCV files; absent minutes filled inside each file's own span."""
-    frames = []
-    for path in paths:
-        try:
-            raw = read_ohlcv(
-                path,
-                exchange=inst.exchange,
-                symbol=inst.symbol,
-                fmt=fmt,  # type: ignore[arg-type]
-                volume_unit=volume_unit,
-                fill_gaps=False,
-            )  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise ImportCandlesError(str(exc)) from exc
-        _check_minute_bars(raw, str(path))
-        frames.append(fill_missing_bars(raw, MINUTE))  # only within this file: between files is unknown
-    return _merge_sources(frames, ", ".join(p.name for p in paths))
-
-
-def _merge_sources(frames: list[pl.DataFrame], where: str) -> pl.DataFrame:
-    """Concatenate per-file bars; identical bars in several files are kept once, conflicting ones fail."""
-    df = pl.concat(frames, how="vertical").sort("ts")
-    values = [c for c in df.columns if c != "origin"]
-    df = df.unique(subset=values, keep="first", maintain_order=True)
-    dupes = df.filter(pl.col("ts").is_duplicated())
-    if dupes.height:
-        first = dupes.sort("ts").head(2).select("ts", "origin", "open", "close", "volume").rows()
-        raise ImportCandlesError(f"{where}: {dupes.height} bars overlap with different values, e.g. {first}")
-    return df
-
-
 def fetch_ccxt_candles(
     inst: Instrument,
     since: datetime,
@@ -207,54 +134,19 @@ def fetch_ccxt_candles(
     """1-minute bars in [since, min(until, now floored to the minute)) via ccxt fetch_ohlcv, paginated
     forward from `since`; returns (CANDLES with origin 'import:ccxt', number of requests)."""
     from crypto_platform.sources.base import SourceError
-    from crypto_platform.sources.ccxt_source import CcxtSource
-    from crypto_platform.timeutil import epoch_ms_ceil
+    from crypto_platform.sources.ccxt_candles import CcxtCandles
 
     now = now or datetime.now(UTC)
     end = min(until, now.replace(second=0, microsecond=0))  # the open minute is not a finished bar
     if end <= since:
         raise ImportCandlesError(f"ccxt import of {inst.key}: nothing to fetch in [{since}, {end})")
-    extra = {k: inst.options[k] for k in _CCXT_OPTIONS if k in inst.options}
     try:
-        src = CcxtSource(
-            inst.exchange, api_url=api_url or inst.options.get("api_url"), page_limit=page_limit, **extra
+        got = CcxtCandles.for_instrument(inst, api_url=api_url, page_limit=page_limit).fetch(
+            inst.symbol, since, end
         )
-        src.check_symbol(inst.symbol)
-        if not src.exchange.has.get("fetchOHLCV"):
-            raise ImportCandlesError(
-                f"ccxt {inst.exchange} has no fetch_ohlcv; import its OHLCV files instead"
-            )
-        since_ms, end_ms = epoch_ms_ceil(since), epoch_ms_ceil(end)
-        bars: dict[int, list] = {}
-        cursor, requests = since_ms, 0
-        while cursor < end_ms:
-            page = src.call(
-                f"fetch_ohlcv(since={cursor})",
-                inst.symbol,
-                src.exchange.fetch_ohlcv,
-                inst.symbol,
-                "1m",
-                since=cursor,
-                limit=page_limit,
-            )
-            requests += 1
-            times = [int(r[0]) for r in page if r and r[0] is not None]
-            for r in page:
-                if r and r[0] is not None and since_ms <= int(r[0]) < end_ms:
-                    bars[int(r[0])] = list(r)
-            if not times or max(times) < cursor:
-                break  # nothing newer than the cursor: the exchange has no more history
-            cursor = max(times) + 60_000
     except SourceError as exc:
         raise ImportCandlesError(str(exc)) from exc
-    if not bars:
-        raise ImportCandlesError(f"ccxt {inst.exchange} {inst.symbol}: no 1-minute bars in [{since}, {end})")
-    rows = [bars[k] for k in sorted(bars)]
-    try:
-        df = from_ccxt_ohlcv(rows, exchange=inst.exchange, symbol=inst.symbol, timeframe="1m", fill_gaps=True)
-    except ValueError as exc:
-        raise ImportCandlesError(str(exc)) from exc
-    return df, requests
+    return ccxt_candles(inst, got.rows, since, end), got.requests
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,49 +161,29 @@ def write_days(
     Existing bars of a partition outside the imported span are kept; a partition holding bars built
     from trades is skipped unless `overwrite_trades`. Days outside the partition grid are skipped.
     """
-    universe = load_universe()
-    last_day = datetime.now(UTC).date()  # the daily partitions end with the current, open day
+    first_day, last_day = load_universe().start_date, datetime.now(UTC).date()  # today: the open day
     out: list[dict[str, Any]] = []
     for day, bars in split_by_day(candles).items():
         part = DayPartition(inst, day)
-        row: dict[str, Any] = {
-            "partition": part.key,
-            "day": day,
-            "rows": 0,
-            "empty_bars": 0,
-            "bytes": 0,
-            "from": None,
-            "to": None,
-        }
-        if day < universe.start_date or day > last_day:
-            row["status"] = f"skipped: outside the partitions ({universe.start_date} .. {last_day})"
-            out.append(row)
-            continue
-        existing = lake.read_partition(TABLE, part)
-        merged, status = bars, "written"
-        if existing is not None and existing.height:
-            from_trades = existing.filter(pl.col("origin") == TRADES_ORIGIN).height
-            if from_trades and not overwrite_trades:
-                row["status"] = (
-                    f"skipped: {from_trades} bars built from trades kept (overwrite_trades is off)"
-                )
-                out.append(row)
-                continue
-            lo, hi = bars["ts"].min(), bars["ts"].max()
-            kept = existing.filter((pl.col("ts") < lo) | (pl.col("ts") > hi)).select(bars.columns)
-            merged = pl.concat([kept, bars], how="vertical").sort("ts")
-            status = "merged" if kept.height else "replaced"
-        info = lake.write_partition(merged, TABLE, part)
-        row.update(
-            status=status,
-            rows=info.rows,
-            empty_bars=int(merged["is_empty"].sum()),
-            bytes=info.bytes,
-            imported=bars.height,
-            origin=", ".join(sorted(merged["origin"].unique().to_list())),
-            path=info.path,
-            **{"from": merged["ts"].min(), "to": merged["ts"].max()},
-        )
+        row: dict[str, Any] = {"partition": part.key, "day": day, "rows": 0, "empty_bars": 0, "bytes": 0}
+        row.update({"from": None, "to": None})
+        if skip := outside_grid(day, first_day, last_day):
+            merged, status = None, skip
+        else:
+            existing = lake.read_partition(TABLE, part)
+            merged, status = merge_day(existing, bars, overwrite_trades=overwrite_trades)
+        row["status"] = status
+        if merged is not None:
+            info = lake.write_partition(merged, TABLE, part)
+            row.update(
+                rows=info.rows,
+                empty_bars=int(merged["is_empty"].sum()),
+                bytes=info.bytes,
+                imported=bars.height,
+                origin=", ".join(sorted(merged["origin"].unique().to_list())),
+                path=info.path,
+                **{"from": merged["ts"].min(), "to": merged["ts"].max()},
+            )
         out.append(row)
     return out
 
@@ -410,7 +282,8 @@ def import_candles(
     warehouse: WarehouseResource,
 ) -> list[str]:
     try:
-        inst = load_universe().instrument(config.instrument)
+        universe = load_universe()
+        inst = universe.instrument(config.instrument)
         candles, source, requests = load_candles(config, inst)
     except (SettingsError, ImportCandlesError) as exc:
         raise dg.Failure(description=f"import_candles: {exc}") from exc
@@ -423,7 +296,10 @@ def import_candles(
         f"{inst.key}: {candles.height} bars {candles['ts'].min()} .. {candles['ts'].max()} "
         f"from {source}" + (f" ({requests} requests)" if requests else "")
     )
-    _require_days_in_grid(inst, candles)
+    try:
+        require_days_in_grid(inst, candles, universe.start_date, datetime.now(UTC).date(), str(universe.path))
+    except ImportCandlesError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     rows = write_days(lake, inst, candles, overwrite_trades=config.overwrite_trades)
     written = [r for r in rows if not r["status"].startswith("skipped")]
     views = warehouse.refresh_views(lake, [TABLE]).metadata if written else {}
@@ -438,22 +314,6 @@ def import_candles(
     lines = [f"{r['partition']}: {r['status']}, {r['rows']} bars ({r['empty_bars']} empty)" for r in rows]
     context.log.info("per day:\n" + "\n".join(lines))
     return [r["partition"] for r in written]
-
-
-def _require_days_in_grid(inst: Instrument, candles: pl.DataFrame) -> None:
-    """Fail when no day of the bars is inside the partition grid (the import would write nothing)."""
-    universe = load_universe()
-    first, last = candles["ts"].min().date(), candles["ts"].max().date()  # type: ignore[union-attr]
-    today = datetime.now(UTC).date()
-    if last < universe.start_date or first > today:
-        raise dg.Failure(
-            description=(
-                f"import_candles {inst.key}: every day of the bars ({first} .. {last}) is outside the "
-                f"partitions ({universe.start_date} .. {today}), so nothing would be written. Set "
-                f"start_date to {first} or earlier in the instruments file ({universe.path}); the "
-                "partition grid starts there."
-            )
-        )
 
 
 @dg.op(

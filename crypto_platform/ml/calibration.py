@@ -9,6 +9,7 @@ dependency of the platform); callers get None otherwise and say so.
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -16,6 +17,7 @@ import polars as pl
 
 BP = 1e4  # basis points per unit of log return
 PNG_EMBED_LIMIT = 100_000  # bytes: larger images are only linked, never inlined into metadata
+CALIBRATION_PNG = "plots/predicted_vs_realized.png"  # artifact of each model's MLflow run
 
 
 def rank_bins(
@@ -107,3 +109,16 @@ def calibration_png(holdout: pl.DataFrame, table: pl.DataFrame, *, title: str = 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def calibration_markdown(bins: pl.DataFrame, png: bytes | None, run_id: str) -> str:
+    """Predicted vs realized by forecast-rank decile (equal counts), with the PNG when there is one
+    (inlined below `PNG_EMBED_LIMIT`, always linked as the run's `CALIBRATION_PNG` artifact)."""
+    parts = [bins_markdown(bins, label="decile")]
+    if png is None:
+        parts.append("(no PNG: matplotlib is not importable in this environment)")
+    else:
+        parts.append(f"PNG: `runs:/{run_id}/{CALIBRATION_PNG}` ({len(png) / 1e3:.0f} kB)")
+        if len(png) < PNG_EMBED_LIMIT:
+            parts.append(f"![predicted vs realized](data:image/png;base64,{base64.b64encode(png).decode()})")
+    return "\n\n".join(parts)

@@ -28,14 +28,17 @@ more often.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
 from scipy import stats
+
+if TYPE_CHECKING:  # type only: registry imports this module
+    from crypto_platform.ml.registry import ChampionComparison, ModelVersionInfo
 
 PrimaryMetric = Literal["rank_ic", "hit_rate", "mae", "rmse"]
 HacKernel = Literal["hansen-hodrick", "bartlett"]
@@ -90,9 +93,11 @@ class EvaluationReport:
     def table(self, primary: str = "rank_ic") -> pl.DataFrame:
         """One row per forecast (model, zero, momentum, fitted baselines) with every metric as a column.
 
-        Baseline rows also say what they forecast (spec) and the model's advantage over them on the
-        `primary` metric with its one-sided HAC p-value.
+        When the report holds the paired tests (`evaluate` makes them), baseline rows also say what they
+        forecast (spec) and the model's advantage over them on `primary` with its one-sided HAC p-value.
         """
+        if not self.tests:
+            return pl.DataFrame([{"forecast": k, **m.as_dict()} for k, m in self.forecasts().items()])
         rows = []
         for k, m in self.forecasts().items():
             t = self.tests.get(primary, {}).get(k)
@@ -451,6 +456,58 @@ def _baseline_check(t: BaselineTest, primary: str, alpha: float) -> tuple[bool, 
         f"{_fmt(t.baseline_value)}, by {_fmt(t.advantage)}: one-sided HAC p {_fmt(t.p_value)} < {alpha} "
         f"(Hansen-Hodrick lag {t.lag}, {t.n_times} bar times)"
     )
+
+
+def with_champion_notes(decision: GateDecision, notes: list[str]) -> GateDecision:
+    """The decision with the champion comparison's notes (why the comparison favours it) appended."""
+    return replace(decision, reasons=[*decision.reasons, *notes]) if notes else decision
+
+
+def forecast_table(
+    report: EvaluationReport, champion: ForecastMetrics | None, primary: str = "rank_ic"
+) -> pl.DataFrame:
+    """One row per forecast (model, zero, momentum, fitted baselines, and the champion re-scored on the
+    same window); baseline rows carry the model's advantage on `primary` with its HAC p-value."""
+    table = report.table(primary)
+    if champion is None:
+        return table
+    return pl.concat([table, pl.DataFrame([{"forecast": "champion", **champion.as_dict()}])], how="diagonal")
+
+
+def evaluation_rows(
+    table: pl.DataFrame,
+    info: ModelVersionInfo,
+    decision: GateDecision,
+    *,
+    champion_version: str | None,
+    window: tuple[datetime, datetime],
+    trained_at: datetime,
+) -> pl.DataFrame:
+    """gold/model_evaluations rows: the forecast table tagged with the version, the gate's verdict and
+    reasons, the champion version compared with and the evaluation window."""
+    return table.with_columns(
+        pl.lit(info.name).alias("model_name"),
+        pl.lit(int(info.version)).alias("model_version"),
+        pl.lit(info.alias).alias("alias"),
+        pl.lit(decision.promote).alias("promoted"),
+        pl.lit("\n".join(decision.reasons)).alias("gate_reasons"),
+        pl.lit(champion_version, pl.String).alias("champion_version"),
+        pl.lit(window[0]).alias("eval_window_start"),
+        pl.lit(window[1]).alias("eval_window_end"),
+        pl.lit(trained_at).alias("trained_at"),
+    )
+
+
+def champion_markdown(current: ChampionComparison) -> str:
+    """What the gate compared the new version with (champion version and its score, or why not)."""
+    if current.info is None:
+        return "no champion: nothing to beat"
+    who = f"champion v{current.info.version}"
+    if current.metrics is None:
+        return f"{who} NOT compared: {current.incomparable}"
+    m = current.metrics
+    text = f"{who} re-scored on this evaluation window: rank IC {m.rank_ic:.4g}, hit rate {m.hit_rate:.4g}"
+    return "\n\n".join([text, *current.notes])
 
 
 def _binom_p(hits: int, trials: int, overlap: int, null: float) -> float:
