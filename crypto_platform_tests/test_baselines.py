@@ -11,13 +11,8 @@ import pytest
 from scipy import stats
 
 from crypto_platform.ml.baselines import fit_reversal, fit_ridge
-from crypto_platform.ml.evaluation import (
-    evaluate,
-    hac_mean_test,
-    observation_scores,
-    paired_test,
-    skill_gate,
-)
+from crypto_platform.ml.evaluation import evaluate, skill_gate
+from crypto_platform.ml.significance import hac_mean_test, observation_scores, paired_test
 
 HORIZON = 5
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
