@@ -382,7 +382,7 @@ def main() -> None:
     parser.add_argument(
         "--child", nargs=4, metavar=("NOW", "KILL_AT", "REFETCH", "KEY"), help=argparse.SUPPRESS
     )
-    parser.add_argument("--kill-points", default="1,2,3,4,5,6,7,8,9", help="write points to kill at")
+    parser.add_argument("--kill-points", default="1,2,3,4,5,6,7", help="write points to kill at")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="other scenarios to run")
     parser.add_argument("--output", default=str(ROOT / "bench" / "FAULTS.md"))
     args = parser.parse_args()

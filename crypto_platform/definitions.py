@@ -21,6 +21,7 @@ from crypto_platform.automation.retraining import RETRAINING_JOBS, build_retrain
 from crypto_platform.checks.drift import DRIFT_CHECKS
 from crypto_platform.checks.freshness import build_live_data_lag_checks, with_live_freshness
 from crypto_platform.checks.quality import QUALITY_CHECKS
+from crypto_platform.checks.reconciliation import RECONCILIATION_CHECKS
 from crypto_platform.platform_settings import PlatformSettings, load_settings
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
@@ -48,6 +49,7 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         assets=with_live_freshness(dg.load_assets_from_modules([ingest, silver, gold, monitoring])),
         asset_checks=[
             *QUALITY_CHECKS,
+            *RECONCILIATION_CHECKS,
             *DRIFT_CHECKS,
             *monitoring.MONITORING_CHECKS,
             build_live_data_lag_checks(settings),

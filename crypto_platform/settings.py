@@ -124,6 +124,13 @@ class Universe:
         raise SettingsError(f"unknown instrument {key!r}: not in {self.path} (known: {', '.join(self.keys)})")
 
 
+def _ccxt_exchange_ids() -> list[str]:
+    """The exchange ids the installed ccxt knows (imported only when an instrument uses ccxt)."""
+    import ccxt
+
+    return list(ccxt.exchanges)
+
+
 def parse_universe(raw: dict[str, Any], path: Path) -> Universe:
     """Validate the YAML document of an instruments file."""
     if not isinstance(raw, dict) or "instruments" not in raw:
@@ -155,6 +162,10 @@ def parse_universe(raw: dict[str, Any], path: Path) -> Universe:
                 f"(and '{SYNTHETIC_EXCHANGE}' only with the synthetic source), so simulated trades are "
                 "never labelled as a real exchange's"
             )
+        if source == "ccxt" and exchange not in _ccxt_exchange_ids():
+            close = difflib.get_close_matches(exchange, _ccxt_exchange_ids(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(f"{where}: exchange {exchange!r} is not an exchange id of ccxt{hint}")
         allowed = {"exchange", "symbol", "source", *COMMON_OPTIONS, *SOURCE_OPTIONS[source]}
         for unknown in [k for k in item if k not in allowed]:
             close = difflib.get_close_matches(str(unknown), sorted(allowed), n=1)

@@ -4,10 +4,11 @@ It speaks the wire format of api.binance.com for what `ccxt.binance.load_markets
 call: /api/v3/exchangeInfo (and the empty futures /fapi/v1, /dapi/v1 ones), /api/v3/time,
 /api/v3/aggTrades (startTime/endTime inclusive, fromId, limit <= 1000, ascending, first `limit`
 matches, like Binance) and /api/v3/trades. Faults can be injected per aggTrades request (HTTP 429,
-HTTP 500, the previous page served again), numbered over all aggTrades requests or only over those
-that have trades to answer (`fault_on="data"`: a walk over a whole day starts with empty hours), and
-every request is counted so tests can prove the faults were actually hit. Trades can be held back
-(`hidden_ids`: published late) and revealed later, like an exchange that publishes a trade late.
+HTTP 418 IP ban, HTTP 500, the previous page served again), numbered over all aggTrades requests or
+only over those that have trades to answer (`fault_on="data"`: a walk over a whole day starts with
+empty hours), and every request is counted so tests can prove the faults were actually hit. Trades
+can be held back (`hidden_ids`: published late) and revealed later, like an exchange that publishes a
+trade late.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class ServerState:
     requests: Counter[str] = field(default_factory=Counter)  # path -> number of requests
     faults_hit: Counter[str] = field(default_factory=Counter)  # fault -> times injected
     last_agg_body: bytes | None = None
+    klines: list[list[Any]] | None = None  # the exchange's own 1m klines (Binance arrays), by open time
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -184,6 +186,8 @@ class Handler(BinanceHandler):
                 self.agg_trades(state, query)
             elif url.path == "/api/v3/trades":
                 self.recent_trades(state, query)
+            elif url.path == "/api/v3/klines" and state.klines is not None:
+                self.klines(state, query)
             else:
                 self.error(404, -1, f"unknown endpoint {url.path}")
 
@@ -226,6 +230,8 @@ class Handler(BinanceHandler):
         state.faults_hit[fault] += 1
         if fault == "429":
             self.error(429, -1003, "Too many requests; current limit is 6000 request weight per 1 MINUTE.")
+        elif fault == "ratelimit":  # Binance's escalation after ignored 429s: HTTP 418, an IP ban
+            self.error(418, -1003, "Way too many requests; IP(127.0.0.1) banned until 1704110460000.")
         elif fault == "500":
             self.send(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
         elif fault == "duplicate":
@@ -271,6 +277,21 @@ class Handler(BinanceHandler):
             if not state.hidden_ids or int(t.ids[i]) not in state.hidden_ids:
                 rows.append(t.agg_json[i])
         return ("[" + ",".join(rows) + "]").encode()
+
+    def klines(self, state: ServerState, query: dict[str, str]) -> None:
+        """GET /api/v3/klines (1m): open times in [startTime, endTime], the first `limit`, ascending."""
+        if not self.check_symbol(state, query):
+            return
+        limit = self.limit(query)
+        if limit is None:
+            return
+        if query.get("interval") != "1m":
+            self.error(400, -1120, "Invalid interval.")
+            return
+        lo, hi = int(query.get("startTime", 0)), int(query.get("endTime", 2**62))
+        assert state.klines is not None
+        rows = [k for k in state.klines if lo <= k[0] <= hi][:limit]
+        self.send(200, json.dumps(rows).encode())
 
     def recent_trades(self, state: ServerState, query: dict[str, str]) -> None:
         """GET /api/v3/trades: the most recent `limit` trades."""

@@ -43,8 +43,10 @@ def ms(ts: datetime) -> int:
     return (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
-def recorded_trades(shift: timedelta = timedelta(0)) -> RecordedTrades:
-    """The recorded Binance trades, as the fake exchange serves them (times moved by `shift`)."""
+def recorded_trades(shift: timedelta = timedelta(0), next_day: bool = False) -> RecordedTrades:
+    """The recorded Binance trades, as the fake exchange serves them (times moved by `shift`); with
+    `next_day`, the recording again a day later (ids continued), so the exchange has traded after the
+    day: what proves to the pager that the day was read to its end."""
     df = pl.read_parquet(RECORDED).select(
         pl.col("trade_id").cast(pl.Int64),
         (pl.col("datetime").dt.epoch("ms") + ms_delta(shift)).alias("timestamp_ms"),
@@ -52,6 +54,11 @@ def recorded_trades(shift: timedelta = timedelta(0)) -> RecordedTrades:
         "quantity",
         (pl.col("is_buyer_maker") == 1).alias("is_buyer_maker"),
     )
+    if next_day:
+        later = df.with_columns(
+            pl.col("trade_id") + df.height, pl.col("timestamp_ms") + ms_delta(timedelta(days=1))
+        )
+        df = pl.concat([df, later])
     return RecordedTrades.from_frame("BTCUSDT", df)
 
 
@@ -61,7 +68,7 @@ def ms_delta(d: timedelta) -> int:
 
 @pytest.fixture(scope="module")
 def recorded() -> RecordedTrades:
-    return recorded_trades()
+    return recorded_trades(next_day=True)
 
 
 class Platform:
@@ -189,53 +196,50 @@ def raw_metadata(platform: Platform) -> dict:
     return {k: v.value for k, v in result.records[0].asset_materialization.metadata.items()}
 
 
-def test_late_trade_in_a_published_minute_is_picked_up_by_the_next_live_run(platform: Platform) -> None:
+def test_unpublished_trade_stops_coverage_before_it_until_the_exchange_publishes_it(
+    platform: Platform,
+) -> None:
     # The recording (12:00-12:30) is served 12 h earlier, so the day opens with trades: the blocking
     # candles suite of a live run rejects bars with no price at all (before a day's first trade).
     shift = -timedelta(hours=12)
     recorded = recorded_trades(shift)
     t0 = T0 + shift
 
-    # Two trades are published late: one 30 s before the watermark of the first run (within the
-    # 120 s overlap), one 4.5 min before it (beyond the overlap: the documented limit).
+    # Two trades are published late, at 00:05:30 and 00:09:30. Binance's aggregate ids are contiguous,
+    # so the pager sees the hole in the ids: coverage stops right before the first missing trade (it
+    # is not skipped, whatever the overlap), and the next run resumes from there.
     def trade_at(ts: datetime) -> tuple[str, datetime]:
         i = int(np.searchsorted(recorded.times, ms(ts)))
         return str(recorded.ids[i]), datetime.fromtimestamp(recorded.times[i] / 1000, UTC)
 
     late_id, late_ts = trade_at(t0 + timedelta(minutes=9, seconds=30))
-    lost_id, lost_ts = trade_at(t0 + timedelta(minutes=5, seconds=30))
-    minute = late_ts.replace(second=0, microsecond=0)
-    state = ServerState(recorded, "BTC", "USDT", hidden_ids={int(late_id), int(lost_id)})
+    first_id, first_ts = trade_at(t0 + timedelta(minutes=5, seconds=30))
+    i_first = int(np.searchsorted(recorded.ids, int(first_id)))
+    before_first = datetime.fromtimestamp(recorded.times[i_first - 1] / 1000, UTC)
+    state = ServerState(recorded, "BTC", "USDT", hidden_ids={int(late_id), int(first_id)})
     with FakeBinanceServer(state) as srv:
-        # 00:10:20: the live run publishes the whole minutes up to 00:10 (00:09 included) without them
+        # 00:10:20: the live run asks for the whole minutes up to 00:10; the walk stops at the hole
         live_ingest(platform, srv, t0 + timedelta(minutes=10, seconds=20))
-        assert platform.manifest()["batches"][-1]["covered_to"] == "2024-01-01T00:10:00+00:00"
+        assert platform.manifest()["batches"][-1]["covered_to"] == before_first.isoformat()
         bronze = platform.bronze()
-        assert late_id not in set(bronze["trade_id"]) and bronze["ts"].max() < t0 + timedelta(minutes=10)
-        n, ids, total = expected(minute, minute + timedelta(minutes=1), shift)
-        bar = platform.candles().filter(pl.col("ts") == minute)
-        assert bar["trade_count"].to_list() == [n - 1]
-        assert raw_metadata(platform)["late_trades"] == 0
+        [(n_before,)] = duckdb.sql(
+            f"select count(*) from read_parquet('{RECORDED}') where trade_id < {first_id} "
+            f"and epoch_ms(datetime) + {ms_delta(shift)} >= {ms(t0)}"
+        ).fetchall()
+        assert bronze.height == n_before and bronze["trade_id"].cast(pl.Int64).max() == int(first_id) - 1
 
-        # The exchange publishes them now; the next live run (a minute later) re-reads 120 s before
-        # the 00:10 watermark: the trade of 00:09:30 is fetched, bronze and the 00:09 bar are refreshed.
+        # The exchange publishes them now; the next live run (a minute later) resumes before the hole
         state.hidden_ids.clear()
         live_ingest(platform, srv, t0 + timedelta(minutes=11, seconds=20))
 
+    assert platform.manifest()["batches"][-1]["covered_to"] == (t0 + timedelta(minutes=11)).isoformat()
     bronze = platform.bronze()
-    assert late_id in set(bronze["trade_id"])
+    assert {first_id, late_id} <= set(bronze["trade_id"])
     assert bronze["trade_id"].n_unique() == bronze.height  # the re-read overlap is de-duplicated
-    in_minute = bronze.filter((pl.col("ts") >= minute) & (pl.col("ts") < minute + timedelta(minutes=1)))
-    assert stored(in_minute) == (n, ids, total)  # the minute now equals the exchange's record exactly
+    assert stored(bronze) == expected(t0, t0 + timedelta(minutes=11), shift)  # exactly the record
+    minute = late_ts.replace(second=0, microsecond=0)
+    n, _, total = expected(minute, minute + timedelta(minutes=1), shift)
     bar = platform.candles().filter(pl.col("ts") == minute).row(0, named=True)
     assert bar["trade_count"] == n
     assert bar["volume"] == pytest.approx(float(total), rel=1e-12)
-    meta = raw_metadata(platform)
-    assert meta["late_trades"] == 1  # visible in the UI: one trade arrived late, caught by the overlap
-    assert meta["late_depth_seconds"] == pytest.approx((t0 + timedelta(minutes=10) - late_ts).total_seconds())
-    assert meta["overlap_seconds"] == 120
-    # The limit (docs/live.md): a trade published when it lay further than the overlap before the
-    # watermark is not re-read; the rest of the day up to 00:11 equals the record.
-    assert lost_id not in set(bronze["trade_id"]) and lost_ts < t0 + timedelta(minutes=8)
-    n_all, ids_all, _ = expected(t0, t0 + timedelta(minutes=11), shift)
-    assert bronze.height == n_all - 1 and set(bronze["trade_id"]) == ids_all - {lost_id}
+    assert first_ts < late_ts

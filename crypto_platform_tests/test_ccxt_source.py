@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from crypto_platform import schemas
-from crypto_platform.settings import Instrument
+from crypto_platform.settings import Instrument, SettingsError, parse_universe
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.ccxt_source import CcxtSource, clear_markets_cache, override_api_urls
 from crypto_platform.sources.factory import build_source
@@ -92,18 +92,24 @@ def source(url: str, **kwargs: object) -> CcxtSource:
 
 
 def test_fetch_through_faults_equals_recorded_file(server: FakeBinanceServer) -> None:
-    start, end = T0, T0 + timedelta(minutes=31)
+    start, end = T0, T0 + timedelta(minutes=30)  # the recording's last trade is at 12:30:00.000
     batch = source(server.url).fetch(BTC, start, end)
     df = batch.trades
     expected = expected_rows(ms(start), ms(end))
-    assert len(expected) == 16_702
+    assert len(expected) == 16_702 - 1
     assert df.schema == pl.Schema(schemas.RAW_TRADES)
-    assert df.height == 16_702 and df["trade_id"].n_unique() == 16_702
+    assert df.height == len(expected) and df["trade_id"].n_unique() == len(expected)
     assert set(df["trade_id"]) == {r[0] for r in expected}
     assert round(df["amount"].sum(), 8) == round(sum(r[3] for r in expected), 8)
     assert fetched_rows(df) == expected  # every trade exactly: id, time, price, amount, taker side
     assert (batch.covered_from, batch.covered_to) == (start, end)
+    assert batch.complete and batch.reason is None  # a trade at 12:30:00.000 proves the window ended
     assert df["exchange"].unique().to_list() == ["binance"] and df["source"].unique().to_list() == ["ccxt"]
+    wire = batch.wire
+    assert wire["paging"].startswith("aggTrades fromId")
+    assert (wire["retries_DDoSProtection"], wire["retries_ExchangeNotAvailable"]) == (1, 1)  # 429, 500
+    assert (wire["rate_limit_waits"], wire["duplicate_pages"]) == (1, 1)
+    assert wire["requests"] == server.state.requests["/api/v3/aggTrades"]
 
     state = server.state
     assert dict(state.faults_hit) == {"429": 1, "500": 1, "duplicate": 1}
@@ -141,7 +147,9 @@ def test_live_window_coverage_and_catch_up(recorded: RecordedTrades) -> None:
     assert first.covered_from == T0
     assert first.covered_to == datetime.fromtimestamp(newest / 1000, UTC) <= now1  # min(now, newest trade)
     assert newest == expected_rows(ms(T0), ms(now1) + 1)[-1][1]
-    assert second.covered_to == T0 + timedelta(hours=1)  # the window is in the past now
+    # the window is in the past now, but the exchange has nothing after 12:30:00.000: not proven
+    assert second.covered_to == T0 + timedelta(minutes=30) and not second.complete
+    assert "binance BTC/USDT" in second.reason and "nothing after aggregate id" in second.reason
     union = pl.concat([first.trades, second.trades]).unique("trade_id")
     overlap = first.trades.height + second.trades.height - union.height
     assert overlap == (first.trades["timestamp_ms"] == newest).sum()  # only the last ms is fetched twice
@@ -162,17 +170,23 @@ def test_gap_longer_than_binance_time_window(recorded: RecordedTrades) -> None:
         recorded.trade_json,
     )
     with serve(gapped) as srv:
-        batch = source(srv.url).fetch(BTC, T0, T0 + timedelta(hours=5))
-    assert batch.trades.height == 16_702
-    assert batch.covered_to == T0 + timedelta(hours=5)
-    late = batch.trades.filter(pl.col("timestamp_ms") >= ms(T0 + timedelta(hours=3)))
-    assert late.height == len(expected_rows(ms(T0 + timedelta(minutes=20)), ms(T0 + timedelta(hours=1))))
+        batch = source(srv.url).fetch(BTC, T0, T0 + timedelta(hours=3, minutes=29))
+    assert batch.complete and batch.covered_to == T0 + timedelta(hours=3, minutes=29)
+    early = expected_rows(ms(T0), ms(T0 + timedelta(minutes=20)))
+    late = expected_rows(ms(T0 + timedelta(minutes=20)), ms(T0 + timedelta(minutes=29)))
+    assert batch.trades.height == len(early) + len(late)
+    moved = batch.trades.filter(pl.col("timestamp_ms") >= ms(T0 + timedelta(hours=3)))
+    assert moved["trade_id"].to_list() == [r[0] for r in late]
 
 
-def test_empty_past_window(server: FakeBinanceServer) -> None:
-    batch = source(server.url).fetch(BTC, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
-    assert batch.trades.height == 0 and batch.trades.schema == pl.Schema(schemas.RAW_TRADES)
-    assert batch.covered_to == T0 + timedelta(hours=2)
+def test_empty_window_is_proven_only_by_a_later_trade(server: FakeBinanceServer) -> None:
+    proven = source(server.url).fetch(BTC, T0 - timedelta(hours=2), T0)  # the recording starts at T0
+    assert proven.trades.height == 0 and proven.trades.schema == pl.Schema(schemas.RAW_TRADES)
+    assert proven.complete and proven.covered_to == T0
+    after = source(server.url).fetch(BTC, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+    assert after.trades.height == 0 and not after.complete
+    assert after.covered_to == T0 + timedelta(hours=1)  # nothing vouched for: no trade after the end yet
+    assert "no trade in the window and the newest trade is at 2024-01-01T12:30:00.000" in after.reason
 
 
 def test_unknown_exchange_id() -> None:
@@ -180,6 +194,20 @@ def test_unknown_exchange_id() -> None:
         CcxtSource("notanexchange")
     with pytest.raises(SourceError, match="notanexchange"):
         build_source(Instrument("notanexchange", "BTC/USDT", "ccxt"))
+
+
+def test_unknown_ccxt_exchange_id_fails_when_the_instruments_file_is_loaded(tmp_path: Path) -> None:
+    doc = {
+        "start_date": "2024-01-01",
+        "instruments": [{"exchange": "krakn", "symbol": "BTC/USD", "source": "ccxt"}],
+    }
+    expected = r"instruments\[0\]: exchange 'krakn' is not an exchange id of ccxt \(did you mean 'kraken'\?\)"
+    with pytest.raises(SettingsError, match=expected):
+        parse_universe(doc, tmp_path / "instruments.yaml")
+    doc["instruments"][0]["exchange"] = "kraken"
+    assert parse_universe(doc, tmp_path / "instruments.yaml").instruments[0].exchange == "kraken"
+    replayed = {"exchange": "ftx", "symbol": "BTC/USD:USD", "source": "candles", "path": "x.csv"}
+    parse_universe({"start_date": "2024-01-01", "instruments": [replayed]}, tmp_path / "i.yaml")  # not ccxt
 
 
 def test_unknown_symbol(server: FakeBinanceServer) -> None:
@@ -201,9 +229,23 @@ def test_always_500_gives_up_after_max_retries(recorded: RecordedTrades) -> None
 
 def test_persistent_rate_limit_on_trades_gives_up(recorded: RecordedTrades) -> None:
     with serve(recorded, faults={n: "429" for n in range(1, 10)}) as srv:
-        with pytest.raises(SourceError, match=r"binance BTC/USDT: fetch_trades.*3 attempts.*DDoSProtection"):
+        with pytest.raises(SourceError, match=r"binance BTC/USDT: aggTrades startTime=.*3 attempts.*DDoS"):
             source(srv.url, max_retries=2, backoff_seconds=0.001).fetch(BTC, T0, T0 + timedelta(minutes=1))
         assert srv.state.faults_hit["429"] == 3
+
+
+def test_connection_refused_names_the_problem_and_url() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(SourceError) as err:
+        source(f"http://127.0.0.1:{port}", max_retries=1, backoff_seconds=0.001).fetch(
+            BTC, T0, T0 + timedelta(minutes=1)
+        )
+    assert f"connection refused (http://127.0.0.1:{port}/api/v3/exchangeInfo" in str(err.value)
+    assert "ccxt binance BTC/USDT: load_markets failed after 2 attempts" in str(err.value)
 
 
 def test_api_url_override_rewrites_every_binance_endpoint() -> None:

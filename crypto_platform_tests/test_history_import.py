@@ -246,9 +246,10 @@ def test_import_job_runs_the_candles_suite_on_every_imported_partition(tmp_path:
         )
 
         # Kraken XBTUSDC is illiquid: its entry turns the liquidity floor off (min_non_empty_share: null);
-        # with the floor forced back on, the same import fails on it, and says so
+        # with a fixed floor of 0.5 forced on (the old default), the same import fails on it, and says so
         config = history.run_config(KRAKEN, since="2023-01-02", until="2023-01-03")
-        config["ops"]["validate_imported_candles"] = {"config": {"use_instrument_overrides": False}}
+        forced = {"use_instrument_overrides": False, "min_non_empty_share": 0.5}
+        config["ops"]["validate_imported_candles"] = {"config": forced}
         bad = history.import_candles_job.execute_in_process(
             run_config=config, resources=_resources(tmp_path), instance=instance, raise_on_error=False
         )
@@ -258,6 +259,7 @@ def test_import_job_runs_the_candles_suite_on_every_imported_partition(tmp_path:
         assert ev.metadata["failed_partitions"].value == multi_key(date(2023, 1, 2), KRAKEN)
         msg = _failure(bad)
         assert "imported silver/candles_1m fails candles_1m_suite" in msg and "non_empty_share" in msg
+        assert "below the liquidity floor 0.500 (fixed min_non_empty_share 0.5)" in ev.description
         # the bars are written (as after a materialization whose check fails) and reported as such
         assert lake.read_partition(tables.CANDLES_1M, _part(KRAKEN, "2023-01-02")).height == 1440
         assert _import(tmp_path, instance, KRAKEN, since="2023-01-02", until="2023-01-03").success

@@ -45,10 +45,11 @@ from crypto_platform.partitions import DATE_DIM, INSTRUMENT_DIM, DayPartition, p
 from crypto_platform.quality.check_results import (
     CANDLES_SUITE_CHECK,
     CandlesSuiteConfig,
-    min_share_for,
+    floor_for,
     suite_check_result,
 )
 from crypto_platform.quality.expectations import validate_candles
+from crypto_platform.quality.liquidity import floor_note
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import (
@@ -328,18 +329,19 @@ def import_candles(
 def validate_imported_candles(
     context: dg.OpExecutionContext, config: CandlesSuiteConfig, lake: LakeResource, written: list[str]
 ) -> Iterator[dg.AssetCheckEvaluation]:
-    results, missing = [], []
+    results, missing, notes = [], [], []
     for part in (parse_key(k) for k in written):
         df = lake.read_partition(TABLE, part)
         if df is None:
             missing.append(part)
             continue
-        share = min_share_for(part, config)
+        share, how = floor_for(part, config, lambda p: lake.read_partition(TABLE, p))
         results.append((part, validate_candles(df, part.start, part.end, min_non_empty_share=share)))
+        notes += [note] if (note := floor_note(part, df, share, how)) else []
     if not results and not missing:
         context.log.info("nothing imported: nothing to validate")
         return
-    res = suite_check_result(context, results, missing, table=f"{TABLE}")  # type: ignore[arg-type]
+    res = suite_check_result(context, results, missing, table=f"{TABLE}", notes=notes)  # type: ignore[arg-type]
     # yielded, not log_event: a step that then fails drops the events logged with log_event
     yield dg.AssetCheckEvaluation(
         asset_key=tables.CANDLES_1M.key,

@@ -18,6 +18,7 @@ from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.schemas import empty
 from crypto_platform.sources.base import TradeBatch
+from crypto_platform.sources.wire import WIRE_SUMS, retries_by_class, wire_summary
 from crypto_platform.timeutil import epoch_ms_floor
 from crypto_platform.transforms.trades import BronzeResult, to_bronze
 
@@ -46,7 +47,8 @@ class RawTradesConfig(dg.Config):
         default=False,
         description=(
             "Repair: fetch each partition of the run again from the start of its day and replace its "
-            "committed batches (for a corrupt batch file, or trades found missing). The replaced batch "
+            "committed batches (for a corrupt batch file, or trades found missing, e.g. by the "
+            "trades_reconciliation check). The replaced batch "
             "files are left as orphans for the lake sweep; bronze and silver then re-derive from it."
         ),
     )
@@ -92,6 +94,40 @@ def commit_batch(
     return entry, info.bytes
 
 
+def base_row(part: DayPartition) -> dict:
+    """The metadata row of a partition before any fetch (every row has the same columns)."""
+    row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0, "late_trades": 0}
+    return {**row, "complete": None, **dict.fromkeys(WIRE_SUMS, 0)}
+
+
+def report_fetch(
+    context: dg.AssetExecutionContext,
+    part: DayPartition,
+    plan: FetchPlan,
+    batch: TradeBatch,
+    now: datetime,
+    overlap: timedelta,
+) -> None:
+    """Say in the event log where the fetch could not prove coverage, and what happened on the wire.
+
+    Incomplete coverage is a warning once the window ended more than `overlap` ago (the exchange should
+    have answered for it by then), else information (a live window whose next trade is still to come).
+    """
+    if not batch.complete:
+        stale = now - plan.end > overlap
+        say = context.log.warning if stale else context.log.info
+        say(
+            f"raw {part}: coverage proven only up to {batch.covered_to.isoformat()} of "
+            f"{plan.end.isoformat()}: {batch.reason or 'no reason given'}. It is recorded up to there; "
+            "the next run resumes from it."
+        )
+    if batch.wire:
+        troubled = batch.wire.get("retries") or batch.wire.get("duplicate_pages")
+        (context.log.warning if troubled else context.log.info)(
+            f"raw {part}: wire: {wire_summary(batch.wire)}"
+        )
+
+
 def fetch_partition(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
@@ -104,9 +140,12 @@ def fetch_partition(
 ) -> dict:
     """Fetch one partition's due window and commit it; returns the partition's metadata row."""
     manifest = lake.read_manifest(tables.RAW_TRADES, part)
-    row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0, "late_trades": 0}
+    row = base_row(part)
     assert plan.start is not None
     batch = trade_sources.source_for(part.instrument).fetch(part.instrument, plan.start, plan.end)
+    row.update(complete=batch.complete, **{k: batch.wire.get(k, 0) for k in WIRE_SUMS}, wire=batch.wire)
+    row["why_incomplete"] = batch.reason
+    report_fetch(context, part, plan, batch, now, overlap)
     late = pl.DataFrame() if plan.restart else late_trades(lake, part, manifest, batch.trades, plan.start)
     wm = None if plan.restart else manifest.watermark
     nothing = batch.covered_to <= batch.covered_from and batch.trades.is_empty()
@@ -158,11 +197,18 @@ def raw_trades(
         if plan.due:
             row = fetch_partition(context, lake, trade_sources, part, plan, now=now, overlap=overlap)
         else:
-            row = {"partition": part.key, "source": part.instrument.source, "rows": 0, "bytes": 0}
-            row.update(late_trades=0, status=plan.status)
+            row = {**base_row(part), "status": plan.status, "complete": plan.status == "complete"}
         context.log.info(f"raw {part}: {row['status']} ({plan.note}), {row['rows']} new trades")
         stats.append(row)
-    meta = summarize(stats, sums=("rows", "bytes", "late_trades"))
+    wires = [r.pop("wire") for r in stats if "wire" in r]
+    meta = summarize(stats, sums=("rows", "bytes", "late_trades", *WIRE_SUMS))
+    meta["retries_by_error"] = dg.MetadataValue.json(retries_by_class(wires))
+    meta["rate_limit_wait_seconds"] = float(sum(w.get("rate_limit_wait_seconds", 0.0) for w in wires))
+    gaps = [(r["partition"], r.pop("why_incomplete")) for r in stats if "why_incomplete" in r]
+    meta["incomplete_partitions"] = sum(1 for r in stats if r["complete"] is False)
+    meta["why_incomplete"] = dg.MetadataValue.md(
+        "\n".join(f"- {k}: {why}" for k, why in gaps if why) or "none"
+    )
     depths = [r["late_depth_seconds"] for r in stats if "late_depth_seconds" in r]
     meta["late_depth_seconds"] = dg.MetadataValue.float(float(max(depths, default=0.0)))
     meta["overlap_seconds"] = dg.MetadataValue.int(config.overlap_seconds)

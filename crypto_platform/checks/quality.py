@@ -7,9 +7,10 @@ over the cells, the unexpected count of every expectation, the failed expectatio
 example values per failed expectation (prefixed with the cell) and a per-cell table.
 
 `min_non_empty_share` (candles) is the liquidity floor: the share of minutes that must hold at least
-one trade. Default 0.5 from the check config; an instrument can override it in the instruments file
-(`min_non_empty_share: 0.95` for a liquid market, `null` to skip the expectation for an illiquid one,
-see bench/MONITORING.md).
+one trade. By default 'auto', derived from the instrument's own recent history (quality/liquidity.py);
+the check config can fix one for all, and an instrument can set its own in the instruments file
+(`min_non_empty_share: 0.95` for a liquid market, `auto`, or `null` to skip the expectation, see
+bench/MONITORING.md). A failure names the threshold, how it was set and the measured share.
 """
 
 import dagster as dg
@@ -20,10 +21,11 @@ from crypto_platform.quality.check_results import (
     BRONZE_SUITE_CHECK,
     CANDLES_SUITE_CHECK,
     CandlesSuiteConfig,
-    min_share_for,
+    floor_for,
     suite_check_result,
 )
 from crypto_platform.quality.expectations import validate_bronze, validate_candles
+from crypto_platform.quality.liquidity import floor_note
 from crypto_platform.resources.lake import LakeResource
 
 
@@ -66,15 +68,16 @@ def candles_1m_suite(
 ) -> dg.AssetCheckResult:
     """Great Expectations suite on every silver 1m candles partition of the run."""
     parts = _parts(context, tables.CANDLES_1M.key)
-    results, missing = [], []
+    results, missing, notes = [], [], []
     for part in parts:
         df = lake.read_partition(tables.CANDLES_1M, part)
         if df is None:
             missing.append(part)
             continue
-        share = min_share_for(part, config)
+        share, how = floor_for(part, config, lambda p: lake.read_partition(tables.CANDLES_1M, p))
         results.append((part, validate_candles(df, part.start, part.end, min_non_empty_share=share)))
-    return suite_check_result(context, results, missing, table=str(tables.CANDLES_1M))
+        notes += [note] if (note := floor_note(part, df, share, how)) else []
+    return suite_check_result(context, results, missing, table=str(tables.CANDLES_1M), notes=notes)
 
 
 QUALITY_CHECKS: list[dg.AssetChecksDefinition] = [bronze_trades_suite, candles_1m_suite]

@@ -1,18 +1,19 @@
 """Great Expectations suite results as Dagster check results and metadata, shared by the quality
 checks and by the jobs that validate what they write (the OHLCV import): one way to report a suite."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
 from crypto_platform.metadata import md_table
 from crypto_platform.partitions import DayPartition
-from crypto_platform.quality.expectations import DEFAULT_MIN_NON_EMPTY_SHARE, SuiteResult
+from crypto_platform.quality.expectations import SuiteResult
+from crypto_platform.quality.liquidity import INSTRUMENT_SHARE_OPTION, liquidity_floor
 
 BRONZE_SUITE_CHECK = "bronze_trades_suite"
 CANDLES_SUITE_CHECK = "candles_1m_suite"
-INSTRUMENT_SHARE_OPTION = "min_non_empty_share"
 _MAX_EXAMPLE_TEXT = 600
 
 
@@ -20,10 +21,11 @@ class CandlesSuiteConfig(dg.Config):
     """Run config of the candles_1m_suite check."""
 
     min_non_empty_share: float | None = Field(
-        default=DEFAULT_MIN_NON_EMPTY_SHARE,
+        default=None,
         description=(
-            "Minimum share of non-empty (traded) minutes per partition; null skips the expectation. "
-            f"An instrument's own '{INSTRUMENT_SHARE_OPTION}' in the instruments file takes precedence."
+            "Minimum share of non-empty (traded) minutes per partition, for every instrument; null (the "
+            "default): derived from each instrument's own recent history ('auto', quality/liquidity.py). "
+            f"An instrument's own '{INSTRUMENT_SHARE_OPTION}' (a share, 'auto' or null = off) comes first."
         ),
     )
     use_instrument_overrides: bool = Field(
@@ -32,12 +34,13 @@ class CandlesSuiteConfig(dg.Config):
     )
 
 
-def min_share_for(part: DayPartition, config: CandlesSuiteConfig) -> float | None:
-    """The liquidity floor for an instrument: its own option when set (null disables), else the config."""
-    if config.use_instrument_overrides and INSTRUMENT_SHARE_OPTION in part.instrument.options:
-        value = part.instrument.options[INSTRUMENT_SHARE_OPTION]
-        return None if value is None else float(value)
-    return config.min_non_empty_share
+def floor_for(
+    part: DayPartition,
+    config: CandlesSuiteConfig,
+    read_candles: Callable[[DayPartition], pl.DataFrame | None],
+) -> tuple[float | None, str]:
+    """The liquidity floor of a partition under this config, and how it was set."""
+    return liquidity_floor(part, config.min_non_empty_share, config.use_instrument_overrides, read_candles)
 
 
 def suite_check_result(
@@ -46,8 +49,10 @@ def suite_check_result(
     missing: Sequence[DayPartition],
     *,
     table: str,
+    notes: Sequence[str] = (),
 ) -> dg.AssetCheckResult:
-    """One check result over the run's cells: failed if any cell failed its suite or is missing."""
+    """One check result over the run's cells: failed if any cell failed its suite or is missing;
+    `notes` (e.g. why a liquidity floor failed) lead the description."""
     if not results and not missing:
         return dg.AssetCheckResult(
             passed=True,
@@ -71,6 +76,7 @@ def suite_check_result(
     lines += [f"{p}: {table} partition not materialized" for p in missing[:10]]
     if len(failed) + len(missing) > 20:
         lines.append(f"… and {len(failed) + len(missing) - 20} more failed partitions")
+    lines = [*notes[:10], *lines]
     description = "\n".join(lines) or f"{len(results)} partition(s) of {table} passed every expectation"
     return dg.AssetCheckResult(
         passed=not failed and not missing,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -22,11 +22,16 @@ class TradeBatch:
     `trades` follows `schemas.RAW_TRADES`, exactly as received (it may hold rows that bronze will
     reject). The coverage is what the source vouches for: every trade it knows of with a timestamp
     in [covered_from, covered_to) is in the batch, so an empty minute inside it is truly empty.
+    `complete`: the coverage reaches the requested end; else `reason` says why not (exchange, symbol,
+    instant, what was tried). `wire`: what happened on the wire (requests, pages, retries, ...).
     """
 
     trades: pl.DataFrame
     covered_from: datetime
     covered_to: datetime
+    complete: bool = True
+    reason: str | None = None
+    wire: dict[str, Any] = field(default_factory=dict)
 
 
 class TradeSource(Protocol):

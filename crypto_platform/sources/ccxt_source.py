@@ -1,8 +1,8 @@
-"""Trades from a real exchange through ccxt (sync): paginated `fetch_trades`, retries, coverage.
+"""Trades from a real exchange through ccxt (sync): each exchange paged by its own cursor, coverage
+only as far as the exchange's answers prove it, retries, wire statistics.
 
-Pagination walks forward with `since`: each page's last timestamp becomes the next `since` (not +1,
-since several trades can share a millisecond); ids already seen are dropped, so page overlaps and
-stale/duplicated pages are harmless. Transient errors are retried with exponential back-off.
+The paging itself (one pager per exchange, and what each proves) is `sources/paging.py`; the calls,
+retries per error class, duplicate pages and stuck cursors are `sources/wire.py`.
 Loaded markets are shared in-process per (exchange id, API URL, options) for `markets_ttl_seconds`,
 so the partitions of one run (a backfill range) and later sources in the same process load them once.
 """
@@ -24,27 +24,11 @@ import polars as pl
 from crypto_platform import schemas
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError, TradeBatch
+from crypto_platform.sources.paging import pager_for
+from crypto_platform.sources.wire import Wire
 from crypto_platform.timeutil import EPOCH, epoch_ms_ceil
 
 log = logging.getLogger(__name__)
-
-# ccxt errors worth retrying: network trouble, rate limits, maintenance, time-outs, transient failures.
-RETRYABLE: tuple[type[Exception], ...] = (
-    ccxt.NetworkError,
-    ccxt.RateLimitExceeded,
-    ccxt.ExchangeNotAvailable,
-    ccxt.RequestTimeout,
-    ccxt.DDoSProtection,
-    ccxt.OperationFailed,  # e.g. Binance -1000 "An unknown error occurred while processing the request."
-)
-# Exchanges whose `fetch_trades(since=...)` only covers [since, since + window]: an exhausted page then
-# means "nothing more in this window", not "nothing more at all" (ccxt sends endTime = since + 1 h).
-SINCE_WINDOW_MS: dict[str, int] = {
-    "binance": 3_600_000,
-    "binanceus": 3_600_000,
-    "binanceusdm": 3_600_000,
-    "binancecoinm": 3_600_000,
-}
 
 MARKETS_TTL_SECONDS = 3600.0  # the listed markets change rarely; a symbol missing from them forces a reload
 # (exchange id, API URL, options JSON) -> (monotonic time loaded, markets, currencies)
@@ -119,6 +103,7 @@ class CcxtSource:
         now: Callable[[], datetime] | None = None,
         exchange_options: dict | None = None,
         markets_ttl_seconds: float = MARKETS_TTL_SECONDS,
+        rate_limit_ms: float | None = None,
     ) -> None:
         if exchange_id not in ccxt.exchanges:
             raise SourceError(f"ccxt: unknown exchange id {exchange_id!r} (not in ccxt.exchanges)")
@@ -132,6 +117,7 @@ class CcxtSource:
         self.timeout_ms = timeout_ms
         self.exchange_options = dict(exchange_options or {})
         self.markets_ttl_seconds = markets_ttl_seconds
+        self.rate_limit_ms = rate_limit_ms  # ccxt's request spacing (None: the exchange's own default)
         self._now = now or (lambda: datetime.now(UTC))
         self._exchange: ccxt.Exchange | None = None
 
@@ -142,32 +128,20 @@ class CcxtSource:
             ex = getattr(ccxt, self.exchange_id)(
                 {"enableRateLimit": True, "timeout": self.timeout_ms, "options": dict(self.exchange_options)}
             )
+            if self.rate_limit_ms is not None:
+                ex.rateLimit = self.rate_limit_ms
             if self.api_url:
                 ex.urls["api"] = override_api_urls(ex.urls["api"], self.api_url)
             self._exchange = ex
         return self._exchange
 
+    def wire(self, symbol: str) -> Wire:
+        """A fresh, counted wire to this exchange for one symbol's walk."""
+        return Wire(self.exchange, symbol, self.page_limit, self.max_retries, self.backoff_seconds)
+
     def call(self, what: str, symbol: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ccxt, retrying transient errors with exponential back-off; other errors fail at once."""
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                return fn(*args, **kwargs)
-            except RETRYABLE as exc:
-                last = exc
-                if attempt < self.max_retries:
-                    delay = self.backoff_seconds * 2**attempt
-                    log.warning("ccxt %s %s %s: %s; retry %d in %.2fs", self.exchange_id, symbol, what,
-                                type(exc).__name__, attempt + 1, delay)  # fmt: skip
-                    time.sleep(delay)
-            except ccxt.BaseError as exc:
-                raise SourceError(
-                    f"ccxt {self.exchange_id} {symbol}: {what} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-        raise SourceError(
-            f"ccxt {self.exchange_id} {symbol}: {what} failed after {self.max_retries + 1} attempts "
-            f"({self.max_retries} retries); last error: {type(last).__name__}: {last}"
-        )
+        return self.wire(symbol).call(what, fn, *args, **kwargs)
 
     def markets(self, symbol: str, *, reload: bool = False) -> tuple[dict[str, Any], bool]:
         """(the exchange's markets, whether they came from the in-process cache); loaded with retries
@@ -195,50 +169,31 @@ class CcxtSource:
                 f"ccxt {self.exchange_id}: symbol {symbol!r} is not listed ({len(markets)} markets loaded)"
             )
 
-    def page(self, symbol: str, since: int) -> list[dict[str, Any]]:
-        """One page of trades from `since` (ms), oldest first."""
-        trades = self.call(f"fetch_trades(since={since})", symbol, self.exchange.fetch_trades, symbol,
-                           since=since, limit=self.page_limit)  # fmt: skip
-        return sorted(trades, key=lambda t: t.get("timestamp") or 0)
-
-    def collect(self, symbol: str, start_ms: int, end_ms: int, stop_ms: int) -> list[dict[str, Any]]:
-        """All trades with start_ms <= timestamp < end_ms, walking pages forward until `end_ms` is
-        reached or the exchange has nothing newer (`stop_ms` = min(end, now) bounds window jumps)."""
-        window = SINCE_WINDOW_MS.get(self.exchange_id)
-        since, seen, kept, asked_again = start_ms, set(), [], False
-        while True:
-            page = self.page(symbol, since)
-            new = [t for t in page if trade_key(t) not in seen]
-            seen.update(trade_key(t) for t in new)
-            kept.extend(
-                t for t in new if t.get("timestamp") is not None and start_ms <= t["timestamp"] < end_ms
-            )
-            last = max((t["timestamp"] for t in page if t.get("timestamp") is not None), default=None)
-            if last is not None and last >= end_ms:
-                break  # reached the end of the window
-            if new:
-                asked_again = False
-                since = max(since, last) if last is not None else since
-                continue
-            if last is not None and last > since:  # only known trades, yet newer: move on past them
-                since = last
-                continue
-            if page and not asked_again:  # only known trades: a stale or duplicated page? ask once more
-                asked_again = True
-                continue
-            asked_again = False
-            if len(page) >= self.page_limit and (last is None or last <= since):
-                log.warning("ccxt %s %s: more than %d trades at ms %d; skipping the rest of that ms",
-                            self.exchange_id, symbol, self.page_limit, since)  # fmt: skip
-                since += 1
-            elif window is not None and since + window < stop_ms:
-                since += window  # the exchange only answered for [since, since + window]: move on
-            else:
-                break  # the exchange has nothing newer than what we have
-        return kept
+    def candles_1m(self, instrument: Instrument, start: datetime, end: datetime) -> pl.DataFrame:
+        """The exchange's own 1-minute candles (`ts` open time, base `volume`) opening in [start, end),
+        via ccxt `fetch_ohlcv` paged forward by open time (one candle per minute: timestamps page exactly)."""
+        self.check_symbol(instrument.symbol)
+        if not self.exchange.has.get("fetchOHLCV"):
+            raise SourceError(f"ccxt {self.exchange_id}: no fetch_ohlcv, so no candles to reconcile with")
+        wire = self.wire(instrument.symbol)
+        start_ms, end_ms = epoch_ms_ceil(start), epoch_ms_ceil(end)
+        bars: dict[int, float] = {}
+        cursor = start_ms
+        while cursor < end_ms:
+            page = wire.call(f"fetch_ohlcv(1m, since={cursor})", self.exchange.fetch_ohlcv, instrument.symbol,
+                             "1m", cursor, self.page_limit)  # fmt: skip
+            times = [int(r[0]) for r in page if r and r[0] is not None]
+            bars.update({int(r[0]): float(r[5] or 0.0) for r in page if r and start_ms <= int(r[0]) < end_ms})
+            if not times or max(times) < cursor:
+                break  # nothing newer: the exchange has no more candles
+            cursor = max(times) + 60_000
+        keys = sorted(bars)
+        ts = pl.Series("ts", keys, pl.Int64).cast(pl.Datetime("ms", "UTC")).cast(schemas.UTC_TS)
+        return pl.DataFrame([ts, pl.Series("volume", [bars[k] for k in keys], pl.Float64)])
 
     def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
-        """Trades in [start, end); coverage to `end` when it is past, else to the newest trade seen."""
+        """Trades in [start, end); coverage to `end` only when the exchange's answers prove it, else to
+        the last instant the pager is sure of, with the reason."""
         if instrument.exchange != self.exchange_id:
             raise SourceError(
                 f"ccxt {self.exchange_id}: instrument {instrument.key} "
@@ -254,16 +209,14 @@ class CcxtSource:
         now = self._now()
         now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
         start_ms, end_ms = epoch_ms_ceil(start), epoch_ms_ceil(end)
-        kept = (
-            []
-            if end_ms <= start_ms
-            else self.collect(instrument.symbol, start_ms, end_ms, epoch_ms_ceil(min(end, now)))
-        )
-        if end <= now:
-            covered_to = end
-        else:
-            newest = max((t["timestamp"] for t in kept), default=None)
-            newest_dt = EPOCH + timedelta(milliseconds=newest) if newest is not None else start
-            covered_to = max(start, min(now, newest_dt))
-        frame = trades_frame(kept, self.exchange_id, instrument.symbol, now)
-        return TradeBatch(frame, covered_from=start, covered_to=covered_to)
+        wire = self.wire(instrument.symbol)
+        if end_ms <= start_ms:
+            return TradeBatch(trades_frame([], self.exchange_id, instrument.symbol, now), start, end)
+        paged = pager_for(self.exchange_id).collect(wire, start_ms, end_ms, epoch_ms_ceil(now))
+        sure = EPOCH + timedelta(milliseconds=paged.covered_to_ms)
+        covered_to = end if paged.complete else max(start, sure)
+        if paged.reason:
+            log.warning("ccxt %s", paged.reason)
+        frame = trades_frame(paged.trades, self.exchange_id, instrument.symbol, now)
+        wire_stats = {"paging": paged.method, **wire.stats.as_dict()}
+        return TradeBatch(frame, start, covered_to, paged.complete, paged.reason, wire_stats)
