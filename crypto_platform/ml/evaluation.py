@@ -13,6 +13,10 @@ implied by the sign frequencies, P(pred>0)P(real>0) + P(pred<0)P(real<0): a mode
 predicts the sign of a trending window's drift has a high hit rate but no skill. Overlapping labels
 (an h-minute label every minute) are not independent observations, so the test is run on the
 effective sample (hits and trials divided by the overlap h); the naive p-value is reported too.
+
+Fitted baselines (`baselines`: short-term reversal, ridge) join them when the caller passes their
+forecasts. The gate's baseline check compares the model with the BEST baseline on the primary metric
+by a paired test that accounts for overlapping labels (`significance`: HAC standard errors).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from crypto_platform.ml.significance import METRICS, BaselineTest, paired_test
+
 if TYPE_CHECKING:  # type only: registry imports this module
     from crypto_platform.ml.registry import ChampionComparison, ModelVersionInfo
 
 PrimaryMetric = Literal["rank_ic", "hit_rate", "mae", "rmse"]
-HIGHER_IS_BETTER: dict[str, bool] = {"rank_ic": True, "hit_rate": True, "mae": False, "rmse": False}
+HIGHER_IS_BETTER: dict[str, bool] = METRICS
 METRIC_NAMES = [
     "n",
     "mae",
@@ -75,15 +81,43 @@ class EvaluationReport:
     window_start: datetime
     window_end: datetime  # last bar time in the window (inclusive)
     importance: pl.DataFrame = field(default_factory=pl.DataFrame)
+    baselines: dict[str, ForecastMetrics] = field(default_factory=dict)  # fitted ones (reversal, ridge)
+    specs: dict[str, str] = field(default_factory=dict)  # baseline name -> what it forecasts
+    tests: dict[str, dict[str, BaselineTest]] = field(default_factory=dict)  # metric -> baseline -> test
 
-    def table(self) -> pl.DataFrame:
-        """One row per forecast (model, zero, momentum) with every metric as a column."""
-        rows = [{"forecast": k, **m.as_dict()} for k, m in self.forecasts().items()]
-        return pl.DataFrame(rows)
+    def table(self, primary: str = "rank_ic") -> pl.DataFrame:
+        """One row per forecast (model, zero, momentum, fitted baselines) with every metric as a column.
+
+        When the report holds the paired tests (`evaluate` makes them), baseline rows also say what they
+        forecast (spec) and the model's advantage over them on `primary` with its one-sided HAC p-value.
+        """
+        if not self.tests:
+            return pl.DataFrame([{"forecast": k, **m.as_dict()} for k, m in self.forecasts().items()])
+        rows = []
+        for k, m in self.forecasts().items():
+            t = self.tests.get(primary, {}).get(k)
+            rows.append(
+                {
+                    "forecast": k,
+                    **m.as_dict(),
+                    "spec": self.specs.get(k),
+                    "advantage_metric": primary if t else None,
+                    "model_advantage": t.advantage if t else None,
+                    "model_advantage_p": t.p_value if t else None,
+                }
+            )
+        return pl.DataFrame(rows, schema_overrides={"spec": pl.String, "advantage_metric": pl.String})
 
     def forecasts(self) -> dict[str, ForecastMetrics]:
-        """{'model': ..., 'zero': ..., 'momentum': ...}."""
-        return {"model": self.model, "zero": self.zero, "momentum": self.momentum}
+        """{'model': ..., 'zero': ..., 'momentum': ..., then each fitted baseline}."""
+        return {"model": self.model, "zero": self.zero, "momentum": self.momentum, **self.baselines}
+
+    def best_baseline(self, primary: str = "rank_ic") -> BaselineTest:
+        """The model vs the baseline that scores best on `primary` on this window."""
+        tests = self.tests.get(primary)
+        if not tests:
+            raise ValueError(f"best_baseline: no baseline test for metric {primary!r}")
+        return min(tests.values(), key=lambda t: t.advantage if _finite(t.advantage) else math.inf)
 
 
 @dataclass(frozen=True)
@@ -145,8 +179,14 @@ def evaluate(
     momentum_col: str,
     label_col: str = "label",
     booster: lgb.Booster | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
+    specs: dict[str, str] | None = None,
 ) -> EvaluationReport:
-    """Score a model's predictions on `frame` (ts, label, momentum column) against both baselines."""
+    """Score a model's predictions on `frame` (ts, label, momentum column) against the baselines.
+
+    `baselines` adds fitted baselines' forecasts on the same rows (name -> forecast), `specs` says
+    what each forecasts. Every baseline is also compared with the model by a paired HAC test.
+    """
     if frame.height == 0:
         raise ValueError("evaluate: empty evaluation window")
     if len(prediction) != frame.height:
@@ -156,10 +196,37 @@ def evaluate(
         raise ValueError(f"evaluate: frame lacks columns {missing}")
     real = frame[label_col].cast(pl.Float64).to_numpy()
     momentum = frame[momentum_col].cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy()
+    pred = np.asarray(prediction, dtype=float)
+    extra = {k: np.asarray(v, dtype=float) for k, v in (baselines or {}).items()}
+    clash = sorted(set(extra) & {"model", "zero", "momentum", "champion"})
+    if clash:
+        raise ValueError(f"evaluate: baseline names {clash} are reserved")
+    bad = {k: v.shape for k, v in extra.items() if v.shape != real.shape}
+    if bad:
+        raise ValueError(f"evaluate: baseline forecasts {bad} do not match the {frame.height} rows")
+    specs = {
+        "zero": "0 (no move)",
+        "momentum": f"{momentum_col} (the last {horizon} minutes repeat)",
+        **(specs or {}),
+    }
+    every = {"zero": np.zeros_like(real), "momentum": momentum, **extra}
+    times = frame["ts"].dt.epoch("us").to_numpy()
+    tests = {
+        metric: {
+            name: paired_test(
+                pred, b, real, times, metric=metric, lag=horizon - 1, baseline_name=name, spec=specs[name]
+            )
+            for name, b in every.items()
+        }
+        for metric in HIGHER_IS_BETTER
+    }
     return EvaluationReport(
-        model=forecast_metrics(np.asarray(prediction, dtype=float), real, overlap=horizon),
+        model=forecast_metrics(pred, real, overlap=horizon),
         zero=forecast_metrics(np.zeros_like(real), real, overlap=horizon),
         momentum=forecast_metrics(momentum, real, overlap=horizon),
+        baselines={k: forecast_metrics(v, real, overlap=horizon) for k, v in extra.items()},
+        specs=specs,
+        tests=tests,
         horizon=horizon,
         window_start=frame["ts"].min(),  # type: ignore[arg-type]
         window_end=frame["ts"].max(),  # type: ignore[arg-type]
@@ -191,8 +258,13 @@ def skill_gate(
     alpha: float = 0.05,
     incomparable_champion: str | None = None,
     replace_incomparable: bool = False,
+    baselines: BaselineTest | None = None,
 ) -> GateDecision:
-    """Promote only if rank IC > 0 and > momentum's, hit rate > 50% (p < alpha), champion beaten.
+    """Promote only if rank IC > 0, the baselines are beaten, hit rate > 50% (p < alpha), champion beaten.
+
+    With `baselines` (`EvaluationReport.best_baseline(primary)`) the model must beat the best baseline
+    on the primary metric with a one-sided HAC p < alpha; without it (callers that have no fitted
+    baselines), only momentum's rank IC is to be beaten.
 
     `incomparable_champion` (with `champion_metrics` None) says why a current champion cannot be
     scored on this window (another horizon, features missing): it has not been beaten, so the check
@@ -203,7 +275,9 @@ def skill_gate(
     ic, mom_ic = model_metrics.rank_ic, momentum_metrics.rank_ic
     checks: list[tuple[bool, str]] = [
         (_finite(ic) and ic > 0, f"rank IC {_fmt(ic)} > 0"),
-        (
+        _baseline_check(baselines, primary, alpha)
+        if baselines is not None
+        else (
             _finite(ic) and (not _finite(mom_ic) or ic > mom_ic),
             f"rank IC {_fmt(ic)} > momentum rank IC {_fmt(mom_ic)}",
         ),
@@ -240,14 +314,30 @@ def skill_gate(
     return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons, primary=primary)
 
 
+def _baseline_check(t: BaselineTest, primary: str, alpha: float) -> tuple[bool, str]:
+    if t.metric != primary:
+        raise ValueError(
+            f"skill_gate: the baseline test is on {t.metric!r}, the primary metric is {primary!r}"
+        )
+    ok = _finite(t.advantage) and t.advantage > 0 and t.p_value < alpha
+    return ok, (
+        f"{primary} {_fmt(t.model_value)} beats the best baseline, {t.baseline} ({t.spec}) "
+        f"{_fmt(t.baseline_value)}, by {_fmt(t.advantage)}: one-sided HAC p {_fmt(t.p_value)} < {alpha} "
+        f"(Hansen-Hodrick lag {t.lag}, {t.n_times} bar times)"
+    )
+
+
 def with_champion_notes(decision: GateDecision, notes: list[str]) -> GateDecision:
     """The decision with the champion comparison's notes (why the comparison favours it) appended."""
     return replace(decision, reasons=[*decision.reasons, *notes]) if notes else decision
 
 
-def forecast_table(report: EvaluationReport, champion: ForecastMetrics | None) -> pl.DataFrame:
-    """One row per forecast (model, zero, momentum, and the champion re-scored on the same window)."""
-    table = report.table()
+def forecast_table(
+    report: EvaluationReport, champion: ForecastMetrics | None, primary: str = "rank_ic"
+) -> pl.DataFrame:
+    """One row per forecast (model, zero, momentum, fitted baselines, and the champion re-scored on the
+    same window); baseline rows carry the model's advantage on `primary` with its HAC p-value."""
+    table = report.table(primary)
     if champion is None:
         return table
     return pl.concat([table, pl.DataFrame([{"forecast": "champion", **champion.as_dict()}])], how="diagonal")

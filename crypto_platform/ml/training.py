@@ -13,9 +13,10 @@ Optuna (seeded TPE sampler, MedianPruner) maximises the mean walk-forward rank I
 is reported so unpromising trials are pruned early. Boosting stops early on the fold's validation
 correlation; the final model is refitted on the whole development span with the best parameters
 and the median best iteration count of the best trial, then evaluated once on the holdout against
-the zero and momentum baselines (`evaluation.evaluate`). Training targets are clipped at the
-training span's 0.5% / 99.5% quantiles (fat tails otherwise dominate the squared loss) and centred
-on the training mean (see `train`); evaluation always uses the raw labels.
+the zero and momentum baselines and the fitted ones (`baselines`: reversal and ridge, fitted on the
+same development span), with a paired HAC test against each (`evaluation.evaluate`). Training
+targets are clipped at the training span's 0.5% / 99.5% quantiles (fat tails otherwise dominate
+the squared loss) and centred on the training mean (see `train`); evaluation always uses the raw labels.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import optuna
 import polars as pl
 
+from crypto_platform.ml.baselines import fit_reversal, fit_ridge
 from crypto_platform.ml.evaluation import EvaluationReport, evaluate, rank_ic
 from crypto_platform.schemas import INDEX_COLUMNS
 
@@ -173,8 +175,17 @@ def train(
         num_boost_round=rounds,
     )
     pred = predict(booster, holdout, feature_cols)
+    reversal = fit_reversal(dev, label_col=label_col)
+    ridge = fit_ridge(dev, feature_cols, label_col=label_col, center_target=center_target)
     report = evaluate(
-        holdout, pred, horizon=horizon, momentum_col=momentum_col, label_col=label_col, booster=booster
+        holdout,
+        pred,
+        horizon=horizon,
+        momentum_col=momentum_col,
+        label_col=label_col,
+        booster=booster,
+        baselines={"reversal": reversal.predict(holdout), "ridge": ridge.predict(holdout)},
+        specs={"reversal": reversal.describe(), "ridge": ridge.describe()},
     )
     scored = holdout.select(
         *INDEX_COLUMNS,

@@ -62,8 +62,9 @@ class ModelConfig(dg.Config):
             deps=[tables.TRAINING_SET.key],
             description=(
                 "LightGBM return model tuned with Optuna on purged walk-forward CV, evaluated on a "
-                "held-out final window against zero and momentum baselines, logged and registered in "
-                "MLflow. Promoted to alias 'champion' only if it shows skill and beats the champion."
+                "held-out final window against zero, momentum, short-term reversal and ridge baselines, "
+                "logged and registered in MLflow. Promoted to alias 'champion' only if it shows skill, "
+                "beats the best baseline significantly (HAC test) and beats the champion."
             ),
             kinds={"lightgbm", "optuna", "mlflow"},
         ),
@@ -71,8 +72,9 @@ class ModelConfig(dg.Config):
             tables.MODEL_EVALUATIONS.key,
             deps=[tables.TRAINING_SET.key],
             description=(
-                "Per model version and forecast (model, zero, momentum, champion re-scored on the same "
-                "window): its metrics, with the gate's reasons and the champion version compared with."
+                "Per model version and forecast (model, zero, momentum, reversal, ridge, champion re-scored "
+                "on the same window): its metrics, the model's advantage over each baseline with its HAC "
+                "p-value, the gate's reasons and the champion version compared with."
             ),
             kinds={"parquet"},
         ),
@@ -108,7 +110,7 @@ def gold_model(
     title = f"{mlflow_registry.model_name}: {horizon}-minute forecast, holdout"
     png = calibration_png(result.holdout, bins, title=title)
     info = _register(result, df, decision, png, mlflow_registry, config.seed)
-    table = forecast_table(result.evaluation, current.metrics)
+    table = forecast_table(result.evaluation, current.metrics, config.primary_metric)
     evals = evaluation_rows(
         table,
         info,
@@ -164,7 +166,7 @@ def _train(df: pl.DataFrame, horizon: int, config: ModelConfig) -> "TrainResult"
 
 
 def _gate(result: "TrainResult", current: "ChampionComparison", config: ModelConfig) -> "GateDecision":
-    """The skill gate on the holdout against momentum and the champion re-scored on the same window;
+    """The skill gate on the holdout against the best baseline and the champion re-scored on the same window;
     the comparison's notes (why it favours the champion) are added to the reasons."""
     from crypto_platform.ml.evaluation import skill_gate, with_champion_notes
 
@@ -175,6 +177,7 @@ def _gate(result: "TrainResult", current: "ChampionComparison", config: ModelCon
         config.primary_metric,  # type: ignore[arg-type]
         incomparable_champion=current.incomparable,
         replace_incomparable=config.replace_incomparable_champion,
+        baselines=result.evaluation.best_baseline(config.primary_metric),
     )
     return with_champion_notes(decision, current.notes)
 
