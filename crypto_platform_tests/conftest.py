@@ -6,7 +6,9 @@ the expensive set-ups several modules reuse are session-scoped fixtures here.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -43,3 +45,23 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     reference = ftx_features().filter(pl.col("ts").dt.date().is_between(date(2022, 1, 3), date(2022, 1, 9)))
     register_champion(store, reference)
     return store
+
+
+@pytest.fixture
+def ccxt_universe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The run's instruments file: binance BTC/USDT from ccxt (the test universe replays it)."""
+    from crypto_platform.platform_settings import load_settings
+    from crypto_platform.settings import INSTRUMENTS_ENV, load_universe
+    from crypto_platform.sources.ccxt_source import clear_markets_cache
+
+    entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "backoff_seconds": 0.01}
+    path = tmp_path / "instruments.yaml"
+    path.write_text(json.dumps({"start_date": "2019-10-01", "instruments": [entry]}))
+    monkeypatch.setenv(INSTRUMENTS_ENV, str(path))
+    load_settings.cache_clear()  # as a process started with this file would read it
+    load_universe.cache_clear()
+    clear_markets_cache()
+    yield
+    monkeypatch.undo()
+    load_settings.cache_clear()
+    load_universe.cache_clear()

@@ -47,7 +47,7 @@ from crypto_platform.settings import load_universe
 from crypto_platform.transforms.features import FEATURE_COLUMNS, INDEX_COLUMNS, build_features
 from crypto_platform.transforms.labels import forward_return_labels
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv, split_by_day
-from crypto_platform_tests.paths import FTX_FILE, SHARED_DATA
+from crypto_platform_tests.paths import FTX_FILE, PROJECT_DIR, SHARED_DATA
 
 HORIZON = 5  # minutes: the forecast horizon of every test model
 FAST = {"n_trials": 6, "n_folds": 3, "holdout_fraction": 0.25, "seed": 3, "max_rounds": 120}
@@ -519,3 +519,16 @@ def recorded_connections() -> Iterator[list[str]]:
     finally:
         socket.socket.connect, socket.socket.connect_ex = connect, connect_ex  # type: ignore[method-assign]
         socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+
+
+ENV_TEMPLATE = PROJECT_DIR / "deploy" / "cluster" / "cluster.env.example"
+
+
+def env_template(path: Path = ENV_TEMPLATE) -> dict[str, str]:
+    """NAME=value lines of an env file (comments and blank lines skipped)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            out[name.strip()] = value.strip()
+    return out

@@ -85,3 +85,17 @@ def test_asset_functions_are_thin() -> None:
     assert {"gold_model", "gold_training_set", "gold_predictions", "import_candles"} <= found.keys()
     long = {name: lines for name, lines in found.items() if lines > MAX_ASSET_LINES}
     assert long.keys() <= LONG_ASSETS_TO_SPLIT, long
+
+
+def test_no_test_module_imports_another() -> None:
+    tests_dir = PACKAGE_DIR.parent / "crypto_platform_tests"
+    bad = []
+    for path in sorted(tests_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                last = node.module.split(".")[-1]
+                if node.module.startswith("crypto_platform_tests") and (
+                    last.startswith("test_") or last == "conftest"
+                ):
+                    bad.append(f"{path.name} imports {node.module} (shared helpers go to fixtures.py)")
+    assert not bad, "\n".join(bad)

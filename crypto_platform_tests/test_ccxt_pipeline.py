@@ -27,43 +27,15 @@ from crypto_platform import tables
 from crypto_platform.automation.live import INGEST_KEYS, LiveSettings
 from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
+from crypto_platform_tests.ccxt_recording import RECORDED, ms, ms_delta, recorded_trades
 from crypto_platform_tests.exchange_server import FakeBinanceServer, RecordedTrades, ServerState
-from crypto_platform_tests.paths import PROJECT_DIR, SHARED_DATA
+from crypto_platform_tests.paths import PROJECT_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-RECORDED = SHARED_DATA / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"
 KEY = "2024-01-01|binance.BTC-USDT"
 INGEST = "group:raw or group:bronze"
 T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
-
-
-def ms(ts: datetime) -> int:
-    """Epoch milliseconds of a UTC datetime."""
-    return (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-
-
-def recorded_trades(shift: timedelta = timedelta(0), next_day: bool = False) -> RecordedTrades:
-    """The recorded Binance trades, as the fake exchange serves them (times moved by `shift`); with
-    `next_day`, the recording again a day later (ids continued), so the exchange has traded after the
-    day: what proves to the pager that the day was read to its end."""
-    df = pl.read_parquet(RECORDED).select(
-        pl.col("trade_id").cast(pl.Int64),
-        (pl.col("datetime").dt.epoch("ms") + ms_delta(shift)).alias("timestamp_ms"),
-        "price",
-        "quantity",
-        (pl.col("is_buyer_maker") == 1).alias("is_buyer_maker"),
-    )
-    if next_day:
-        later = df.with_columns(
-            pl.col("trade_id") + df.height, pl.col("timestamp_ms") + ms_delta(timedelta(days=1))
-        )
-        df = pl.concat([df, later])
-    return RecordedTrades.from_frame("BTCUSDT", df)
-
-
-def ms_delta(d: timedelta) -> int:
-    return d // timedelta(milliseconds=1)
 
 
 @pytest.fixture(scope="module")

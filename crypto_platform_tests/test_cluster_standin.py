@@ -18,9 +18,9 @@ import boto3
 import psycopg2
 import pytest
 
+from crypto_platform_tests.fixtures import env_template
 from crypto_platform_tests.paths import PROJECT_DIR
 from crypto_platform_tests.postgres_server import free_port
-from crypto_platform_tests.test_deploy_configs import env_template
 
 SCRIPT = PROJECT_DIR / "deploy" / "cluster" / "cluster.sh"
 PARTITION = "2024-03-04|sim.BTC-USDT"

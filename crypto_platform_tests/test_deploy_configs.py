@@ -40,6 +40,7 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import load_universe
+from crypto_platform_tests.fixtures import env_template
 from crypto_platform_tests.paths import PROJECT_DIR
 from crypto_platform_tests.postgres_server import postgres_server
 from crypto_platform_tests.s3_server import s3_server
@@ -53,16 +54,6 @@ HELM_SCHEMA = DEPLOY / "k8s" / "values.schema.json"
 # The instance's pluggable blocks ({module, class, config}); Dagster validates their config only when
 # it instantiates the class, so these are checked one by one against the class's schema.
 CLASS_BLOCKS = ("local_artifact_storage", "compute_logs", "run_coordinator", "run_launcher")
-
-
-def env_template(path: Path = ENV_TEMPLATE) -> dict[str, str]:
-    """NAME=value lines of an env file (comments and blank lines skipped)."""
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            out[name.strip()] = value.strip()
-    return out
 
 
 def env_refs(node: Any) -> Iterator[str]:

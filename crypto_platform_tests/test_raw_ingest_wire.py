@@ -6,51 +6,35 @@ warnings in the run's event log, and a complete partition is never asked for aga
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import polars as pl
 import pytest
 
 from crypto_platform import tables
 from crypto_platform.assets.ingest import bronze_trades, raw_trades
-from crypto_platform.partitions import DayPartition
-from crypto_platform.platform_settings import load_settings
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
-from crypto_platform.settings import INSTRUMENTS_ENV, load_universe
-from crypto_platform.sources.ccxt_source import clear_markets_cache
+from crypto_platform_tests.ccxt_recording import (
+    CCXT_KEY as KEY,
+)
+from crypto_platform_tests.ccxt_recording import (
+    DAY_END,
+    NOW,
+    bronze_figures,
+    part,
+    recorded_trades,
+    recording_figures,
+)
 from crypto_platform_tests.exchange_server import FakeBinanceServer, ServerState
-from crypto_platform_tests.test_ccxt_pipeline import RECORDED, recorded_trades
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-KEY = "2024-01-01|binance.BTC-USDT"
-DAY_END = datetime(2024, 1, 2, tzinfo=UTC)
-NOW = datetime(2024, 1, 3, tzinfo=UTC)  # the day is over and settled
 AGG = "/api/v3/aggTrades"
-
-
-@pytest.fixture
-def ccxt_universe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The run's instruments file: binance BTC/USDT from ccxt (the test universe replays it)."""
-    entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "backoff_seconds": 0.01}
-    path = tmp_path / "instruments.yaml"
-    path.write_text(json.dumps({"start_date": "2019-10-01", "instruments": [entry]}))
-    monkeypatch.setenv(INSTRUMENTS_ENV, str(path))
-    load_settings.cache_clear()  # as a process started with this file would read it
-    load_universe.cache_clear()
-    clear_markets_cache()
-    yield
-    monkeypatch.undo()
-    load_settings.cache_clear()
-    load_universe.cache_clear()
 
 
 def run(tmp: Path, url: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -74,26 +58,6 @@ def raw_meta(result: dg.ExecuteInProcessResult) -> dict:
 def warnings(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[str]:
     """The run's WARNING messages in the Dagster event log."""
     return [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
-
-
-def part() -> DayPartition:
-    return DayPartition(load_universe().instrument("binance.BTC-USDT"), DAY_END.date() - timedelta(days=1))
-
-
-def bronze_figures(tmp: Path) -> tuple[int, int, str]:
-    """(rows, unique ids, exact sum of amounts) of the bronze partition."""
-    df = LakeResource(root=str(tmp / "lake")).read_partition(tables.BRONZE_TRADES, part())
-    [(total,)] = duckdb.sql("select sum(amount::decimal(18, 8))::varchar from df").fetchall()
-    return df.height, df["trade_id"].n_unique(), total
-
-
-def recording_figures(until_ms: int | None = None) -> tuple[int, int, str]:
-    """The same figures of the recorded file (trades up to `until_ms` inclusive), by DuckDB."""
-    where = "" if until_ms is None else f"where epoch_ms(datetime) <= {until_ms}"
-    [(n, total)] = duckdb.sql(
-        f"select count(*), sum(quantity::decimal(18, 8))::varchar from read_parquet('{RECORDED}') {where}"
-    ).fetchall()
-    return n, n, total
 
 
 def test_wire_figures_in_metadata_and_log_and_no_request_for_a_complete_partition(

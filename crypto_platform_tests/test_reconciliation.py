@@ -23,16 +23,18 @@ from crypto_platform.raw_manifest import RawBatch
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
-from crypto_platform_tests.exchange_server import FakeBinanceServer, ServerState
-from crypto_platform_tests.test_ccxt_pipeline import RECORDED, recorded_trades
-from crypto_platform_tests.test_raw_ingest_wire import (  # noqa: F401  (ccxt_universe is a fixture)
-    KEY,
+from crypto_platform_tests.ccxt_recording import (
+    CCXT_KEY as KEY,
+)
+from crypto_platform_tests.ccxt_recording import (
     NOW,
+    RECORDED,
     bronze_figures,
-    ccxt_universe,
     part,
+    recorded_trades,
     recording_figures,
 )
+from crypto_platform_tests.exchange_server import FakeBinanceServer, ServerState
 
 LOST = datetime(2024, 1, 1, 12, 7, tzinfo=UTC)  # the minute a broken ingest lost
 
