@@ -244,7 +244,7 @@ def test_gate_rejects_a_model_that_only_matches_the_reversal_and_accepts_one_tha
 def test_train_fits_the_baselines_on_the_development_span_only() -> None:
     from crypto_platform.ml.training import train
     from crypto_platform.transforms.features import FEATURE_COLUMNS
-    from crypto_platform_tests.test_training import FAST, planted_frame
+    from crypto_platform_tests.fixtures import FAST, planted_frame
 
     frame = planted_frame(3000)
     result = train(frame, FEATURE_COLUMNS, horizon=HORIZON, **FAST)

@@ -18,7 +18,7 @@ matured forecasts); with fewer it passes with a note.
 """
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -31,7 +31,7 @@ from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.schemas import UTC_TS
-from crypto_platform.settings import load_universe
+from crypto_platform.settings import Instrument, load_universe
 
 PREDICTION_ERRORS = tables.PREDICTION_ERRORS.key
 PREDICTION_SKILL = tables.PREDICTION_SKILL.key
@@ -86,32 +86,14 @@ def gold_prediction_errors(
     """Join matured predictions to realised prices, per minute and model version."""
     if config.lookback_days < 1:
         raise dg.Failure(f"lookback_days must be >= 1, got {config.lookback_days}")
-    stats, fresh, rewritten_from = [], [], None
-    n_predictions = 0
+    stats, fresh, rewritten_from, n_predictions = [], [], None, 0
     for inst in load_universe().instruments:
-        days = lake.stored_days(tables.PREDICTIONS, inst)
-        if not days:
+        if (done := _rewrite_errors(lake, inst, config.lookback_days)) is None:
             continue
-        days = [d for d in days if d > days[-1] - timedelta(days=config.lookback_days)]
-        parts = [DayPartition(inst, d) for d in days]
-        preds = lake.read_partitions(tables.PREDICTIONS, parts)
-        next_days = {d + timedelta(days=1) for d in days} - set(days)  # completes the last horizons of a day
-        candles = lake.read_partitions(
-            tables.CANDLES_1M, parts + [DayPartition(inst, d) for d in sorted(next_days)]
-        )
-        if preds is None:
-            continue
-        n_predictions += preds.height
-        errors = matured_errors(preds, candles)
-        for part in parts:
-            day = errors.filter(pl.col("ts").dt.date() == part.day)
-            info = lake.write_partition(day, tables.PREDICTION_ERRORS, part)
-            preds_day = preds.filter(pl.col("ts").dt.date() == part.day).height
-            stats.append(
-                {"partition": part.key, "predictions": preds_day, "matured": info.rows, "bytes": info.bytes}
-            )
+        errors, rows, n, start = done
+        stats += rows
         fresh.append(errors)
-        start = parts[0].start
+        n_predictions += n
         rewritten_from = start if rewritten_from is None else min(rewritten_from, start)
     if rewritten_from is None:
         note = "no predictions in the lake yet: nothing to monitor"
@@ -119,10 +101,50 @@ def gold_prediction_errors(
         yield dg.MaterializeResult(asset_key=PREDICTION_ERRORS, metadata={"rows": 0, "note": note})
         yield dg.MaterializeResult(asset_key=PREDICTION_SKILL, metadata={"rows": 0, "note": note})
         return
-
     errors = pl.concat(fresh, how="vertical")
     skill = _update_rolling_skill(lake, rewritten_from, config)
     warehouse.refresh_views(lake, [tables.PREDICTION_ERRORS, tables.PREDICTION_SKILL])
+    meta = _errors_metadata(errors, stats, n_predictions, rewritten_from)
+    context.log.info(
+        f"prediction errors: {meta['rows'].value} matured of {n_predictions} predictions, "
+        f"{len(stats)} partitions"
+    )
+    yield dg.MaterializeResult(asset_key=PREDICTION_ERRORS, metadata=meta)
+    yield dg.MaterializeResult(asset_key=PREDICTION_SKILL, metadata=_skill_metadata(skill, config))
+
+
+def _rewrite_errors(
+    lake: LakeResource, inst: Instrument, lookback_days: int
+) -> tuple[pl.DataFrame, list[dict], int, datetime] | None:
+    """Re-join one instrument's newest `lookback_days` of predictions and write their error partitions;
+    (errors, per-partition rows, predictions read, start of the first rewritten day), or None."""
+    days = lake.stored_days(tables.PREDICTIONS, inst)
+    if not days:
+        return None
+    days = [d for d in days if d > days[-1] - timedelta(days=lookback_days)]
+    parts = [DayPartition(inst, d) for d in days]
+    preds = lake.read_partitions(tables.PREDICTIONS, parts)
+    if preds is None:
+        return None
+    next_days = {d + timedelta(days=1) for d in days} - set(days)  # completes the last horizons of a day
+    candles = lake.read_partitions(
+        tables.CANDLES_1M, parts + [DayPartition(inst, d) for d in sorted(next_days)]
+    )
+    errors = matured_errors(preds, candles)
+    rows = []
+    for part in parts:
+        info = lake.write_partition(
+            errors.filter(pl.col("ts").dt.date() == part.day), tables.PREDICTION_ERRORS, part
+        )
+        preds_day = preds.filter(pl.col("ts").dt.date() == part.day).height
+        rows.append(
+            {"partition": part.key, "predictions": preds_day, "matured": info.rows, "bytes": info.bytes}
+        )
+    return errors, rows, preds.height, parts[0].start
+
+
+def _errors_metadata(errors: pl.DataFrame, stats: list[dict], n_predictions: int, rewritten_from) -> dict:
+    """gold/prediction_errors metadata: matured share, per partition, skill of the newest version."""
     matured = sum(s["matured"] for s in stats)
     meta: dict[str, object] = {
         "rows": dg.MetadataValue.int(matured),
@@ -134,45 +156,32 @@ def gold_prediction_errors(
     }
     latest = _latest_version(errors)
     if latest is not None:
-        agg = (
-            errors.filter(pl.col("model_version") == latest)
-            .select(perf.skill_aggregates())
-            .row(0, named=True)
-        )
+        newest = errors.filter(pl.col("model_version") == latest)
+        agg = newest.select(perf.skill_aggregates()).row(0, named=True)
         meta["model_version"] = latest
         meta.update({f"lookback_{k}": _num(v) for k, v in agg.items()})
         by_inst = (
-            errors.filter(pl.col("model_version") == latest)
-            .group_by("exchange", "symbol")
-            .agg(perf.skill_aggregates())
-            .sort("exchange", "symbol")
+            newest.group_by("exchange", "symbol").agg(perf.skill_aggregates()).sort("exchange", "symbol")
         )
         meta["per_instrument"] = dg.MetadataValue.md(md_table(by_inst.to_dicts()))
-    context.log.info(
-        f"prediction errors: {matured} matured of {n_predictions} predictions, {len(stats)} partitions"
-    )
-    yield dg.MaterializeResult(asset_key=PREDICTION_ERRORS, metadata=meta)
+    return meta
 
-    skill_meta: dict[str, object] = {
+
+def _skill_metadata(skill: pl.DataFrame, config: PredictionErrorsConfig) -> dict:
+    """gold/prediction_skill metadata: the newest rolling window's figures and the last 24 windows."""
+    meta: dict[str, object] = {
         "rows": dg.MetadataValue.int(skill.height),
         "window_minutes": config.rolling_window_minutes,
     }
     if skill.height:
         newest = skill.sort("window_end").row(-1, named=True)
-        skill_meta.update(
-            {
-                "window_end": str(newest["window_end"]),
-                "model_version": newest["model_version"],
-                **{
-                    k: _num(newest[k])
-                    for k in ("n", "mae", "baseline_mae", "mae_skill", "rank_ic", "hit_rate")
-                },
-            }
+        meta["window_end"] = str(newest["window_end"])
+        meta["model_version"] = newest["model_version"]
+        meta.update(
+            {k: _num(newest[k]) for k in ("n", "mae", "baseline_mae", "mae_skill", "rank_ic", "hit_rate")}
         )
-        skill_meta["newest_windows"] = dg.MetadataValue.md(
-            md_table(skill.sort("window_end").tail(24).to_dicts())
-        )
-    yield dg.MaterializeResult(asset_key=PREDICTION_SKILL, metadata=skill_meta)
+        meta["newest_windows"] = dg.MetadataValue.md(md_table(skill.sort("window_end").tail(24).to_dicts()))
+    return meta
 
 
 def matured_errors(preds: pl.DataFrame, candles: pl.DataFrame | None) -> pl.DataFrame:
