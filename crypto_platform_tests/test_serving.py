@@ -284,7 +284,7 @@ def test_champion_evaluation_equals_duckdb(platform: Platform) -> None:
     assert (body["model_name"], body["model_version"], body["champion"]) == (MODEL_NAME, version, True)
     assert body["gate_reasons"] == rows[0]["gate_reasons"].splitlines() and body["gate_reasons"]
     assert body["eval_window_start"] == as_json(rows[0])["eval_window_start"]
-    assert [f["forecast"] for f in body["forecasts"]] == ["model", "zero", "momentum"]
+    assert [f["forecast"] for f in body["forecasts"]] == ["model", "zero", "momentum", "reversal", "ridge"]
     by_forecast = {r["forecast"]: r for r in rows}
     for fig in body["forecasts"]:
         exp = by_forecast[fig["forecast"]]

@@ -83,7 +83,9 @@ class Health(BaseModel):
 
 
 class ForecastFigures(BaseModel):
-    forecast: str = Field(description="model, zero, momentum, or champion (the champion re-scored).")
+    forecast: str = Field(
+        description="model; a baseline (zero, momentum, reversal, ridge); or champion (re-scored here)."
+    )
     n: int | None = None
     mae: float | None = None
     rmse: float | None = None
@@ -235,7 +237,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.get("/v1/models/champion/evaluation", response_model=ModelEvaluation, tags=["models"])
     async def champion_evaluation(response: Response) -> dict[str, Any]:
-        """The champion's evaluation figures (model vs zero and momentum baselines on its holdout)."""
+        """The champion's evaluation figures (model vs the zero, momentum, reversal and ridge baselines)."""
         return await evaluation(None, response)
 
     @app.get("/v1/models/{version}/evaluation", response_model=ModelEvaluation, tags=["models"])

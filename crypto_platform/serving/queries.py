@@ -155,11 +155,13 @@ def champion_version(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> i
 def model_evaluation(
     con: duckdb.DuckDBPyConnection, files: Sequence[Path], version: int
 ) -> list[dict[str, Any]]:
-    """Every evaluation row of one model version (model, zero, momentum, champion re-scored)."""
+    """Every evaluation row of one model version: the model, each baseline (zero, momentum, reversal,
+    ridge), then the champion re-scored on the same window."""
     if not files:
         return []
     sql = (
         "select * from read_parquet(?, union_by_name = true) where model_version = ? "
-        "order by case forecast when 'model' then 0 when 'zero' then 1 when 'momentum' then 2 else 3 end"
+        "order by case forecast when 'model' then 0 when 'zero' then 1 when 'momentum' then 2 "
+        "when 'reversal' then 3 when 'ridge' then 4 when 'champion' then 6 else 5 end, forecast"
     )
     return _rows(con, sql, [[str(f) for f in files], version])
