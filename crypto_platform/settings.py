@@ -53,7 +53,7 @@ COMMON_OPTIONS: tuple[str, ...] = ("min_non_empty_share",)  # candles_1m_suite's
 SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
     "synthetic": ("trades_per_minute",),
     "ccxt": ("api_url", *CCXT_CLIENT_OPTIONS),
-    "replay": ("path",),
+    "replay": ("path", "klines"),  # klines: recorded 1-minute OHLCV (file/glob) to reconcile with
     # import defaults of import_candles_job: a file (path, format, volume_unit) or ccxt fetch_ohlcv
     # (its page size is the job's config, not an instrument option)
     "candles": ("path", "format", "volume_unit", "api_url", *CCXT_CLIENT_OPTIONS[1:]),

@@ -6,6 +6,7 @@ documented re-fetch (`raw/trades` config `refetch: true`) repairs it and the che
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,61 @@ def test_reconcile_minutes_tolerance_and_missing_minutes() -> None:
         (t0 + timedelta(minutes=3), 1.0, 0.0),  # a minute the exchange has no candle for
     ]
     assert reconcile_minutes(bronze, candles, t0, t0 + timedelta(minutes=2)).passed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_replayed_day_reconciles_with_its_recorded_klines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay instrument with `klines` (the exchange's 1-minute candles recorded with its trades) is
+    reconciled like a live one: the complete recording passes; a recording that lost a minute of trades
+    fails naming that minute (the klines still hold it)."""
+    from crypto_platform.platform_settings import load_settings
+    from crypto_platform.settings import INSTRUMENTS_ENV, load_universe
+
+    klines = tmp_path / "klines.csv"
+    duckdb.sql(
+        f"copy (select time_bucket(interval 1 minute, datetime) as ts, arg_min(price, trade_id) as open, "
+        f"max(price) as high, min(price) as low, arg_max(price, trade_id) as close, sum(quantity) as volume "
+        f"from read_parquet('{RECORDED}') group by 1 order by 1) to '{klines}' (header, delimiter ',')"
+    )
+    lossy = tmp_path / "lossy.parquet"
+    lost_ms = int(LOST.timestamp() * 1000), int((LOST + timedelta(minutes=1)).timestamp() * 1000)
+    duckdb.sql(
+        f"copy (select * from read_parquet('{RECORDED}') where not (epoch_ms(datetime) >= {lost_ms[0]} "
+        f"and epoch_ms(datetime) < {lost_ms[1]})) to '{lossy}' (format parquet)"
+    )
+
+    def replay(path: Path, lake: str) -> dg.AssetCheckEvaluation:
+        entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "replay", "path": str(path),
+                 "klines": str(klines)}  # fmt: skip
+        universe = tmp_path / f"{path.stem}.yaml"
+        universe.write_text(json.dumps({"start_date": "2019-10-01", "instruments": [entry]}))
+        monkeypatch.setenv(INSTRUMENTS_ENV, str(universe))
+        load_settings.cache_clear()
+        load_universe.cache_clear()
+        resources = {
+            "lake": LakeResource(root=str(tmp_path / lake)),
+            "warehouse": WarehouseResource(path=str(tmp_path / f"{lake}.duckdb")),
+            "trade_sources": TradeSourcesResource(now=NOW.isoformat()),
+        }
+        result = dg.materialize([raw_trades, bronze_trades, trades_reconciliation], partition_key=KEY,
+                                resources=resources)  # fmt: skip
+        assert result.success
+        return evaluation(result)
+
+    try:
+        complete = replay(RECORDED, "complete")
+        assert complete.passed, complete.description
+        assert (
+            complete.metadata["partitions"].value == 1 and complete.metadata["mismatched_minutes"].value == 0
+        )
+        assert complete.metadata["minutes_compared"].value > 0
+        broken = replay(lossy, "lossy")
+        assert not broken.passed and broken.metadata["mismatched_minutes"].value == 1
+        assert f"{KEY} 12:07: bronze 0 trades, volume 0 vs the exchange's candle" in broken.description
+    finally:
+        monkeypatch.undo()
+        load_settings.cache_clear()
+        load_universe.cache_clear()

@@ -4,13 +4,20 @@ from all of its trades). Partition-aware like the other checks (see `checks/__in
 
 For each `ccxt` partition of the run, over the whole minutes of its raw coverage, the base volume of
 bronze per minute must equal the exchange's candle (`fetch_ohlcv` through ccxt, same client and
-`api_url` as the trades). It fails naming the minutes that disagree; the repair is a re-fetch of the
-partition (`raw/trades` config `refetch: true`, then bronze), after which it passes.
+`api_url` as the trades). A `replay` instrument is reconciled with the exchange's candles recorded
+alongside its trades: its `klines` option (a file or glob of 1-minute OHLCV in any format the OHLCV
+import reads, base volume), or skipped when it has none. It fails naming the minutes that disagree;
+the repair is a re-fetch of the partition (`raw/trades` config `refetch: true`, then bronze), after
+which it passes.
 """
 
-from datetime import timedelta
+import glob
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from crypto_platform import tables
 from crypto_platform.metadata import md_table
@@ -18,9 +25,11 @@ from crypto_platform.partitions import last_materialized_partitions, run_partiti
 from crypto_platform.quality.reconciliation import reconcile_minutes
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
+from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.ccxt_source import CcxtSource
 from crypto_platform.timeutil import floor_minute
+from crypto_platform.transforms.ohlcv_import import read_ohlcv
 
 RECONCILIATION_CHECK = "trades_reconciliation"
 REPAIR = "re-fetch: materialize raw/trades with config {refetch: true} for the partition, then bronze/trades"
@@ -31,8 +40,9 @@ REPAIR = "re-fetch: materialize raw/trades with config {refetch: true} for the p
     name=RECONCILIATION_CHECK,
     blocking=False,
     description=(
-        "Per minute, bronze base volume equals the exchange's own 1-minute candle (ccxt fetch_ohlcv) over "
-        "the partition's covered whole minutes (ccxt instruments). Fails naming the minutes that "
+        "Per minute, bronze base volume equals the exchange's own 1-minute candle (ccxt fetch_ohlcv; for "
+        "replayed instruments the recorded `klines` file) over the partition's covered whole minutes. "
+        "Fails naming the minutes that "
         f"disagree. Repair: {REPAIR}."
     ),
 )
@@ -45,17 +55,17 @@ def trades_reconciliation(
         parts = last_materialized_partitions(context, tables.BRONZE_TRADES.key)
     rows, bad, errors = [], [], []
     for part in parts:
-        source = trade_sources.source_for(part.instrument) if part.instrument.source == "ccxt" else None
+        candles_of = _exchange_candles(part.instrument, trade_sources)
         coverage = lake.read_manifest(tables.RAW_TRADES, part).coverage
         bronze = lake.read_partition(tables.BRONZE_TRADES, part)
-        if not isinstance(source, CcxtSource) or coverage.is_empty or bronze is None:
-            continue  # no exchange candles to compare with (replay, synthetic), or nothing ingested
+        if candles_of is None or coverage.is_empty or bronze is None:
+            continue  # no exchange candles to compare with (synthetic, replay without klines), or no data
         assert coverage.covered_from is not None and coverage.covered_to is not None
         lo, hi = floor_minute(coverage.covered_from), floor_minute(coverage.covered_to)  # whole minutes only
         lo += timedelta(minutes=1) if coverage.covered_from > lo else timedelta(0)
         try:
-            candles = source.candles_1m(part.instrument, lo, hi)
-        except SourceError as exc:
+            candles = candles_of(lo, hi)
+        except (SourceError, ValueError) as exc:
             errors.append(f"{part}: {exc}")
             continue
         result = reconcile_minutes(bronze, candles, lo, hi)
@@ -93,6 +103,40 @@ def trades_reconciliation(
             "errors": len(errors),
         },
     )
+
+
+def _exchange_candles(
+    inst: Instrument, trade_sources: TradeSourcesResource
+) -> Callable[[datetime, datetime], pl.DataFrame] | None:
+    """Where the exchange's own 1-minute candles of an instrument come from: ccxt `fetch_ohlcv` live, the
+    recorded `klines` file(s) for a replayed instrument, else nowhere (None)."""
+    if inst.source == "ccxt":
+        source = trade_sources.source_for(inst)
+        if isinstance(source, CcxtSource):
+            return lambda lo, hi: source.candles_1m(inst, lo, hi)
+        return None
+    if inst.source == "replay" and inst.options.get("klines"):
+        pattern = str(inst.options["klines"])
+        path = Path(pattern).expanduser()
+        pattern = str(path if path.is_absolute() else PROJECT_DIR / path)
+        return lambda lo, hi: recorded_klines(pattern, inst, lo, hi)
+    return None
+
+
+def recorded_klines(pattern: str, inst: Instrument, start: datetime, end: datetime) -> pl.DataFrame:
+    """The recorded 1-minute candles (`ts`, base `volume`) opening in [start, end) from every file of
+    the glob; a glob matching nothing is an error naming it."""
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise ValueError(f"klines {pattern!r} of {inst.key}: no file matches")
+    frames = [
+        read_ohlcv(
+            f, exchange=inst.exchange, symbol=inst.symbol, interval=timedelta(minutes=1), fill_gaps=False
+        )
+        for f in files
+    ]
+    df = pl.concat([f.select("ts", "volume") for f in frames], how="vertical")
+    return df.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).unique("ts").sort("ts")
 
 
 RECONCILIATION_CHECKS: list[dg.AssetChecksDefinition] = [trades_reconciliation]
