@@ -135,11 +135,12 @@ def fetch_partition(
     part: DayPartition,
     plan: FetchPlan,
     *,
+    manifest: RawManifest,
     now: datetime,
     overlap: timedelta,
 ) -> dict:
-    """Fetch one partition's due window and commit it; returns the partition's metadata row."""
-    manifest = lake.read_manifest(tables.RAW_TRADES, part)
+    """Fetch one partition's due window (planned from `manifest`) and commit it; returns the
+    partition's metadata row."""
     row = base_row(part)
     assert plan.start is not None
     batch = trade_sources.source_for(part.instrument).fetch(part.instrument, plan.start, plan.end)
@@ -195,7 +196,9 @@ def raw_trades(
             manifest, part, now, overlap, whole_minutes=config.whole_minutes, refetch=config.refetch
         )
         if plan.due:
-            row = fetch_partition(context, lake, trade_sources, part, plan, now=now, overlap=overlap)
+            row = fetch_partition(
+                context, lake, trade_sources, part, plan, manifest=manifest, now=now, overlap=overlap
+            )
         else:
             row = {**base_row(part), "status": plan.status, "complete": plan.status == "complete"}
         context.log.info(f"raw {part}: {row['status']} ({plan.note}), {row['rows']} new trades")

@@ -14,7 +14,6 @@ which it passes.
 import glob
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -28,6 +27,7 @@ from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.ccxt_source import CcxtSource
+from crypto_platform.sources.factory import replay_path
 from crypto_platform.timeutil import floor_minute
 from crypto_platform.transforms.ohlcv_import import read_ohlcv
 
@@ -116,9 +116,7 @@ def _exchange_candles(
             return lambda lo, hi: source.candles_1m(inst, lo, hi)
         return None
     if inst.source == "replay" and inst.options.get("klines"):
-        pattern = str(inst.options["klines"])
-        path = Path(pattern).expanduser()
-        pattern = str(path if path.is_absolute() else PROJECT_DIR / path)
+        pattern = replay_path(inst, PROJECT_DIR, "klines")
         return lambda lo, hi: recorded_klines(pattern, inst, lo, hi)
     return None
 

@@ -322,16 +322,11 @@ class LakeResource(dg.ConfigurableResource):
     def uncommitted_batches(self, table: Table, part: DayPartition) -> list[Path]:
         """Batch files of a partition that its manifest does not list (a fetch killed before its commit,
         or batches replaced by a re-fetch): never read, removed by `sweep`."""
-        folder = self.partition_path(table, part)
-        if not folder.is_dir():
-            return []
-        committed = set(self.read_manifest(table, part).names)
-        return sorted(p for p in folder.glob("*.parquet") if p.stem not in committed)
+        return _uncommitted(self.partition_path(table, part))
 
     def read_manifest(self, table: Table, part: DayPartition) -> RawManifest:
         """The partition's committed batches (an empty manifest with `exists=False` if never written)."""
-        path = self.partition_path(table, part) / MANIFEST_FILE
-        return RawManifest.from_json(json.loads(path.read_text()) if path.exists() else None)
+        return _manifest_at(self.partition_path(table, part) / MANIFEST_FILE)
 
     def write_manifest(self, manifest: RawManifest, table: Table, part: DayPartition) -> None:
         """Atomically replace the partition's manifest: the commit point of an append."""
@@ -359,9 +354,8 @@ class LakeResource(dg.ConfigurableResource):
                 temps.append(str(tmp))
         raw = self.table_path(RAW_TRADES_TABLE)
         for folder in sorted(raw.glob("instrument=*/date=*")) if raw.is_dir() else []:
-            committed = set(RawManifest.from_json(_json_or_none(folder / MANIFEST_FILE)).names)
-            for batch in sorted(folder.glob("*.parquet")):
-                if batch.stem not in committed and old(batch):
+            for batch in _uncommitted(folder):
+                if old(batch):
                     size += batch.stat().st_size
                     batch.unlink(missing_ok=True)
                     orphans.append(str(batch))
@@ -382,8 +376,17 @@ class LakeResource(dg.ConfigurableResource):
         return _TempFile(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
-def _json_or_none(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+def _manifest_at(path: Path) -> RawManifest:
+    """The manifest file at `path` (empty, `exists=False`, when there is none)."""
+    return RawManifest.from_json(json.loads(path.read_text()) if path.exists() else None)
+
+
+def _uncommitted(folder: Path) -> list[Path]:
+    """Batch files of one raw partition folder that its manifest does not list."""
+    if not folder.is_dir():
+        return []
+    committed = set(_manifest_at(folder / MANIFEST_FILE).names)
+    return sorted(p for p in folder.glob("*.parquet") if p.stem not in committed)
 
 
 def _expect(table: Table, layout: Layout) -> None:

@@ -14,11 +14,12 @@ from crypto_platform.sources.base import SourceError, TradeSource
 CCXT_OPTIONS = settings.CCXT_CLIENT_OPTIONS
 
 
-def replay_path(instrument: Instrument, project_dir: Path) -> str:
-    """The replay file/glob of an instrument, relative paths taken from the project (repo) root."""
-    raw = instrument.options.get("path")
+def replay_path(instrument: Instrument, project_dir: Path, option: str = "path") -> str:
+    """A replay file/glob option of an instrument (`path`: its trades, `klines`: its recorded candles),
+    relative paths taken from the project (repo) root."""
+    raw = instrument.options.get(option)
     if not raw:
-        raise SourceError(f"replay: instrument {instrument.key} has no 'path' option (file or glob)")
+        raise SourceError(f"replay: instrument {instrument.key} has no {option!r} option (file or glob)")
     path = Path(str(raw)).expanduser()
     return str(path if path.is_absolute() else project_dir / path)
 
