@@ -405,6 +405,14 @@ def small_model() -> tuple[pl.DataFrame, TrainResult, GateDecision]:
     return frame, result, decision
 
 
+@functools.cache
+def registry_model() -> tuple[pl.DataFrame, TrainResult]:
+    """The planted frame (4,000 bars) and the model FAST training gives on it: the model the registry
+    and model-fault tests register (trained once per session, not once per module)."""
+    frame = planted_frame(4000)
+    return frame, train(frame, FEATURE_COLUMNS, horizon=HORIZON, **FAST)
+
+
 def register_champion(store: str, reference: pl.DataFrame) -> registry.ModelVersionInfo:
     """`small_model()`, registered in `store` as champion, with `reference` as its drift reference."""
     frame, result, decision = small_model()

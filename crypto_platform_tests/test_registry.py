@@ -19,19 +19,19 @@ from crypto_platform.ml import registry
 from crypto_platform.ml.evaluation import GateDecision, forecast_metrics, skill_gate
 from crypto_platform.ml.training import TrainResult, predict, train
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.fixtures import FAST, HORIZON, planted_frame
+from crypto_platform_tests.fixtures import HORIZON, registry_model
 
 MODEL = "btc_5m_return"
 
 
 @pytest.fixture(scope="module")
 def frame() -> pl.DataFrame:
-    return planted_frame(4000)
+    return registry_model()[0]
 
 
 @pytest.fixture(scope="module")
-def result(frame: pl.DataFrame) -> TrainResult:
-    return train(frame, FEATURE_COLUMNS, horizon=HORIZON, **FAST)
+def result() -> TrainResult:
+    return registry_model()[1]
 
 
 @pytest.fixture(scope="module")
