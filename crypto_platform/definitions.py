@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from crypto_platform.assets import gold, history, ingest, monitoring, silver
+from crypto_platform.automation.distributed import build_executor
 from crypto_platform.automation.freshness import build_live_freshness_sensor
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.live import build_live_sensor
@@ -63,7 +64,7 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
             *NOTIFICATION_SENSORS,
         ],
         resources=build_resources(settings),
-        executor=dg.in_process_executor,
+        executor=build_executor(settings),
     )
 
 

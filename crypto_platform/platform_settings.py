@@ -38,6 +38,9 @@ LIVE_CHECK_MODES = ("blocking", "all", "none")
 # Late-arriving trades: how far before the watermark each fetch re-reads (and the settling delay);
 # the default of CRYPTO_LIVE_OVERLAP_SECONDS and of raw/trades' `overlap_seconds` config.
 DEFAULT_OVERLAP_SECONDS = 120
+# How a run executes its steps (crypto_platform/automation/distributed.py): in one process, or as Celery
+# tasks on workers that may run on other machines.
+EXECUTORS = ("in_process", "celery")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 Parser = Callable[[str, str], Any]
 
@@ -174,6 +177,12 @@ class PlatformSettings:
         _number(0), "prediction API: longest time a cached answer is served without re-checking the lake"))
     serving_max_range_hours: float = field(default=24.0, metadata=_meta(
         _number(0, above=True), "prediction API: longest time range one request may ask for"))
+    executor: str = field(default="in_process", metadata=_meta(
+        _choice(*EXECUTORS), "how a run executes its steps: in_process (one process) or celery (each "
+        "step a task on the Celery workers of CRYPTO_CELERY_BROKER_URL)"))
+    celery_broker_url: str = field(default="", repr=False, metadata=_meta(
+        _text, "Celery broker and result backend of CRYPTO_EXECUTOR=celery, e.g. redis://127.0.0.1:6379/0",
+        secret=True))
     # fmt: on
     # field -> the variable that set it (absent: the default); how a secret is passed on as an EnvVar
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

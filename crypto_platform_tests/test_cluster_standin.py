@@ -59,6 +59,10 @@ def test_cluster_up_runs_a_queued_run_and_down_stops_everything() -> None:
         "DAGSTER_COMPUTE_LOG_LOCAL_DIR": str(state / "compute_logs"),
         "CRYPTO_LAKE_ROOT": str(state / "lake"),
         "CRYPTO_WAREHOUSE_PATH": str(state / "warehouse.duckdb"),
+        # the embedded executor and MLflow store: Redis, the workers and the MLflow server are
+        # started and checked by test_cluster_e2e.py
+        "CRYPTO_EXECUTOR": "in_process",
+        "MLFLOW_TRACKING_URI": "sqlite:///" + str(state / "mlflow.db"),
     }
     (state / "cluster.env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "AWS_"))}

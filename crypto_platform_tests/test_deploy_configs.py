@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import dagster as dg
@@ -214,13 +215,12 @@ def test_a_misspelt_key_in_the_ecs_run_launcher_fails(tmp_path: Path, cluster_en
 def test_env_template_lists_every_variable_and_holds_no_secret() -> None:
     env = env_template()
     assert set(env_refs(load(CLUSTER_YAML))) <= set(env)
-    for secret in (
-        "DAGSTER_PG_PASSWORD",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "MLFLOW_TRACKING_URI",
-    ):
+    for secret in ("DAGSTER_PG_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env[secret] == "", f"{secret} must stay empty in the committed template"
+    # the stand-in's own servers on loopback: URLs that carry no credentials
+    for url in ("MLFLOW_TRACKING_URI", "CRYPTO_CELERY_BROKER_URL"):
+        parts = urlsplit(env[url])
+        assert (parts.hostname, parts.username, parts.password) == ("127.0.0.1", None, None), url
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an unknown or deprecated CRYPTO_* name fails
         PlatformSettings.from_env({k: v for k, v in env.items() if k.startswith("CRYPTO_")})

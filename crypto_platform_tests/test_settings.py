@@ -133,6 +133,8 @@ EVERY_SETTING = {
     "CRYPTO_SERVING_CACHE": "false",
     "CRYPTO_SERVING_CACHE_CHECK_SECONDS": "0",
     "CRYPTO_SERVING_MAX_RANGE_HOURS": "6",
+    "CRYPTO_EXECUTOR": "Celery",
+    "CRYPTO_CELERY_BROKER_URL": "redis://:BROKER-PASSWORD@redis.internal:6379/0",
 }
 
 
@@ -176,9 +178,12 @@ def test_every_setting_parsed_from_its_variable(monkeypatch: pytest.MonkeyPatch,
         serving_cache=False,
         serving_cache_check_seconds=0.0,
         serving_max_range_hours=6.0,
+        executor="celery",
+        celery_broker_url="redis://:BROKER-PASSWORD@redis.internal:6379/0",
     )
     assert got.sources == {spec.name: spec.env for spec in PlatformSettings.specs()}
-    assert "WEBHOOK-TOKEN" not in repr(got) and "MLFLOW-PASSWORD" not in repr(got)  # secrets stay out of logs
+    secrets = ("WEBHOOK-TOKEN", "MLFLOW-PASSWORD", "BROKER-PASSWORD")
+    assert all(s not in repr(got) for s in secrets)  # secrets stay out of logs
     assert _settings({var: "  " for var in EVERY_SETTING}) == PlatformSettings()  # empty = unset
     assert (
         env_name("live_sensor") == "CRYPTO_LIVE_SENSOR"

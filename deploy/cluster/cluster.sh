@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The local stand-in of the cluster profile on this one machine (`./run cluster up|down|status`):
-# PostgreSQL (Dagster's runs, events, schedules), an S3-compatible server for the compute logs (moto,
-# in memory) when DAGSTER_S3_ENDPOINT_URL is a loopback address, dagster-daemon and dagster-webserver,
-# all with DAGSTER_HOME=deploy/cluster. Settings: $CLUSTER_ENV_FILE, else deploy/cluster/cluster.env, else
+# PostgreSQL (Dagster's runs, events, schedules; MLflow's backend store), an S3-compatible server for
+# the compute logs and MLflow's artifacts (moto, in memory) when DAGSTER_S3_ENDPOINT_URL is a loopback
+# address, Redis (the Celery broker) and CLUSTER_WORKERS Celery workers when CRYPTO_EXECUTOR=celery,
+# an MLflow tracking server when MLFLOW_TRACKING_URI is a loopback http URL, dagster-daemon and
+# dagster-webserver, all with DAGSTER_HOME=deploy/cluster. `up` starts everything, or only the parts
+# named (`up postgres s3 redis mlflow workers`). Settings: $CLUSTER_ENV_FILE, else deploy/cluster/cluster.env, else
 # the .example. State and logs: $CLUSTER_STATE_DIR, else data/cluster/ (the Postgres data survives
 # `down`; the in-memory moto bucket does not).
 set -euo pipefail
@@ -23,9 +26,20 @@ WEB_PORT="${PORT:-3000}"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 say() { echo "cluster: $*" >&2; }
+# The stand-in's Postgres uses trust authentication, loopback only (one user's machine, never a
+# server): the password is not checked, but dagster.yaml reads the variable in every process that
+# opens the instance (daemon, webserver, workers), so it must be set.
+case "$DAGSTER_PG_HOST" in
+  127.0.0.1|localhost) export DAGSTER_PG_PASSWORD="${DAGSTER_PG_PASSWORD:-unused-with-trust-auth}" ;;
+esac
 
 is_loopback() { case "$1" in 127.0.0.1|localhost) return 0 ;; *) return 1 ;; esac; }
 alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+url_part() {  # url, hostname|port|path: one part of a URL (port: its default when absent)
+  python3 -c "import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); d = {'http': 80, 'https': 443, 'redis': 6379}
+print({'hostname': p.hostname, 'port': p.port or d.get(p.scheme, ''), 'path': p.path, 'netloc': p.netloc}[sys.argv[2]] or '')" "$1" "$2"
+}
+WORKERS="${CLUSTER_WORKERS:-2}"
 
 start_bg() {  # name, command...: its own session (pid = process group), so `down` stops its children
   local name="$1"; shift
@@ -46,8 +60,8 @@ stop_bg() {
   say "$name stopped"
 }
 
-wait_port() {  # host, port, name (of the process that must be running meanwhile)
-  for _ in $(seq 1 300); do
+wait_port() {  # host, port, name (of the process that must be running meanwhile)[, seconds (60)]
+  for _ in $(seq 1 $((${4:-60} * 5))); do
     alive "$3" || { say "$3 exited (see $STATE/$3.log)"; return 1; }
     python3 -c "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()" "$1" "$2" \
       2>/dev/null && return 0
@@ -59,9 +73,6 @@ wait_port() {  # host, port, name (of the process that must be running meanwhile
 postgres_up() {
   is_loopback "$DAGSTER_PG_HOST" || { say "DAGSTER_PG_HOST=$DAGSTER_PG_HOST: using that server as is"; return; }
   [ -n "$PG_BIN" ] || { say "PostgreSQL server binaries not found: apt-get install -y postgresql"; exit 1; }
-  # trust authentication, loopback only (a stand-in for one user's machine, never a server): the
-  # password is not checked, but dagster.yaml reads the variable, so it must be set
-  export DAGSTER_PG_PASSWORD="${DAGSTER_PG_PASSWORD:-unused-with-trust-auth}"
   mkdir -p "$STATE/pg"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$STATE/pg"
   if [ ! -f "$STATE/pg/data/PG_VERSION" ]; then
@@ -80,8 +91,8 @@ postgres_up() {
 
 s3_up() {
   local host port
-  host="$(python3 -c "import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).hostname)" "$DAGSTER_S3_ENDPOINT_URL")"
-  port="$(python3 -c "import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).port or 80)" "$DAGSTER_S3_ENDPOINT_URL")"
+  host="$(url_part "$DAGSTER_S3_ENDPOINT_URL" hostname)"
+  port="$(url_part "$DAGSTER_S3_ENDPOINT_URL" port)"
   if is_loopback "$host"; then
     command -v moto_server >/dev/null || { say "moto_server not found: pip install 'moto[server]'"; exit 1; }
     : "${AWS_ACCESS_KEY_ID:=stand-in}" "${AWS_SECRET_ACCESS_KEY:=stand-in}"
@@ -94,25 +105,98 @@ import os
 import boto3
 
 s3 = boto3.client("s3", endpoint_url=os.environ["DAGSTER_S3_ENDPOINT_URL"])
-bucket = os.environ["DAGSTER_COMPUTE_LOG_BUCKET"]
-if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+dest = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
+buckets = {os.environ["DAGSTER_COMPUTE_LOG_BUCKET"]}
+if dest.startswith("s3://") and os.environ.get("MLFLOW_TRACKING_URI", ""):
+    buckets.add(dest[len("s3://") :].split("/")[0])
+for bucket in buckets - {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
     s3.create_bucket(Bucket=bucket)
 PY
 }
 
-up() {
-  mkdir -p "$STATE" "$DAGSTER_LOCAL_ARTIFACT_DIR" "$DAGSTER_COMPUTE_LOG_LOCAL_DIR"
-  postgres_up
-  s3_up
-  start_bg daemon dagster-daemon run -w workspace.yaml
-  start_bg webserver dagster-webserver -h 127.0.0.1 -p "$WEB_PORT" -w workspace.yaml
-  wait_port 127.0.0.1 "$WEB_PORT" webserver
-  say "up: http://127.0.0.1:$WEB_PORT (DAGSTER_HOME=deploy/cluster, settings $ENV_FILE); stop: ./run cluster down"
+redis_up() {  # the Celery broker, when CRYPTO_EXECUTOR=celery and the broker is on this machine
+  [ "${CRYPTO_EXECUTOR:-in_process}" = celery ] || return 0
+  local host port
+  host="$(url_part "$CRYPTO_CELERY_BROKER_URL" hostname)"
+  port="$(url_part "$CRYPTO_CELERY_BROKER_URL" port)"
+  is_loopback "$host" || { say "broker on $host: using it as is"; return; }
+  command -v redis-server >/dev/null || { say "redis-server not found: apt-get install -y redis-server"; exit 1; }
+  # in memory only (no snapshot, no append-only file): queued steps are lost at `down`
+  start_bg redis redis-server --bind "$host" --port "$port" --save "" --appendonly no --dir "$STATE"
+  wait_port "$host" "$port" redis
 }
 
+mlflow_up() {  # the tracking server, when MLFLOW_TRACKING_URI is a loopback http URL
+  case "${MLFLOW_TRACKING_URI:-}" in http://*) ;; *) return 0 ;; esac
+  local host port db
+  host="$(url_part "$MLFLOW_TRACKING_URI" hostname)"
+  port="$(url_part "$MLFLOW_TRACKING_URI" port)"
+  is_loopback "$host" || { say "MLflow server on $host: using it as is"; return; }
+  db="${MLFLOW_BACKEND_DB:-mlflow}"
+  if is_loopback "$DAGSTER_PG_HOST" && [ -z "$("$PG_BIN/psql" -h "$DAGSTER_PG_HOST" -p "$DAGSTER_PG_PORT" \
+      -U "$DAGSTER_PG_USERNAME" -d postgres -tAc "select 1 from pg_database where datname = '$db'")" ]; then
+    "$PG_BIN/createdb" -h "$DAGSTER_PG_HOST" -p "$DAGSTER_PG_PORT" -U "$DAGSTER_PG_USERNAME" "$db"
+  fi
+  # the same SQLAlchemy 2.1 scheme rule as Dagster's storage (docs/deploy.md)
+  local store="postgresql+psycopg2://$DAGSTER_PG_USERNAME:${DAGSTER_PG_PASSWORD:-}@$DAGSTER_PG_HOST:$DAGSTER_PG_PORT/$db"
+  # no server-side job runner (MLflow's GenAI jobs; the platform has none): 5 fewer processes
+  MLFLOW_S3_ENDPOINT_URL="${MLFLOW_S3_ENDPOINT_URL:-$DAGSTER_S3_ENDPOINT_URL}" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+    start_bg mlflow mlflow server --host "$host" --port "$port" --workers 1 \
+    --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:-$store}" \
+    --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION"
+  wait_port "$host" "$port" mlflow 240  # its first start creates the tables: ~45 s on this machine
+}
+
+workers_up() {  # CLUSTER_WORKERS Celery workers, one step at a time each (distributed.py)
+  [ "${CRYPTO_EXECUTOR:-in_process}" = celery ] || return 0
+  local i
+  for i in $(seq 1 "$WORKERS"); do
+    start_bg "worker$i" celery -A crypto_platform.automation.celery_worker worker -Q dagster \
+      --concurrency 1 --hostname "worker$i@%h" --loglevel INFO
+  done
+  for i in $(seq 1 "$WORKERS"); do
+    for _ in $(seq 1 300); do
+      alive "worker$i" || { say "worker$i exited (see $STATE/worker$i.log)"; return 1; }
+      grep -q "worker$i@.* ready" "$STATE/worker$i.log" && break
+      sleep 0.2
+    done
+    grep -q "worker$i@.* ready" "$STATE/worker$i.log" || { say "worker$i not ready in 60 s"; return 1; }
+  done
+}
+
+PARTS="postgres s3 redis mlflow workers daemon webserver"
+
+up() {  # [part...]: the parts to start (default: all, in this order)
+  local part
+  mkdir -p "$STATE" "$DAGSTER_LOCAL_ARTIFACT_DIR" "$DAGSTER_COMPUTE_LOG_LOCAL_DIR"
+  for part in "$@"; do
+    case " $PARTS " in *" $part "*) ;; *) say "unknown part '$part' (parts: $PARTS)"; exit 2 ;; esac
+  done
+  for part in ${*:-$PARTS}; do
+    case "$part" in
+      postgres) postgres_up ;;
+      s3) s3_up ;;
+      redis) redis_up ;;
+      mlflow) mlflow_up ;;
+      workers) workers_up ;;
+      daemon) start_bg daemon dagster-daemon run -w workspace.yaml ;;
+      webserver)
+        start_bg webserver dagster-webserver -h 127.0.0.1 -p "$WEB_PORT" -w workspace.yaml
+        wait_port 127.0.0.1 "$WEB_PORT" webserver ;;
+    esac
+  done
+  say "up: ${*:-$PARTS} (DAGSTER_HOME=deploy/cluster, settings $ENV_FILE; UI http://127.0.0.1:$WEB_PORT); stop: ./run cluster down"
+}
+
+worker_names() { local f; for f in "$STATE"/worker*.pid; do [ -f "$f" ] && basename "$f" .pid; done; }
+
 down() {
+  local name
   stop_bg webserver
   stop_bg daemon
+  for name in $(worker_names); do stop_bg "$name"; done
+  stop_bg mlflow
+  stop_bg redis
   stop_bg s3
   if [ -n "$PG_BIN" ] && [ -f "$STATE/pg/data/PG_VERSION" ] \
       && as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg/data" status >/dev/null 2>&1; then
@@ -122,7 +206,7 @@ down() {
 }
 
 status() {
-  for name in s3 daemon webserver; do
+  for name in s3 redis mlflow $(worker_names) daemon webserver; do
     if alive "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"; else echo "$name: stopped"; fi
   done
   if [ -n "$PG_BIN" ] && [ -f "$STATE/pg/data/PG_VERSION" ] \
@@ -131,7 +215,7 @@ status() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) shift; up "$@" ;;
   down) down ;;
   status) status ;;
   *) echo "usage: ./run cluster up|down|status" >&2; exit 2 ;;
