@@ -72,6 +72,9 @@ PIPELINE = (
     ),
 )
 KILLED_STEP = "raw__trades"
+# The stack's start and both pipelines (~4 min on the idle machine; ~12 min with the cores shared by
+# 8 busy engineers) are set up inside the first test: pytest's 600 s per test is too short for them.
+STACK_TIMEOUT_S = 1800
 CANDLES_SQL = "select * from silver.candles_1m order by exchange, symbol, ts"
 PREDICTIONS_SQL = "select * exclude (predicted_at) from gold.predictions order by exchange, symbol, ts"
 
@@ -276,6 +279,7 @@ def _tail(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(STACK_TIMEOUT_S)  # this first test also waits for the module's stack and runs
 def test_both_profiles_run_the_pipeline_and_the_cluster_steps_ran_on_the_workers(stack: Stack) -> None:
     for profile in (stack.embedded, stack.cluster):
         assert len(profile.runs) == len(PIPELINE) and all(p.returncode == 0 for p in profile.runs), _tail(
