@@ -113,7 +113,9 @@ def _endpoint(var: str, raw: str) -> str:
     value = raw.strip()
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.username or parts.password:
-        raise SettingsError(f"{var}={raw!r}: expected an http:// or https:// URL without credentials")
+        raise SettingsError(
+            f"{var} (value not shown): expected an http:// or https:// URL without credentials"
+        )
     return value
 
 
@@ -144,10 +146,6 @@ class PlatformSettings:
         _path, "instruments file (the universe: partition keys)", old=("CRYPTO_PLATFORM_INSTRUMENTS",)))
     lake_root: str = field(default="data/lake", metadata=_meta(
         _text, "lake root: a folder (relative: to the project) or s3://<bucket>/<prefix>"))
-    s3_endpoint_url: str = field(default="", metadata=_meta(
-        _endpoint, "S3 endpoint of an s3:// lake root (empty: AWS; credentials: the AWS chain)"))
-    s3_allow_http: bool = field(default=False, metadata=_meta(
-        _flag, "allow a plain http:// S3 endpoint (local S3-compatible servers)"))
     warehouse_path: str = field(default="data/warehouse.duckdb", metadata=_meta(
         _text, "DuckDB file of views over the lake"))
     mlflow_tracking_uri: str = field(default="", repr=False, metadata=_meta(
@@ -187,6 +185,10 @@ class PlatformSettings:
         _number(0), "prediction API: longest time a cached answer is served without re-checking the lake"))
     serving_max_range_hours: float = field(default=24.0, metadata=_meta(
         _number(0, above=True), "prediction API: longest time range one request may ask for"))
+    s3_endpoint_url: str = field(default="", metadata=_meta(
+        _endpoint, "S3 endpoint of an s3:// lake root (empty: AWS; credentials: the AWS chain)"))
+    s3_allow_http: bool = field(default=False, metadata=_meta(
+        _flag, "allow a plain http:// S3 endpoint (local S3-compatible servers)"))
     # fmt: on
     # field -> the variable that set it (absent: the default); how a secret is passed on as an EnvVar
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

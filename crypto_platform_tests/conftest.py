@@ -85,7 +85,7 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
-def any_lake(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201 - LakeResource, imported late
+def any_lake(request: pytest.FixtureRequest, tmp_path: Path):
     """The lake contract runs on both stores: a local folder, and a bucket on the S3 test server."""
     from crypto_platform.resources.lake import LakeResource
     from crypto_platform_tests.fixtures import s3_lake
