@@ -5,8 +5,8 @@
 # address, Redis (the Celery broker) and CLUSTER_WORKERS Celery workers when CRYPTO_EXECUTOR=celery,
 # an MLflow tracking server when MLFLOW_TRACKING_URI is a loopback http URL, dagster-daemon and
 # dagster-webserver, all with DAGSTER_HOME=deploy/cluster. `up` starts everything, or only the parts
-# named (`up postgres s3 redis mlflow workers`). Settings: $CLUSTER_ENV_FILE, else deploy/cluster/cluster.env, else
-# the .example. State and logs: $CLUSTER_STATE_DIR, else data/cluster/ (the Postgres data survives
+# named (`up postgres s3 redis mlflow workers`). Settings: $CLUSTER_ENV_FILE, else
+# deploy/cluster/cluster.env, else the .example. State and logs: $CLUSTER_STATE_DIR, else data/cluster/ (the Postgres data survives
 # `down`; the in-memory moto bucket does not).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,9 +35,9 @@ esac
 
 is_loopback() { case "$1" in 127.0.0.1|localhost) return 0 ;; *) return 1 ;; esac; }
 alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
-url_part() {  # url, hostname|port|path: one part of a URL (port: its default when absent)
+url_part() {  # url, hostname|port: one part of a URL (port: the scheme's default when absent)
   python3 -c "import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); d = {'http': 80, 'https': 443, 'redis': 6379}
-print({'hostname': p.hostname, 'port': p.port or d.get(p.scheme, ''), 'path': p.path, 'netloc': p.netloc}[sys.argv[2]] or '')" "$1" "$2"
+print({'hostname': p.hostname, 'port': p.port or d.get(p.scheme, '')}[sys.argv[2]] or '')" "$1" "$2"
 }
 WORKERS="${CLUSTER_WORKERS:-2}"
 
@@ -155,12 +155,12 @@ workers_up() {  # CLUSTER_WORKERS Celery workers, one step at a time each (distr
       --concurrency 1 --hostname "worker$i@%h" --loglevel INFO
   done
   for i in $(seq 1 "$WORKERS"); do
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 900); do  # ~10-25 s each; minutes when the machine's cores are busy
       alive "worker$i" || { say "worker$i exited (see $STATE/worker$i.log)"; return 1; }
       grep -q "worker$i@.* ready" "$STATE/worker$i.log" && break
       sleep 0.2
     done
-    grep -q "worker$i@.* ready" "$STATE/worker$i.log" || { say "worker$i not ready in 60 s"; return 1; }
+    grep -q "worker$i@.* ready" "$STATE/worker$i.log" || { say "worker$i not ready in 180 s"; return 1; }
   done
 }
 
