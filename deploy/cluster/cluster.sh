@@ -168,10 +168,10 @@ PARTS="postgres s3 redis mlflow workers daemon webserver"
 
 up() {  # [part...]: the parts to start (default: all, in this order)
   local part
-  mkdir -p "$STATE" "$DAGSTER_LOCAL_ARTIFACT_DIR" "$DAGSTER_COMPUTE_LOG_LOCAL_DIR"
   for part in "$@"; do
     case " $PARTS " in *" $part "*) ;; *) say "unknown part '$part' (parts: $PARTS)"; exit 2 ;; esac
   done
+  mkdir -p "$STATE" "$DAGSTER_LOCAL_ARTIFACT_DIR" "$DAGSTER_COMPUTE_LOG_LOCAL_DIR"
   for part in ${*:-$PARTS}; do
     case "$part" in
       postgres) postgres_up ;;
