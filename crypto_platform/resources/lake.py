@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from crypto_platform.lineage import Lineage
 from crypto_platform.partitions import DayPartition
 from crypto_platform.platform_settings import env_name
-from crypto_platform.raw_manifest import Coverage, RawManifest
+from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.tables import RAW_TRADES as RAW_TRADES_TABLE
 from crypto_platform.tables import Layout, Table
@@ -74,31 +75,6 @@ def _read_parquet(path: Path, table: Table, part: DayPartition | None = None) ->
 
 LINEAGE_KEY = "crypto_platform.lineage"  # Parquet footer key of a derived partition's lineage
 LOCKS_DIR = ".locks"
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """Which version of its input a derived partition was computed from, and the time span the input
-    vouched for. Stored in the Parquet footer, so data and lineage are replaced by one rename."""
-
-    input_version: int
-    covered_from: datetime | None = None
-    covered_to: datetime | None = None
-
-    def to_json(self) -> str:
-        span = [t.isoformat() if t else None for t in (self.covered_from, self.covered_to)]
-        return json.dumps({"input_version": self.input_version, "covered": span})
-
-    @property
-    def coverage(self) -> Coverage:
-        """The input's coverage this partition was derived over."""
-        return Coverage(self.covered_from, self.covered_to)
-
-    @classmethod
-    def from_json(cls, text: str) -> Lineage:
-        data = json.loads(text)
-        start, end = (datetime.fromisoformat(t) if t else None for t in data.get("covered", [None, None]))
-        return cls(int(data["input_version"]), start, end)
 
 
 @dataclass(frozen=True)

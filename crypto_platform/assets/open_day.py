@@ -1,0 +1,109 @@
+"""How a tick derives an open day's bronze and 1-minute candles: extend the stored partition with what
+is new (transforms/incremental.py), or derive it from scratch when that is not exact or the day is
+done. Lake reads only; the callers commit through `LakeResource.commit_derived` as before.
+
+From scratch: no stored partition, a lineage of other code (`DERIVATION`) or of another batch list (a
+re-fetch restarted the manifest), a merge that cannot be exact, and every day whose raw coverage
+reaches its end: the day tail / settling fetches compact it once into a from-scratch derivation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from crypto_platform import tables
+from crypto_platform.lineage import DERIVATION, Lineage
+from crypto_platform.partitions import DayPartition
+from crypto_platform.raw_manifest import RawManifest
+from crypto_platform.resources.lake import PART_FILE, LakeResource, WriteInfo
+from crypto_platform.transforms.incremental import merge_bronze
+from crypto_platform.transforms.trades import to_bronze
+
+INCREMENTAL, FROM_SCRATCH, COMPACTED, UNCHANGED = "incremental", "from scratch", "compacted", "unchanged"
+
+
+@dataclass(frozen=True)
+class BronzeDerivation:
+    """Bronze + rejects of a partition and how they were derived (for the step's metadata)."""
+
+    bronze: pl.DataFrame
+    rejects: pl.DataFrame
+    duplicates_dropped: int  # raw rows dropped as identical repeats by this derivation
+    mode: str  # INCREMENTAL | FROM_SCRATCH | COMPACTED | UNCHANGED
+    raw_rows_processed: int  # raw rows read and validated by this derivation
+    rows_carried: int  # stored bronze + reject rows kept as they were
+    base_version: int | None = None  # the stored bronze's raw version it extended
+    changed_from: datetime | None = None
+
+    def lineage(self, manifest: RawManifest) -> Lineage:
+        """The lineage to commit it with: the manifest's version, coverage and batches."""
+        cov = manifest.coverage
+        return Lineage(
+            manifest.version,
+            cov.covered_from,
+            cov.covered_to,
+            batches=len(manifest.batches),
+            digest=manifest.digest(),
+            base_version=self.base_version,
+            changed_from=self.changed_from,
+            derivation=DERIVATION,
+        )
+
+
+def bronze_from_scratch(raw: pl.LazyFrame, part: DayPartition, manifest: RawManifest) -> BronzeDerivation:
+    """`to_bronze` over every committed batch (COMPACTED when the coverage reaches the day's end)."""
+    result = to_bronze(raw, part.start, part.end)
+    wm = manifest.watermark
+    mode = COMPACTED if wm is not None and wm >= part.end else FROM_SCRATCH
+    processed = result.bronze.height + result.rejects.height + result.duplicates_dropped
+    return BronzeDerivation(result.bronze, result.rejects, result.duplicates_dropped, mode, processed, 0)
+
+
+def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest) -> BronzeDerivation | None:
+    """The stored bronze of an open day plus the raw batches committed since it was derived, or None
+    when it must be derived from scratch (see the module docstring)."""
+    wm = manifest.watermark
+    if wm is None or wm >= part.end:
+        return None
+    stored, lineage = lake.read_with_lineage(tables.BRONZE_TRADES, part)
+    if stored is None or lineage is None or not lineage.current or lineage.batches is None:
+        return None
+    stored_rejects, rejects_lineage = lake.read_with_lineage(tables.TRADE_REJECTS, part)
+    if stored_rejects is None or rejects_lineage != lineage or lineage.digest is None:
+        return None
+    new = manifest.batches_after(lineage.batches, lineage.digest)
+    if new is None:
+        return None
+    carried = stored.height + stored_rejects.height
+    if not new:
+        return BronzeDerivation(stored, stored_rejects, 0, UNCHANGED, 0, carried, lineage.base_version)
+    scan = lake.scan_batches(tables.RAW_TRADES, part, [b.name for b in new])
+    assert scan is not None  # `new` is not empty
+    result = to_bronze(scan, part.start, part.end)
+    inst = part.instrument
+    merged = merge_bronze(stored, stored_rejects, result, exchange=inst.exchange, symbol=inst.symbol)
+    if merged is None:
+        return None
+    processed = result.bronze.height + result.rejects.height + result.duplicates_dropped
+    return BronzeDerivation(
+        merged.bronze,
+        merged.rejects,
+        merged.repeats_dropped,
+        INCREMENTAL,
+        processed,
+        carried,
+        base_version=lineage.input_version,
+        changed_from=merged.changed_from,
+    )
+
+
+def stored_infos(lake: LakeResource, part: DayPartition, frames: dict) -> list[WriteInfo]:
+    """WriteInfo of partitions kept as stored (an unchanged tick writes nothing)."""
+    out = []
+    for table, df in frames.items():
+        path = lake.partition_path(table, part) / PART_FILE
+        out.append(WriteInfo(path=str(path), rows=df.height, bytes=path.stat().st_size))
+    return out
