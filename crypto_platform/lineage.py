@@ -2,14 +2,16 @@
 
 Data and lineage are replaced by one rename (`LakeResource.commit_derived`). Besides the input's
 version and coverage, an open day's partitions record what an incremental tick needs to extend them
-exactly: the raw batches bronze was built from (a prefix of the manifest, by count and digest), the
-version of the stored partition a tick extended (`base_version`; None: derived from scratch) and the
-earliest instant whose rows changed against it (`changed_from`), and the code's `DERIVATION`.
+exactly: the raw batches bronze was built from (a prefix of the manifest, by count and digest), an
+`id` unique to each write, the id of the stored partition a tick extended (`base`; None: derived
+from scratch) and the earliest instant whose rows changed against it (`changed_from`), the ids of the
+derived partitions it was computed from (`inputs`), and the code's `DERIVATION`.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +20,11 @@ from crypto_platform.raw_manifest import Coverage
 # Bump when a transform's output changes for the same input: a partition stored by other code is then
 # derived from scratch instead of being extended (lineage without it predates incremental ticks).
 DERIVATION = 1
+
+
+def new_id() -> str:
+    """A fresh id for one derived write."""
+    return uuid.uuid4().hex[:16]
 
 
 def _time(text: str | None) -> datetime | None:
@@ -34,8 +41,10 @@ class Lineage:
     covered_to: datetime | None = None
     batches: int | None = None  # bronze: the first `batches` committed raw batches were read
     digest: str | None = None  # RawManifest.digest of those batches (a restarted list never matches)
-    base_version: int | None = None  # input_version of the stored partition this one extended
+    id: str | None = None  # unique to this write (`new_id`)
+    base: str | None = None  # id of the stored partition this one extended (None: from scratch)
     changed_from: datetime | None = None  # rows at or after this instant differ from that base
+    inputs: tuple[tuple[str, str], ...] = ()  # (name, id) of the derived partitions it was built from
     derivation: int | None = None  # DERIVATION of the code that wrote it
 
     def to_json(self) -> str:
@@ -44,11 +53,17 @@ class Lineage:
         extra = {
             "batches": self.batches,
             "digest": self.digest,
-            "base_version": self.base_version,
+            "id": self.id,
+            "base": self.base,
             "changed_from": self.changed_from.isoformat() if self.changed_from else None,
+            "inputs": [list(pair) for pair in self.inputs] or None,
             "derivation": self.derivation,
         }
         return json.dumps({**out, **{k: v for k, v in extra.items() if v is not None}})
+
+    def input(self, name: str) -> str | None:
+        """The id of the named input this partition was computed from (None: not recorded)."""
+        return dict(self.inputs).get(name)
 
     @property
     def coverage(self) -> Coverage:
@@ -70,7 +85,9 @@ class Lineage:
             end,
             batches=data.get("batches"),
             digest=data.get("digest"),
-            base_version=data.get("base_version"),
+            id=data.get("id"),
+            base=data.get("base"),
             changed_from=_time(data.get("changed_from")),
+            inputs=tuple((str(k), str(v)) for k, v in data.get("inputs") or []),
             derivation=data.get("derivation"),
         )

@@ -128,22 +128,22 @@ def test_candles_recomputed_from_the_first_touched_minute_equal_candles_from_scr
 
 def test_candles_restart_only_on_top_of_the_bronze_they_were_built_from() -> None:
     t = DAY + timedelta(minutes=10, seconds=20)
-    candles = Lineage(4, DAY, t, derivation=DERIVATION)
     late = DAY + timedelta(minutes=3, seconds=5)
-    bronze_5 = Lineage(
-        5, DAY, t + timedelta(minutes=1), base_version=4, changed_from=late, derivation=DERIVATION
-    )
+
+    def bronze(
+        version: int, ident: str, base: str | None, changed: datetime | None, to: datetime = t
+    ) -> Lineage:
+        return Lineage(version, DAY, to, id=ident, base=base, changed_from=changed, derivation=DERIVATION)
+
+    candles = Lineage(4, DAY, t, id="c4", inputs=(("bronze", "b4"),), derivation=DERIVATION)
+    bronze_5 = bronze(5, "b5", "b4", late, t + timedelta(minutes=1))
     assert candles_restart(candles, bronze_5, DAY, t + timedelta(minutes=1)) == DAY + timedelta(minutes=3)
-    on_time = Lineage(5, DAY, t, base_version=4, changed_from=t, derivation=DERIVATION)
-    assert candles_restart(candles, on_time, DAY, t) == DAY + timedelta(minutes=10)
-    same = Lineage(4, DAY, t, base_version=3, changed_from=late, derivation=DERIVATION)
-    assert candles_restart(candles, same, DAY, t) == DAY + timedelta(minutes=10)
-    skipped = Lineage(6, DAY, t, base_version=5, changed_from=t, derivation=DERIVATION)  # one tick missed
-    scratch = Lineage(5, DAY, t, derivation=DERIVATION)  # compacted / re-fetched
-    old_code = Lineage(4, DAY, t)
-    assert candles_restart(candles, skipped, DAY, t) is None
-    assert candles_restart(candles, scratch, DAY, t) is None
-    assert candles_restart(old_code, same, DAY, t) is None
+    assert candles_restart(candles, bronze(5, "b5", "b4", t), DAY, t) == DAY + timedelta(minutes=10)
+    assert candles_restart(candles, bronze(4, "b4", "b3", late), DAY, t) == DAY + timedelta(minutes=10)
+    assert candles_restart(candles, bronze(6, "b6", "b5", t), DAY, t) is None  # a tick it did not see
+    assert candles_restart(candles, bronze(5, "b5", None, None), DAY, t) is None  # compacted / re-fetched
+    old_code = Lineage(4, DAY, t, id="c4", inputs=(("bronze", "b4"),))
+    assert candles_restart(old_code, bronze_5, DAY, t) is None
     assert candles_restart(candles, bronze_5, DAY + timedelta(minutes=1), t) is None  # another start
     assert candles_restart(None, bronze_5, DAY, t) is None
 
@@ -159,9 +159,8 @@ def test_leading_empty_minutes_follow_a_changed_previous_close() -> None:
 
 
 def test_lineage_round_trips_and_reads_the_old_footer() -> None:
-    full = Lineage(
-        7, DAY, END, batches=3, digest="ab", base_version=6, changed_from=DAY, derivation=DERIVATION
-    )
+    inputs = (("bronze", "z"),)
+    full = Lineage(7, DAY, END, batches=3, digest="ab", id="x", base="y", changed_from=DAY, inputs=inputs)
     assert Lineage.from_json(full.to_json()) == full
     old = Lineage.from_json('{"input_version": 2, "covered": ["2024-03-04T00:00:00+00:00", null]}')
     assert old == Lineage(2, DAY, None) and not old.current

@@ -15,7 +15,7 @@ from datetime import datetime
 import polars as pl
 
 from crypto_platform import tables
-from crypto_platform.lineage import DERIVATION, Lineage
+from crypto_platform.lineage import DERIVATION, Lineage, new_id
 from crypto_platform.partitions import DayPartition
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import PART_FILE, LakeResource, WriteInfo
@@ -35,7 +35,7 @@ class BronzeDerivation:
     mode: str  # INCREMENTAL | FROM_SCRATCH | COMPACTED | UNCHANGED
     raw_rows_processed: int  # raw rows read and validated by this derivation
     rows_carried: int  # stored bronze + reject rows kept as they were
-    base_version: int | None = None  # the stored bronze's raw version it extended
+    base: str | None = None  # id of the stored bronze it extended
     changed_from: datetime | None = None
 
     def lineage(self, manifest: RawManifest) -> Lineage:
@@ -47,7 +47,8 @@ class BronzeDerivation:
             cov.covered_to,
             batches=len(manifest.batches),
             digest=manifest.digest(),
-            base_version=self.base_version,
+            id=new_id(),
+            base=self.base,
             changed_from=self.changed_from,
             derivation=DERIVATION,
         )
@@ -69,7 +70,7 @@ def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest)
     if wm is None or wm >= part.end:
         return None
     stored, lineage = lake.read_with_lineage(tables.BRONZE_TRADES, part)
-    if stored is None or lineage is None or not lineage.current or lineage.batches is None:
+    if stored is None or lineage is None or not lineage.current or lineage.batches is None or not lineage.id:
         return None
     stored_rejects, rejects_lineage = lake.read_with_lineage(tables.TRADE_REJECTS, part)
     if stored_rejects is None or rejects_lineage != lineage or lineage.digest is None:
@@ -79,7 +80,7 @@ def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest)
         return None
     carried = stored.height + stored_rejects.height
     if not new:
-        return BronzeDerivation(stored, stored_rejects, 0, UNCHANGED, 0, carried, lineage.base_version)
+        return BronzeDerivation(stored, stored_rejects, 0, UNCHANGED, 0, carried)
     scan = lake.scan_batches(tables.RAW_TRADES, part, [b.name for b in new])
     assert scan is not None  # `new` is not empty
     result = to_bronze(scan, part.start, part.end)
@@ -95,7 +96,7 @@ def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest)
         INCREMENTAL,
         processed,
         carried,
-        base_version=lineage.input_version,
+        base=lineage.id,
         changed_from=merged.changed_from,
     )
 

@@ -7,13 +7,18 @@ import polars as pl
 
 from crypto_platform import tables
 from crypto_platform.assets.ingest import MAX_COMMIT_TRIES
-from crypto_platform.lineage import DERIVATION
+from crypto_platform.lineage import DERIVATION, new_id
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
 from crypto_platform.resources.lake import LakeResource, Lineage, WriteInfo
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.transforms.candles import candles_1m, rollup
-from crypto_platform.transforms.incremental import candles_restart, leading_close_changed, splice_candles
+from crypto_platform.transforms.incremental import (
+    BRONZE_INPUT,
+    candles_restart,
+    leading_close_changed,
+    splice_candles,
+)
 
 
 def _prev_close(lake: LakeResource, part: DayPartition) -> float | None:
@@ -96,13 +101,13 @@ def derive_candles_1m(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFr
         prev, inst = _prev_close(lake, part), part.instrument
         stored, stored_lineage = lake.read_with_lineage(tables.CANDLES_1M, part)
         restart = candles_restart(stored_lineage, lineage, start, end)
-        kept, base = 0, None
+        kept, base = 0, None  # base: id of the stored candles extended
         ex, sym = inst.exchange, inst.symbol
         if stored is not None and restart is not None and not leading_close_changed(stored, prev):
             df, kept = splice_candles(
                 stored, bronze, start, end, restart, prev_close=prev, exchange=ex, symbol=sym
             )
-            base = stored_lineage.input_version if stored_lineage else None
+            base = stored_lineage.id if stored_lineage else None
         else:
             restart = None
             df = candles_1m(bronze, start, end, prev_close=prev, exchange=ex, symbol=sym)
@@ -110,7 +115,16 @@ def derive_candles_1m(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFr
         infos = lake.commit_derived(
             {tables.CANDLES_1M: df},
             part,
-            Lineage(version, start, end, base_version=base, changed_from=restart, derivation=DERIVATION),
+            Lineage(
+                version,
+                start,
+                end,
+                id=new_id(),
+                base=base,
+                changed_from=restart,
+                inputs=((BRONZE_INPUT, lineage.id),) if lineage and lineage.id else (),
+                derivation=DERIVATION,
+            ),
             inputs_current=lambda seen=lineage: lake.read_lineage(tables.BRONZE_TRADES, part) == seen,
         )
         if infos is not None:

@@ -94,6 +94,20 @@ def merge_bronze(
     return BronzeMerge(bronze, rejects, fresh.height, new.duplicates_dropped + repeats.height, changed)
 
 
+BRONZE_INPUT = "bronze"  # the name candles record their bronze's id under (Lineage.inputs)
+
+
+def restart_after(seen: str | None, current: Lineage) -> datetime | bool | None:
+    """How an input changed since a partition was computed from the version with id `seen`: False
+    when it is that version, the instant its rows changed from when it extended that version, True
+    when it cannot tell (derived from scratch since, or extended more than once)."""
+    if seen is not None and seen == current.id:
+        return False
+    if seen is not None and current.base == seen and current.changed_from is not None and current.current:
+        return current.changed_from
+    return True
+
+
 def candles_restart(
     stored: Lineage | None, bronze: Lineage | None, start: datetime, end: datetime
 ) -> datetime | None:
@@ -104,14 +118,11 @@ def candles_restart(
         return None
     if stored.covered_from != start or stored.covered_to is None or stored.covered_to > end:
         return None
-    if stored.input_version == bronze.input_version:
-        changed = None
-    elif bronze.base_version is not None and bronze.base_version == stored.input_version:
-        changed = bronze.changed_from
-    else:
+    changed = restart_after(stored.input(BRONZE_INPUT), bronze)
+    if changed is True:
         return None
     first = floor_minute(stored.covered_to)
-    return min(first, floor_minute(changed)) if changed is not None else first
+    return min(first, floor_minute(changed)) if changed else first
 
 
 def leading_close_changed(stored: pl.DataFrame, prev_close: float | None) -> bool:
