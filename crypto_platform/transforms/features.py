@@ -312,20 +312,23 @@ def _cross_symbol_features(
     )
 
 
-def segmented_features(candles: pl.DataFrame) -> pl.DataFrame:
+def segmented_features(candles: pl.DataFrame, *, instruments: pl.DataFrame | None = None) -> pl.DataFrame:
     """`build_features` on candles that may have gaps: each contiguous run of an instrument's minutes
     is a series of its own (windows restart after a gap: warm-up nulls, never a window spanning
     unknown time); the cross-symbol features then join the instruments on the same minute. On
-    gap-free candles this equals `build_features(candles)`."""
+    gap-free candles this equals `build_features(candles)`. `instruments` (exchange, symbol pairs)
+    chooses the market instrument and whether there are cross features when `candles` is the tail of
+    a larger frame (default: the instruments in `candles`)."""
     if candles.is_empty():
         return pl.DataFrame(schema=FEATURES_SCHEMA)
     df = candles.sort(INDEX_COLUMNS).with_columns(segment_id())
     runs = [build_features(g.drop("_seg")) for _, g in df.group_by([*KEYS, "_seg"], maintain_order=True)]
     per_symbol = pl.concat(runs, how="vertical").drop(CROSS_FEATURES)
-    if per_symbol.select(KEYS).n_unique() < 2:
+    pairs = (per_symbol if instruments is None else instruments).select(KEYS).unique()
+    if pairs.height < 2:
         out = per_symbol.with_columns(pl.lit(None, pl.Float64).alias(c) for c in CROSS_FEATURES)
     else:  # the same cross-symbol step build_features runs, on the per-run features
-        out = _cross_symbol_features(per_symbol.lazy(), per_symbol, None).collect()
+        out = _cross_symbol_features(per_symbol.lazy(), pairs, market_instrument(pairs)).collect()
     return out.select([*INDEX_COLUMNS, *[pl.col(c).cast(pl.Float64) for c in FEATURE_COLUMNS]]).sort(
         INDEX_COLUMNS
     )

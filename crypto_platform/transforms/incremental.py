@@ -2,8 +2,9 @@
 
 A live tick commits one more raw batch. Instead of deriving the whole day again, bronze takes only
 the new batches through `to_bronze` and merges them into the stored bronze (`merge_bronze`), and the
-1-minute candles are recomputed only from the first minute the new trades touch (`splice_candles`).
-Each result equals the from-scratch derivation of all the batches exactly (same rows, order, dtypes);
+1-minute candles are recomputed only from the first minute the new trades touch (`splice_candles`),
+features from the first minute whose candles (own or a peer's) changed (`features_restart`,
+`features_tail`). Each result equals the from-scratch derivation exactly (rows, order, dtypes);
 where that cannot be guaranteed cheaply the functions return None and the caller derives from
 scratch (a conflicting repeat of a stored trade, another instrument's trades, a stored partition of
 another lineage: `candles_restart`).
@@ -14,19 +15,23 @@ is the later raw row of an identical repeat, which `to_bronze` drops (the first 
 rejects stay in raw row order because every new row comes after every stored one; and bronze is in
 (ts, natural trade id) order with unique ids, a total order, so inserting the new trades in it gives
 the order `to_bronze` sorts to. Candles: a minute's bar depends only on its own trades, and an empty
-minute on the close before it, so the bars before the first touched minute are unchanged.
+minute on the close before it, so the bars before the first touched minute are unchanged. Features:
+each one is a function of the LOOKBACK_MINUTES before its minute, bit for bit (transforms/features.py
+sums every window by itself), so rows before the first changed minute are unchanged too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from crypto_platform.lineage import Lineage
+from crypto_platform.schemas import KEYS
 from crypto_platform.timeutil import floor_minute
 from crypto_platform.transforms.candles import candles_1m
+from crypto_platform.transforms.features import LOOKBACK_MINUTES, segmented_features
 from crypto_platform.transforms.trades import CONFLICTING_DUPLICATE, IDENTITY, BronzeResult, natural_order
 
 # Bronze columns that must agree for a re-sent trade to be the stored one (TRADE_VALUES, as typed).
@@ -159,3 +164,55 @@ def splice_candles(
         symbol=symbol,
     )
     return pl.concat([kept, tail], how="vertical"), kept.height
+
+
+@dataclass(frozen=True)
+class InputStamp:
+    """One candle partition a feature day reads: its name, what identifies its content, its lineage."""
+
+    name: str
+    stamp: str  # the lineage id, or for a partition written without one (imports) a content hash
+    lineage: Lineage | None
+
+
+def stamp_of(df: pl.DataFrame | None, lineage: Lineage | None) -> str:
+    """What identifies a stored partition's content: its lineage id, else a hash of its rows."""
+    if lineage is not None and lineage.id:
+        return lineage.id
+    if df is None:
+        return "absent"
+    return f"rows:{df.height}:{hash(tuple(df.hash_rows(seed=0).to_list()))}"
+
+
+def features_restart(stored: Lineage | None, inputs: list[InputStamp]) -> datetime | bool:
+    """First minute stored features must be recomputed from, given the candle partitions they read now:
+    False when none changed, True when they must be computed from scratch (inputs they did not see
+    just before, older code, no stored features)."""
+    if stored is None or not stored.current:
+        return True
+    seen = dict(stored.inputs)
+    if set(seen) != {i.name for i in inputs}:
+        return True
+    first: datetime | bool = False
+    for item in inputs:
+        if seen[item.name] == item.stamp:
+            continue
+        changed = True if item.lineage is None else restart_after(seen[item.name], item.lineage)
+        if changed is True or changed is False:
+            return True  # a new id that is not a tick on top of the one seen
+        first = changed if first is False else min(first, changed)  # type: ignore[type-var]
+    return first
+
+
+def features_tail(candles: pl.DataFrame, since: datetime) -> pl.DataFrame:
+    """`segmented_features(candles)` rows at or after `since`, computed from the LOOKBACK_MINUTES before
+    it on only (the market instrument and cross features still decided by all of `candles`)."""
+    recent = candles.filter(pl.col("ts") >= since - timedelta(minutes=LOOKBACK_MINUTES))
+    features = segmented_features(recent, instruments=candles.select(KEYS).unique())
+    return features.filter(pl.col("ts") >= since)
+
+
+def splice_rows(stored: pl.DataFrame, fresh: pl.DataFrame, since: datetime) -> tuple[pl.DataFrame, int]:
+    """The stored rows before `since` (one instrument, in ts order), then `fresh`; and how many were kept."""
+    kept = stored.slice(0, stored.get_column("ts").search_sorted(since, side="left"))
+    return pl.concat([kept, fresh], how="vertical"), kept.height
