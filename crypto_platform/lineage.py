@@ -1,6 +1,7 @@
-"""Lineage of a derived lake partition: what it was computed from, stored in its Parquet footer.
+"""Lineage of a derived lake partition: what it was computed from, stored with its data.
 
-Data and lineage are replaced by one rename (`LakeResource.commit_derived`). Besides the input's
+Data and lineage are replaced together (`LakeResource.commit_derived`: the Parquet footer; on S3 also
+in the pointer). Besides the input's
 version and coverage, an open day's partitions record what an incremental tick needs to extend them
 exactly: the raw batches bronze was built from (a prefix of the manifest, by count and digest), an
 `id` unique to each write, the id of the stored partition a tick extended (`base`; None: derived

@@ -102,9 +102,6 @@ def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest)
 
 
 def stored_infos(lake: LakeResource, part: DayPartition, frames: dict) -> list[WriteInfo]:
-    """WriteInfo of partitions kept as stored (an unchanged tick writes nothing)."""
-    out = []
-    for table, df in frames.items():
-        path = lake.partition_path(table, part) / PART_FILE
-        out.append(WriteInfo(path=str(path), rows=df.height, bytes=path.stat().st_size))
-    return out
+    """WriteInfo of partitions kept as stored: an unchanged tick writes nothing (0 bytes written)."""
+    return [WriteInfo(path=lake.store.where(f"{lake.part_key(t, part)}/{PART_FILE}"), rows=df.height, bytes=0)
+            for t, df in frames.items()]  # fmt: skip
