@@ -45,6 +45,7 @@ class TickFigures:
     scratch_cpu_s: float
     incremental_runs: tuple[float, ...]
     scratch_runs: tuple[float, ...]
+    incremental_stages: dict[str, float]  # median CPU s per stage (bronze, candles, features)
 
 
 @dataclass(frozen=True)
@@ -66,20 +67,28 @@ def _fetch(source: SyntheticSource, lake: LakeResource, part: DayPartition, star
     return commit_batch(lake, part, batch, end)[0].rows
 
 
-def derive(lake: LakeResource, parts: list[DayPartition]) -> int:
-    """Every derived layer of the partitions, as one live run's steps do; returns the carried rows."""
-    carried = 0
+STAGES = ("bronze", "candles", "features")
+
+
+def derive(lake: LakeResource, parts: list[DayPartition]) -> tuple[int, dict[str, float]]:
+    """Every derived layer of the partitions, as one live run's steps do; returns the carried rows
+    and the CPU seconds of each stage (bronze, candles 1m + roll-ups, features)."""
+    carried, cpu = 0, {}
+    start = clock.process_time()
     for part in parts:
         result, _, _ = derive_bronze(lake, part)
         carried += result.rows_carried
+    cpu["bronze"], start = clock.process_time() - start, clock.process_time()
     for part in parts:
         derive_candles_1m(lake, part)
         one_min = lake.read_partition(tables.CANDLES_1M, part)
         for width in ("5m", "1h"):
             lake.write_partition(rollup(one_min, width), tables.CANDLES[width], part)  # type: ignore[arg-type]
+    cpu["candles"], start = clock.process_time() - start, clock.process_time()
     for part in parts:
         derive_features(lake, part)
-    return carried
+    cpu["features"] = clock.process_time() - start
+    return carried, cpu
 
 
 def _snapshot(root: Path, to: Path) -> None:
@@ -98,12 +107,6 @@ def _restore(snapshot: Path, root: Path) -> None:
         shutil.copy2(manifest, root / manifest.relative_to(snapshot))
 
 
-def _timed(fn) -> tuple[float, int]:
-    start = clock.process_time()
-    out = fn()
-    return clock.process_time() - start, out
-
-
 def measure_tick(
     lake: LakeResource, source: SyntheticSource, parts: list[DayPartition], at: datetime, repeats: int
 ) -> TickFigures:
@@ -111,17 +114,18 @@ def measure_tick(
     root, snapshot = lake.root_path, lake.root_path.parent / "snapshot"
     _snapshot(root, snapshot)
     start = at - timedelta(minutes=1, seconds=DEFAULT_OVERLAP_SECONDS)
-    incremental, scratch, new_rows, carried = [], [], 0, 0
+    incremental, scratch, stages, new_rows, carried = [], [], [], 0, 0
     for _ in range(repeats):
         new_rows = sum(_fetch(source, lake, p, start, at) for p in parts)
-        cpu, carried = _timed(lambda: derive(lake, parts))
-        incremental.append(cpu)
+        carried, cpu = derive(lake, parts)
+        incremental.append(sum(cpu.values()))
+        stages.append(cpu)
         _restore(snapshot, root)
         sum(_fetch(source, lake, p, start, at) for p in parts)
         for layer in DERIVED_LAYERS:  # what a tick derived before: the whole day (the day before kept)
             for folder in (root / layer).rglob(f"date={DAY}"):
                 shutil.rmtree(folder)
-        scratch.append(_timed(lambda: derive(lake, parts))[0])
+        scratch.append(sum(derive(lake, parts)[1].values()))
         _restore(snapshot, root)
     return TickFigures(
         at=f"{at:%H:%M}",
@@ -131,6 +135,7 @@ def measure_tick(
         scratch_cpu_s=statistics.median(scratch),
         incremental_runs=tuple(incremental),
         scratch_runs=tuple(scratch),
+        incremental_stages={k: statistics.median(c[k] for c in stages) for k in STAGES},
     )
 
 
