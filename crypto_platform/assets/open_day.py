@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import dagster as dg
 import polars as pl
 
 from crypto_platform import tables
 from crypto_platform.lineage import DERIVATION, Lineage, new_id
 from crypto_platform.partitions import DayPartition
 from crypto_platform.raw_manifest import RawManifest
-from crypto_platform.resources.lake import PART_FILE, LakeResource, WriteInfo
+from crypto_platform.resources.lake import PART_FILE, LakeReadError, LakeResource, WriteInfo
+from crypto_platform.resources.lake.model import READ_ERRORS
 from crypto_platform.transforms.incremental import merge_bronze
 from crypto_platform.transforms.trades import to_bronze
 
@@ -99,6 +101,22 @@ def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest)
         base=lineage.id,
         changed_from=merged.changed_from,
     )
+
+
+def bronze_since(lake: LakeResource, part: DayPartition, since: datetime) -> pl.DataFrame:
+    """The stored bronze's trades at or after `since` (bronze is in time order: only the row groups
+    that can hold them are read), for candles recomputed from that minute on."""
+    key = f"{lake.part_key(tables.BRONZE_TRADES, part)}/{PART_FILE}"
+    current = lake.store.current(key)
+    if current is None:
+        raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
+    scan = pl.scan_parquet(current.uri, storage_options=lake.store.storage_options)
+    try:
+        return scan.filter(pl.col("ts") >= since).collect()
+    except READ_ERRORS as exc:
+        raise LakeReadError(
+            f"lake: cannot read {current.uri} (bronze/trades, partition {part.key}): {exc}"
+        ) from exc
 
 
 def stored_infos(lake: LakeResource, part: DayPartition, frames: dict) -> list[WriteInfo]:

@@ -7,11 +7,13 @@ import polars as pl
 
 from crypto_platform import tables
 from crypto_platform.assets.ingest import MAX_COMMIT_TRIES
+from crypto_platform.assets.open_day import bronze_since
 from crypto_platform.lineage import DERIVATION, new_id
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
 from crypto_platform.resources.lake import LakeResource, Lineage, WriteInfo
 from crypto_platform.resources.warehouse import WarehouseResource
+from crypto_platform.timeutil import floor_minute
 from crypto_platform.transforms.candles import candles_1m, rollup
 from crypto_platform.transforms.incremental import (
     BRONZE_INPUT,
@@ -90,9 +92,7 @@ def derive_candles_1m(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFr
     of the bronze this one extended keep their bars before the first minute the new trades touch
     (`transforms.incremental`); returns the candles, the write and how many bars were kept."""
     for _ in range(MAX_COMMIT_TRIES):
-        bronze, lineage = lake.read_with_lineage(tables.BRONZE_TRADES, part)
-        if bronze is None:
-            raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
+        lineage = lake.read_lineage(tables.BRONZE_TRADES, part)  # the footer; the trades only as needed
         cov = lake.read_manifest(tables.RAW_TRADES, part).coverage if lineage is None else lineage.coverage
         if cov.is_empty and _imported(lake, part):
             return None
@@ -104,12 +104,18 @@ def derive_candles_1m(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFr
         kept, base = 0, None  # base: id of the stored candles extended
         ex, sym = inst.exchange, inst.symbol
         if stored is not None and restart is not None and not leading_close_changed(stored, prev):
+            tail = bronze_since(lake, part, max(floor_minute(restart), floor_minute(start)))
             df, kept = splice_candles(
-                stored, bronze, start, end, restart, prev_close=prev, exchange=ex, symbol=sym
+                stored, tail, start, end, restart, prev_close=prev, exchange=ex, symbol=sym
             )
             base = stored_lineage.id if stored_lineage else None
         else:
             restart = None
+            bronze, seen = lake.read_with_lineage(tables.BRONZE_TRADES, part)
+            if bronze is None:
+                raise dg.Failure(f"bronze/trades {part} is not materialized yet; materialize it first")
+            if seen != lineage:
+                continue  # replaced since its footer was read: start again
             df = candles_1m(bronze, start, end, prev_close=prev, exchange=ex, symbol=sym)
         version = lineage.input_version if lineage else -1
         infos = lake.commit_derived(
