@@ -7,7 +7,7 @@ import polars as pl
 
 from crypto_platform import tables
 from crypto_platform.assets.ingest import MAX_COMMIT_TRIES
-from crypto_platform.assets.open_day import bronze_since
+from crypto_platform.assets.open_day import bronze_since, stored_infos
 from crypto_platform.lineage import DERIVATION, new_id
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
@@ -18,6 +18,7 @@ from crypto_platform.transforms.candles import candles_1m, rollup
 from crypto_platform.transforms.incremental import (
     BRONZE_INPUT,
     candles_restart,
+    candles_unchanged,
     leading_close_changed,
     splice_candles,
 )
@@ -100,6 +101,9 @@ def derive_candles_1m(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFr
         end = min(cov.covered_to, part.end) if cov.covered_to else part.start
         prev, inst = _prev_close(lake, part), part.instrument
         stored, stored_lineage = lake.read_with_lineage(tables.CANDLES_1M, part)
+        same = stored is not None and not leading_close_changed(stored, prev)
+        if same and candles_unchanged(stored_lineage, lineage, start, end):  # a re-run: rewrite nothing
+            return stored, stored_infos(lake, part, {tables.CANDLES_1M: stored})[0], stored.height
         restart = candles_restart(stored_lineage, lineage, start, end)
         kept, base = 0, None  # base: id of the stored candles extended
         ex, sym = inst.exchange, inst.symbol

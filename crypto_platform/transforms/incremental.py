@@ -130,6 +130,17 @@ def candles_restart(
     return min(first, floor_minute(changed)) if changed else first
 
 
+def candles_unchanged(stored: Lineage | None, bronze: Lineage | None, start: datetime, end: datetime) -> bool:
+    """The stored candles were computed from this very bronze over the same span: nothing to redo
+    (re-running a partition rewrites nothing)."""
+    if stored is None or bronze is None or not stored.current or bronze.id is None:
+        return False
+    return stored.input(BRONZE_INPUT) == bronze.id and (stored.covered_from, stored.covered_to) == (
+        start,
+        end,
+    )
+
+
 def leading_close_changed(stored: pl.DataFrame, prev_close: float | None) -> bool:
     """Whether the stored candles' leading empty minutes carry another previous-day close than
     `prev_close` (the day before was re-derived since): then they are recomputed too."""

@@ -14,6 +14,7 @@ import dagster as dg
 import polars as pl
 
 from crypto_platform import tables
+from crypto_platform.assets.open_day import stored_infos
 from crypto_platform.lineage import DERIVATION, Lineage, new_id
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource, WriteInfo
@@ -115,8 +116,8 @@ def derive_features(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFram
         df = pl.DataFrame(schema=FEATURES_SCHEMA)  # no priced minute that day (see priced_candles)
     elif since is True:
         df = day_rows(segmented_features(candles), part)
-    elif since is False:  # no candle it read changed
-        df, kept = stored, stored.height  # type: ignore[union-attr]
+    elif since is False:  # no candle it read changed: a re-run rewrites nothing
+        return stored, stored_infos(lake, part, {tables.FEATURES: stored})[0], stored.height  # type: ignore
     else:
         df, kept = splice_rows(stored, day_rows(features_tail(candles, since), part), since)  # type: ignore[arg-type]
         changed = since
