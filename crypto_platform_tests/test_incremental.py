@@ -16,14 +16,19 @@ from crypto_platform.lineage import DERIVATION, Lineage
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.schemas import RAW_TRADES
 from crypto_platform.transforms.candles import candles_1m
+from crypto_platform.transforms.features import segmented_features
 from crypto_platform.transforms.incremental import (
+    InputStamp,
     candles_restart,
+    features_restart,
+    features_tail,
     insert_in_order,
     leading_close_changed,
     merge_bronze,
     splice_candles,
 )
 from crypto_platform.transforms.trades import CONFLICTING_DUPLICATE, to_bronze
+from crypto_platform_tests.fixtures import synthetic_candles
 
 DAY = datetime(2024, 3, 4, tzinfo=UTC)
 END = DAY + timedelta(days=1)
@@ -162,6 +167,43 @@ def test_leading_empty_minutes_follow_a_changed_previous_close() -> None:
     assert leading_close_changed(stored, None)
     traded = candles_1m(b, DAY + timedelta(minutes=2), DAY + timedelta(minutes=3), exchange=EX, symbol=SYM)
     assert not leading_close_changed(traded, 9.0)
+
+
+def test_features_of_a_tail_equal_the_features_of_the_whole_frame() -> None:
+    candles = synthetic_candles(700, ("BTC/USDT", "ETH/USDT"), empty_share=0.2)
+    t0 = candles["ts"].min()
+    gap = pl.col("ts").is_between(t0 + timedelta(minutes=300), t0 + timedelta(minutes=309))
+    candles = candles.filter(~(gap & (pl.col("symbol") == "ETH/USDT")))  # windows restart after it
+    full = segmented_features(candles)
+    for minutes in (1, 150, 305, 320, 699):
+        since = t0 + timedelta(minutes=minutes)
+        assert_frame_equal(features_tail(candles, since), full.filter(pl.col("ts") >= since))
+    # a peer that stopped before the tail still counts: the market (BTC) return is a cross feature
+    btc = candles.filter(pl.col("symbol") == "BTC/USDT")
+    peer = candles.filter(pl.col("symbol") == "ETH/USDT").head(100)
+    both, since = pl.concat([btc, peer]), t0 + timedelta(minutes=400)
+    tail = features_tail(both, since)
+    assert tail["mkt_ret_1"].null_count() < tail.height  # a one-instrument frame would have none
+    assert_frame_equal(tail, segmented_features(both).filter(pl.col("ts") >= since))
+
+
+def test_features_restart_from_the_first_change_of_any_candle_input() -> None:
+    t1, t2 = DAY + timedelta(hours=3), DAY + timedelta(hours=2)
+    own = Lineage(5, id="a1", base="a0", changed_from=t1, derivation=DERIVATION)
+    peer = Lineage(7, id="b1", base="b0", changed_from=t2, derivation=DERIVATION)
+    stored = Lineage(0, id="f", inputs=(("own", "a0"), ("peer", "b0"), ("old", "x")), derivation=DERIVATION)
+
+    def inputs(*stamps: InputStamp) -> list[InputStamp]:
+        return [InputStamp("own", "a1", own), InputStamp("peer", "b1", peer), *stamps]
+
+    assert features_restart(stored, inputs(InputStamp("old", "x", None))) == t2
+    assert features_restart(stored, inputs(InputStamp("old", "y", None))) is True  # an import changed
+    assert features_restart(stored, inputs()) is True  # another set of inputs
+    unchanged = Lineage(0, id="f", inputs=(("own", "a1"), ("peer", "b1")), derivation=DERIVATION)
+    assert features_restart(unchanged, inputs()) is False
+    twice = Lineage(0, id="f", inputs=(("own", "a-1"), ("peer", "b1")), derivation=DERIVATION)
+    assert features_restart(twice, inputs()) is True  # own candles moved on twice since
+    assert features_restart(None, inputs()) is True
 
 
 def test_lineage_round_trips_and_reads_the_old_footer() -> None:
