@@ -109,15 +109,13 @@ class WarehouseResource(dg.ConfigurableResource):
         """
         wanted: dict[str, str] = {}
         for v in views:
-            if v.view is None or lake.scan_table(v) is None:
-                continue
-            glob = lake.table_glob(v).replace("'", "''")
-            wanted[v.view] = (
-                f"create or replace view {v.view} as select * from read_parquet("
-                f"'{glob}', hive_partitioning = {str(v.partitioned).lower()}, union_by_name = true)"
-            )
+            if v.view is not None and (source := lake.view_source(v)) is not None:
+                wanted[v.view] = f"create or replace view {v.view} as select * from {source}"
         if not wanted:
             return ViewRefresh()
+        if not lake.is_local:
+            reason = f"warehouse views over the lake {lake.root} are not implemented yet"
+            return ViewRefresh(deferred=tuple(wanted), reason=reason)
         digests = {name: _digest(sql) for name, sql in wanted.items()}
         if self._stamp_current(digests):
             return ViewRefresh(current=tuple(wanted))
