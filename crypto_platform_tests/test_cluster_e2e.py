@@ -1,10 +1,11 @@
 """The cluster profile end to end, for real (issue 13): `./run cluster up` starts PostgreSQL, moto S3 on
 loopback, Redis, an MLflow tracking server (Postgres backend, artifacts on S3) and 2 Celery workers;
 2 days x 2 instruments go raw -> predictions with `CRYPTO_EXECUTOR=celery` (every step a task on a
-worker), a fresh model is trained and registered through the server, and a worker process killed with
-SIGKILL while it executes raw/trades is retried. The warehouse views then hold exactly the candles and
-predictions of the embedded profile (in-process executor, SQLite, local MLflow) on the same input,
-and bronze holds exactly the simulator's tape (nothing lost, nothing duplicated).
+worker) and the lake on the S3 server, a fresh model is trained and registered through the MLflow
+server, and a worker process killed with SIGKILL while it executes raw/trades is retried. The
+warehouse views (over S3) then hold exactly the candles and predictions of the embedded profile
+(in-process executor, local lake, SQLite, local MLflow) on the same input, and bronze holds exactly
+the simulator's tape (nothing lost, nothing duplicated).
 
 One stack for the whole module (started once, stopped by `./run cluster down`, whose clean stop is
 asserted last); the embedded pipeline runs in a thread meanwhile.
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import dagster as dg
@@ -38,6 +40,7 @@ from crypto_platform.cli import materialize_command
 from crypto_platform.definitions import build_definitions
 from crypto_platform.partitions import multi_key
 from crypto_platform.platform_settings import PlatformSettings, SettingsError
+from crypto_platform.resources.duckdb_s3 import httpfs_extension
 from crypto_platform.settings import load_universe
 from crypto_platform.sources.synthetic import SyntheticSource
 from crypto_platform_tests.fixtures import env_template
@@ -123,8 +126,18 @@ class Profile:
     seconds: float = 0.0
 
     def query(self, sql: str) -> pl.DataFrame:
+        """A query over this profile's warehouse views (reaching an S3 lake as a user does: httpfs
+        from the locked package and a temporary secret with the stand-in's credentials)."""
         con = duckdb.connect(self.env["CRYPTO_WAREHOUSE_PATH"], read_only=True)
         try:
+            root = self.env["CRYPTO_LAKE_ROOT"]
+            if root.startswith("s3://"):  # as a user's own DuckDB session does
+                endpoint = urlsplit(self.env["CRYPTO_S3_ENDPOINT_URL"]).netloc
+                con.execute(f"LOAD '{httpfs_extension()}'")
+                con.execute(
+                    "CREATE TEMPORARY SECRET lake (TYPE s3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1',"
+                    f" ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)"
+                )
             return con.sql(sql).pl()
         finally:
             con.close()
@@ -219,7 +232,10 @@ def stack() -> Iterator[Stack]:
         "DAGSTER_S3_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3']}",
         "DAGSTER_LOCAL_ARTIFACT_DIR": str(state / "artifacts"),
         "DAGSTER_COMPUTE_LOG_LOCAL_DIR": str(state / "compute_logs"),
-        "CRYPTO_LAKE_ROOT": str(state / "cluster" / "lake"),
+        # the lake on the stand-in's S3 server (its bucket is created by `up`), shared by the workers
+        "CRYPTO_LAKE_ROOT": "s3://crypto-platform/lake",
+        "CRYPTO_S3_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3']}",
+        "CRYPTO_S3_ALLOW_HTTP": "true",
         "CRYPTO_WAREHOUSE_PATH": str(state / "cluster" / "warehouse.duckdb"),
         "CRYPTO_INSTRUMENTS": str(state / "instruments.yaml"),
         "CRYPTO_CELERY_BROKER_URL": f"redis://127.0.0.1:{ports['redis']}/0",
