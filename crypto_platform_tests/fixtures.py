@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 
 from crypto_platform import tables
-from crypto_platform.assets import gold, ingest, monitoring, silver
-from crypto_platform.assets.monitoring import model_skill
+from crypto_platform.assets import gold, ingest, monitoring, rolling_evaluation, silver
+from crypto_platform.assets.rolling_evaluation import model_skill
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import bronze_trades_suite, candles_1m_suite
 from crypto_platform.ml import registry
@@ -311,7 +311,7 @@ def write_recording(tmp: Path, fmt: str) -> Path:
 INSTRUMENT = "sim.BTC-USDT"  # the FTX BTC-PERP bars stand in for the test universe's sim BTC/USDT
 MODEL_NAME = "monitoring_test_model"
 
-ASSETS = [*dg.load_assets_from_modules([ingest, silver, gold, monitoring])]
+ASSETS = [*dg.load_assets_from_modules([ingest, silver, gold, monitoring, rolling_evaluation])]
 # check-only runs of a partition need assets sharing one PartitionsDefinition
 PARTITIONED = [a for a in ASSETS if a.partitions_def is not None]
 CHECKS = [bronze_trades_suite, candles_1m_suite, feature_drift, prediction_drift, model_skill]

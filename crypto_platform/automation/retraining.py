@@ -34,7 +34,7 @@ from typing import Self
 import dagster as dg
 
 from crypto_platform import tables
-from crypto_platform.assets.monitoring import MODEL_SKILL_CHECK
+from crypto_platform.assets.rolling_evaluation import MODEL_SKILL_CHECK
 from crypto_platform.automation.jobs import training_job
 from crypto_platform.checks.drift import FEATURE_DRIFT_CHECK, PREDICTION_DRIFT_CHECK
 from crypto_platform.metadata import ABOUT_LATEST_DATA
@@ -47,7 +47,7 @@ TRIGGER_RUN_TAG = "crypto_platform/trigger_run_id"
 WATCHED_CHECKS: tuple[dg.AssetCheckKey, ...] = (
     dg.AssetCheckKey(tables.FEATURES.key, FEATURE_DRIFT_CHECK),
     dg.AssetCheckKey(tables.PREDICTIONS.key, PREDICTION_DRIFT_CHECK),
-    dg.AssetCheckKey(tables.PREDICTION_ERRORS.key, MODEL_SKILL_CHECK),
+    dg.AssetCheckKey(tables.ROLLING_EVALUATION.key, MODEL_SKILL_CHECK),
 )
 _PENDING = [
     dg.DagsterRunStatus.QUEUED,
@@ -228,16 +228,13 @@ def _iso(ts: float) -> str:
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
     selection=(
-        # the monitoring assets, with their model_skill check
+        # the monitoring assets, and the drift and skill checks on the newest data (check-only)
         dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key)
-        | dg.AssetSelection.checks(
-            dg.AssetCheckKey(tables.FEATURES.key, FEATURE_DRIFT_CHECK),
-            dg.AssetCheckKey(tables.PREDICTIONS.key, PREDICTION_DRIFT_CHECK),
-        )
+        | dg.AssetSelection.checks(*WATCHED_CHECKS)
     ),
     description=(
-        "Matured prediction errors and rolling skill (with the model_skill check), and the feature and "
-        "prediction drift checks over the newest 24 h of each instrument."
+        "Matured prediction errors and rolling skill, the feature and prediction drift checks over the "
+        "newest 24 h of each instrument and model_skill on each instrument's newest out-of-sample day."
     ),
 )
 
