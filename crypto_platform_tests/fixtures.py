@@ -35,6 +35,7 @@ from crypto_platform.checks.quality import bronze_trades_suite, candles_1m_suite
 from crypto_platform.ml import registry
 from crypto_platform.ml.dataset import training_frame
 from crypto_platform.ml.evaluation import GateDecision, skill_gate
+from crypto_platform.ml.rolling_evaluation import FittedBaselines, cell_rows, score_cell
 from crypto_platform.ml.serving import prediction_rows
 from crypto_platform.ml.training import TrainResult, train
 from crypto_platform.partitions import DayPartition
@@ -393,6 +394,35 @@ def write_predictions(
             day.select(INDEX_COLUMNS), day.select(*INDEX_COLUMNS, "close"), pred, info, True
         )
         lake.write_partition(rows, tables.PREDICTIONS, cell(d))
+
+
+def write_scores(
+    lake: LakeResource, days: list[str], *, skill: float, version: int = 1, seed: int = 0
+) -> None:
+    """gold/rolling_evaluation rows of these FTX days for forecasts correlated with the realised return
+    (skill > 0) or against it (< 0), scored by `ml.rolling_evaluation` against zero and momentum."""
+    rng = np.random.default_rng(seed)
+    for d in days:
+        day = forward_returns(d).filter(pl.col("fwd").is_not_null())
+        realised = day["fwd"].to_numpy()
+        pred = skill * realised + rng.normal(0.0, float(np.std(realised)), len(realised)) * (1 - abs(skill))
+        frame = day.select("ts", pl.col("fwd").alias("label")).join(
+            ftx_features().select("ts", "ret_5"), on="ts", how="left"
+        )
+        scores = score_cell(frame, pred, FittedBaselines(None, None), horizon=HORIZON)
+        part = cell(d)
+        rows = cell_rows(
+            scores,
+            exchange=part.instrument.exchange,
+            symbol=part.instrument.symbol,
+            day=part.day,
+            model_name=MODEL_NAME,
+            model_version=str(version),
+            horizon=HORIZON,
+            in_sample=False,
+            scored_at=datetime.now(UTC),
+        )
+        lake.write_partition(rows, tables.ROLLING_EVALUATION, part)
 
 
 @functools.cache

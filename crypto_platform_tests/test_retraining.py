@@ -10,8 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_platform import tables
-from crypto_platform.assets.monitoring import model_skill
+from crypto_platform.assets.rolling_evaluation import model_skill
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.retraining import (
     TRIGGER_CHECKS_TAG,
@@ -32,19 +31,21 @@ from crypto_platform_tests.fixtures import (
     run_check,
     write_features,
     write_predictions,
+    write_scores,
     write_silver,
 )
 
-SKILL = "gold/prediction_errors:model_skill"
+SKILL = "gold/rolling_evaluation:model_skill"
 DAYS = ["2022-01-10", "2022-01-11"]
 COOLDOWN_6H = PlatformSettings(retrain_cooldown_hours=6)
 NO_COOLDOWN = PlatformSettings(retrain_cooldown_hours=0)
 
 
 def _monitor(tmp: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """model_skill on the newest scored out-of-sample day (check-only, as the monitoring job runs it)."""
     return dg.materialize(
         [*ASSETS, model_skill],
-        selection=dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key),
+        selection=dg.AssetSelection.checks(model_skill),
         instance=instance,
         resources=resources(tmp),
     )
@@ -76,11 +77,11 @@ def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_pa
     with dg.DagsterInstance.ephemeral() as instance:
         assert "no evaluations yet" in _skip(_tick(sensor, instance, None))
 
-        write_predictions(lake, DAYS, skill=0.5)  # a skilled model: nothing to do
+        write_scores(lake, DAYS, skill=0.5)  # a skilled model: nothing to do
         assert evaluation(_monitor(tmp_path, instance), "model_skill").passed
         assert f"{SKILL} passed" in _skip(_tick(sensor, instance, None))
 
-        write_predictions(lake, DAYS, skill=-0.5)  # the model now points the wrong way
+        write_scores(lake, DAYS, skill=-0.5)  # the model now points the wrong way
         run = _monitor(tmp_path, instance)
         assert not evaluation(run, "model_skill").passed
 
@@ -108,7 +109,7 @@ def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_pa
 @pytest.mark.slow
 def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake) -> None:
     sensor = build_retraining_sensor(COOLDOWN_6H)
-    write_predictions(lake, DAYS, skill=-0.5)
+    write_scores(lake, DAYS, skill=-0.5)
     with dg.DagsterInstance.ephemeral() as instance:
         _monitor(tmp_path, instance)
         running = instance.add_run(

@@ -34,10 +34,13 @@ from crypto_platform_tests.fixtures import (
     ASSETS,
     MODEL_NAME,
     evaluation,
+    key,
+    meta,
     planted_candles,
     register_champion,
     resources,
     small_model,
+    write_scores,
 )
 
 H = 5
@@ -202,3 +205,44 @@ def test_rolling_evaluation_scores_an_unseen_day_and_model_skill_judges_it(tmp_p
     assert view.execute("select count(*) from gold.rolling_evaluation").fetchone() == (5,)
     assert ev.passed and ev.metadata["sufficient"].value is True
     assert ev.metadata["rank_ic"].value == pytest.approx(rows["rank_ic"][0], abs=1e-6)
+
+
+# ------------------------------------------------------------------------------- model_skill
+
+
+def _skill(tmp: Path, instance: dg.DagsterInstance, partition_key: str | None = None):
+    res = dg.materialize(
+        [*ASSETS, model_skill],
+        selection=dg.AssetSelection.checks(model_skill),
+        instance=instance,
+        resources=resources(tmp),
+        tags={"dagster/partition": partition_key} if partition_key else None,
+    )
+    return evaluation(res, "model_skill")
+
+
+def test_model_skill_judges_the_newest_scored_day_without_rescoring(tmp_path: Path) -> None:
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        empty = _skill(tmp_path, instance)
+        assert empty.passed and meta(empty, "n") == 0 and "not judged" in (empty.description or "")
+
+        write_scores(lake, ["2022-01-10"], skill=-0.5)  # an old day the model got wrong
+        write_scores(lake, ["2022-01-11"], skill=0.5)  # the newest day: skilled
+        ok = _skill(tmp_path, instance)
+        assert ok.passed and meta(ok, "days") == "2022-01-11" and meta(ok, "rank_ic") > 0.3
+        stored = lake.read_partition(
+            tables.ROLLING_EVALUATION,
+            DayPartition(load_universe().instrument("sim.BTC-USDT"), date(2022, 1, 11)),
+        )
+        assert meta(ok, "rank_ic") == pytest.approx(stored["rank_ic"][0], abs=1e-6)
+        assert meta(ok, "about_latest_data") is True and "momentum" in meta(ok, "best_baseline")
+
+        old = _skill(tmp_path, instance, key("2022-01-10"))  # the run's partition: that day, about history
+        assert not old.passed and old.severity == dg.AssetCheckSeverity.ERROR
+        assert meta(old, "lost") is True and "rank IC" in (old.description or "")
+        assert meta(old, "about_latest_data") is False
+
+        write_scores(lake, ["2022-01-12"], skill=-0.5)  # the newest day turns against the market
+        bad = _skill(tmp_path, instance)
+        assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR and meta(bad, "rank_ic") < -0.3
