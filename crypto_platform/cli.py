@@ -249,3 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ})
     if args.cmd == "demo":
         demo(args.days, args.trials)
+
+
+if __name__ == "__main__":
+    main()
