@@ -5,6 +5,7 @@ sensor is ticked with `build_sensor_context`, passing each tick's cursor on to t
 """
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -18,11 +19,13 @@ from crypto_platform.automation.retraining import (
     build_retraining_sensor,
     build_schedules,
     monitoring_job,
+    rolling_evaluation_job,
 )
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.resources.lake import LakeResource
+from crypto_platform.settings import load_universe
 from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
@@ -157,7 +160,7 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake, 
 
 def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
     defaults = PlatformSettings.from_env({})
-    daily_retraining_schedule, hourly_monitoring_schedule = build_schedules(defaults)
+    daily_retraining_schedule, hourly_monitoring_schedule, rolling = build_schedules(defaults)
     assert daily_retraining_schedule.job_name == "training_job"
     assert daily_retraining_schedule.cron_schedule == "30 2 * * *"
     assert hourly_monitoring_schedule.job_name == "monitoring_job"
@@ -174,7 +177,7 @@ def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
     defs = dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[*JOBS, monitoring_job],
+        jobs=[*JOBS, monitoring_job, rolling_evaluation_job],
         resources=resources(tmp_path),
         schedules=build_schedules(defaults),
         sensors=[build_retraining_sensor(defaults)],
@@ -193,6 +196,17 @@ def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
     # every tick asks for exactly one training run (no skip, no run key that would dedupe tomorrow's)
     assert tick.skip_message is None
     assert [(r.run_key, r.run_config) for r in tick.run_requests or []] == [(None, {})]
+    # yesterday's out-of-sample score, one run per live instrument of the (test) universe
+    assert (rolling.cron_schedule, rolling.job_name) == ("15 1 * * *", "rolling_evaluation_job")
+    at = datetime(2024, 3, 2, 1, 15, tzinfo=UTC)
+    with dg.build_schedule_context(
+        scheduled_execution_time=at, repository_def=defs.get_repository_def()
+    ) as ctx:
+        requests = rolling.evaluate_tick(ctx).run_requests or []
+    live = [i.key for i in load_universe().instruments if i.is_live]
+    assert [r.partition_key for r in requests] == [f"2024-03-01|{k}" for k in live] and len(live) >= 2
+    job = defs.resolve_job_def("rolling_evaluation_job")
+    assert {"gold__labels", "gold__rolling_evaluation"} <= set(job.graph.node_dict)
 
 
 @pytest.mark.slow
