@@ -264,3 +264,20 @@ def test_informed_flow_plants_a_signal_whose_sign_depends_on_the_time_of_day() -
     assert _flow_vs_future(None) == (busy0, quiet0)  # absent = 0: the default market is unchanged
     with pytest.raises(SourceError, match="informed_flow"):
         SyntheticSource().params(Instrument("sim", "BTC/USDT", "synthetic", {"informed_flow": -1}))
+
+
+def test_simulated_exchange_candles_are_the_trades_volume_per_minute() -> None:
+    inst = Instrument("sim", "ETH/USDT", "synthetic", {"trades_per_minute": 20})
+    src = SyntheticSource()
+    start = DAY + timedelta(seconds=30)  # a partial first minute is left out
+    candles = src.candles_1m(inst, start, DAY + timedelta(hours=2))
+    trades = src.fetch(inst, DAY, DAY + timedelta(hours=2)).trades
+    per_minute = (
+        trades.group_by(pl.col("timestamp_ms") // 60_000 * 60_000)
+        .agg(pl.col("amount").sum().alias("expected"))
+        .filter(pl.col("timestamp_ms") >= (DAY + timedelta(minutes=1)).timestamp() * 1000)
+        .sort("timestamp_ms")
+    )
+    assert candles.height == per_minute.height == 119
+    assert candles["ts"][0] == DAY + timedelta(minutes=1) and candles["ts"].dtype == schemas.UTC_TS
+    assert np.allclose(candles["volume"].to_numpy(), per_minute["expected"].to_numpy(), rtol=1e-12)

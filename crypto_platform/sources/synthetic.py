@@ -366,6 +366,34 @@ class SyntheticSource:
             )
         return market_params(self.seed, instrument, float(rate), float(informed))
 
+    def candles_1m(self, instrument: Instrument, start: datetime, end: datetime) -> pl.DataFrame:
+        """The simulated exchange's own 1-minute candles (`ts`, base `volume`) of the whole minutes in
+        [start, end), summed straight from the simulator (not through bronze), for trades_reconciliation."""
+        p = self.params(instrument)
+        first = -(-epoch_us(as_utc(start)) // (MINUTE_MS * 1000))
+        stop = epoch_us(as_utc(end)) // (MINUTE_MS * 1000)
+        if stop <= first:
+            return pl.DataFrame(schema={"ts": schemas.UTC_TS, "volume": pl.Float64})
+        cols = simulate(p, first, stop)
+        return (
+            pl.DataFrame(
+                {
+                    "minute": cols["timestamp_ms"] // MINUTE_MS,
+                    "volume": cols["amount_lots"] / 10.0**p.amount_decimals,
+                }
+            )
+            .group_by("minute")
+            .agg(pl.col("volume").sum())
+            .sort("minute")
+            .select(
+                (pl.col("minute") * MINUTE_MS)
+                .cast(pl.Datetime("ms", "UTC"))
+                .cast(schemas.UTC_TS)
+                .alias("ts"),
+                "volume",
+            )
+        )
+
     def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
         """Simulated trades in [start, min(end, now)); coverage ends at now() when the window is live."""
         if instrument.exchange != SYNTHETIC_EXCHANGE:
