@@ -60,46 +60,48 @@ def gold_rolling_evaluation(
     mlflow_registry: MlflowResource,
 ) -> dg.MaterializeResult:
     from crypto_platform.ml import registry
-    from crypto_platform.ml.rolling_evaluation import cell_rows, score_cell
 
     model = registry.load_alias(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
     info, now = model.info, datetime.now(UTC)
     baselines = _fit_baselines(lake, mlflow_registry, config.model_alias, info)
-    trained_to = _tag_time(info.tags.get("train_window_end"))
     scored, stats = [], []
     for part in partitions_of(context):
-        frame = _matured_rows(lake, part, info.horizon, now)
-        if frame.height < 3:
-            stats.append({"partition": part.key, "rows": frame.height, "note": "labels not matured"})
-            continue
-        scores = score_cell(frame, model.predict(frame), baselines, horizon=info.horizon)
-        inst = part.instrument
-        rows = cell_rows(
-            scores,
-            exchange=inst.exchange,
-            symbol=inst.symbol,
-            day=part.day,
-            model_name=info.name,
-            model_version=info.version,
-            horizon=info.horizon,
-            in_sample=trained_to is not None and part.start <= trained_to,
-            scored_at=now,
-        )
-        lake.write_partition(rows, tables.ROLLING_EVALUATION, part)
-        scored.append(rows)
-        stats.append(
-            {
-                "partition": part.key,
-                "rows": frame.height,
-                "note": "in sample" if rows["in_sample"][0] else "-",
-            }
-        )
+        rows, stat = _score_part(lake, part, model, baselines, now)
+        stats.append(stat)
+        if rows is not None:
+            lake.write_partition(rows, tables.ROLLING_EVALUATION, part)
+            scored.append(rows)
     warehouse.refresh_views(lake, [tables.ROLLING_EVALUATION])
-    meta = _metadata(scored, stats, info, baselines)
     context.log.info(
         f"rolling evaluation of {info.name} v{info.version}: {len(scored)} of {len(stats)} cells scored"
     )
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=_metadata(scored, stats, info, baselines))
+
+
+def _score_part(
+    lake: LakeResource, part: DayPartition, model, baselines: FittedBaselines, now: datetime
+) -> tuple[pl.DataFrame | None, dict]:
+    """One cell's rows (None when its labels have not matured) and its line of the run's table."""
+    from crypto_platform.ml.rolling_evaluation import cell_rows, score_cell
+
+    info = model.info
+    frame = _matured_rows(lake, part, info.horizon, now)
+    if frame.height < 3:
+        return None, {"partition": part.key, "rows": frame.height, "note": "labels not matured"}
+    trained_to = _tag_time(info.tags.get("train_window_end"))
+    in_sample = trained_to is not None and part.start <= trained_to
+    rows = cell_rows(
+        score_cell(frame, model.predict(frame), baselines, horizon=info.horizon),
+        exchange=part.instrument.exchange,
+        symbol=part.instrument.symbol,
+        day=part.day,
+        model_name=info.name,
+        model_version=info.version,
+        horizon=info.horizon,
+        in_sample=in_sample,
+        scored_at=now,
+    )
+    return rows, {"partition": part.key, "rows": frame.height, "note": "in sample" if in_sample else "-"}
 
 
 def _matured_rows(lake: LakeResource, part: DayPartition, horizon: int, now: datetime) -> pl.DataFrame:

@@ -7,7 +7,8 @@ bronze per minute must equal the exchange's candle (`fetch_ohlcv` through ccxt, 
 `api_url` as the trades). A `replay` instrument is reconciled with the exchange's candles recorded
 alongside its trades: its `klines` option (a file or glob of 1-minute OHLCV in any format the OHLCV
 import reads, base volume), or skipped when it has none. A `synthetic` instrument is reconciled with
-the simulator's own per-minute volume (summed from the simulated trades, not through bronze). It fails naming the minutes that disagree;
+the simulator's own per-minute volume (summed from the simulated trades, not through bronze). It
+fails naming the minutes that disagree;
 the repair is a re-fetch of the partition (`raw/trades` config `refetch: true`, then bronze), after
 which it passes.
 """
