@@ -143,7 +143,8 @@ def test_a_version_without_recorded_checksums_still_refuses_a_truncated_file(
     try:
         rows = frame.tail(20)  # registered before checksums existed: intact files still load
         assert np.array_equal(
-            registry.load_champion(store, MODEL).predict(rows), predict(result.booster, rows, result.feature_cols)
+            registry.load_champion(store, MODEL).predict(rows),
+            predict(result.booster, rows, result.feature_cols),
         )
         _truncate(model_dir / "model.lgb")
         with pytest.raises(registry.ModelArtifactError, match=r"model\.lgb .* is incomplete"):
