@@ -29,6 +29,7 @@ class Options(TrainingOptions):
     """The CLI flags of `python -m bench.model_eval` (training options + the control seeds)."""
 
     control_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    study_trials: int = 6  # Optuna trials per variant of the venue study
 
 
 @dataclass
