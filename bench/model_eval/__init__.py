@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     ap.add_argument("--holdout", type=float, default=0.2)
     ap.add_argument("--window-days", type=float, default=32.0, help="training window (the file: ~31.3 d)")
     ap.add_argument("--retrain-seed", type=int, default=1, help="seed of the second gold/model run")
-    ap.add_argument("--control-seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--control-seeds", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument(
         "--study-trials", type=int, default=6, help="Optuna trials per variant of the venue study"
     )

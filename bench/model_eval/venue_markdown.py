@@ -111,6 +111,7 @@ def _headline(s: Study) -> list[str]:
 def _variants(s: Study) -> list[str]:
     windows = [IN_PERIOD, VALIDATION, TEST, "binance BTC May-Aug 2025", "binance ETH May-Aug 2025"]
     header = ["variant", "what", "fit rows", "features (dropped)", "CV rank IC", "optimism (CV - in period)"]
+    header.append(f"optimism (CV - {TEST})")
     rows = []
     for r in s.results:
         rows.append(
@@ -121,6 +122,7 @@ def _variants(s: Study) -> list[str]:
                 f"{r.n_features} ({len(r.dropped)})",
                 num(r.cv_rank_ic),
                 f"{r.cv_rank_ic - r.ic(IN_PERIOD):+.4f}",
+                f"{r.cv_rank_ic - r.ic(TEST):+.4f}" if math.isfinite(r.ic(TEST)) else "n/a",
             ]
         )
     out = [
@@ -140,6 +142,28 @@ def _variants(s: Study) -> list[str]:
         )
     )
     return out
+
+
+def _verdicts(s: Study) -> list[str]:
+    """Each variant against the one kept before it, on the validation window (the rule) and the test."""
+    lines = ["## What helped and what did not", ""]
+    kept = s.results[0]
+    lines.append(
+        f"- `{kept.variant.name}`: validation rank IC {num(kept.ic(VALIDATION))}, test {num(kept.ic(TEST))}."
+    )
+    for r in s.results[1:]:
+        dv = r.ic(VALIDATION) - kept.ic(VALIDATION)
+        dt = r.ic(TEST) - kept.ic(TEST)
+        helped = math.isfinite(dv) and dv > 0
+        test = f"{num(r.ic(TEST))} ({dt:+.4f})" if math.isfinite(dt) else "not scorable"
+        lines.append(
+            f"- `{r.variant.name}` ({r.variant.note}) vs `{kept.variant.name}`: validation rank IC "
+            f"{num(r.ic(VALIDATION))} ({dv:+.4f}), test {test}: "
+            + ("helped on validation, kept." if helped else "did not help on validation, dropped.")
+        )
+        if helped:
+            kept = r
+    return lines
 
 
 def _window_table(r: VariantResult, window: str) -> list[str]:
@@ -190,6 +214,8 @@ def render_study(s: Study) -> str:
         "window: it plays no part in any choice.",
         "",
         *_variants(s),
+        "",
+        *_verdicts(s),
         "",
         f"## The kept variant (`{kept.variant.name}`), window by window",
         "",
