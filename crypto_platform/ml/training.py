@@ -9,6 +9,12 @@ Every train/validation and development/holdout boundary has a purge gap of `gap_
 label horizon h: a training row's label log(close[t+h]/close[t]) must be known (t + h + 1 minute)
 no later than the first evaluated bar closes, so no training label overlaps an evaluated one.
 
+The holdout is the final `holdout_fraction` of time, or [eval_from, eval_to) (`splits`). Nothing that
+chooses the model sees it (not Optuna, not early stopping, not the fitted baselines), so its rank IC
+is the out-of-sample estimate; the best trial's mean CV rank IC minus it is the selection's
+optimism (`TrainResult.optimism`). Candidate features null or constant on the development span are
+dropped (`feature_availability`); the model learns from, and records, the rest.
+
 Optuna (seeded TPE sampler, MedianPruner) maximises the mean walk-forward rank IC; each fold's score
 is reported so unpromising trials are pruned early. Boosting stops early on the fold's validation
 correlation; the final model is refitted on the whole development span with the best parameters
