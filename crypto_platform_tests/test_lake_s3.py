@@ -23,9 +23,10 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.assets import ingest, silver
+from crypto_platform.cli import duckdb_init
 from crypto_platform.partitions import DayPartition
+from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.raw_manifest import RawBatch, RawManifest
-from crypto_platform.resources.duckdb_s3 import httpfs_extension, secret_sql
 from crypto_platform.resources.lake import CommitConflict, LakeResource, Lineage, WriteInfo
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
@@ -277,13 +278,19 @@ def test_warehouse_views_over_s3_read_exactly_the_committed_versions(
     assert warehouse.query(sql, lake=lake) == want
     days = warehouse.query("select date, count(*) from silver.candles_1m group by 1 order by 1", lake=lake)
     assert days == [(PART.day, 1000), (other.day, 1000)]  # hive columns from the object paths
-    # a user's own duckdb CLI (the locked duckdb-cli, same version): LOAD the packaged extension, a
-    # secret from the AWS_* variables, then the views
-    script = f"LOAD '{httpfs_extension()}';\n{secret_sql(lake.store, from_env=True)};\n{sql};\n"
+    # a user's own duckdb CLI (the locked duckdb-cli, same version) with the init SQL of
+    # `crypto-platform duckdb-init` for these settings: httpfs from the package, a secret from AWS_*
+    env = {
+        "CRYPTO_LAKE_ROOT": lake.root,
+        "CRYPTO_S3_ENDPOINT_URL": s3_endpoint,
+        "CRYPTO_S3_ALLOW_HTTP": "true",
+    }
+    init = tmp_path / "init.sql"
+    init.write_text(duckdb_init(PlatformSettings.from_env(env)))
     cli = Path(sys.executable).with_name("duckdb")
     out = subprocess.run(
-        [str(cli), "-readonly", "-csv", "-noheader", str(warehouse.file)],
-        input=script,
+        [str(cli), "-init", str(init), "-readonly", "-csv", "-noheader", str(warehouse.file)],
+        input=sql + ";\n",
         capture_output=True,
         text=True,
         timeout=60,
