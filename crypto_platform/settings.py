@@ -36,7 +36,7 @@ SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay", "candles")
 TRADE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay")
 # Sources that deliver trades as they happen (the live sensor keeps them fresh); replay is history.
 LIVE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt")
-CANDLE_IMPORT_FORMATS: tuple[str, ...] = ("auto", "csv", "kraken", "parquet")
+CANDLE_IMPORT_FORMATS: tuple[str, ...] = ("auto", "csv", "kraken", "binance", "parquet", "feather")
 VOLUME_UNITS: tuple[str, ...] = ("base", "quote")
 SYNTHETIC_EXCHANGE = "sim"
 # Instrument options: what an entry of the instruments file may carry besides exchange/symbol/source.
@@ -51,7 +51,7 @@ CCXT_CLIENT_OPTIONS: tuple[str, ...] = (
 )
 COMMON_OPTIONS: tuple[str, ...] = ("min_non_empty_share",)  # candles_1m_suite's liquidity floor
 SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("trades_per_minute",),
+    "synthetic": ("trades_per_minute", "informed_flow"),
     "ccxt": ("api_url", *CCXT_CLIENT_OPTIONS),
     "replay": ("path", "klines"),  # klines: recorded 1-minute OHLCV (file/glob) to reconcile with
     # import defaults of import_candles_job: a file (path, format, volume_unit) or ccxt fetch_ohlcv

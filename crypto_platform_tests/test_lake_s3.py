@@ -23,9 +23,10 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.assets import ingest, silver
+from crypto_platform.cli import duckdb_init
 from crypto_platform.partitions import DayPartition
+from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.raw_manifest import RawBatch, RawManifest
-from crypto_platform.resources.duckdb_s3 import httpfs_extension, secret_sql
 from crypto_platform.resources.lake import CommitConflict, LakeResource, Lineage, WriteInfo
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
@@ -185,16 +186,56 @@ def test_superseded_versions_are_swept_only_after_they_stopped_being_current(s3_
     assert sorted(objects(lake)) == sorted(["part.current.json", names[2]])
 
 
-def run_ingest(lake: LakeResource, tmp: Path) -> dg.ExecuteInProcessResult:
+def run_ingest(
+    lake: LakeResource, tmp: Path, hours: int = 3, raw_only: bool = False
+) -> dg.ExecuteInProcessResult:
+    raw = [tables.RAW_TRADES.key]
     return dg.materialize(
         [*dg.load_assets_from_modules([ingest, silver])],
-        selection=[tables.RAW_TRADES.key, tables.BRONZE_TRADES.key, tables.TRADE_REJECTS.key, T.key],
+        selection=raw if raw_only else [*raw, tables.BRONZE_TRADES.key, tables.TRADE_REJECTS.key, T.key],
         partition_key=PART.key,
         resources={
             "lake": lake,
             "warehouse": WarehouseResource(path=str(tmp / "warehouse.duckdb")),
-            "trade_sources": TradeSourcesResource(now=(PART.start + timedelta(hours=3)).isoformat()),
+            "trade_sources": TradeSourcesResource(now=(PART.start + timedelta(hours=hours)).isoformat()),
         },
+    )
+
+
+def committed_trades(lake: LakeResource, endpoint: str, tmp: Path) -> int:
+    """Distinct trades of the committed raw batches: DuckDB over the objects the manifest (read as plain
+    JSON with boto3, not through the platform) lists, downloaded."""
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    bucket, prefix = lake.root[5:].split("/", 1)
+    folder = f"{prefix}/{lake.part_key(tables.RAW_TRADES, PART)}"
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{folder}/_manifest.json")["Body"].read())
+    files = []
+    for b in manifest["batches"]:
+        files.append(tmp / f"{b['name']}.parquet")
+        s3.download_file(bucket, f"{folder}/{b['name']}.parquet", str(files[-1]))
+    listed = ", ".join(f"'{f}'" for f in files)
+    return duckdb.sql(f"select count(distinct trade_id) from read_parquet([{listed}])").fetchone()[0]
+
+
+def test_a_slow_bronze_run_on_s3_re_derives_when_a_newer_raw_committed(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """derive_bronze's optimistic retry with conditional commits: a run that read raw version 1 and is
+    overtaken by a newer run (raw version 2 and its bronze) refuses to commit and re-derives."""
+    lake = s3_lake(s3_endpoint)
+    assert run_ingest(lake, tmp_path, hours=12, raw_only=True).success
+    calls = []
+
+    def newer_run_meanwhile(attempt: int) -> None:
+        calls.append(attempt)
+        if attempt == 0:
+            assert run_ingest(lake, tmp_path, hours=18).success
+
+    _, _, manifest = ingest.derive_bronze(lake, PART, before_commit=newer_run_meanwhile)
+    assert calls == [0, 1] and manifest.version == 2
+    assert lake.read_lineage(tables.BRONZE_TRADES, PART).input_version == 2
+    assert lake.read_partition(tables.BRONZE_TRADES, PART).height == committed_trades(
+        lake, s3_endpoint, tmp_path
     )
 
 
@@ -207,17 +248,7 @@ def test_raw_bronze_candles_materialize_on_s3_as_on_a_local_folder(s3_endpoint: 
     assert lake.read_partition(tables.BRONZE_TRADES, PART).equals(
         local.read_partition(tables.BRONZE_TRADES, PART)
     )
-    # independent: DuckDB over the committed batch objects, downloaded as the manifest (plain JSON) lists them
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    bucket, prefix = lake.root[5:].split("/", 1)
-    folder = f"{prefix}/{lake.part_key(tables.RAW_TRADES, PART)}"
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{folder}/_manifest.json")["Body"].read())
-    files = []
-    for b in manifest["batches"]:
-        files.append(tmp_path / f"{b['name']}.parquet")
-        s3.download_file(bucket, f"{folder}/{b['name']}.parquet", str(files[-1]))
-    listed = ", ".join(f"'{f}'" for f in files)
-    [(trades,)] = duckdb.sql(f"select count(distinct trade_id) from read_parquet([{listed}])").fetchall()
+    trades = committed_trades(lake, s3_endpoint, tmp_path)  # independent of the platform's reads
     assert trades > 0 and candles["trade_count"].sum() == trades
     assert candles["ts"].max() == PART.start + timedelta(hours=3) - timedelta(minutes=1)
     # the views the run created read the same candles from S3
@@ -247,13 +278,19 @@ def test_warehouse_views_over_s3_read_exactly_the_committed_versions(
     assert warehouse.query(sql, lake=lake) == want
     days = warehouse.query("select date, count(*) from silver.candles_1m group by 1 order by 1", lake=lake)
     assert days == [(PART.day, 1000), (other.day, 1000)]  # hive columns from the object paths
-    # a user's own duckdb CLI (the locked duckdb-cli, same version): LOAD the packaged extension, a
-    # secret from the AWS_* variables, then the views
-    script = f"LOAD '{httpfs_extension()}';\n{secret_sql(lake.store, from_env=True)};\n{sql};\n"
+    # a user's own duckdb CLI (the locked duckdb-cli, same version) with the init SQL of
+    # `crypto-platform duckdb-init` for these settings: httpfs from the package, a secret from AWS_*
+    env = {
+        "CRYPTO_LAKE_ROOT": lake.root,
+        "CRYPTO_S3_ENDPOINT_URL": s3_endpoint,
+        "CRYPTO_S3_ALLOW_HTTP": "true",
+    }
+    init = tmp_path / "init.sql"
+    init.write_text(duckdb_init(PlatformSettings.from_env(env)))
     cli = Path(sys.executable).with_name("duckdb")
     out = subprocess.run(
-        [str(cli), "-readonly", "-csv", "-noheader", str(warehouse.file)],
-        input=script,
+        [str(cli), "-init", str(init), "-readonly", "-csv", "-noheader", str(warehouse.file)],
+        input=sql + ";\n",
         capture_output=True,
         text=True,
         timeout=60,
