@@ -26,7 +26,6 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.sources.base import SourceError
-from crypto_platform.sources.ccxt_source import CcxtSource
 from crypto_platform.sources.factory import replay_path
 from crypto_platform.timeutil import floor_minute
 from crypto_platform.transforms.ohlcv_import import read_ohlcv
@@ -111,6 +110,8 @@ def _exchange_candles(
     """Where the exchange's own 1-minute candles of an instrument come from: ccxt `fetch_ohlcv` live, the
     recorded `klines` file(s) for a replayed instrument, else nowhere (None)."""
     if inst.source == "ccxt":
+        from crypto_platform.sources.ccxt_source import CcxtSource  # ccxt: imported when first needed
+
         source = trade_sources.source_for(inst)
         if isinstance(source, CcxtSource):
             return lambda lo, hi: source.candles_1m(inst, lo, hi)
