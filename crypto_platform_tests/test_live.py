@@ -556,3 +556,43 @@ def test_a_failing_instrument_does_not_block_the_others(world: World) -> None:
     CLOCK.set(DAY, 12, 3, 5)
     [again] = world.tick().run_requests
     assert covered(again) == [key(BTC), key(ETH)]
+
+
+@pytest.mark.slow
+def test_live_runs_gate_with_the_contract_and_the_gx_suites_run_on_the_cadence(world: World) -> None:
+    from crypto_platform.automation.quality_cadence import build_quality_schedule, quality_suites_job
+
+    CLOCK.set(DAY, 12, 0, 20)
+    [live] = world.tick().run_requests
+    engines = {op: cfg["config"]["engine"] for op, cfg in live.run_config["ops"].items() if "suite" in op}
+    assert engines == {
+        "bronze__trades_bronze_trades_suite": "contract",
+        "silver__candles_1m_candles_1m_suite": "contract",
+    }
+    assert world.run(live)
+    bronze_gate = dg.AssetCheckKey(tables.BRONZE_TRADES.key, "bronze_trades_suite")
+
+    def last_engine() -> dict:
+        [ev] = world.instance.event_log_storage.get_asset_check_execution_history(bronze_gate, limit=1)
+        return {
+            k: p.get("engine", "great_expectations")
+            for k, p in ev.evaluation.metadata["suite_parameters"].value.items()
+        }
+
+    assert last_engine() == {key(BTC): "polars contract", key(ETH): "polars contract"}
+
+    # the cadence: one check-only run over the live partitions holding trades (yesterday has none)
+    schedule = build_quality_schedule(PlatformSettings())
+    ctx = dg.build_schedule_context(
+        instance=world.instance, scheduled_execution_time=CLOCK.now, resources={"lake": world.lake}
+    )
+    [cadence] = schedule.evaluate_tick(ctx).run_requests
+    assert covered(cadence) == [key(BTC), key(ETH)] and cadence.tags["crypto/read_only"] == "true"
+    result = quality_suites_job.resolve(asset_graph=defs.resolve_asset_graph()).execute_in_process(
+        instance=world.instance, tags=cadence.tags, resources=world.resources
+    )
+    assert result.success
+    assert last_engine() == {key(BTC): "great_expectations", key(ETH): "great_expectations"}
+    # the next minute: the live run as usual (the cadence run is read-only: it holds no partition)
+    CLOCK.set(DAY, 12, 1, 5)
+    assert covered(world.tick().run_requests[0]) == [key(BTC), key(ETH)]

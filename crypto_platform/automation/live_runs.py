@@ -16,6 +16,8 @@ LIVE_TAG = "crypto/live"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Runs that only read partitions (the quality_suites cadence): they never hold a partition up.
+READ_ONLY_TAG = "crypto/read_only"
 
 
 # Statuses of a run that may still write the partition.
@@ -73,7 +75,7 @@ def unfinished_runs(
     )
     records = [*records, *(r for r in ranges if partition in _range_keys(r))]
     active, abandoned = [], []
-    for r in records:
+    for r in (r for r in records if r.dagster_run.tags.get(READ_ONLY_TAG) != "true"):
         (abandoned if is_abandoned(r, now, stale_after) else active).append(r.dagster_run.run_id)
     return active, abandoned
 
