@@ -170,6 +170,9 @@ class PlatformSettings:
         _number(0, integer=True), "days before today the live sensor may still finish"))
     live_stale_run_minutes: float = field(default=30.0, metadata=_meta(
         _number(1), "an 'in progress' live run older than this is abandoned (and its max runtime)"))
+    backfill_partitions_per_run: int = field(default=0, metadata=_meta(
+        _number(0, integer=True), "partitions per run of a daemon backfill (BackfillPolicy.multi_run); "
+        "0: one run per backfill (single_run, what `dagster asset materialize --partition-range` needs)"))
     allow_unqualified_model: bool = field(default=False, metadata=_meta(
         _flag, "live predictions may use the latest challenger when there is no champion"))
     freshness_max_lag_seconds: float = field(default=180.0, metadata=_meta(

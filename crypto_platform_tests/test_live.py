@@ -395,7 +395,16 @@ def test_settings_are_explicit() -> None:
         _live({"CRYPTO_ALLOW_UNQUALIFIED_MODEL": "maybe"})
     features_only = _live({"CRYPTO_LIVE_PREDICTIONS": "false", "CRYPTO_LIVE_OVERLAP_SECONDS": "30"})
     assert dg.AssetKey(["gold", "predictions"]) not in features_only.selection()
-    assert features_only.run_config() == {"ops": {"raw__trades": {"config": {"overlap_seconds": 30}}}}
+    gates = ("bronze__trades_bronze_trades_suite", "silver__candles_1m_candles_1m_suite")
+    assert features_only.run_config() == {
+        "ops": {
+            "raw__trades": {"config": {"overlap_seconds": 30}},
+            **{op: {"config": {"engine": "contract"}} for op in gates},  # the quality gates, in polars
+        }
+    }
+    gx = _live({"CRYPTO_LIVE_QUALITY_ENGINE": "great_expectations"}).run_config()["ops"]
+    assert {op: gx[op] for op in gates} == {op: {"config": {"engine": "great_expectations"}} for op in gates}
+    assert not set(gates) & set(_live({"CRYPTO_LIVE_CHECKS": "none"}).run_config()["ops"])
 
 
 def test_yesterday_settles_overlap_after_midnight() -> None:

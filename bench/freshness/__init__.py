@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path, list[int], Path |
     ap.add_argument("--fast-rate", type=float, default=1000.0, help="trades/min of the fast third")
     ap.add_argument("--warm-limit", type=float, default=900.0, help="seconds allowed to the first prediction")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary figures as JSON")
+    ap.add_argument("--prep-cache", default="", help="folder sharing history + model between measurements")
     args = ap.parse_args(argv)
     counts = [int(x) for x in str(args.instruments).split(",")]
     opts = Options(
@@ -79,6 +80,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path, list[int], Path |
         args.base_rate,
         args.fast_rate,
         args.warm_limit,
+        args.prep_cache,
     )
     return opts, args.out, counts, args.json
 
@@ -113,7 +115,8 @@ def _many(argv: list[str], counts: list[int], out: Path) -> None:
     """One measurement per instrument count, each in its own process (the universe is fixed per
     process), then one report: the summary table and every measurement's section."""
     work = Path(tempfile.mkdtemp(prefix="crypto_freshness_many_"))
-    rest = _without(argv, ("--instruments", "--out", "--json"))
+    rest = _without(argv, ("--instruments", "--out", "--json", "--prep-cache"))
+    rest += ["--prep-cache", str(work / "prep")]  # history + model prepared once for all of them
     done: list[tuple[dict, str]] = []
     for n in counts:
         md, js = work / f"{n}.md", work / f"{n}.json"
@@ -124,5 +127,6 @@ def _many(argv: list[str], counts: list[int], out: Path) -> None:
             done.append(({"instruments": n, "failed": True}, f"The measurement with {n} instruments failed."))
         else:
             done.append((json.loads(js.read_text()), md.read_text()))
-        write_report(out, render_many(argv, done))  # after each: what fits before a deadline is kept
+        shown = _without(argv, ("--out", "--json", "--prep-cache"))
+        write_report(out, render_many(shown, done))  # after each: what fits before a deadline is kept
     log(f"wrote {out}")

@@ -111,7 +111,7 @@ def _served_model(uri: str) -> tuple[str, str]:
 
 
 BASES = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE"]
-HISTORY_INSTRUMENTS = 3  # the model is trained on yesterday of the first (slow) instruments
+HISTORY_INSTRUMENTS = 2  # the model is trained on yesterday of the first two (slow) instruments
 
 
 def fast_count(n: int) -> int:

@@ -101,7 +101,7 @@ def _time(s: RunStats) -> list[str]:
             s.detect,
         ),
         ("run created -> run worker started (queue daemon, gRPC launch, process start, code load)", s.launch),
-        ("run worker started -> run finished (8 steps incl. scipy/MLflow imports, model load)", s.execute),
+        ("run worker started -> run finished (the steps, incl. the MLflow import and model load)", s.execute),
     ]
     header = ["step", "n", "p50 s", "p95 s", "max s", "mean s"]
     return [

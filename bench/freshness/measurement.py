@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -52,6 +53,7 @@ class Options:
     base_rate: float = 60.0  # trades/min of the slow instruments
     fast_rate: float = 1000.0  # trades/min of the fast third
     warm_limit: float = 300.0  # seconds dagster dev may take to the first prediction
+    prep_cache: str = ""  # folder: history + model prepared once, shared by several measurements
 
 
 @dataclass
@@ -297,6 +299,9 @@ def _setup(root: Path, opts: Options) -> Live:
     env = base_env(root, home)
     keys: tuple[str, ...] = ("CRYPTO_LAKE_ROOT", "CRYPTO_WAREHOUSE_PATH", "MLFLOW_TRACKING_URI")
     keys += ("MLFLOW_DISABLE_TELEMETRY",)
+    if opts.prep_cache:  # the model registry is shared (read-only for the live runs)
+        (Path(opts.prep_cache) / "mlflow").mkdir(parents=True, exist_ok=True)
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(opts.prep_cache) / 'mlflow' / 'mlflow.db'}"
     if opts.instruments:
         universe = write_universe(root, opts.instruments, opts.base_rate, opts.fast_rate)
         env["CRYPTO_INSTRUMENTS"] = str(universe)
@@ -317,10 +322,31 @@ def measure(opts: Options) -> Result:
     return result
 
 
+def _prepared(live: Live, root: Path, opts: Options) -> Prepared:
+    """History and model: prepared here, or copied from `opts.prep_cache` (the same first instruments
+    and yesterday in every generated universe) when an earlier measurement prepared them."""
+    if not opts.prep_cache:
+        return prepare(live.env, root, opts.trials)
+    cache = Path(opts.prep_cache)
+    done = cache / "prepared.json"
+    if done.exists():
+        from crypto_platform.settings import load_universe
+
+        shutil.copytree(cache / "lake", root / "lake")
+        saved = json.loads(done.read_text())
+        live_keys = [i.key for i in load_universe().instruments if i.is_live]
+        log(f"history and model v{saved['model_version']} taken from {cache}")
+        return Prepared(**{**saved, "instruments": live_keys})
+    prep = prepare(live.env, root, opts.trials)
+    shutil.copytree(root / "lake", cache / "lake")
+    done.write_text(json.dumps(prep.__dict__))
+    return prep
+
+
 def _measure_in(root: Path, opts: Options) -> Result:
     live = _setup(root, opts)
     load0, t0 = os.getloadavg(), time.time()
-    prep = prepare(live.env, root, opts.trials)
+    prep = _prepared(live, root, opts)
     allow = not prep.qualified
     live.env.update(CRYPTO_LIVE_SENSOR="running", CRYPTO_ALLOW_UNQUALIFIED_MODEL="true" if allow else "false")
     t_dev = live.start()
