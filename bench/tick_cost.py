@@ -31,7 +31,7 @@ from bench.report import LoadAvg, Machine, loads, minute, table, write_report
 
 PROJECT = Path(__file__).resolve().parents[1]
 OUT = PROJECT / "bench" / "TICK_COST.md"
-HEAVY = ("scipy", "great_expectations", "mlflow", "optuna", "lightgbm", "sklearn", "ccxt", "pandas")
+HEAVY = ("scipy", "great_expectations", "mlflow", "optuna", "lightgbm", "sklearn", "ccxt", "pandas", "boto3")
 DAY = datetime(2024, 3, 4, tzinfo=UTC)
 UNTIL = DAY + timedelta(hours=18)
 

@@ -180,7 +180,17 @@ def test_loading_the_code_location_validates_the_settings_once() -> None:
     assert old.stderr.count("CRYPTO_PLATFORM_AUTOMATION is deprecated: rename it to CRYPTO_AUTOMATION") == 1
 
 
-HEAVY_MODULES = ("scipy", "great_expectations", "mlflow", "optuna", "lightgbm", "sklearn", "ccxt", "pandas")
+HEAVY_MODULES = (
+    "scipy",
+    "great_expectations",
+    "mlflow",
+    "optuna",
+    "lightgbm",
+    "sklearn",
+    "ccxt",
+    "pandas",
+    "boto3",
+)
 
 
 @pytest.mark.slow
