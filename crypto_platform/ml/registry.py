@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -45,7 +46,9 @@ from mlflow.tracking._tracking_service import utils as _tracking_utils
 from crypto_platform.ml import mlflow_logging
 from crypto_platform.ml.artifacts import ModelArtifactError, artifact_checksums, verify_artifact
 from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
-from crypto_platform.ml.training import TrainResult
+
+if TYPE_CHECKING:  # types only: loading a model to serve never imports training (optuna)
+    from crypto_platform.ml.training import TrainResult
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
