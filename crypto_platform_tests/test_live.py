@@ -605,3 +605,31 @@ def test_live_runs_gate_with_the_contract_and_the_gx_suites_run_on_the_cadence(w
     # the next minute: the live run as usual (the cadence run is read-only: it holds no partition)
     CLOCK.set(DAY, 12, 1, 5)
     assert covered(world.tick().run_requests[0]) == [key(BTC), key(ETH)]
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_a_restart_is_retried_together_not_split(world: World) -> None:
+    from dagster._core.test_utils import create_run_for_test
+
+    CLOCK.set(DAY, 12, 0, 20)
+    for r in world.tick().run_requests:
+        world.run(r)
+    CLOCK.set(DAY, 12, 1, 5)
+    [together] = world.tick().run_requests
+    # dagster dev was stopped while it ran: its worker recorded the failure as an unexpected termination
+    stopped = {**together.tags, "dagster/failure_reason": "UNEXPECTED_TERMINATION"}
+    create_run_for_test(world.instance, status=dg.DagsterRunStatus.FAILURE, tags=stopped)
+    CLOCK.set(DAY, 12, 1, 20)
+    [again] = world.tick().run_requests  # at once, one run for the exchange: nobody's data was bad
+    assert covered(again) == [key(BTC), key(ETH)] and again.partition_key is None
+    assert world.run(again)
+    # a failure of the data (a failed step) still isolates the partitions (the failing-instrument test)
+    CLOCK.set(DAY, 12, 2, 5)
+    [nxt] = world.tick().run_requests
+    create_run_for_test(
+        world.instance,
+        status=dg.DagsterRunStatus.FAILURE,
+        tags={**nxt.tags, "dagster/failure_reason": "STEP_FAILURE"},
+    )
+    CLOCK.set(DAY, 12, 2, 20)
+    assert sorted(r.partition_key for r in world.tick().run_requests) == [key(BTC), key(ETH)]
