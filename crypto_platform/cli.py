@@ -154,6 +154,20 @@ def backfill(selection: str, partition_range: str) -> None:
     )
 
 
+def duckdb_init(settings: PlatformSettings) -> str:
+    """SQL that makes a DuckDB session (e.g. the CLI: `duckdb -init <file>`) read the warehouse's views
+    of the configured lake: nothing for a local folder; for S3, httpfs loaded offline from the locked
+    package and a temporary secret whose credentials DuckDB reads from the AWS_* variables."""
+    from crypto_platform.resources.duckdb_s3 import httpfs_extension, secret_sql
+    from crypto_platform.resources.lake import lake_resource
+    from crypto_platform.resources.lake.s3 import S3Store
+
+    store = lake_resource(settings).store
+    if not isinstance(store, S3Store):
+        return "-- the lake is a local folder: its views need nothing more\n"
+    return f"LOAD '{httpfs_extension()}';\n{secret_sql(store, from_env=True)};\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `crypto-platform` console script."""
     parser = argparse.ArgumentParser(prog="crypto-platform", description=__doc__)
@@ -170,12 +184,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     p_fill.add_argument("--select", required=True, help="asset selection, e.g. 'group:raw or group:bronze'")
     p_fill.add_argument("--partition-range", required=True, help="FIRST...LAST partition keys (a rectangle)")
+    sub.add_parser("duckdb-init", help="print the SQL a DuckDB session needs to read an S3 lake's views")
     args = parser.parse_args(argv)
     if args.cmd == "settings":
         print(settings_table(load_settings()))
         return
     if args.cmd == "backfill":
         backfill(args.select, args.partition_range)
+        return
+    if args.cmd == "duckdb-init":
+        print(duckdb_init(load_settings()), end="")
         return
     os.chdir(PROJECT_DIR)
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ})
