@@ -4,7 +4,8 @@ Live runs block on the polars contract of the suites' rules (quality/contract.py
 `quality_suites` (hourly at :07 UTC) runs the GX suites themselves, check-only, over today's and
 yesterday's partitions of every live instrument: one run per exchange (the partitions grouped as the
 live sensor groups them), so the reference implementation still judges every live partition at least
-hourly and once more after the day settled. It is RUNNING with the live sensor (CRYPTO_LIVE_SENSOR).
+hourly and once more after the day settled. It is RUNNING with the live sensor (CRYPTO_LIVE_SENSOR)
+or with the other schedules (CRYPTO_AUTOMATION).
 """
 
 from __future__ import annotations
@@ -61,15 +62,21 @@ def cadence_requests(now: datetime, lake: LakeResource) -> Iterator[dg.RunReques
         yield dg.RunRequest(run_key=f"{SCHEDULE_NAME}:{first}..{last}@{now:%Y-%m-%dT%H:%M}", tags=tags)
 
 
+def _status(settings: PlatformSettings) -> dg.DefaultScheduleStatus:
+    """RUNNING with the live sensor (CRYPTO_LIVE_SENSOR) or with the other schedules (CRYPTO_AUTOMATION)."""
+    running = sensor_default_status(settings) == dg.DefaultSensorStatus.RUNNING or settings.automation
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+
+
 def build_quality_schedule(settings: PlatformSettings) -> dg.ScheduleDefinition:
-    """`quality_suites`, RUNNING when the live sensor is (CRYPTO_LIVE_SENSOR=running)."""
+    """`quality_suites`, RUNNING with the live sensor or CRYPTO_AUTOMATION=running."""
 
     @dg.schedule(
         name=SCHEDULE_NAME,
         job=quality_suites_job,
         cron_schedule="7 * * * *",
         execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus(sensor_default_status(settings).value),
+        default_status=_status(settings),
         description="Hourly: the GX suites over today's and yesterday's live partitions, per exchange.",
     )
     def _quality_suites(
