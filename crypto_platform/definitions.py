@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from crypto_platform.assets import gold, history, ingest, monitoring, silver
+from crypto_platform.assets import gold, history, ingest, monitoring, rolling_evaluation, silver
 from crypto_platform.automation.freshness import build_live_freshness_sensor
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.live import build_live_sensor
@@ -47,12 +47,15 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, Any]:
 def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     """Every definition of the code location, for one settings object."""
     return dg.Definitions(
-        assets=with_live_freshness(dg.load_assets_from_modules([ingest, silver, gold, monitoring])),
+        assets=with_live_freshness(
+            dg.load_assets_from_modules([ingest, silver, gold, monitoring, rolling_evaluation])
+        ),
         asset_checks=[
             *QUALITY_CHECKS,
             *RECONCILIATION_CHECKS,
             *DRIFT_CHECKS,
             *monitoring.MONITORING_CHECKS,
+            *rolling_evaluation.ROLLING_EVALUATION_CHECKS,
             build_live_data_lag_checks(settings),
         ],
         jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS, *MAINTENANCE_JOBS, quality_suites_job],

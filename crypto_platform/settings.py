@@ -51,7 +51,7 @@ CCXT_CLIENT_OPTIONS: tuple[str, ...] = (
 )
 COMMON_OPTIONS: tuple[str, ...] = ("min_non_empty_share",)  # candles_1m_suite's liquidity floor
 SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("trades_per_minute",),
+    "synthetic": ("trades_per_minute", "informed_flow"),
     "ccxt": ("api_url", *CCXT_CLIENT_OPTIONS),
     "replay": ("path", "klines"),  # klines: recorded 1-minute OHLCV (file/glob) to reconcile with
     # import defaults of import_candles_job: a file (path, format, volume_unit) or ccxt fetch_ohlcv

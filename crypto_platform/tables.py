@@ -78,6 +78,7 @@ MODEL_EVALUATIONS = Table("gold", "model_evaluations", Layout.SINGLE)  # one fil
 PREDICTIONS = Table("gold", "predictions", Layout.DAILY)
 PREDICTION_ERRORS = Table("gold", "prediction_errors", Layout.DAILY)
 PREDICTION_SKILL = Table("gold", "prediction_skill", Layout.SINGLE)
+ROLLING_EVALUATION = Table("gold", "rolling_evaluation", Layout.DAILY)  # model + baselines per matured day
 
 ALL_TABLES: tuple[Table, ...] = (
     RAW_TRADES,
@@ -95,6 +96,7 @@ ALL_TABLES: tuple[Table, ...] = (
     PREDICTIONS,
     PREDICTION_ERRORS,
     PREDICTION_SKILL,
+    ROLLING_EVALUATION,
 )
 
 

@@ -30,13 +30,14 @@ import numpy as np
 import polars as pl
 
 from crypto_platform import tables
-from crypto_platform.assets import gold, ingest, monitoring, silver
-from crypto_platform.assets.monitoring import model_skill
+from crypto_platform.assets import gold, ingest, monitoring, rolling_evaluation, silver
+from crypto_platform.assets.rolling_evaluation import model_skill
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import bronze_trades_suite, candles_1m_suite
 from crypto_platform.ml import registry
 from crypto_platform.ml.dataset import training_frame
 from crypto_platform.ml.evaluation import GateDecision, skill_gate
+from crypto_platform.ml.rolling_evaluation import FittedBaselines, cell_rows, score_cell
 from crypto_platform.ml.serving import prediction_rows
 from crypto_platform.ml.training import TrainResult, train
 from crypto_platform.partitions import DayPartition
@@ -313,7 +314,7 @@ def write_recording(tmp: Path, fmt: str) -> Path:
 INSTRUMENT = "sim.BTC-USDT"  # the FTX BTC-PERP bars stand in for the test universe's sim BTC/USDT
 MODEL_NAME = "monitoring_test_model"
 
-ASSETS = [*dg.load_assets_from_modules([ingest, silver, gold, monitoring])]
+ASSETS = [*dg.load_assets_from_modules([ingest, silver, gold, monitoring, rolling_evaluation])]
 # check-only runs of a partition need assets sharing one PartitionsDefinition
 PARTITIONED = [a for a in ASSETS if a.partitions_def is not None]
 CHECKS = [bronze_trades_suite, candles_1m_suite, feature_drift, prediction_drift, model_skill]
@@ -395,6 +396,35 @@ def write_predictions(
             day.select(INDEX_COLUMNS), day.select(*INDEX_COLUMNS, "close"), pred, info, True
         )
         lake.write_partition(rows, tables.PREDICTIONS, cell(d))
+
+
+def write_scores(
+    lake: LakeResource, days: list[str], *, skill: float, version: int = 1, seed: int = 0
+) -> None:
+    """gold/rolling_evaluation rows of these FTX days for forecasts correlated with the realised return
+    (skill > 0) or against it (< 0), scored by `ml.rolling_evaluation` against zero and momentum."""
+    rng = np.random.default_rng(seed)
+    for d in days:
+        day = forward_returns(d).filter(pl.col("fwd").is_not_null())
+        realised = day["fwd"].to_numpy()
+        pred = skill * realised + rng.normal(0.0, float(np.std(realised)), len(realised)) * (1 - abs(skill))
+        frame = day.select("ts", pl.col("fwd").alias("label")).join(
+            ftx_features().select("ts", "ret_5"), on="ts", how="left"
+        )
+        scores = score_cell(frame, pred, FittedBaselines(None, None), horizon=HORIZON)
+        part = cell(d)
+        rows = cell_rows(
+            scores,
+            exchange=part.instrument.exchange,
+            symbol=part.instrument.symbol,
+            day=part.day,
+            model_name=MODEL_NAME,
+            model_version=str(version),
+            horizon=HORIZON,
+            in_sample=False,
+            scored_at=datetime.now(UTC),
+        )
+        lake.write_partition(rows, tables.ROLLING_EVALUATION, part)
 
 
 @functools.cache

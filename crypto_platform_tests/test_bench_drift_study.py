@@ -27,8 +27,11 @@ from bench.drift_study.measurement import (
     inputs,
     self_check,
 )
+from bench.drift_study.prediction import Detection, PredictionCalibration, PredictionDay
 from bench.drift_study.skill import SkillDay, SkillSummary
 from bench.drift_study.stats import FeatureRow, Stat, Study
+from crypto_platform.monitoring.drift import DriftThresholds, Severity
+from crypto_platform.monitoring.drift_calibration import Calibration
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv, read_kraken_ohlcvt
 
 D = [date(2022, 1, d) for d in range(10, 14)]
@@ -162,6 +165,16 @@ def _result() -> Result:
             3,
             13,
         ),
+        calibrated=PredictionCalibration(
+            "trained 12-31 23:01 – 01-16 14:08",
+            Calibration(DriftThresholds(0.31, 0.94, 0.15, 0.2), 16, 0.31, 0.75, 0.14, 0.16, "calibrated"),
+            [
+                PredictionDay(date(2022, 1, 23), 0.05, 0.52, True, 0.4, 0.13, Severity.ERROR, Severity.WARN),
+                PredictionDay(date(2022, 1, 24), 0.04, 0.51, True, 0.1, 0.05, Severity.OK, Severity.OK),
+            ],
+            [("2022-01-06", 0.37, 0.13), ("2022-01-16", 0.75, 0.16)],
+            [Detection("forecast + 0.5 reference SD", 0.9, 0.85, 1.0)],
+        ),
         gx_cold_s=3.21,
         gx=[GxTiming("validate_candles, one FTX day", 1440, 0.0123, True)],
     )
@@ -189,4 +202,8 @@ def test_render_reports_the_figures() -> None:
     assert "The\ntextbook PSI 0.1 / 0.25 would WARN on 36% of the illiquid market's days" in md
     assert "(default) still" not in md and "still flags the regime change on 90% of days" in md
     assert "~31% (rule of three, 95%, exact for 0 firings)" in md  # (1 + 3) / 13
+    assert "feature thresholds ERROR on 1 / 2 (50%), ≥ WARN on 1;\ncalibrated ERROR on 0 / 2 (0%)" in md
+    assert "| 2022-01-23 | 0.0500 | 0.520 | yes | 0.400 | 0.130 | ERROR | WARN |" in lines
+    assert "| forecast + 0.5 reference SD | 90% | 85% | 100% |" in lines
+    assert "with the feature thresholds\n2 of the\n2 training days would be ERROR" in md
     assert md.endswith("| validate_candles, one FTX day | 1,440 | 12 ms | pass |\n")

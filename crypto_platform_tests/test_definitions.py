@@ -35,6 +35,7 @@ EXPECTED = {
     "gold/predictions": ("gold", True, ["gold/features", "gold/model"]),
     "gold/prediction_errors": ("monitoring", False, ["gold/predictions", "silver/candles_1m"]),
     "gold/prediction_skill": ("monitoring", False, ["gold/prediction_errors"]),
+    "gold/rolling_evaluation": ("gold", True, ["gold/features", "gold/labels", "gold/model"]),
 }
 
 

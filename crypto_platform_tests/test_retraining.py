@@ -5,13 +5,13 @@ sensor is ticked with `build_sensor_context`, passing each tick's cursor on to t
 """
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from crypto_platform import tables
-from crypto_platform.assets.monitoring import model_skill
+from crypto_platform.assets.rolling_evaluation import model_skill
 from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.retraining import (
     TRIGGER_CHECKS_TAG,
@@ -19,11 +19,13 @@ from crypto_platform.automation.retraining import (
     build_retraining_sensor,
     build_schedules,
     monitoring_job,
+    rolling_evaluation_job,
 )
 from crypto_platform.checks.drift import feature_drift, prediction_drift
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.platform_settings import PlatformSettings
 from crypto_platform.resources.lake import LakeResource
+from crypto_platform.settings import load_universe
 from crypto_platform_tests.fixtures import (
     ASSETS,
     CHECKS,
@@ -32,19 +34,21 @@ from crypto_platform_tests.fixtures import (
     run_check,
     write_features,
     write_predictions,
+    write_scores,
     write_silver,
 )
 
-SKILL = "gold/prediction_errors:model_skill"
+SKILL = "gold/rolling_evaluation:model_skill"
 DAYS = ["2022-01-10", "2022-01-11"]
 COOLDOWN_6H = PlatformSettings(retrain_cooldown_hours=6)
 NO_COOLDOWN = PlatformSettings(retrain_cooldown_hours=0)
 
 
 def _monitor(tmp: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """model_skill on the newest scored out-of-sample day (check-only, as the monitoring job runs it)."""
     return dg.materialize(
         [*ASSETS, model_skill],
-        selection=dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key),
+        selection=dg.AssetSelection.checks(model_skill),
         instance=instance,
         resources=resources(tmp),
     )
@@ -76,11 +80,11 @@ def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_pa
     with dg.DagsterInstance.ephemeral() as instance:
         assert "no evaluations yet" in _skip(_tick(sensor, instance, None))
 
-        write_predictions(lake, DAYS, skill=0.5)  # a skilled model: nothing to do
+        write_scores(lake, DAYS, skill=0.5)  # a skilled model: nothing to do
         assert evaluation(_monitor(tmp_path, instance), "model_skill").passed
         assert f"{SKILL} passed" in _skip(_tick(sensor, instance, None))
 
-        write_predictions(lake, DAYS, skill=-0.5)  # the model now points the wrong way
+        write_scores(lake, DAYS, skill=-0.5)  # the model now points the wrong way
         run = _monitor(tmp_path, instance)
         assert not evaluation(run, "model_skill").passed
 
@@ -108,7 +112,7 @@ def test_lost_skill_requests_exactly_one_training_run_within_the_cooldown(tmp_pa
 @pytest.mark.slow
 def test_training_run_in_flight_or_recent_blocks_a_request(tmp_path: Path, lake) -> None:
     sensor = build_retraining_sensor(COOLDOWN_6H)
-    write_predictions(lake, DAYS, skill=-0.5)
+    write_scores(lake, DAYS, skill=-0.5)
     with dg.DagsterInstance.ephemeral() as instance:
         _monitor(tmp_path, instance)
         running = instance.add_run(
@@ -156,7 +160,7 @@ def test_drift_error_triggers_but_warn_and_history_do_not(tmp_path: Path, lake, 
 
 def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
     defaults = PlatformSettings.from_env({})
-    daily_retraining_schedule, hourly_monitoring_schedule = build_schedules(defaults)
+    daily_retraining_schedule, hourly_monitoring_schedule, rolling = build_schedules(defaults)
     assert daily_retraining_schedule.job_name == "training_job"
     assert daily_retraining_schedule.cron_schedule == "30 2 * * *"
     assert hourly_monitoring_schedule.job_name == "monitoring_job"
@@ -173,7 +177,7 @@ def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
     defs = dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[*JOBS, monitoring_job],
+        jobs=[*JOBS, monitoring_job, rolling_evaluation_job],
         resources=resources(tmp_path),
         schedules=build_schedules(defaults),
         sensors=[build_retraining_sensor(defaults)],
@@ -192,6 +196,17 @@ def test_schedules_jobs_and_default_status(tmp_path: Path) -> None:
     # every tick asks for exactly one training run (no skip, no run key that would dedupe tomorrow's)
     assert tick.skip_message is None
     assert [(r.run_key, r.run_config) for r in tick.run_requests or []] == [(None, {})]
+    # yesterday's out-of-sample score, one run per live instrument of the (test) universe
+    assert (rolling.cron_schedule, rolling.job_name) == ("15 1 * * *", "rolling_evaluation_job")
+    at = datetime(2024, 3, 2, 1, 15, tzinfo=UTC)
+    with dg.build_schedule_context(
+        scheduled_execution_time=at, repository_def=defs.get_repository_def()
+    ) as ctx:
+        requests = rolling.evaluate_tick(ctx).run_requests or []
+    live = [i.key for i in load_universe().instruments if i.is_live]
+    assert [r.partition_key for r in requests] == [f"2024-03-01|{k}" for k in live] and len(live) >= 2
+    job = defs.resolve_job_def("rolling_evaluation_job")
+    assert {"gold__labels", "gold__rolling_evaluation"} <= set(job.graph.node_dict)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from crypto_platform import schemas
 from crypto_platform.settings import Instrument
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.factory import build_source
-from crypto_platform.sources.synthetic import SyntheticSource
+from crypto_platform.sources.synthetic import SyntheticSource, intraday_activity
 
 DAY = datetime(2024, 3, 12, tzinfo=UTC)
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
@@ -233,3 +233,51 @@ def test_a_whole_day_in_one_fetch() -> None:
     lo, hi = int(DAY.timestamp() * 1000), int((DAY + timedelta(days=1)).timestamp() * 1000)
     assert lo <= df["timestamp_ms"].min() and df["timestamp_ms"].max() < hi
     assert (batch.covered_from, batch.covered_to) == (DAY, DAY + timedelta(days=1))
+
+
+def _flow_vs_future(flow: float | None) -> tuple[float, float]:
+    """Correlation of each minute's taker buy share with the next 10 minutes' log return, in busy and
+    in quiet hours, over one simulated day of sim BTC/USDT."""
+    options = {} if flow is None else {"informed_flow": flow}
+    start = datetime(2024, 3, 5, tzinfo=UTC)
+    raw = SyntheticSource().fetch(
+        Instrument("sim", "BTC/USDT", "synthetic", options), start, start + timedelta(days=1)
+    )
+    per = (
+        raw.trades.group_by((pl.col("timestamp_ms") // 60_000).alias("minute"))
+        .agg((pl.col("side") == "buy").mean().alias("share"), pl.col("price").last().alias("close"))
+        .sort("minute")
+        .with_columns((pl.col("close").shift(-10) / pl.col("close")).log().alias("fwd"))
+        .drop_nulls()
+    )
+    busy = intraday_activity(per["minute"].to_numpy()) > 1.0
+    share, fwd = per["share"].to_numpy(), per["fwd"].to_numpy()
+    return float(np.corrcoef(share[busy], fwd[busy])[0, 1]), float(
+        np.corrcoef(share[~busy], fwd[~busy])[0, 1]
+    )
+
+
+def test_informed_flow_plants_a_signal_whose_sign_depends_on_the_time_of_day() -> None:
+    busy, quiet = _flow_vs_future(1.0)
+    busy0, quiet0 = _flow_vs_future(0.0)
+    assert busy > busy0 + 0.15 and quiet < quiet0 - 0.15  # with the move when busy, against it when quiet
+    assert _flow_vs_future(None) == (busy0, quiet0)  # absent = 0: the default market is unchanged
+    with pytest.raises(SourceError, match="informed_flow"):
+        SyntheticSource().params(Instrument("sim", "BTC/USDT", "synthetic", {"informed_flow": -1}))
+
+
+def test_simulated_exchange_candles_are_the_trades_volume_per_minute() -> None:
+    inst = Instrument("sim", "ETH/USDT", "synthetic", {"trades_per_minute": 20})
+    src = SyntheticSource()
+    start = DAY + timedelta(seconds=30)  # a partial first minute is left out
+    candles = src.candles_1m(inst, start, DAY + timedelta(hours=2))
+    trades = src.fetch(inst, DAY, DAY + timedelta(hours=2)).trades
+    per_minute = (
+        trades.group_by(pl.col("timestamp_ms") // 60_000 * 60_000)
+        .agg(pl.col("amount").sum().alias("expected"))
+        .filter(pl.col("timestamp_ms") >= (DAY + timedelta(minutes=1)).timestamp() * 1000)
+        .sort("timestamp_ms")
+    )
+    assert candles.height == per_minute.height == 119
+    assert candles["ts"][0] == DAY + timedelta(minutes=1) and candles["ts"].dtype == schemas.UTC_TS
+    assert np.allclose(candles["volume"].to_numpy(), per_minute["expected"].to_numpy(), rtol=1e-12)

@@ -15,6 +15,9 @@ FTX BTC-PERP, 1 minute) and ../shared/data/candles/kraken_2023q1/XBTUSDC_1.csv (
   (e) prediction drift of a toy vol-scaled model, raw vs divided by trailing volatility;
   (f) false alarms of the skill check: the platform's LightGBM model trained on the first part of
       January, `performance.skill_lost` (the `model_skill` check's logic) on each held-out day;
+  (g) prediction drift of that model on the held-out days it keeps its skill (skill per day from the
+      rolling out-of-sample evaluation), feature thresholds vs thresholds calibrated on the reference's
+      day-to-day variation, and planted forecast shifts that must still be caught;
   plus the per-call time of the Great Expectations suites.
 
 (b) is reported twice: on all minutes and on liquid minutes only (empty_frac_60 <= LIQUID_EMPTY_FRAC),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bench.drift_study.data import DEFAULT, KS_GRID, LIQUID_EMPTY_FRAC, PSI_GRID, SKILL_HOLDOUTS
 from bench.drift_study.measurement import Result
+from bench.drift_study.prediction import render as render_g
 from bench.drift_study.stats import FeatureRow
 from bench.report import names, pct, table
 from crypto_platform.monitoring.drift import DRIFT_FEATURES, INFO_FEATURES, MIN_ROWS, PSI_BINS, PSI_EPSILON
@@ -336,7 +337,8 @@ The platform's model (`ml.training.train`: LightGBM + Optuna, 5-minute horizon, 
 and labels from `build_features` / `forward_return_labels`) trained on the first part of FTX
 January 2022 ({"; ".join(s.spans)}); its forecasts on each full held-out day joined to the
 realised returns (`performance.prediction_errors`) and judged by `performance.skill_lost` with the
-`model_skill` check's defaults (24-hour window, ≥ {SKILL_MIN_ROWS} matured forecasts, lost at rank IC ≤
+`model_skill` check's thresholds (it applies them to the newest day of `gold/rolling_evaluation`;
+here a 24-hour window, ≥ {SKILL_MIN_ROWS} matured forecasts, lost at rank IC ≤
 {MIN_RANK_IC} or hit rate ≤ {MIN_HIT_RATE}). Every held-out day is "no change": same market, same
 month as the training span, so every firing is a false alarm. The shuffled control
 (forecasts permuted across the held-out bars) has no skill by construction and should fire often.
@@ -383,7 +385,13 @@ calls, including the polars → pandas conversion:
 
 
 SECTIONS = (_intro, _decision, _defaults, _section_c, _section_a, _section_b, _section_d)
-SECTIONS += (_section_e, _section_f, _section_gx)
+
+
+def _section_g(r: Result) -> str:
+    return render_g(r.calibrated)
+
+
+SECTIONS += (_section_e, _section_f, _section_g, _section_gx)
 
 
 def render(r: Result) -> str:

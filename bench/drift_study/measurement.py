@@ -26,6 +26,7 @@ from bench.drift_study.data import (
 )
 from bench.drift_study.gx import GxTiming, gx_timing
 from bench.drift_study.kraken import KrakenCheck, kraken_check
+from bench.drift_study.prediction import PredictionCalibration, prediction_calibration
 from bench.drift_study.skill import SkillDay, SkillSummary, skill_days, skill_summary
 from bench.drift_study.stats import (
     FeatureRow,
@@ -298,6 +299,7 @@ class Result:
     candidates: Candidates
     predictions: list[PredictionDrift]
     skill: SkillCheck
+    calibrated: PredictionCalibration
     gx_cold_s: float
     gx: list[GxTiming]
 
@@ -315,6 +317,7 @@ def measure() -> Result:
     fa = false_alarms(inp)
     checked, kraken, cands = self_check(inp), kraken_check(inp), candidates(inp, fa)
     predictions, skill = prediction_drifts(inp), skill_check(inp)
+    calibrated = prediction_calibration(inp.ftx, inp.ftx_f)
     gx_cold, gx = gx_timing(inp.ftx)
     return Result(
         runtime_s=time.perf_counter() - t0,
@@ -332,6 +335,7 @@ def measure() -> Result:
         candidates=cands,
         predictions=predictions,
         skill=skill,
+        calibrated=calibrated,
         gx_cold_s=gx_cold,
         gx=gx,
     )

@@ -11,7 +11,7 @@ import polars as pl
 
 from bench.drift_study.data import SKILL_HORIZON
 from crypto_platform.ml.dataset import training_frame
-from crypto_platform.ml.training import train
+from crypto_platform.ml.training import TrainResult, train
 from crypto_platform.monitoring.performance import MIN_HIT_RATE, MIN_RANK_IC, prediction_errors, skill_lost
 from crypto_platform.transforms.features import FEATURE_COLUMNS
 from crypto_platform.transforms.labels import forward_return_labels
@@ -33,9 +33,7 @@ def skill_days(
     candles: pl.DataFrame, features: pl.DataFrame, holdout_fraction: float, *, shuffle: bool = False
 ) -> tuple[list[SkillDay], str]:
     """Train the platform's model on January's first part; skill_lost on each full held-out day."""
-    labels = forward_return_labels(candles, SKILL_HORIZON)
-    df = training_frame(features.drop("day"), labels)
-    result = train(df, FEATURE_COLUMNS, horizon=SKILL_HORIZON, holdout_fraction=holdout_fraction, seed=42)
+    result = trained(candles, features, holdout_fraction)[1]
     pred = result.holdout["prediction"].to_numpy()
     if shuffle:  # control: forecasts detached from the bars they were made at (no skill by construction)
         pred = np.random.default_rng(0).permutation(pred)
@@ -57,6 +55,22 @@ def skill_days(
         out.append(SkillDay(d, v.n, v.rank_ic, v.hit_rate, v.lost, v.sufficient))
     span = f"trained {result.train_start:%m-%d %H:%M} – {result.train_end:%m-%d %H:%M}"
     return out, span
+
+
+_TRAINED: dict[tuple[int, int, float], tuple[pl.DataFrame, TrainResult]] = {}
+
+
+def trained(
+    candles: pl.DataFrame, features: pl.DataFrame, holdout_fraction: float
+) -> tuple[pl.DataFrame, TrainResult]:
+    """(training frame, the platform's model trained on it with this holdout), trained once per study."""
+    key = (id(candles), id(features), holdout_fraction)
+    if key not in _TRAINED:
+        labels = forward_return_labels(candles, SKILL_HORIZON)
+        df = training_frame(features.drop("day"), labels)
+        result = train(df, FEATURE_COLUMNS, horizon=SKILL_HORIZON, holdout_fraction=holdout_fraction, seed=42)
+        _TRAINED[key] = (df, result)
+    return _TRAINED[key]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Monitoring assets: matured prediction errors, their rolling skill, and the `model_skill` check.
+"""Monitoring assets: matured prediction errors of the served predictions and their rolling skill.
 
 `gold/prediction_errors` is an unpartitioned asset over a partitioned lake table: each run (hourly by
 the monitoring schedule) re-joins the newest `lookback_days` of each instrument's predictions to the
@@ -12,9 +12,8 @@ so replayed or backfilled history is monitored the same way as live data.
 instruments) of MAE against the zero-return baseline, Spearman rank IC and hit rate; the newest window
 is also materialization metadata, which the UI plots over time.
 
-The `model_skill` check fails with severity ERROR when `performance.skill_lost` says the served model
-version has lost its skill over the newest window (rank IC <= 0 or hit rate <= 0.5 on at least 500
-matured forecasts); with fewer it passes with a note.
+Loss of skill is judged by the `model_skill` check on the out-of-sample `gold/rolling_evaluation`
+(assets/rolling_evaluation.py), which scores the model against every baseline per matured day.
 """
 
 import math
@@ -25,7 +24,7 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform import tables
-from crypto_platform.metadata import ABOUT_LATEST_DATA, md_table
+from crypto_platform.metadata import md_table
 from crypto_platform.monitoring import performance as perf
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
@@ -35,7 +34,6 @@ from crypto_platform.settings import Instrument, load_universe
 
 PREDICTION_ERRORS = tables.PREDICTION_ERRORS.key
 PREDICTION_SKILL = tables.PREDICTION_SKILL.key
-MODEL_SKILL_CHECK = "model_skill"
 _PREDICTION_COLUMNS = ["exchange", "symbol", "ts", "horizon", "predicted_return", "model_version"]
 
 
@@ -246,85 +244,4 @@ def _num(v):
     return round(float(v), 6) if isinstance(v, float) else int(v)
 
 
-class ModelSkillConfig(dg.Config):
-    """Run config of the model_skill check."""
-
-    window_minutes: int = Field(default=24 * 60, description="Newest minutes of matured forecasts judged.")
-    min_rows: int = Field(
-        default=perf.MIN_ROWS, description="Fewer matured forecasts: passes as insufficient."
-    )
-    min_rank_ic: float = Field(default=perf.MIN_RANK_IC, description="Skill is lost at rank IC <= this.")
-    min_hit_rate: float = Field(default=perf.MIN_HIT_RATE, description="Skill is lost at hit rate <= this.")
-
-
-@dg.asset_check(
-    asset=PREDICTION_ERRORS,
-    name=MODEL_SKILL_CHECK,
-    description=(
-        "Loss of skill of the served model version over the newest 24 h of matured forecasts: fails "
-        "(ERROR) when the rank IC <= 0 or the hit rate <= 0.5 on at least 500 forecasts; figures "
-        "(rank IC, hit rate, MAE vs the zero baseline, per instrument) as metadata."
-    ),
-)
-def model_skill(
-    context: dg.AssetCheckExecutionContext, config: ModelSkillConfig, lake: LakeResource
-) -> dg.AssetCheckResult:
-    """Fail when the served model lost its skill recently (rank IC <= 0 or hit rate not above 50%)."""
-    days = math.ceil(config.window_minutes / (24 * 60)) + 1
-    frames = []
-    for inst in load_universe().instruments:
-        df = lake.read_partitions(
-            tables.PREDICTION_ERRORS, lake.newest_parts(tables.PREDICTION_ERRORS, inst, days)
-        )
-        if df is not None and df.height:
-            frames.append(df)
-    if not frames:
-        return dg.AssetCheckResult(
-            passed=True,
-            description="no matured predictions yet: skill not judged",
-            metadata={"sufficient": False, "n": 0, ABOUT_LATEST_DATA: True},
-        )
-    errors = pl.concat(frames, how="vertical")
-    version = _latest_version(errors)
-    verdict = perf.skill_lost(
-        errors,
-        config.min_rows,
-        window_minutes=config.window_minutes,
-        model_version=version,
-        min_rank_ic=config.min_rank_ic,
-        min_hit_rate=config.min_hit_rate,
-    )
-    meta: dict[str, object] = {
-        **verdict.to_metadata(),
-        ABOUT_LATEST_DATA: True,
-        "window_minutes": config.window_minutes,
-        "thresholds": f"rank IC <= {config.min_rank_ic} or hit rate <= {config.min_hit_rate}",
-    }
-    if verdict.window_start is not None:
-        window = errors.filter((pl.col("model_version") == version) & (pl.col("ts") >= verdict.window_start))
-        by_inst = (
-            window.group_by("exchange", "symbol").agg(perf.skill_aggregates()).sort("exchange", "symbol")
-        )
-        meta["per_instrument"] = dg.MetadataValue.md(md_table(by_inst.to_dicts()))
-    if not verdict.sufficient:
-        return dg.AssetCheckResult(
-            passed=True, metadata=meta, description=f"skill not judged: {'; '.join(verdict.reasons)}"
-        )
-    if verdict.lost:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata=meta,
-            description=f"model v{version} lost its skill: {'; '.join(verdict.reasons)}",
-        )
-    return dg.AssetCheckResult(
-        passed=True,
-        metadata=meta,
-        description=(
-            f"model v{version} keeps its skill: rank IC {verdict.rank_ic:.4f}, "
-            f"hit rate {verdict.hit_rate:.4f}"
-        ),
-    )
-
-
-MONITORING_CHECKS: list[dg.AssetChecksDefinition] = [model_skill]
+MONITORING_CHECKS: list[dg.AssetChecksDefinition] = []  # model_skill judges gold/rolling_evaluation

@@ -39,4 +39,15 @@ predictions_job = dg.define_asset_job(
     description="Batch predictions with the MLflow champion.",
 )
 
-JOBS = [ingest_job, features_job, training_job, predictions_job]
+# Every asset check and no asset: `dagster job execute -m crypto_platform.definitions -j checks_job` runs
+# the checks against what is stored (no partition: each check judges the newest data, the quality suites
+# the latest materialization) without re-materializing anything; `-o <check op>` narrows it to one check,
+# `--tags '{"dagster/partition": "<day>|<instrument>"}'` to one partition (docs/gold.md, "Checks only").
+CHECKS_ONLY = dg.AssetSelection.all_asset_checks()
+checks_job = dg.define_asset_job(
+    "checks_job",
+    selection=CHECKS_ONLY,
+    description="Every asset check, against the data already stored: no asset is materialized.",
+)
+
+JOBS = [ingest_job, features_job, training_job, predictions_job, checks_job]

@@ -28,17 +28,19 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 import dagster as dg
 
 from crypto_platform import tables
-from crypto_platform.assets.monitoring import MODEL_SKILL_CHECK
+from crypto_platform.assets.rolling_evaluation import MODEL_SKILL_CHECK
 from crypto_platform.automation.jobs import training_job
 from crypto_platform.checks.drift import FEATURE_DRIFT_CHECK, PREDICTION_DRIFT_CHECK
 from crypto_platform.metadata import ABOUT_LATEST_DATA
+from crypto_platform.partitions import multi_key
 from crypto_platform.platform_settings import PlatformSettings
+from crypto_platform.settings import load_universe
 
 TRIGGER_TAG = "crypto_platform/trigger"
 TRIGGER_CHECKS_TAG = "crypto_platform/trigger_checks"
@@ -47,7 +49,7 @@ TRIGGER_RUN_TAG = "crypto_platform/trigger_run_id"
 WATCHED_CHECKS: tuple[dg.AssetCheckKey, ...] = (
     dg.AssetCheckKey(tables.FEATURES.key, FEATURE_DRIFT_CHECK),
     dg.AssetCheckKey(tables.PREDICTIONS.key, PREDICTION_DRIFT_CHECK),
-    dg.AssetCheckKey(tables.PREDICTION_ERRORS.key, MODEL_SKILL_CHECK),
+    dg.AssetCheckKey(tables.ROLLING_EVALUATION.key, MODEL_SKILL_CHECK),
 )
 _PENDING = [
     dg.DagsterRunStatus.QUEUED,
@@ -228,22 +230,57 @@ def _iso(ts: float) -> str:
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
     selection=(
-        # the monitoring assets, with their model_skill check
+        # the monitoring assets, and the drift and skill checks on the newest data (check-only)
         dg.AssetSelection.assets(tables.PREDICTION_ERRORS.key, tables.PREDICTION_SKILL.key)
-        | dg.AssetSelection.checks(
-            dg.AssetCheckKey(tables.FEATURES.key, FEATURE_DRIFT_CHECK),
-            dg.AssetCheckKey(tables.PREDICTIONS.key, PREDICTION_DRIFT_CHECK),
-        )
+        | dg.AssetSelection.checks(*WATCHED_CHECKS)
     ),
     description=(
-        "Matured prediction errors and rolling skill (with the model_skill check), and the feature and "
-        "prediction drift checks over the newest 24 h of each instrument."
+        "Matured prediction errors and rolling skill, the feature and prediction drift checks over the "
+        "newest 24 h of each instrument and model_skill on each instrument's newest out-of-sample day."
     ),
 )
 
 
+rolling_evaluation_job = dg.define_asset_job(
+    "rolling_evaluation_job",
+    selection=dg.AssetSelection.assets(tables.LABELS.key, tables.ROLLING_EVALUATION.key),
+    description=(
+        "A closed day's labels (now complete: the next day's first bars exist) and the champion's "
+        "out-of-sample score against every baseline on it (gold/rolling_evaluation, with model_skill)."
+    ),
+)
+
+
+def build_rolling_evaluation_schedule(settings: PlatformSettings) -> dg.ScheduleDefinition:
+    """Daily at 01:15 UTC: yesterday's labels and rolling evaluation, one run per live instrument."""
+
+    @dg.schedule(
+        name="daily_rolling_evaluation",
+        job=rolling_evaluation_job,
+        cron_schedule="15 1 * * *",
+        execution_timezone="UTC",
+        default_status=automation_status(settings),
+        description=(
+            "Score the champion and every baseline on the previous UTC day of each live instrument once its "
+            "labels matured (01:15 UTC: the 60-minute labels of the day's last bars exist)."
+        ),
+    )
+    def _daily_rolling_evaluation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        day = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC).date() - timedelta(
+            days=1
+        )
+        return [
+            dg.RunRequest(run_key=f"rolling_evaluation:{key}", partition_key=key)
+            for inst in load_universe().instruments
+            if inst.is_live and (key := multi_key(day, inst.key))
+        ]
+
+    return _daily_rolling_evaluation
+
+
 def build_schedules(settings: PlatformSettings) -> list[dg.ScheduleDefinition]:
-    """The daily retraining and hourly monitoring schedules, RUNNING only with CRYPTO_AUTOMATION=running."""
+    """The daily retraining, rolling evaluation and hourly monitoring schedules, RUNNING only with
+    CRYPTO_AUTOMATION=running."""
     return [
         dg.ScheduleDefinition(
             name="daily_retraining",
@@ -265,7 +302,8 @@ def build_schedules(settings: PlatformSettings) -> list[dg.ScheduleDefinition]:
                 "Prediction errors, skill and drift every hour (5 past, after the top-of-hour bars closed)."
             ),
         ),
+        build_rolling_evaluation_schedule(settings),
     ]
 
 
-RETRAINING_JOBS = [monitoring_job]
+RETRAINING_JOBS = [monitoring_job, rolling_evaluation_job]

@@ -15,7 +15,10 @@ maybe retrain), not proof that the data is wrong.
 Prediction drift compares the model's output on the current window with the *same model's* output on
 the reference features (model_version of the predictions must match), scaled by `rv_60` by default:
 a raw return forecast is implicitly volatility-scaled and would alarm on every volatility change
-(17% of ordinary January days at ERROR unscaled, 0% scaled; MONITORING.md section e).
+(17% of ordinary January days at ERROR unscaled, 0% scaled; MONITORING.md section e). Its thresholds
+are calibrated on the reference's own day-to-day variation (`monitoring.drift_calibration`): a
+model's forecasts are smooth within a day, so with the feature thresholds it alarmed on a third of
+the days on which the model kept its skill (MONITORING.md section g).
 """
 
 import math
@@ -30,6 +33,7 @@ from pydantic import Field
 from crypto_platform import tables
 from crypto_platform.metadata import ABOUT_LATEST_DATA, md_table
 from crypto_platform.monitoring import drift as dm
+from crypto_platform.monitoring import drift_calibration as cal
 from crypto_platform.partitions import DayPartition, run_partitions
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.mlflow import MlflowResource
@@ -73,6 +77,16 @@ class PredictionDriftConfig(_DriftConfigBase):
     scale_column: str | None = Field(
         default="rv_60",
         description="Feature the forecast is divided by before comparing (removes the vol scale); null: raw.",
+    )
+    calibrate: bool = Field(
+        default=True,
+        description=(
+            "Raise the thresholds to the reference's own day-to-day variation (each reference day vs the "
+            "rest: WARN at its q0.9, ERROR at calibration_margin x its maximum; never below the defaults)."
+        ),
+    )
+    calibration_margin: float = Field(
+        default=cal.MARGIN, description="ERROR at this multiple of the largest reference day's PSI / D."
     )
 
 
@@ -187,15 +201,20 @@ def prediction_drift(
     about_latest = parts is None or lake.includes_newest(tables.PREDICTIONS, parts)
 
     def compare(ref: pl.DataFrame, cur: pl.DataFrame, notes: list[str]) -> dm.DriftReport:
+        t = dm.DriftThresholds(config.psi_warn, config.psi_error, config.ks_warn, config.ks_error)
+        if config.calibrate:
+            calibration = _calibration(ref, scale, t, config)
+            t = calibration.thresholds
+            notes.append(calibration.note)
         return dm.prediction_drift(
             ref,
             cur,
             "predicted_return",
             scale_column=scale,
-            psi_warn=config.psi_warn,
-            psi_error=config.psi_error,
-            ks_warn=config.ks_warn,
-            ks_error=config.ks_error,
+            psi_warn=t.psi_warn,
+            psi_error=t.psi_error,
+            ks_warn=t.ks_warn,
+            ks_error=t.ks_error,
             min_rows=config.min_rows,
         )
 
@@ -205,6 +224,26 @@ def prediction_drift(
 
 
 DRIFT_CHECKS: list[dg.AssetChecksDefinition] = [feature_drift, prediction_drift]
+
+
+def _calibration(
+    ref: pl.DataFrame, scale: str | None, base: dm.DriftThresholds, config: PredictionDriftConfig
+) -> cal.Calibration:
+    """The prediction thresholds calibrated on the reference forecasts' day-to-day variation."""
+    value = pl.col("predicted_return").cast(pl.Float64)
+    if scale is not None:
+        value = pl.when(pl.col(scale) > 0).then(value / pl.col(scale))
+    if "ts" not in ref.columns:
+        return cal.Calibration(base, 0, None, None, None, None, "default thresholds: reference has no ts")
+    by = tuple(c for c in ("exchange", "symbol") if c in ref.columns)
+    return cal.calibrate(
+        ref.with_columns(value.alias("_value")),
+        "_value",
+        base,
+        by=by,
+        margin=config.calibration_margin,
+        min_rows=config.min_rows,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ For each `ccxt` partition of the run, over the whole minutes of its raw coverage
 bronze per minute must equal the exchange's candle (`fetch_ohlcv` through ccxt, same client and
 `api_url` as the trades). A `replay` instrument is reconciled with the exchange's candles recorded
 alongside its trades: its `klines` option (a file or glob of 1-minute OHLCV in any format the OHLCV
-import reads, base volume), or skipped when it has none. It fails naming the minutes that disagree;
+import reads, base volume), or skipped when it has none. A `synthetic` instrument is reconciled with
+the simulator's own per-minute volume (summed from the simulated trades, not through bronze). It
+fails naming the minutes that disagree;
 the repair is a re-fetch of the partition (`raw/trades` config `refetch: true`, then bronze), after
 which it passes.
 """
@@ -27,6 +29,7 @@ from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.factory import replay_path
+from crypto_platform.sources.synthetic import SyntheticSource
 from crypto_platform.timeutil import floor_minute
 from crypto_platform.transforms.ohlcv_import import read_ohlcv
 
@@ -108,13 +111,19 @@ def _exchange_candles(
     inst: Instrument, trade_sources: TradeSourcesResource
 ) -> Callable[[datetime, datetime], pl.DataFrame] | None:
     """Where the exchange's own 1-minute candles of an instrument come from: ccxt `fetch_ohlcv` live, the
-    recorded `klines` file(s) for a replayed instrument, else nowhere (None)."""
+    simulator's own per-minute volume for a synthetic one, the recorded `klines` file(s) for a replayed
+    instrument, else nowhere (None)."""
     if inst.source == "ccxt":
         from crypto_platform.sources.ccxt_source import CcxtSource  # ccxt: imported when first needed
 
         source = trade_sources.source_for(inst)
         if isinstance(source, CcxtSource):
             return lambda lo, hi: source.candles_1m(inst, lo, hi)
+        return None
+    if inst.source == "synthetic":  # the simulated exchange's own candles, straight from the simulator
+        sim = trade_sources.source_for(inst)
+        if isinstance(sim, SyntheticSource):
+            return lambda lo, hi: sim.candles_1m(inst, lo, hi)
         return None
     if inst.source == "replay" and inst.options.get("klines"):
         pattern = replay_path(inst, PROJECT_DIR, "klines")

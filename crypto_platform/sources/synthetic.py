@@ -7,6 +7,12 @@ gives exactly the same trades however it is split into fetches (no recursion fro
 Microstructure: a slowly varying volatility regime (volatility clustering), a UTC intraday activity
 profile (busiest 13-16 UTC), lognormal trade sizes with a Pareto tail, taker sides that follow the
 short-term price move, and bid-ask bounce (buys print at the ask, sells at the bid).
+
+Optional known, learnable signal (option `informed_flow`, default 0 = none): takers also lean on the
+next INFORMED_S seconds' price move (the path is a function of time, so it is known), with that logistic
+slope: towards it in busy hours, against it in quiet ones. Order flow then forecasts returns through an
+interaction with the time of day that trees learn and a linear model or a past-return rule cannot use
+(3 simulated days x 3 instruments, slope 1: LightGBM holdout rank IC 0.26-0.29, ridge <= 0.08).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ INTRADAY_VOL = 0.35  # log-vol loading on log intraday activity (busy hours are 
 ACTIVITY_REGIME, ACTIVITY_NOISE = 0.5, 0.25  # trade-rate loadings on the vol regime and own noise
 ACTIVITY_NORM = 1.0347  # E[exp(activity noise)] (measured over 2 years x 20 markets): mean rate = setting
 MOMENTUM = 1.5  # logistic slope of P(taker buys) on the standardised 15 s price move
+INFORMED_S = 600  # seconds ahead that informed takers (option `informed_flow`) know the price move
 HALF_SPREAD = 2e-5  # relative half spread (bid-ask bounce) in the base regime, BTC-like
 SIZE_LOG_MEDIAN, SIZE_LOG_SD = math.log(150.0), 1.1  # lognormal body of trade notional (USD)
 TAIL_PROB, TAIL_ALPHA, TAIL_SCALE, TAIL_CAP = 0.06, 1.4, 8.0, 2_000.0  # Pareto tail of sizes (x body)
@@ -141,9 +148,12 @@ class MarketParams:
     price_decimals: int
     amount_decimals: int
     trades_per_minute: float
+    informed_flow: float = 0.0  # logistic slope of P(taker buys) on the next INFORMED_S s (busy hours)
 
 
-def market_params(seed: int, instrument: Instrument, trades_per_minute: float) -> MarketParams:
+def market_params(
+    seed: int, instrument: Instrument, trades_per_minute: float, informed_flow: float = 0.0
+) -> MarketParams:
     """Price level, volatility, tick and lot precision of an instrument (plausible for its assets)."""
     base, quote = instrument.base, instrument.quote
     base_usd, quote_usd = usd_price(base), usd_price(quote)
@@ -162,6 +172,7 @@ def market_params(seed: int, instrument: Instrument, trades_per_minute: float) -
         price_decimals=price_decimals,
         amount_decimals=amount_decimals,
         trades_per_minute=trades_per_minute,
+        informed_flow=informed_flow,
     )
 
 
@@ -231,29 +242,45 @@ def lerp(values: np.ndarray, origin_ms: int, step_ms: int, ms: np.ndarray) -> np
     return values[i] + (values[i + 1] - values[i]) * w
 
 
+def log_mid_grid(p: MarketParams, from_s: int, to_s: int) -> tuple[np.ndarray, int]:
+    """Log mid every GRID_S seconds over [from_s, to_s) (from_s on the absolute grid) and the grid's
+    origin in ms: slow parts interpolated from minute lattice points, fast octaves exact."""
+    lattice = np.arange(from_s // 60 - 1, to_s // 60 + 2, dtype=np.int64)
+    log_sigma_m, drift_m = slow_path(p, lattice)
+    origin_m = int(lattice[0]) * MINUTE_MS
+    grid_s = np.arange(from_s, to_s, GRID_S, dtype=np.int64)
+    grid_ms = grid_s * 1000
+    sigma_g = np.exp(lerp(log_sigma_m, origin_m, MINUTE_MS, grid_ms))
+    log_mid_g = lerp(drift_m, origin_m, MINUTE_MS, grid_ms) + sigma_g * fast_path(p, grid_s)
+    return log_mid_g, int(grid_ms[0])
+
+
 def simulate(p: MarketParams, first_minute: int, end_minute: int) -> dict[str, np.ndarray]:
     """All trades of minutes [first_minute, end_minute) as numpy columns (pure, chunk-invariant)."""
     minutes = np.arange(first_minute, end_minute, dtype=np.int64)
     lattice_minutes = np.arange(first_minute - 1, end_minute + 2, dtype=np.int64)
-    log_sigma_m, drift_m = slow_path(p, lattice_minutes)
-    origin_m = int(lattice_minutes[0]) * MINUTE_MS
+    log_sigma_m, _ = slow_path(p, lattice_minutes)
     counts = minute_counts(p, minutes, log_sigma_m[1:-2])
     ts, ids = trade_times(p, minutes, counts)
 
-    # log mid on a GRID_S-second grid: slow parts interpolated from minutes, fast octaves exact
+    origin_g, step_g = 0, GRID_S * 1000
     grid_from = (first_minute * 60 - LOOKBACK_S) // GRID_S * GRID_S - GRID_S  # aligned: absolute grid
-    grid_s = np.arange(grid_from, end_minute * 60 + 2 * GRID_S, GRID_S, dtype=np.int64)
-    grid_ms = grid_s * 1000
-    sigma_g = np.exp(lerp(log_sigma_m, origin_m, MINUTE_MS, grid_ms))
-    log_mid_g = lerp(drift_m, origin_m, MINUTE_MS, grid_ms) + sigma_g * fast_path(p, grid_s)
-    origin_g, step_g = int(grid_ms[0]), GRID_S * 1000
+    ahead = INFORMED_S if p.informed_flow else 0
+    log_mid_g, origin_g = log_mid_grid(p, grid_from, end_minute * 60 + ahead + 2 * GRID_S)
 
     log_mid = lerp(log_mid_g, origin_g, step_g, ts)
     sigma = np.exp(log_sigma_m[ts // MINUTE_MS - first_minute + 1])
     move = (log_mid - lerp(log_mid_g, origin_g, step_g, ts - LOOKBACK_S * 1000)) / (
         p.vol * sigma * math.sqrt(LOOKBACK_S)
     )
-    is_buy = uniform(p.key, _S_SIDE, ids) * (1.0 + np.exp(-MOMENTUM * np.clip(move, -20, 20))) < 1.0
+    lean = MOMENTUM * np.clip(move, -20, 20)
+    if p.informed_flow:  # busy hours: takers also know the next INFORMED_S seconds' move
+        future = (lerp(log_mid_g, origin_g, step_g, ts + INFORMED_S * 1000) - log_mid) / (
+            p.vol * sigma * math.sqrt(INFORMED_S)
+        )
+        side = np.where(intraday_activity(ts // MINUTE_MS) > 1.0, 1.0, -1.0)  # busy: with it; quiet: against
+        lean = lean + side * p.informed_flow * np.clip(future, -20, 20)
+    is_buy = uniform(p.key, _S_SIDE, ids) * (1.0 + np.exp(-lean)) < 1.0
 
     half_spread = HALF_SPREAD * (p.vol / BASE_VOL) * sigma
     raw_price = np.exp(log_mid) * (1.0 + np.where(is_buy, half_spread, -half_spread))
@@ -332,7 +359,27 @@ class SyntheticSource:
             raise SourceError(
                 f"synthetic source: {instrument.key}: trades_per_minute {rate!r} is not in [0, {MAX_RATE}]"
             )
-        return market_params(self.seed, instrument, float(rate))
+        informed = instrument.options.get("informed_flow", 0.0)
+        if not isinstance(informed, int | float) or not 0 <= informed <= 20:
+            raise SourceError(
+                f"synthetic source: {instrument.key}: informed_flow {informed!r} is not in [0, 20]"
+            )
+        return market_params(self.seed, instrument, float(rate), float(informed))
+
+    def candles_1m(self, instrument: Instrument, start: datetime, end: datetime) -> pl.DataFrame:
+        """The simulated exchange's own 1-minute candles (`ts`, base `volume`) of the whole minutes in
+        [start, end), summed straight from the simulator (not through bronze), for trades_reconciliation."""
+        p = self.params(instrument)
+        first = -(-epoch_us(as_utc(start)) // (MINUTE_MS * 1000))
+        stop = epoch_us(as_utc(end)) // (MINUTE_MS * 1000)
+        if stop <= first:
+            return pl.DataFrame(schema={"ts": schemas.UTC_TS, "volume": pl.Float64})
+        cols = simulate(p, first, stop)
+        vol = pl.DataFrame(
+            {"m": cols["timestamp_ms"] // MINUTE_MS, "volume": cols["amount_lots"] / 10.0**p.amount_decimals}
+        )
+        ts = (pl.col("m") * MINUTE_MS).cast(pl.Datetime("ms", "UTC")).cast(schemas.UTC_TS).alias("ts")
+        return vol.group_by("m").agg(pl.col("volume").sum()).sort("m").select(ts, "volume")
 
     def fetch(self, instrument: Instrument, start: datetime, end: datetime) -> TradeBatch:
         """Simulated trades in [start, min(end, now)); coverage ends at now() when the window is live."""

@@ -21,7 +21,7 @@ class PredictionConfig(dg.Config):
         default=False,
         description=(
             "Serve the latest 'challenger' when no version qualifies as 'champion'. Off by default: a "
-            "model without skill is never served unless you ask for it (the embedded demo does, and says so)."
+            "model without skill is never served unless you ask for it (the demo: only if none qualifies)."
         ),
     )
 
