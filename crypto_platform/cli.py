@@ -226,6 +226,27 @@ def settings_table(settings: PlatformSettings) -> str:
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows)
 
 
+def backfill(selection: str, partition_range: str) -> None:
+    """Submit an asset backfill to this instance (DAGSTER_HOME); the daemon splits and runs it."""
+    import dagster as dg
+
+    from crypto_platform.automation.backfills import submit_backfill
+    from crypto_platform.definitions import defs
+
+    per_run = load_settings().backfill_partitions_per_run
+    with dg.DagsterInstance.get() as instance:
+        backfill_id, n, keys = submit_backfill(instance, defs, selection, partition_range)
+    split = (
+        f"runs of at most {per_run} partitions"
+        if per_run
+        else "one run (CRYPTO_BACKFILL_PARTITIONS_PER_RUN=0)"
+    )
+    print(
+        f"backfill {backfill_id}: {len(keys)} assets x {n} partitions, {split}; the daemon launches it "
+        "(dagster dev or dagster-daemon must be running): UI > Overview > Backfills"
+    )
+
+
 def duckdb_init(settings: PlatformSettings) -> str:
     """SQL that makes a DuckDB session (e.g. the CLI: `duckdb -init <file>`) read the warehouse's views
     of the configured lake: nothing for a local folder; for S3, httpfs loaded offline from the locked
@@ -255,10 +276,19 @@ def main(argv: list[str] | None = None) -> None:
         "--trials", type=int, default=10, help="Optuna trials for the demo model (default 10)"
     )
     sub.add_parser("settings", help="show the settings in force (the CRYPTO_* environment variables)")
+    p_fill = sub.add_parser(
+        "backfill",
+        help="submit an asset backfill to the daemon: runs of CRYPTO_BACKFILL_PARTITIONS_PER_RUN partitions",
+    )
+    p_fill.add_argument("--select", required=True, help="asset selection, e.g. 'group:raw or group:bronze'")
+    p_fill.add_argument("--partition-range", required=True, help="FIRST...LAST partition keys (a rectangle)")
     sub.add_parser("duckdb-init", help="print the SQL a DuckDB session needs to read an S3 lake's views")
     args = parser.parse_args(argv)
     if args.cmd == "settings":
         print(settings_table(load_settings()))
+        return
+    if args.cmd == "backfill":
+        backfill(args.select, args.partition_range)
         return
     if args.cmd == "duckdb-init":
         print(duckdb_init(load_settings()), end="")

@@ -18,6 +18,7 @@ from crypto_platform.automation.jobs import JOBS
 from crypto_platform.automation.live import build_live_sensor
 from crypto_platform.automation.maintenance import MAINTENANCE_JOBS, build_maintenance_schedules
 from crypto_platform.automation.notifications import NOTIFICATION_SENSORS, WebhookResource
+from crypto_platform.automation.quality_cadence import build_quality_schedule, quality_suites_job
 from crypto_platform.automation.retraining import RETRAINING_JOBS, build_retraining_sensor, build_schedules
 from crypto_platform.checks.drift import DRIFT_CHECKS
 from crypto_platform.checks.freshness import build_live_data_lag_checks, with_live_freshness
@@ -58,8 +59,12 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
             *rolling_evaluation.ROLLING_EVALUATION_CHECKS,
             build_live_data_lag_checks(settings),
         ],
-        jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS, *MAINTENANCE_JOBS],
-        schedules=[*build_schedules(settings), *build_maintenance_schedules(settings)],
+        jobs=[*JOBS, *history.HISTORY_JOBS, *RETRAINING_JOBS, *MAINTENANCE_JOBS, quality_suites_job],
+        schedules=[
+            *build_schedules(settings),
+            *build_maintenance_schedules(settings),
+            build_quality_schedule(settings),
+        ],
         sensors=[
             build_live_sensor(settings),
             build_live_freshness_sensor(settings),

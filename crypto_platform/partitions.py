@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from crypto_platform.platform_settings import load_settings
 from crypto_platform.settings import Instrument, load_universe
 
 DATE_DIM = "date"
@@ -27,9 +28,20 @@ trade_partitions = dg.MultiPartitionsDefinition(
     {DATE_DIM: daily_partitions, INSTRUMENT_DIM: instrument_partitions}
 )
 
-# `dagster asset materialize --partition-range` needs single-run backfills; the asset code handles
-# any rectangle of (day x instrument) keys, one partition at a time.
-single_run = dg.BackfillPolicy.single_run()
+
+def backfill_policy(partitions_per_run: int) -> dg.BackfillPolicy:
+    """multi_run(N) when N > 0 (a daemon backfill is cut into runs of at most N partitions, which a
+    run launcher can spread over machines), else single_run: one run per backfill, the policy
+    `dagster asset materialize --partition-range` requires. The asset code handles any rectangle of
+    (day x instrument) keys, one partition at a time, so either works."""
+    if partitions_per_run > 0:
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run)
+    return dg.BackfillPolicy.single_run()
+
+
+# Every partitioned asset's policy: CRYPTO_BACKFILL_PARTITIONS_PER_RUN (read once, at load).
+BACKFILL_POLICY = backfill_policy(load_settings().backfill_partitions_per_run)
+single_run = BACKFILL_POLICY  # the name the asset modules import
 
 
 @dataclass(frozen=True)

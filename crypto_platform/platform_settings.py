@@ -35,6 +35,9 @@ OWN_PREFIXES = ("CRYPTO_PLATFORM_", "CRYPTO_LIVE_", "CRYPTO_FRESHNESS_", "CRYPTO
 # Asset checks in live runs: the blocking ones (the data-quality gates: bad bronze/silver never feeds
 # gold), every check of the selected assets (drift too: slow), or none (fastest, no gate).
 LIVE_CHECK_MODES = ("blocking", "all", "none")
+# How the blocking quality checks of a live run validate: the polars contract (same rules, no GX
+# import) or the Great Expectations suites (the reference; ~5 s of import per run process).
+LIVE_QUALITY_ENGINES = ("contract", "great_expectations")
 # Late-arriving trades: how far before the watermark each fetch re-reads (and the settling delay);
 # the default of CRYPTO_LIVE_OVERLAP_SECONDS and of raw/trades' `overlap_seconds` config.
 DEFAULT_OVERLAP_SECONDS = 120
@@ -172,12 +175,18 @@ class PlatformSettings:
     live_labels: bool = field(default=False, metadata=_meta(_flag, "include gold/labels in live runs"))
     live_checks: str = field(default="blocking", metadata=_meta(
         _choice(*LIVE_CHECK_MODES), "asset checks in live runs: blocking (quality gates), all, none"))
+    live_quality_engine: str = field(default="contract", metadata=_meta(
+        _choice(*LIVE_QUALITY_ENGINES), "how live runs' quality gates validate: contract (polars) or "
+        "great_expectations"))
     live_overlap_seconds: int = field(default=DEFAULT_OVERLAP_SECONDS, metadata=_meta(
         _number(0, integer=True), "late-trade re-read before the raw watermark"))
     live_catchup_days: int = field(default=1, metadata=_meta(
         _number(0, integer=True), "days before today the live sensor may still finish"))
     live_stale_run_minutes: float = field(default=30.0, metadata=_meta(
         _number(1), "an 'in progress' live run older than this is abandoned (and its max runtime)"))
+    backfill_partitions_per_run: int = field(default=0, metadata=_meta(
+        _number(0, integer=True), "partitions per run of a daemon backfill (BackfillPolicy.multi_run); "
+        "0: one run per backfill (single_run, what `dagster asset materialize --partition-range` needs)"))
     allow_unqualified_model: bool = field(default=False, metadata=_meta(
         _flag, "live predictions may use the latest challenger when there is no champion"))
     freshness_max_lag_seconds: float = field(default=180.0, metadata=_meta(

@@ -179,3 +179,30 @@ def test_loading_the_code_location_validates_the_settings_once() -> None:
     assert old.stdout.strip() == "['RUNNING']"  # every schedule
     # read once per process (the universe, the partitions and the definitions share it): one warning
     assert old.stderr.count("CRYPTO_PLATFORM_AUTOMATION is deprecated: rename it to CRYPTO_AUTOMATION") == 1
+
+
+HEAVY_MODULES = (
+    "scipy",
+    "great_expectations",
+    "mlflow",
+    "optuna",
+    "lightgbm",
+    "sklearn",
+    "ccxt",
+    "pandas",
+    "boto3",
+)
+
+
+@pytest.mark.slow
+def test_loading_the_code_location_imports_no_heavy_library() -> None:
+    # Every run worker, code server and test subprocess loads the code location: the heavy libraries are
+    # imported by the functions that use them (the GX suites, MLflow, training, drift, ccxt fetches).
+    probe = (
+        "import sys, crypto_platform.definitions\n"
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ), check=True
+    )
+    assert out.stdout.strip() == "", f"imported when the code location loads: {out.stdout.strip()}"

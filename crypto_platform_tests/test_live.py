@@ -395,7 +395,16 @@ def test_settings_are_explicit() -> None:
         _live({"CRYPTO_ALLOW_UNQUALIFIED_MODEL": "maybe"})
     features_only = _live({"CRYPTO_LIVE_PREDICTIONS": "false", "CRYPTO_LIVE_OVERLAP_SECONDS": "30"})
     assert dg.AssetKey(["gold", "predictions"]) not in features_only.selection()
-    assert features_only.run_config() == {"ops": {"raw__trades": {"config": {"overlap_seconds": 30}}}}
+    gates = ("bronze__trades_bronze_trades_suite", "silver__candles_1m_candles_1m_suite")
+    assert features_only.run_config() == {
+        "ops": {
+            "raw__trades": {"config": {"overlap_seconds": 30}},
+            **{op: {"config": {"engine": "contract"}} for op in gates},  # the quality gates, in polars
+        }
+    }
+    gx = _live({"CRYPTO_LIVE_QUALITY_ENGINE": "great_expectations"}).run_config()["ops"]
+    assert {op: gx[op] for op in gates} == {op: {"config": {"engine": "great_expectations"}} for op in gates}
+    assert not set(gates) & set(_live({"CRYPTO_LIVE_CHECKS": "none"}).run_config()["ops"])
 
 
 def test_yesterday_settles_overlap_after_midnight() -> None:
@@ -556,3 +565,71 @@ def test_a_failing_instrument_does_not_block_the_others(world: World) -> None:
     CLOCK.set(DAY, 12, 3, 5)
     [again] = world.tick().run_requests
     assert covered(again) == [key(BTC), key(ETH)]
+
+
+@pytest.mark.slow
+def test_live_runs_gate_with_the_contract_and_the_gx_suites_run_on_the_cadence(world: World) -> None:
+    from crypto_platform.automation.quality_cadence import build_quality_schedule, quality_suites_job
+
+    CLOCK.set(DAY, 12, 0, 20)
+    [live] = world.tick().run_requests
+    engines = {op: cfg["config"]["engine"] for op, cfg in live.run_config["ops"].items() if "suite" in op}
+    assert engines == {
+        "bronze__trades_bronze_trades_suite": "contract",
+        "silver__candles_1m_candles_1m_suite": "contract",
+    }
+    assert world.run(live)
+    bronze_gate = dg.AssetCheckKey(tables.BRONZE_TRADES.key, "bronze_trades_suite")
+
+    def last_engine() -> dict:
+        [ev] = world.instance.event_log_storage.get_asset_check_execution_history(bronze_gate, limit=1)
+        return {
+            k: p.get("engine", "great_expectations")
+            for k, p in ev.evaluation.metadata["suite_parameters"].value.items()
+        }
+
+    assert last_engine() == {key(BTC): "polars contract", key(ETH): "polars contract"}
+
+    # the cadence: one check-only run over the live partitions holding trades (yesterday has none)
+    schedule = build_quality_schedule(PlatformSettings())
+    ctx = dg.build_schedule_context(
+        instance=world.instance, scheduled_execution_time=CLOCK.now, resources={"lake": world.lake}
+    )
+    [cadence] = schedule.evaluate_tick(ctx).run_requests
+    assert covered(cadence) == [key(BTC), key(ETH)] and cadence.tags["crypto/read_only"] == "true"
+    result = quality_suites_job.resolve(asset_graph=defs.resolve_asset_graph()).execute_in_process(
+        instance=world.instance, tags=cadence.tags, resources=world.resources
+    )
+    assert result.success
+    assert last_engine() == {key(BTC): "great_expectations", key(ETH): "great_expectations"}
+    # the next minute: the live run as usual (the cadence run is read-only: it holds no partition)
+    CLOCK.set(DAY, 12, 1, 5)
+    assert covered(world.tick().run_requests[0]) == [key(BTC), key(ETH)]
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_a_restart_is_retried_together_not_split(world: World) -> None:
+    from dagster._core.test_utils import create_run_for_test
+
+    CLOCK.set(DAY, 12, 0, 20)
+    for r in world.tick().run_requests:
+        world.run(r)
+    CLOCK.set(DAY, 12, 1, 5)
+    [together] = world.tick().run_requests
+    # dagster dev was stopped while it ran: its worker recorded the failure as an unexpected termination
+    stopped = {**together.tags, "dagster/failure_reason": "UNEXPECTED_TERMINATION"}
+    create_run_for_test(world.instance, status=dg.DagsterRunStatus.FAILURE, tags=stopped)
+    CLOCK.set(DAY, 12, 1, 20)
+    [again] = world.tick().run_requests  # at once, one run for the exchange: nobody's data was bad
+    assert covered(again) == [key(BTC), key(ETH)] and again.partition_key is None
+    assert world.run(again)
+    # a failure of the data (a failed step) still isolates the partitions (the failing-instrument test)
+    CLOCK.set(DAY, 12, 2, 5)
+    [nxt] = world.tick().run_requests
+    create_run_for_test(
+        world.instance,
+        status=dg.DagsterRunStatus.FAILURE,
+        tags={**nxt.tags, "dagster/failure_reason": "STEP_FAILURE"},
+    )
+    CLOCK.set(DAY, 12, 2, 20)
+    assert sorted(r.partition_key for r in world.tick().run_requests) == [key(BTC), key(ETH)]

@@ -23,6 +23,7 @@ DAY = datetime(2022, 1, 10, tzinfo=UTC)
 NEXT = DAY + timedelta(days=1)
 TRADES_START = datetime(2024, 1, 1, tzinfo=UTC)
 TRADES_END = TRADES_START + timedelta(days=1)
+CANDLES_PX = ["open", "high", "low", "close", "vwap"]
 
 
 def ftx_candles(shared_data: Path, start: datetime, end: datetime) -> pl.DataFrame:
@@ -315,3 +316,64 @@ def test_no_network_and_no_analytics() -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "analytics False attempts 0" in out.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# the polars contract (live runs' blocking gate) against the GX suites
+
+
+def _verdicts(result: SuiteResult) -> tuple[bool, dict[str, int | None]]:
+    """(success, unexpected count of every failed expectation that counts rows)."""
+    return result.success, {o.name: o.unexpected_count for o in result.failed if not o.name.endswith("_type")}
+
+
+def test_polars_contract_gives_the_gx_verdicts_on_every_fault(
+    candles: pl.DataFrame, trades: pl.DataFrame, shared_data: Path
+) -> None:
+    from crypto_platform.quality.contract import check_bronze, check_candles
+
+    row = candles.row(100, named=True)
+    spill = ftx_candles(shared_data, NEXT, NEXT + timedelta(minutes=3))
+    lead = candles.with_columns(
+        *[pl.when(pl.int_range(pl.len()) < 30).then(None).otherwise(pl.col(c)).alias(c) for c in CANDLES_PX],
+        pl.when(pl.int_range(pl.len()) < 30).then(True).otherwise(pl.col("is_empty")).alias("is_empty"),
+    )
+    thin = candles.with_columns((pl.int_range(pl.len()) % 10 != 0).alias("is_empty"))
+    candle_cases = {
+        "clean": candles,
+        "high below low": set_row(candles, 100, high=row["low"] - 10.0),
+        "non-positive low": set_row(set_row(candles, 100, low=0.0), 200, low=-1.0),
+        "duplicated minute": pl.concat([candles, candles.slice(500, 1)]),
+        "null symbol": set_row(candles, 7, symbol=None),
+        "no close on a traded bar": set_row(candles, 100, close=None),
+        "leading bars without a price": lead,
+        "outside the window": pl.concat([candles, spill]),
+        "open above high on a traded bar": set_row(candles, 3, open=candles.row(3, named=True)["high"] + 5),
+        "ns timestamps": candles.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))),
+        "thin": thin,
+    }
+    for name, frame in candle_cases.items():
+        gx, contract = validate_candles(frame, DAY, NEXT), check_candles(frame, DAY, NEXT)
+        assert _verdicts(contract) == _verdicts(gx), name
+    assert (
+        not check_candles(thin, DAY, NEXT).success
+        and check_candles(thin, DAY, NEXT, min_non_empty_share=0.05).success
+    )
+
+    bad = set_row(set_row(set_row(trades, 10, price=-1.0), 11, amount=0.0), 12, trade_id=None)
+    late = trades.slice(30, 2).with_columns(pl.col("ts") + timedelta(days=1), pl.col("trade_id") + "-late")
+    trade_cases = {
+        "clean": trades,
+        "bad values, duplicate id, late trades": pl.concat([bad, trades.slice(20, 1), late]),
+        "unknown side": set_row(trades.with_columns(pl.col("side").cast(pl.String)), 5, side="unknown"),
+        "empty": pl.DataFrame(schema=BRONZE_TRADES),
+    }
+    for name, frame in trade_cases.items():
+        gx, contract = (
+            validate_bronze(frame, TRADES_START, TRADES_END),
+            check_bronze(frame, TRADES_START, TRADES_END),
+        )
+        assert _verdicts(contract) == _verdicts(gx), name
+        assert {o.name for o in contract.outcomes} == {o.name for o in gx.outcomes}, name
+    missing = check_bronze(trades.drop("side"), TRADES_START, TRADES_END)
+    assert not missing.success and "missing=['side']" in (missing.outcome("columns").observed_value or "")

@@ -294,3 +294,41 @@ def test_the_champion_is_rescored_on_the_new_window_or_named_incomparable(
             decision=GateDecision(False, []),
             extra_artifacts={"../escape.png": png},
         )
+
+
+@pytest.mark.slow
+def test_model_cache_reuses_a_loaded_version_and_serves_a_new_champion_at_once(
+    result: TrainResult, frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    from crypto_platform.ml import model_cache
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    decision = skill_gate(result.evaluation.model, result.evaluation.momentum, None)
+
+    def register() -> registry.ModelVersionInfo:
+        return registry.log_and_register(
+            result,
+            tracking_uri=store,
+            model_name=MODEL,
+            feature_cols=FEATURE_COLUMNS,
+            reference_features=frame.sample(100, seed=3),
+            input_example=frame.head(3),
+            decision=decision,
+        )
+
+    assert register().version == "1"
+    loads = model_cache.STATS.loads
+    first = model_cache.load_alias(store, MODEL, registry.CHAMPION)
+    again = model_cache.load_alias(store, MODEL, registry.CHAMPION)
+    assert model_cache.STATS.loads == loads + 1  # loaded once, then served from the process cache
+    assert again.model is first.model and again.info.version == "1"
+    rows = frame.head(50)
+    np.testing.assert_array_equal(again.predict(rows), registry.load_champion(store, MODEL).predict(rows))
+
+    assert register().version == "2"  # promoted: the alias moves; the next call serves it
+    newer = model_cache.load_alias(store, MODEL, registry.CHAMPION)
+    assert newer.info.version == "2" and newer.model is not first.model
+    assert model_cache.STATS.loads == loads + 2
+    # the key carries the digest of the recorded artifact checksums, not only the version number
+    key = model_cache.model_key(store, newer.info)
+    assert key.version == "2" and len(key.digest) == 64

@@ -1,6 +1,11 @@
 """Live freshness: how long after a minute closes is its prediction readable in DuckDB?
 
     uv run --frozen python -m bench.freshness [--minutes 10] [--trials 5] [--keep]
+    uv run --frozen python -m bench.freshness --minutes 10 --instruments 30,10,3   # issue 12's table
+
+`--instruments N` replaces the embedded universe by N synthetic instruments (a third of them at
+`--fast-rate` trades/min); several values run one full measurement each (its own temp root and
+`dagster dev`, one after the other) and write one report with a summary table and a section each.
 
 1. A temp root (never data/): DAGSTER_HOME with the repo's dagster.yaml settings (storage paths moved
    into the temp root), lake, warehouse and MLflow store.
@@ -21,12 +26,15 @@ Results go to bench/FRESHNESS.md. `measure(Options) -> Result` runs it, `render(
 from __future__ import annotations
 
 import argparse
+import json
 import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.freshness.harness import PROJECT, log
-from bench.freshness.markdown import render
+from bench.freshness.markdown import render, render_many, summary
 from bench.freshness.measurement import Options, Result, measure
 from bench.report import write_report
 
@@ -35,7 +43,7 @@ OUT = PROJECT / "bench" / "FRESHNESS.md"
 __all__ = ["Options", "Result", "main", "measure", "render"]
 
 
-def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
+def parse_args(argv: list[str] | None) -> tuple[Options, Path, list[int], Path | None]:
     """The CLI flags as Options, and the report path."""
     ap = argparse.ArgumentParser(
         prog="python -m bench.freshness",
@@ -51,15 +59,74 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     ap.add_argument("--grace", type=float, default=240, help="seconds to wait for the last minutes' rows")
     ap.add_argument("--keep", action="store_true", help="keep the temp root (logs, lake, instance)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--instruments", default="0", help="N synthetic instruments, or N,M,... (one run each); 0: embedded"
+    )
+    ap.add_argument("--base-rate", type=float, default=60.0, help="trades/min of two thirds of them")
+    ap.add_argument("--fast-rate", type=float, default=1000.0, help="trades/min of the fast third")
+    ap.add_argument("--warm-limit", type=float, default=900.0, help="seconds allowed to the first prediction")
+    ap.add_argument("--json", type=Path, default=None, help="also write the summary figures as JSON")
+    ap.add_argument("--prep-cache", default="", help="folder sharing history + model between measurements")
     args = ap.parse_args(argv)
-    opts = Options(args.minutes, args.trials, args.restart_at, args.downtime, args.grace, args.keep)
-    return opts, args.out
+    counts = [int(x) for x in str(args.instruments).split(",")]
+    opts = Options(
+        args.minutes,
+        args.trials,
+        args.restart_at,
+        args.downtime,
+        args.grace,
+        args.keep,
+        counts[0],
+        args.base_rate,
+        args.fast_rate,
+        args.warm_limit,
+        args.prep_cache,
+    )
+    return opts, args.out, counts, args.json
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: prepare, run live for `--minutes`, restart once, measure, write the report."""
-    opts, out = parse_args(argv)
+    opts, out, counts, as_json = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
+    if len(counts) > 1:
+        return _many(argv or sys.argv[1:], counts, out)
     result = measure(opts)
     write_report(out, render(result))
+    if as_json:
+        as_json.write_text(json.dumps(summary(result)))
+    log(f"wrote {out}")
+
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """argv without the given flags and their values (`--flag v` or `--flag=v`)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in flags:
+            skip = True
+        elif not a.startswith(tuple(f + "=" for f in flags)):
+            out.append(a)
+    return out
+
+
+def _many(argv: list[str], counts: list[int], out: Path) -> None:
+    """One measurement per instrument count, each in its own process (the universe is fixed per
+    process), then one report: the summary table and every measurement's section."""
+    work = Path(tempfile.mkdtemp(prefix="crypto_freshness_many_"))
+    rest = _without(argv, ("--instruments", "--out", "--json", "--prep-cache"))
+    rest += ["--prep-cache", str(work / "prep")]  # history + model prepared once for all of them
+    done: list[tuple[dict, str]] = []
+    for n in counts:
+        md, js = work / f"{n}.md", work / f"{n}.json"
+        cmd = [sys.executable, "-m", "bench.freshness", *rest, "--instruments", str(n), "--out", str(md)]
+        log(f"--- {n} instruments: {' '.join(cmd[1:])}")
+        if subprocess.run([*cmd, "--json", str(js)], cwd=PROJECT).returncode or not js.exists():
+            log(f"{n} instruments: the measurement failed (see its output above); reported as such")
+            done.append(({"instruments": n, "failed": True}, f"The measurement with {n} instruments failed."))
+        else:
+            done.append((json.loads(js.read_text()), md.read_text()))
+        shown = _without(argv, ("--out", "--json", "--prep-cache"))
+        write_report(out, render_many(shown, done))  # after each: what fits before a deadline is kept
     log(f"wrote {out}")

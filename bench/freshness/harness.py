@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -109,17 +110,43 @@ def _served_model(uri: str) -> tuple[str, str]:
         return str(registry.alias_info(uri, "crypto_return_lgbm", registry.CHALLENGER).version), "challenger"
 
 
+BASES = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE"]
+HISTORY_INSTRUMENTS = 2  # the model is trained on yesterday of the first two (slow) instruments
+
+
+def fast_count(n: int) -> int:
+    """How many of `n` instruments trade at the fast rate: at least a third."""
+    return math.ceil(n / 3)
+
+
+def write_universe(root: Path, n: int, base_rate: float, fast_rate: float) -> Path:
+    """An instruments file of `n` synthetic instruments on `sim`; the last `fast_count(n)` trade at
+    `fast_rate` a minute, the others at `base_rate` (so yesterday's history, of the first ones, is small)."""
+    fast = fast_count(n)
+    lines = ['start_date: "2024-01-01"', "instruments:"]
+    for k in range(n):
+        base = BASES[k] if k < len(BASES) else f"S{k:02d}"
+        rate = fast_rate if k >= n - fast else base_rate
+        entry = f"exchange: sim, symbol: {base}/USDT, source: synthetic, trades_per_minute: {rate:g}"
+        lines.append(f"  - {{{entry}}}")
+    path = root / "instruments.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def prepare(env: dict[str, str], root: Path, trials: int) -> Prepared:
-    """Yesterday's history for every live instrument and a trained, registered model."""
+    """Yesterday's history for the first (slow) live instruments and a trained, registered model."""
     from crypto_platform.partitions import multi_key
     from crypto_platform.settings import load_universe
 
     live = [i.key for i in load_universe().instruments if i.source in ("synthetic", "ccxt")]
     sim = [i.key for i in load_universe().instruments if i.source == "synthetic"]
     if not sim or live != sim:
-        sys.exit("bench: needs the embedded universe (synthetic instruments only, listed together)")
+        sys.exit("bench: needs a universe of synthetic instruments only, listed together")
+    rates = [i.options.get("trades_per_minute") for i in load_universe().instruments]
+    hist = [k for k, r in zip(sim, rates, strict=True) if r == rates[0]][:HISTORY_INSTRUMENTS]
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    rng = f"{multi_key(yesterday, sim[0])}...{multi_key(yesterday, sim[-1])}"
+    rng = f"{multi_key(yesterday, hist[0])}...{multi_key(yesterday, hist[-1])}"
     logfile = root / "prepare.log"
     t_hist = materialize(
         env,

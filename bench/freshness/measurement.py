@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,11 +31,11 @@ from bench.freshness.harness import (
     prepare,
     start_dev,
     stop_dev,
+    write_universe,
     write_workspace,
 )
 from bench.report import LoadAvg, Machine, Summary
 
-WARM_UP_LIMIT_S = 300
 IN_FLIGHT_WAIT_S = 90  # at the restart point, wait up to this long for a live run to be executing
 
 
@@ -48,6 +49,41 @@ class Options:
     downtime: float = 20.0
     grace: float = 240.0
     keep: bool = False
+    instruments: int = 0  # 0: the embedded universe; else n synthetic instruments (write_universe)
+    base_rate: float = 60.0  # trades/min of the slow instruments
+    fast_rate: float = 1000.0  # trades/min of the fast third
+    warm_limit: float = 300.0  # seconds dagster dev may take to the first prediction
+    prep_cache: str = ""  # folder: history + model prepared once, shared by several measurements
+
+
+@dataclass
+class Usage:
+    """CPU seconds used by dagster dev's process group (and its reaped run workers) and the 1-min
+    load average, sampled while measuring."""
+
+    cpu_at: list[tuple[float, float]] = field(default_factory=list)  # (wall, cpu s) samples
+    load: list[float] = field(default_factory=list)
+
+    def cpu_per_minute(self) -> float:
+        """CPU seconds per wall minute between the first and last sample of one dagster dev session."""
+        if len(self.cpu_at) < 2 or self.cpu_at[-1][0] <= self.cpu_at[0][0]:
+            return float("nan")
+        (t0, c0), (t1, c1) = self.cpu_at[0], self.cpu_at[-1]
+        return (c1 - c0) / (t1 - t0) * 60
+
+
+def session_cpu(sid: int) -> float:
+    """CPU seconds (user + system, own + waited-for children) of every process in session `sid`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:  # fields after the command: state ppid pgrp session ...
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
 
 
 @dataclass
@@ -159,6 +195,7 @@ class Result:
     load_before: LoadAvg
     load_after: LoadAvg
     machine: Machine
+    usage: Usage | None = None
 
 
 @dataclass
@@ -217,13 +254,19 @@ def _maybe_restart(
     return restart
 
 
-def watch(live: Live, t_dev: float, opts: Options) -> tuple[Seen, Restart | None, float]:
-    """Poll gold.predictions every second until the window's rows are in (or the grace ran out)."""
+def watch(live: Live, t_dev: float, opts: Options, usage: Usage) -> tuple[Seen, Restart | None, float]:
+    """Poll gold.predictions every second until the window's rows are in (or the grace ran out); CPU
+    of dagster dev is sampled over the measured minutes before the restart."""
     since_ms = int((t_dev - 120) * 1000) // 60_000 * 60_000
     seen, restart = Seen(), None
     try:
         while True:
             now = time.time()
+            if seen.warm is not None and restart is None and live.proc is not None:
+                usage.cpu_at.append((now, session_cpu(live.proc.pid)))
+                usage.load.append(os.getloadavg()[0])
+            elif seen.warm is not None and now <= (seen.stop_at or now):
+                usage.load.append(os.getloadavg()[0])
             polled = poll(live.warehouse, since_ms)
             first = seen.warm is None
             seen.add(polled, time.time(), opts)
@@ -232,8 +275,8 @@ def watch(live: Live, t_dev: float, opts: Options) -> tuple[Seen, Restart | None
                     f"first prediction readable {seen.warm - t_dev:.0f} s after dagster dev started; "
                     f"measuring {opts.minutes:g} min"
                 )
-            if seen.warm is None and now - t_dev > WARM_UP_LIMIT_S:
-                sys.exit(f"bench: no prediction after 5 min; see {live.devlog}")
+            if seen.warm is None and now - t_dev > opts.warm_limit:
+                sys.exit(f"bench: no prediction after {opts.warm_limit:g} s; see {live.devlog}")
             restart = _maybe_restart(live, seen, restart, now, opts)
             if (
                 seen.stop_at
@@ -249,11 +292,20 @@ def watch(live: Live, t_dev: float, opts: Options) -> tuple[Seen, Restart | None
     return seen, restart, t_final_stop
 
 
-def _setup(root: Path) -> Live:
-    """The temp DAGSTER_HOME and environment; this process reads the same lake, warehouse and MLflow."""
+def _setup(root: Path, opts: Options) -> Live:
+    """The temp DAGSTER_HOME and environment; this process reads the same lake, warehouse and MLflow
+    (and instruments file: run before anything loads the universe)."""
     home = make_home(root)
     env = base_env(root, home)
-    keys = ("CRYPTO_LAKE_ROOT", "CRYPTO_WAREHOUSE_PATH", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY")
+    keys: tuple[str, ...] = ("CRYPTO_LAKE_ROOT", "CRYPTO_WAREHOUSE_PATH", "MLFLOW_TRACKING_URI")
+    keys += ("MLFLOW_DISABLE_TELEMETRY",)
+    if opts.prep_cache:  # the model registry is shared (read-only for the live runs)
+        (Path(opts.prep_cache) / "mlflow").mkdir(parents=True, exist_ok=True)
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(opts.prep_cache) / 'mlflow' / 'mlflow.db'}"
+    if opts.instruments:
+        universe = write_universe(root, opts.instruments, opts.base_rate, opts.fast_rate)
+        env["CRYPTO_INSTRUMENTS"] = str(universe)
+        keys += ("CRYPTO_INSTRUMENTS",)
     os.environ.update({k: env[k] for k in keys})
     return Live(root, env, home, write_workspace(root), free_port())
 
@@ -270,10 +322,31 @@ def measure(opts: Options) -> Result:
     return result
 
 
-def _measure_in(root: Path, opts: Options) -> Result:
-    live = _setup(root)
-    load0, t0 = os.getloadavg(), time.time()
+def _prepared(live: Live, root: Path, opts: Options) -> Prepared:
+    """History and model: prepared here, or copied from `opts.prep_cache` (the same first instruments
+    and yesterday in every generated universe) when an earlier measurement prepared them."""
+    if not opts.prep_cache:
+        return prepare(live.env, root, opts.trials)
+    cache = Path(opts.prep_cache)
+    done = cache / "prepared.json"
+    if done.exists():
+        from crypto_platform.settings import load_universe
+
+        shutil.copytree(cache / "lake", root / "lake")
+        saved = json.loads(done.read_text())
+        live_keys = [i.key for i in load_universe().instruments if i.is_live]
+        log(f"history and model v{saved['model_version']} taken from {cache}")
+        return Prepared(**{**saved, "instruments": live_keys})
     prep = prepare(live.env, root, opts.trials)
+    shutil.copytree(root / "lake", cache / "lake")
+    done.write_text(json.dumps(prep.__dict__))
+    return prep
+
+
+def _measure_in(root: Path, opts: Options) -> Result:
+    live = _setup(root, opts)
+    load0, t0 = os.getloadavg(), time.time()
+    prep = _prepared(live, root, opts)
     allow = not prep.qualified
     live.env.update(CRYPTO_LIVE_SENSOR="running", CRYPTO_ALLOW_UNQUALIFIED_MODEL="true" if allow else "false")
     t_dev = live.start()
@@ -281,7 +354,8 @@ def _measure_in(root: Path, opts: Options) -> Result:
         f"dagster dev started (pid {live.proc.pid}, port {live.port}); live sensor RUNNING, "
         f"allow_unqualified_model={allow}"
     )
-    seen, restart, t_final_stop = watch(live, t_dev, opts)
+    usage = Usage()
+    seen, restart, t_final_stop = watch(live, t_dev, opts, usage)
     t_end = time.time()
     assert seen.warm is not None and seen.stop_at is not None
     delays = assess(seen.rows, window(seen.warm, seen.stop_at), restart)
@@ -308,4 +382,5 @@ def _measure_in(root: Path, opts: Options) -> Result:
         load_before=load0,
         load_after=os.getloadavg(),
         machine=Machine.current(),
+        usage=usage,
     )

@@ -38,8 +38,10 @@ died with the daemon). A restarted daemon resumes from the cursor: it never repl
 missed one by one (one run fetches everything since each partition's watermark) and never reaches
 back further than `catchup_days` days (older gaps are for an explicit backfill).
 
-Asset checks: a live run executes the blocking checks of its assets (the Great Expectations
-suites on bronze/silver: bad data stops the run before gold), not the others (drift is judged by the
+Asset checks: a live run executes the blocking checks of its assets (the quality gates on
+bronze/silver: bad data stops the run before gold), validated by the polars contract of the Great
+Expectations suites' rules (`CRYPTO_LIVE_QUALITY_ENGINE=contract`, no GX import per run; the GX
+suites themselves run on the `quality_suites` cadence), not the others (drift is judged by the
 monitoring job); `CRYPTO_LIVE_CHECKS=all|none` changes that.
 
 Predictions use the MLflow 'champion'. `allow_unqualified_model` (serve the latest challenger when
@@ -73,6 +75,7 @@ from crypto_platform.automation.live_runs import (  # noqa: F401 (re-exported fo
     unfinished_range_runs,
     unfinished_runs,
 )
+from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.fetch_plan import plan_fetch
 from crypto_platform.partitions import DayPartition, instrument_partitions
 from crypto_platform.platform_settings import DEFAULT_OVERLAP_SECONDS, PlatformSettings, env_name
@@ -107,6 +110,7 @@ class LiveSettings:
     predictions: bool = True  # include gold/predictions (false: stop at features)
     labels: bool = False  # include gold/labels
     checks: str = "blocking"  # which checks of the selected assets run (LIVE_CHECK_MODES)
+    quality_engine: str = "contract"  # how the quality gates validate (LIVE_QUALITY_ENGINES)
     overlap_seconds: int = DEFAULT_OVERLAP_SECONDS  # late-trade re-read
     catchup_days: int = 1  # earlier days (besides today) the sensor may finish
     stale_run_minutes: float = 30.0  # older "in progress" runs are abandoned
@@ -119,6 +123,7 @@ class LiveSettings:
             predictions=settings.live_predictions,
             labels=settings.live_labels,
             checks=settings.live_checks,
+            quality_engine=settings.live_quality_engine,
             overlap_seconds=settings.live_overlap_seconds,
             catchup_days=settings.live_catchup_days,
             stale_run_minutes=settings.live_stale_run_minutes,
@@ -147,6 +152,8 @@ class LiveSettings:
         }
         if self.predictions and self.allow_unqualified_model:
             ops[PREDICTIONS.to_python_identifier()] = {"config": {"allow_unqualified_model": True}}
+        if self.checks != "none":  # the quality gates are in the run: say which engine validates
+            ops.update({c.node_def.name: {"config": {"engine": self.quality_engine}} for c in QUALITY_CHECKS})
         return {"ops": ops}
 
 

@@ -16,6 +16,12 @@ LIVE_TAG = "crypto/live"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# A run failed because its process was stopped (dagster dev restarted, a worker killed): not the
+# partitions' fault, so they are retried together at once, not split into a run each.
+FAILURE_REASON_TAG = "dagster/failure_reason"
+INTERRUPTED_REASONS = frozenset({"UNEXPECTED_TERMINATION"})
+# Runs that only read partitions (the quality_suites cadence): they never hold a partition up.
+READ_ONLY_TAG = "crypto/read_only"
 
 
 # Statuses of a run that may still write the partition.
@@ -73,7 +79,7 @@ def unfinished_runs(
     )
     records = [*records, *(r for r in ranges if partition in _range_keys(r))]
     active, abandoned = [], []
-    for r in records:
+    for r in (r for r in records if r.dagster_run.tags.get(READ_ONLY_TAG) != "true"):
         (abandoned if is_abandoned(r, now, stale_after) else active).append(r.dagster_run.run_id)
     return active, abandoned
 
@@ -104,7 +110,9 @@ def split_after_failure(
 ) -> tuple[set[str], set[str]]:
     """(split, retry_now) among `keys` (the due partitions): split = the latest finished live run
     covering the key failed, so it gets a run of its own (isolation); retry_now = that failed run
-    covered several partitions, so the key is requested again at once, not a minute later.
+    covered several partitions, so the key is requested again at once, not a minute later. A run
+    that failed because its process was stopped (UNEXPECTED_TERMINATION, e.g. a restart) splits
+    nothing: its partitions are retried at once, together.
     Only the newest `lookback` finished live runs are looked at."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(tags={LIVE_TAG: "true"}, statuses=FINISHED), limit=lookback
@@ -117,8 +125,10 @@ def split_after_failure(
             break
         covered = _range_keys(r) & pending
         if covered and r.dagster_run.status == dg.DagsterRunStatus.FAILURE:
-            split |= covered
-            if PARTITION_TAG not in r.dagster_run.tags:
+            interrupted = r.dagster_run.tags.get(FAILURE_REASON_TAG) in INTERRUPTED_REASONS
+            if not interrupted:
+                split |= covered
+            if interrupted or PARTITION_TAG not in r.dagster_run.tags:
                 retry_now |= covered
         pending -= covered
     return split, retry_now

@@ -171,10 +171,10 @@ def prediction_drift(
     lake: LakeResource,
     mlflow_registry: MlflowResource,
 ) -> dg.AssetCheckResult:
-    from crypto_platform.ml import registry
+    from crypto_platform.ml import model_cache, registry
 
     try:
-        model = registry.load_alias(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
+        model = model_cache.load_alias(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
         reference = registry.load_reference_features(
             mlflow_registry.uri, mlflow_registry.model_name, config.model_alias
         )

@@ -1,5 +1,9 @@
 """Blocking data-quality checks: the Great Expectations suites on bronze trades and silver 1m candles.
 
+Each check runs either the Great Expectations suite (the default: backfills, jobs, the cadence
+schedule) or, with config `engine: contract`, the same rules in polars (quality/contract.py: what
+live runs use every minute, without GX's import cost); both report the same expectation names.
+
 Both are correctness guards (`blocking=True`): when a suite fails in a run, no asset downstream of
 the checked table runs in that run (for a range run: for the whole range). Each (instrument, day)
 cell of the run is validated against its own half-open UTC window; the metadata carries, summed
@@ -21,9 +25,11 @@ from crypto_platform.quality.check_results import (
     BRONZE_SUITE_CHECK,
     CANDLES_SUITE_CHECK,
     CandlesSuiteConfig,
+    SuiteConfig,
     floor_for,
     suite_check_result,
 )
+from crypto_platform.quality.contract import check_bronze, check_candles
 from crypto_platform.quality.expectations import validate_bronze, validate_candles
 from crypto_platform.quality.liquidity import floor_note
 from crypto_platform.resources.lake import LakeResource
@@ -39,8 +45,11 @@ from crypto_platform.resources.lake import LakeResource
         "timestamps inside the partition's UTC day. Blocking: a failure stops the candles downstream."
     ),
 )
-def bronze_trades_suite(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    """Great Expectations suite on every bronze trades partition of the run."""
+def bronze_trades_suite(
+    context: dg.AssetCheckExecutionContext, config: SuiteConfig, lake: LakeResource
+) -> dg.AssetCheckResult:
+    """Great Expectations suite (or its polars contract) on every bronze trades partition of the run."""
+    validate = check_bronze if config.engine == "contract" else validate_bronze
     parts = _parts(context, tables.BRONZE_TRADES.key)
     results, missing = [], []
     for part in parts:
@@ -48,7 +57,7 @@ def bronze_trades_suite(context: dg.AssetCheckExecutionContext, lake: LakeResour
         if df is None:
             missing.append(part)
             continue
-        results.append((part, validate_bronze(df, part.start, part.end)))
+        results.append((part, validate(df, part.start, part.end)))
     return suite_check_result(context, results, missing, table=str(tables.BRONZE_TRADES))
 
 
@@ -66,7 +75,8 @@ def bronze_trades_suite(context: dg.AssetCheckExecutionContext, lake: LakeResour
 def candles_1m_suite(
     context: dg.AssetCheckExecutionContext, config: CandlesSuiteConfig, lake: LakeResource
 ) -> dg.AssetCheckResult:
-    """Great Expectations suite on every silver 1m candles partition of the run."""
+    """Great Expectations suite (or its polars contract) on every silver 1m candles partition of the run."""
+    validate = check_candles if config.engine == "contract" else validate_candles
     parts = _parts(context, tables.CANDLES_1M.key)
     results, missing, notes = [], [], []
     for part in parts:
@@ -75,7 +85,7 @@ def candles_1m_suite(
             missing.append(part)
             continue
         share, how = floor_for(part, config, lambda p: lake.read_partition(tables.CANDLES_1M, p))
-        results.append((part, validate_candles(df, part.start, part.end, min_non_empty_share=share)))
+        results.append((part, validate(df, part.start, part.end, min_non_empty_share=share)))
         notes += [note] if (note := floor_note(part, df, share, how)) else []
     return suite_check_result(context, results, missing, table=str(tables.CANDLES_1M), notes=notes)
 

@@ -28,7 +28,6 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.sources.base import SourceError
-from crypto_platform.sources.ccxt_source import CcxtSource
 from crypto_platform.sources.factory import replay_path
 from crypto_platform.sources.synthetic import SyntheticSource
 from crypto_platform.timeutil import floor_minute
@@ -115,6 +114,8 @@ def _exchange_candles(
     simulator's own per-minute volume for a synthetic one, the recorded `klines` file(s) for a replayed
     instrument, else nowhere (None)."""
     if inst.source == "ccxt":
+        from crypto_platform.sources.ccxt_source import CcxtSource  # ccxt: imported when first needed
+
         source = trade_sources.source_for(inst)
         if isinstance(source, CcxtSource):
             return lambda lo, hi: source.candles_1m(inst, lo, hi)

@@ -26,14 +26,15 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from crypto_platform.ml.significance import METRICS, BaselineTest, paired_test
 
-if TYPE_CHECKING:  # type only: registry imports this module
+if TYPE_CHECKING:  # types only (lightgbm: the rolling evaluation asset loads this with the code location)
+    import lightgbm as lgb
+
+    # registry imports this module
     from crypto_platform.ml.registry import ChampionComparison, ModelVersionInfo
 
 PrimaryMetric = Literal["rank_ic", "hit_rate", "mae", "rmse"]
@@ -168,6 +169,8 @@ def rank_ic(prediction: np.ndarray, realised: np.ndarray) -> float:
     real = np.asarray(realised, dtype=float)
     if pred.size < 3 or np.ptp(pred) == 0 or np.ptp(real) == 0:
         return float("nan")
+    from scipy import stats  # imported when a score is computed, not when the code location loads
+
     return float(stats.spearmanr(pred, real).statistic)
 
 
@@ -384,6 +387,8 @@ def _binom_p(hits: int, trials: int, overlap: int, null: float) -> float:
     k, n = round(hits / overlap), round(trials / overlap)
     if n <= 0:
         return 1.0
+    from scipy import stats
+
     return float(stats.binomtest(min(k, n), n, null, alternative="greater").pvalue)
 
 

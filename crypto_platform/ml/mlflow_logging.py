@@ -7,6 +7,7 @@ import json
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import mlflow
@@ -15,9 +16,11 @@ import pandas as pd
 import polars as pl
 import scipy
 
-from crypto_platform.ml.evaluation import GateDecision
 from crypto_platform.ml.feature_availability import model_features
-from crypto_platform.ml.training import TrainResult
+
+if TYPE_CHECKING:  # types only: serving a model never imports training (optuna)
+    from crypto_platform.ml.evaluation import GateDecision
+    from crypto_platform.ml.training import TrainResult
 
 HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
 DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -46,7 +47,9 @@ from crypto_platform.ml import mlflow_logging
 from crypto_platform.ml.artifacts import ModelArtifactError, artifact_checksums, verify_artifact
 from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
 from crypto_platform.ml.feature_availability import model_features
-from crypto_platform.ml.training import TrainResult
+
+if TYPE_CHECKING:  # types only: loading a model to serve never imports training (optuna)
+    from crypto_platform.ml.training import TrainResult
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -194,15 +197,16 @@ def load_alias(tracking_uri: str, model_name: str, alias: str) -> ChampionModel:
 
     ModelArtifactError when the version's artifact is missing or corrupt.
     """
-    info = alias_info(tracking_uri, model_name, alias)
-    with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
-        model = mlflow.pyfunc.load_model(str(path))
-    return ChampionModel(model=model, info=info)
+    return load_info(tracking_uri, alias_info(tracking_uri, model_name, alias))
 
 
 def load_version(tracking_uri: str, model_name: str, version: str | int) -> ChampionModel:
     """Load one registered version (whatever its alias) as a pyfunc model, after verifying its artifact."""
-    info = version_info(tracking_uri, model_name, version)
+    return load_info(tracking_uri, version_info(tracking_uri, model_name, version))
+
+
+def load_info(tracking_uri: str, info: ModelVersionInfo) -> ChampionModel:
+    """Load the version `info` describes as a pyfunc model, after verifying its artifact."""
     with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
         model = mlflow.pyfunc.load_model(str(path))
     return ChampionModel(model=model, info=info)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 HacKernel = Literal["hansen-hodrick", "bartlett"]
 METRICS: dict[str, bool] = {"rank_ic": True, "hit_rate": True, "mae": False, "rmse": False}  # higher better
@@ -94,6 +93,8 @@ def hac_mean_test(
     se = math.sqrt(max(s, 0.0)) / n
     if se == 0.0:
         return mean, 0.0, (0.0 if mean > 0 else 1.0)
+    from scipy import stats  # imported when a test is computed, not when the code location loads
+
     return mean, se, float(stats.norm.sf(mean / se))
 
 
@@ -142,6 +143,8 @@ def paired_test(
 
 def _zrank(x: np.ndarray) -> np.ndarray:
     """Population z-score of the average ranks (0 everywhere for a constant)."""
+    from scipy import stats
+
     r = stats.rankdata(x)
     sd = float(r.std())
     return np.zeros_like(r) if sd == 0 else (r - r.mean()) / sd

@@ -2,6 +2,7 @@
 checks and by the jobs that validate what they write (the OHLCV import): one way to report a suite."""
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import dagster as dg
 import polars as pl
@@ -17,7 +18,25 @@ CANDLES_SUITE_CHECK = "candles_1m_suite"
 _MAX_EXAMPLE_TEXT = 600
 
 
-class CandlesSuiteConfig(dg.Config):
+# Which implementation of a suite a check runs: the Great Expectations suite (the reference; ~5 s to
+# import per process) or the polars contract of the same rules (quality/contract.py; live runs).
+ENGINES = ("great_expectations", "contract")
+SuiteEngine = Literal["great_expectations", "contract"]
+
+
+class SuiteConfig(dg.Config):
+    """Run config of a suite check: which engine validates (both block on the same rules)."""
+
+    engine: SuiteEngine = Field(
+        default="great_expectations",
+        description=(
+            "great_expectations: the GX suite (reference, full report); contract: the same rules in "
+            "polars (milliseconds, no GX import; what live runs use, CRYPTO_LIVE_QUALITY_ENGINE)."
+        ),
+    )
+
+
+class CandlesSuiteConfig(SuiteConfig):
     """Run config of the candles_1m_suite check."""
 
     min_non_empty_share: float | None = Field(

@@ -10,11 +10,13 @@ never in the warehouse file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import duckdb
 
-from crypto_platform.resources.lake.s3 import S3Store
+if TYPE_CHECKING:  # boto3 (under S3Store) is imported only when the lake is on S3
+    from crypto_platform.resources.lake.s3 import S3Store
 
 
 def httpfs_extension() -> Path:

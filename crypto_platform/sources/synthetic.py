@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
-from scipy import special, stats
 
 from crypto_platform import schemas
 from crypto_platform.settings import SYNTHETIC_EXCHANGE, Instrument
@@ -219,6 +218,8 @@ def minute_counts(p: MarketParams, minutes: np.ndarray, log_sigma: np.ndarray) -
     noise = ACTIVITY_REGIME * (log_sigma - INTRADAY_VOL * np.log(intraday_activity(minutes)))
     noise = noise + ACTIVITY_NOISE * value_noise(p.key, _S_ACTIVITY, minutes * 60, 1_800)
     rate = p.trades_per_minute * intraday_activity(minutes) * np.exp(noise) / ACTIVITY_NORM
+    from scipy import stats  # ~1 s to import: when trades are simulated, not when the code location loads
+
     counts = stats.poisson.ppf(uniform(p.key, _S_COUNT, minutes), np.maximum(rate, 0.0))
     return np.minimum(np.nan_to_num(counts, nan=0.0), MAX_PER_MINUTE).astype(np.int64)
 
@@ -284,6 +285,8 @@ def simulate(p: MarketParams, first_minute: int, end_minute: int) -> dict[str, n
     half_spread = HALF_SPREAD * (p.vol / BASE_VOL) * sigma
     raw_price = np.exp(log_mid) * (1.0 + np.where(is_buy, half_spread, -half_spread))
     price_ticks = np.maximum(np.rint(raw_price * 10.0**p.price_decimals), 1).astype(np.int64)
+
+    from scipy import special
 
     z = special.ndtri(uniform(p.key, _S_SIZE, ids))
     tail = uniform(p.key, _S_TAIL, ids) < TAIL_PROB

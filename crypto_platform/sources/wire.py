@@ -10,27 +10,41 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
-
-import ccxt
+from typing import TYPE_CHECKING, Any
 
 from crypto_platform.sources.base import SourceError
 from crypto_platform.timeutil import EPOCH
 
+if TYPE_CHECKING:
+    import ccxt
+
 log = logging.getLogger(__name__)
 
-# ccxt errors worth retrying: network trouble, rate limits, maintenance, time-outs, transient failures.
-RETRYABLE: tuple[type[Exception], ...] = (
-    ccxt.NetworkError,
-    ccxt.RateLimitExceeded,
-    ccxt.ExchangeNotAvailable,
-    ccxt.RequestTimeout,
-    ccxt.DDoSProtection,
-    ccxt.OperationFailed,  # e.g. Binance -1000 "An unknown error occurred while processing the request."
+# ccxt (~3 s to import) is imported on first use, not when the code location loads: `RETRYABLE` and
+# `RATE_LIMITED` are module attributes computed on first access (PEP 562 `__getattr__` below).
+_RETRYABLE_NAMES = (  # ccxt errors worth retrying: network trouble, rate limits, maintenance, time-outs
+    "NetworkError",
+    "RateLimitExceeded",
+    "ExchangeNotAvailable",
+    "RequestTimeout",
+    "DDoSProtection",
+    "OperationFailed",  # e.g. Binance -1000 "An unknown error occurred while processing the request."
 )
-RATE_LIMITED: tuple[type[Exception], ...] = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
+_RATE_LIMITED_NAMES = ("RateLimitExceeded", "DDoSProtection")
 MAX_REPEATS = 3  # the same page (or a cursor that does not advance) this many times in a row: stuck
 _URL = re.compile(r"(?:https?|wss?)://\S+")
+
+
+def __getattr__(name: str) -> Any:
+    """RETRYABLE / RATE_LIMITED: tuples of ccxt error classes, resolved (and ccxt imported) on first use."""
+    names = {"RETRYABLE": _RETRYABLE_NAMES, "RATE_LIMITED": _RATE_LIMITED_NAMES}.get(name)
+    if names is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import ccxt
+
+    value = tuple(getattr(ccxt, n) for n in names)
+    globals()[name] = value
+    return value
 
 
 class StuckCursorError(SourceError):
@@ -130,16 +144,19 @@ class Wire:
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ccxt, retrying transient errors with exponential back-off; other errors fail at once."""
+        import ccxt
+
+        retryable, rate_limited = __getattr__("RETRYABLE"), __getattr__("RATE_LIMITED")
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
             try:
                 return fn(*args, **kwargs)
-            except RETRYABLE as exc:
+            except retryable as exc:
                 last = exc
                 if attempt < self.max_retries:
                     delay = self.backoff_seconds * 2**attempt
                     self.stats.retries[type(exc).__name__] += 1
-                    if isinstance(exc, RATE_LIMITED):
+                    if isinstance(exc, rate_limited):
                         self.stats.rate_limit_waits += 1
                         self.stats.rate_limit_wait_seconds += delay
                     log.warning("%s %s: %s; retry %d in %.2fs", self.where(), what, describe(exc),

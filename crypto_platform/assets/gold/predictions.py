@@ -45,7 +45,11 @@ def gold_predictions(
     warehouse: WarehouseResource,
     mlflow_registry: MlflowResource,
 ) -> dg.MaterializeResult:
+    from crypto_platform.ml import model_cache
+
+    loads = model_cache.STATS.loads
     served = _served_model(mlflow_registry, config.allow_unqualified_model)
+    served_from = "loaded" if model_cache.STATS.loads > loads else "cached in this process"
     model, qualified = served.model, served.qualified
     if not qualified:
         context.log.warning(
@@ -77,6 +81,7 @@ def gold_predictions(
             "model": f"{model.info.name} v{model.info.version}",
             "alias": str(model.info.alias),
             "qualified": qualified,
+            "model_cache": served_from,
         }
     )
     return dg.MaterializeResult(metadata=meta)
@@ -84,11 +89,11 @@ def gold_predictions(
 
 def _served_model(res: MlflowResource, allow_unqualified: bool) -> Served[Any]:
     """`ml.serving.choose_model` over the MLflow registry; no servable model: a named run failure."""
-    from crypto_platform.ml import registry
+    from crypto_platform.ml import model_cache, registry
 
     try:
         return choose_model(
-            lambda alias: registry.load_alias(res.uri, res.model_name, alias),
+            lambda alias: model_cache.load_alias(res.uri, res.model_name, alias),
             allow_unqualified=allow_unqualified,
             model_name=res.model_name,
             where=res.uri,

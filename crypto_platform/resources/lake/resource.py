@@ -39,7 +39,6 @@ from crypto_platform.resources.lake.model import (
     SweepReport,
     WriteInfo,
 )
-from crypto_platform.resources.lake.s3 import S3Store
 from crypto_platform.resources.lake.store import LakeStore
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.tables import RAW_TRADES as RAW_TRADES_TABLE
@@ -86,6 +85,8 @@ class LakeResource(dg.ConfigurableResource):
         key = (os.getpid(), self.root, self.s3_endpoint_url, self.s3_allow_http)
         if key not in _STORES:
             if self.root.startswith("s3://"):
+                from crypto_platform.resources.lake.s3 import S3Store  # boto3: only for s3:// roots
+
                 _STORES[key] = S3Store(self.root, self.s3_endpoint_url, self.s3_allow_http)
             else:
                 _STORES[key] = LocalStore(self.root_path)
