@@ -27,6 +27,46 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
     raise RuntimeError(f"recorded market data not found at {SHARED_DATA} (../shared/data)")
 
 
+# The modules that take longest (measured, heaviest first). `./run tests` runs the suite on two workers
+# (pytest-xdist `--dist loadfile`: a module stays on one worker, so its module-scoped set-ups are built
+# once and its tests keep their order); a worker takes the next module in collection order when it is
+# nearly done, so the long modules go first and the short ones fill in at the end, and both workers
+# finish together. Then every other module with a `slow` test, then the rest (each group in file order).
+HEAVIEST_FIRST = (
+    "test_cluster_standin",
+    "test_ccxt_pipeline",
+    "test_offline",
+    "test_gold_assets",
+    "test_dagster_dev",
+    "test_rejects_pipeline",
+    "test_pipeline",
+    "test_bench_throughput",
+    "test_faults_files",
+    "test_deploy_configs",
+    "test_faults_runs",
+    "test_checks",
+    "test_live",
+    "test_registry",
+    "test_definitions",
+    "test_quality",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order modules heaviest first (HEAVIEST_FIRST, then modules with slow tests); tests keep their
+    order within a module."""
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    has_slow = {item.path.stem for item in items if item.get_closest_marker("slow")}
+
+    def weight(item: pytest.Item) -> tuple[int, int]:
+        module = item.path.stem
+        if module in rank:
+            return (0, rank[module])
+        return (1, 0) if module in has_slow else (2, 0)
+
+    items.sort(key=weight)  # stable: file order inside each group, test order inside each module
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Folder of the real recorded market data (../shared/data)."""
