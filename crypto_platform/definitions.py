@@ -23,7 +23,7 @@ from crypto_platform.checks.freshness import build_live_data_lag_checks, with_li
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.checks.reconciliation import RECONCILIATION_CHECKS
 from crypto_platform.platform_settings import PlatformSettings, load_settings
-from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.lake import lake_resource
 from crypto_platform.resources.mlflow import MlflowResource
 from crypto_platform.resources.settings import secret, settings_resource
 from crypto_platform.resources.sources import TradeSourcesResource
@@ -34,7 +34,7 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, Any]:
     """The resources of the code location, configured from `settings` (default: the loaded ones)."""
     settings = settings or load_settings()
     return {
-        "lake": LakeResource(root=settings.lake_root),
+        "lake": lake_resource(settings),
         "warehouse": WarehouseResource(path=settings.warehouse_path),
         "trade_sources": TradeSourcesResource(),
         "mlflow_registry": MlflowResource(tracking_uri=secret(settings, "mlflow_tracking_uri")),

@@ -108,6 +108,17 @@ def _url(var: str, raw: str) -> str:
     return value
 
 
+def _endpoint(var: str, raw: str) -> str:
+    """An http(s) endpoint URL without credentials in it (they come from the AWS chain)."""
+    value = raw.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.username or parts.password:
+        raise SettingsError(
+            f"{var} (value not shown): expected an http:// or https:// URL without credentials"
+        )
+    return value
+
+
 def _meta(parse: Parser, doc: str, *, env: str = "", old: tuple[str, ...] = (), secret: bool = False) -> Any:
     """How a PlatformSettings field is read: parser, meaning, variable (default CRYPTO_<NAME>), old names."""
     return {"parse": parse, "doc": doc, "env": env, "old": old, "secret": secret}
@@ -134,7 +145,7 @@ class PlatformSettings:
     instruments: Path = field(default=DEFAULT_INSTRUMENTS_FILE, metadata=_meta(
         _path, "instruments file (the universe: partition keys)", old=("CRYPTO_PLATFORM_INSTRUMENTS",)))
     lake_root: str = field(default="data/lake", metadata=_meta(
-        _text, "lake root folder (relative: to the project)"))
+        _text, "lake root: a folder (relative: to the project) or s3://<bucket>/<prefix>"))
     warehouse_path: str = field(default="data/warehouse.duckdb", metadata=_meta(
         _text, "DuckDB file of views over the lake"))
     mlflow_tracking_uri: str = field(default="", repr=False, metadata=_meta(
@@ -174,6 +185,10 @@ class PlatformSettings:
         _number(0), "prediction API: longest time a cached answer is served without re-checking the lake"))
     serving_max_range_hours: float = field(default=24.0, metadata=_meta(
         _number(0, above=True), "prediction API: longest time range one request may ask for"))
+    s3_endpoint_url: str = field(default="", metadata=_meta(
+        _endpoint, "S3 endpoint of an s3:// lake root (empty: AWS; credentials: the AWS chain)"))
+    s3_allow_http: bool = field(default=False, metadata=_meta(
+        _flag, "allow a plain http:// S3 endpoint (local S3-compatible servers)"))
     # fmt: on
     # field -> the variable that set it (absent: the default); how a secret is passed on as an EnvVar
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

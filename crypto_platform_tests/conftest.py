@@ -108,3 +108,31 @@ def ccxt_universe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.undo()
     load_settings.cache_clear()
     load_universe.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One S3-compatible server (moto_server on 127.0.0.1) for the session; each test takes its own
+    bucket (`fixtures.s3_lake`). Dummy credentials through the standard AWS variables, as a user sets
+    them."""
+    from crypto_platform_tests.s3_server import s3_server
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(name, value)
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
+def any_lake(request: pytest.FixtureRequest, tmp_path: Path):
+    """The lake contract runs on both stores: a local folder, and a bucket on the S3 test server."""
+    from crypto_platform.resources.lake import LakeResource
+    from crypto_platform_tests.fixtures import s3_lake
+
+    if request.param == "local":
+        return LakeResource(root=str(tmp_path / "lake"))
+    return s3_lake(request.getfixturevalue("s3_endpoint"))

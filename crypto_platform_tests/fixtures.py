@@ -5,7 +5,8 @@
 * a replay file whose rows mix every timestamp representation (D1, ROWS, write_recording);
 * the monitoring platform on a tmp lake: FTX January 2022 bars as the sim BTC/USDT instrument, its
   resources, silver / features / predictions writers, a real MLflow champion, one-check runs;
-* a webhook receiver on 127.0.0.1, and a recorder of every socket connection made in this process.
+* a webhook receiver on 127.0.0.1, and a recorder of every socket connection made in this process;
+* a lake in a fresh bucket of the S3 test server (`s3_lake`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import math
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -540,3 +542,12 @@ def env_template(path: Path = ENV_TEMPLATE) -> dict[str, str]:
             name, _, value = line.partition("=")
             out[name.strip()] = value.strip()
     return out
+
+
+def s3_lake(endpoint: str, prefix: str = "lake") -> LakeResource:
+    """A lake rooted in a new, empty bucket of the S3 test server at `endpoint` (plain http allowed)."""
+    import boto3
+
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return LakeResource(root=f"s3://{bucket}/{prefix}", s3_endpoint_url=endpoint, s3_allow_http=True)

@@ -115,6 +115,8 @@ def test_every_option_in_use_stays_allowed() -> None:
 EVERY_SETTING = {
     "CRYPTO_INSTRUMENTS": "universe.yaml",
     "CRYPTO_LAKE_ROOT": "/srv/lake",
+    "CRYPTO_S3_ENDPOINT_URL": "https://s3.eu-west-1.amazonaws.com",
+    "CRYPTO_S3_ALLOW_HTTP": "no",
     "CRYPTO_WAREHOUSE_PATH": " wh.duckdb ",
     "MLFLOW_TRACKING_URI": "http://user:MLFLOW-PASSWORD@mlflow.internal:5000",
     "CRYPTO_WEBHOOK_URL": "https://hooks.example/services/WEBHOOK-TOKEN",
@@ -158,6 +160,8 @@ def test_every_setting_parsed_from_its_variable(monkeypatch: pytest.MonkeyPatch,
     assert got == PlatformSettings(
         instruments=tmp_path.resolve() / "universe.yaml",
         lake_root="/srv/lake",
+        s3_endpoint_url="https://s3.eu-west-1.amazonaws.com",
+        s3_allow_http=False,
         warehouse_path="wh.duckdb",
         mlflow_tracking_uri="http://user:MLFLOW-PASSWORD@mlflow.internal:5000",
         webhook_url="https://hooks.example/services/WEBHOOK-TOKEN",

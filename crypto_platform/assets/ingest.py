@@ -77,21 +77,23 @@ def commit_batch(
 ) -> tuple[RawBatch, int]:
     """Write the fetched trades as a new immutable batch, then commit it in the manifest (atomic).
 
-    The manifest is re-read under the partition lock, so two runs fetching the same partition both
-    commit (neither batch is lost); `restart` (a re-fetch) starts a new batch list instead.
+    The lake re-reads the manifest at its commit (under the partition lock, or after a lost conditional
+    commit on S3), so two runs fetching the same partition both commit (neither batch is lost);
+    `restart` (a re-fetch) starts a new batch list instead.
     Returns the committed batch entry and the file's size in bytes.
     """
     span = f"batch-{epoch_ms_floor(batch.covered_from)}-{epoch_ms_floor(batch.covered_to)}"
-    with lake.partition_lock(part):
-        manifest = lake.read_manifest(tables.RAW_TRADES, part)
-        name = manifest.unique_name(span, str(epoch_ms_floor(now)))
-        info = lake.write_batch(batch.trades, tables.RAW_TRADES, part, name)
+
+    def next_manifest(manifest: RawManifest, name: str, info: WriteInfo) -> RawManifest:
         wm = None if restart else manifest.watermark
         covered_to = batch.covered_to if wm is None else max(batch.covered_to, wm)  # never shrinks
         entry = RawBatch(name, batch.covered_from, covered_to, rows=info.rows, written_at=now)
-        committed = manifest.restarted_with(entry) if restart else manifest.with_batch(entry)
-        lake.write_manifest(committed, tables.RAW_TRADES, part)
-    return entry, info.bytes
+        return manifest.restarted_with(entry) if restart else manifest.with_batch(entry)
+
+    committed, info = lake.append_batch(
+        batch.trades, tables.RAW_TRADES, part, (span, str(epoch_ms_floor(now))), next_manifest
+    )
+    return committed.batches[-1], info.bytes
 
 
 def base_row(part: DayPartition) -> dict:

@@ -2,7 +2,8 @@
 
 A write killed between its temp file and its rename leaves `.<name>.<uuid>.tmp`; a fetch killed between
 its batch file and its manifest commit, or a re-fetch that replaced the committed batches, leaves raw
-batch files no manifest lists. Readers never see either; the sweep removes those older than a bound
+batch files no manifest lists; on S3 every replace leaves the superseded version object. Readers never
+see any of them; the sweep removes those older than a bound
 (younger ones may belong to a write in progress) and reports every file it removed.
 """
 
@@ -27,7 +28,7 @@ class SweepConfig(dg.Config):
 @dg.op(description="Remove temp files of killed writes and uncommitted raw batches older than the bound.")
 def sweep_lake(context: dg.OpExecutionContext, config: SweepConfig, lake: LakeResource) -> dg.Output[int]:
     report = lake.sweep(config.older_than_hours * 3600, time.time())
-    removed = [*report.temp_files, *report.orphan_batches]
+    removed = [*report.temp_files, *report.orphan_batches, *report.superseded]
     for path in removed:
         context.log.info(f"removed {path}")
     context.log.info(f"lake sweep: {len(removed)} file(s), {report.bytes} bytes removed")
@@ -36,6 +37,7 @@ def sweep_lake(context: dg.OpExecutionContext, config: SweepConfig, lake: LakeRe
         metadata={
             "temp_files_removed": len(report.temp_files),
             "orphan_batches_removed": len(report.orphan_batches),
+            "superseded_versions_removed": len(report.superseded),
             "bytes_removed": report.bytes,
             "files": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in removed[:200]) or "(none)"),
         },

@@ -1,0 +1,81 @@
+"""What the lake's stores and its resource share: file names, write options, lineage, reports, errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import polars as pl
+
+from crypto_platform.raw_manifest import Coverage
+
+PART_FILE = "part.parquet"
+MANIFEST_FILE = "_manifest.json"
+# How every lake file is written. zstd level 1 rather than the default 3: measured on a 6 M-trade
+# bronze day, writes ~20% faster (0.58 s vs 0.72 s) for files ~5% larger (95 vs 90 MB); reads are as
+# fast. Statistics stay on so DuckDB and polars can skip row groups.
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "statistics": True}
+LINEAGE_KEY = "crypto_platform.lineage"  # Parquet footer key of a derived partition's lineage
+# What polars/pyarrow raise for a damaged Parquet file (pyarrow's ArrowInvalid is a ValueError).
+READ_ERRORS = (pl.exceptions.PolarsError, OSError, ValueError)
+# A commit's expectation of the version it replaces: ANY (replace whatever is there), None (create:
+# nothing may be there yet) or the token a store returned when the current version was read.
+ANY: Final = "*"
+Expect = str | None
+
+
+class LakeReadError(RuntimeError):
+    """A lake file that exists cannot be read (truncated or corrupt): the message names the file, the
+    table and the partition."""
+
+
+class CommitConflict(RuntimeError):
+    """Another writer committed the same file or manifest first (an object store's conditional PUT
+    failed): nothing of this write is visible; the caller re-reads and retries."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Which version of its input a derived partition was computed from, and the time span the input
+    vouched for. Stored with the data (Parquet footer; on S3 also in the pointer), replaced with it."""
+
+    input_version: int
+    covered_from: datetime | None = None
+    covered_to: datetime | None = None
+
+    def to_json(self) -> str:
+        span = [t.isoformat() if t else None for t in (self.covered_from, self.covered_to)]
+        return json.dumps({"input_version": self.input_version, "covered": span})
+
+    @property
+    def coverage(self) -> Coverage:
+        """The input's coverage this partition was derived over."""
+        return Coverage(self.covered_from, self.covered_to)
+
+    @classmethod
+    def from_json(cls, text: str) -> Lineage:
+        data = json.loads(text)
+        start, end = (datetime.fromisoformat(t) if t else None for t in data.get("covered", [None, None]))
+        return cls(int(data["input_version"]), start, end)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep removed: temp files of killed writes, raw batches no manifest lists, and (object
+    store) file versions superseded longer ago than the bound."""
+
+    temp_files: tuple[str, ...] = ()
+    orphan_batches: tuple[str, ...] = ()
+    bytes: int = 0
+    superseded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WriteInfo:
+    """What one atomic write produced, for materialization metadata."""
+
+    path: str
+    rows: int
+    bytes: int

@@ -1,0 +1,391 @@
+"""The Parquet lake: every lake read and write goes through this one resource.
+
+Layout: `<root>/<layer>/<table>/instrument=<key>/date=<YYYY-MM-DD>/<file>.parquet` (hive style, so
+DuckDB and polars can prune by instrument and day). The root is a local folder or an `s3://` URL; the
+store behind it (`local.LocalStore`, `s3.S3Store`) makes every write atomic for readers (a reader sees
+the old version or the new one, never half or a mix of both) and re-writing a partition replaces it
+(idempotent re-runs). Read-check-write sequences (raw appends, derived commits) are serialised by a
+lock (local) or committed by a conditional write that a concurrent writer makes fail (S3), and then
+re-read and retried: either way no committed batch is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from datetime import date
+from pathlib import Path, PurePath
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from crypto_platform.partitions import DayPartition
+from crypto_platform.platform_settings import PlatformSettings, env_name
+from crypto_platform.raw_manifest import RawManifest
+from crypto_platform.resources.lake.local import LocalStore
+from crypto_platform.resources.lake.model import (
+    LINEAGE_KEY,
+    MANIFEST_FILE,
+    PART_FILE,
+    READ_ERRORS,
+    CommitConflict,
+    LakeReadError,
+    Lineage,
+    SweepReport,
+    WriteInfo,
+)
+from crypto_platform.resources.lake.s3 import S3Store
+from crypto_platform.resources.lake.store import LakeStore
+from crypto_platform.settings import PROJECT_DIR, Instrument
+from crypto_platform.tables import RAW_TRADES as RAW_TRADES_TABLE
+from crypto_platform.tables import Layout, Table
+
+_DATE_DIR = re.compile(r"date=(\d{4}-\d{2}-\d{2})/")
+APPEND_TRIES = 50  # raw appends re-read the manifest after a lost race (S3) this often
+_STORES: dict[tuple, LakeStore] = {}  # one store (one S3 client) per process and configuration
+
+
+def _read_error(where: str, table: Table, part: DayPartition | None, exc: Exception) -> LakeReadError:
+    """The error of an unreadable lake file, naming the file, table and partition."""
+    at = f"table {table}" + (f", partition {part.key}" if part is not None else "")
+    detail = (str(exc).strip().splitlines() or [""])[0]
+    repair = (
+        "; repair: re-fetch the partition (raw/trades run config `refetch: true`)"
+        if table.layout is Layout.BATCHES
+        else "; re-materialize the partition to rewrite it"
+    )
+    return LakeReadError(
+        f"lake: cannot read {where} ({at}): {type(exc).__name__}: {detail} "
+        f"(a truncated or corrupt file{repair})"
+    )
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Parquet lake rooted at one place: a local folder (the default) or an S3 bucket and prefix."""
+
+    root: str = Field(
+        default="data/lake",
+        description="Lake root: a folder (relative paths are resolved against the project directory) "
+        "or s3://<bucket>/<prefix>.",
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="S3 endpoint of an s3:// root (empty: AWS, by the region of the AWS chain)."
+    )
+    s3_allow_http: bool = Field(
+        default=False, description="Allow a plain http:// S3 endpoint (test servers)."
+    )
+
+    @property
+    def store(self) -> LakeStore:
+        """The store of this root (built once per process)."""
+        key = (os.getpid(), self.root, self.s3_endpoint_url, self.s3_allow_http)
+        if key not in _STORES:
+            if self.root.startswith("s3://"):
+                _STORES[key] = S3Store(self.root, self.s3_endpoint_url, self.s3_allow_http)
+            else:
+                _STORES[key] = LocalStore(self.root_path)
+        return _STORES[key]
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root
+
+    @property
+    def root_path(self) -> Path:
+        """The lake root as a local folder; a URL root is refused rather than taken as a folder name."""
+        if not self.is_local:
+            supported = (
+                "s3:// roots are read through the lake resource only"
+                if self.root.startswith("s3://")
+                else "the lake root is a folder or s3://<bucket>/<prefix>"
+            )
+            raise ValueError(
+                f"lake root {self.root!r} ({env_name('lake_root')} / the lake resource's 'root') is not a "
+                f"local folder: {supported}; see docs/deploy.md"
+            )
+        root = Path(self.root).expanduser()
+        return root if root.is_absolute() else PROJECT_DIR / root
+
+    # -- where things are --------------------------------------------------------------------------
+    @staticmethod
+    def table_key(table: Table) -> str:
+        return f"{table.layer}/{table.name}"
+
+    def part_key(self, table: Table, part: DayPartition) -> str:
+        return f"{self.table_key(table)}/instrument={part.instrument.key}/date={part.day}"
+
+    def table_path(self, table: Table) -> Path:
+        """Folder of one table, e.g. <root>/silver/candles_1m (local roots only)."""
+        return self.root_path / self.table_key(table)
+
+    def partition_path(self, table: Table, part: DayPartition) -> Path:
+        """Folder of one (instrument, day) partition of a table (local roots only)."""
+        return self.root_path / self.part_key(table, part)
+
+    def table_glob(self, table: Table) -> str:
+        """Glob matching every data file of a table (local roots only: for DuckDB views and scans)."""
+        return str(self.table_path(table) / _pattern(table))
+
+    def table_files(self, table: Table) -> list[str]:
+        """Where the committed data file of every partition (or named file) of a table is, sorted."""
+        keys = self.store.committed_keys(self.table_key(table), _pattern(table))
+        return [c.uri for c in self.store.currents(keys)]
+
+    def stored_days(self, table: Table, instrument: Instrument) -> list[date]:
+        """Days of a partitioned table that hold a data file for the instrument, oldest first."""
+        prefix = f"{self.table_key(table)}/instrument={instrument.key}"
+        keys = self.store.committed_keys(prefix, f"date=*/{PART_FILE}")
+        return sorted(date.fromisoformat(m.group(1)) for k in keys if (m := _DATE_DIR.search(k)))
+
+    def newest_parts(self, table: Table, instrument: Instrument, days: int) -> list[DayPartition]:
+        """The instrument's newest `days` stored partitions of a table (fewer if it has fewer)."""
+        stored = self.stored_days(table, instrument)
+        return [DayPartition(instrument, d) for d in stored[-days:]] if days > 0 else []
+
+    def includes_newest(self, table: Table, parts: Iterable[DayPartition]) -> bool:
+        """Whether any of these cells is its instrument's newest stored day of the table."""
+        newest: dict[str, date | None] = {}
+        for p in parts:
+            if p.instrument.key not in newest:
+                stored = self.stored_days(table, p.instrument)
+                newest[p.instrument.key] = stored[-1] if stored else None
+            last = newest[p.instrument.key]
+            if last is None or p.day >= last:
+                return True
+        return False
+
+    # -- whole-partition tables (bronze, silver, gold) -------------------------------------------
+    def write_partition(self, df: pl.DataFrame, table: Table, part: DayPartition) -> WriteInfo:
+        """Atomically replace one partition of a table with `df`."""
+        _expect(table, Layout.DAILY)
+        return self.store.write(f"{self.part_key(table, part)}/{PART_FILE}", df)
+
+    def read_partition(self, table: Table, part: DayPartition) -> pl.DataFrame | None:
+        """One partition of a table, or None if it was never written."""
+        return self._read(f"{self.part_key(table, part)}/{PART_FILE}", table, part)
+
+    def partition_max(self, table: Table, part: DayPartition, column: str) -> Any:
+        """Largest value of one column of a partition (None if never written or empty); reads that column."""
+        cur = self.store.current(f"{self.part_key(table, part)}/{PART_FILE}")
+        if cur is None:
+            return None
+        try:
+            scan = pl.scan_parquet(cur.uri, storage_options=self.store.storage_options)
+            return scan.select(pl.col(column).max()).collect().item()
+        except READ_ERRORS as exc:
+            raise _read_error(cur.uri, table, part, exc) from exc
+
+    def has_partition(self, table: Table, part: DayPartition) -> bool:
+        return self.store.current(f"{self.part_key(table, part)}/{PART_FILE}") is not None
+
+    def scan_table(self, table: Table) -> pl.LazyFrame | None:
+        """Lazy scan over all data files of a table (None when it has none yet)."""
+        files = self.table_files(table)
+        if not files:
+            return None
+        return pl.scan_parquet(files, hive_partitioning=False, storage_options=self.store.storage_options)
+
+    def read_partitions(self, table: Table, parts: list[DayPartition]) -> pl.DataFrame | None:
+        """Concatenation of the given partitions that exist (None if none does)."""
+        frames = [df for p in parts if (df := self.read_partition(table, p)) is not None]
+        return pl.concat(frames, how="vertical") if frames else None
+
+    def read_with_lineage(
+        self, table: Table, part: DayPartition
+    ) -> tuple[pl.DataFrame | None, Lineage | None]:
+        """A partition and its lineage, read from one version (a concurrent replace cannot mix them)."""
+        key = f"{self.part_key(table, part)}/{PART_FILE}"
+        try:
+            df, text = self.store.read_with_footer(key, LINEAGE_KEY)
+        except READ_ERRORS as exc:
+            raise _read_error(self.store.where(key), table, part, exc) from exc
+        return df, (Lineage.from_json(text) if text else None)
+
+    def read_lineage(self, table: Table, part: DayPartition) -> Lineage | None:
+        """The lineage stored with a derived partition (None: never written, or written without one)."""
+        return self._lineage(table, part)[0]
+
+    def commit_derived(
+        self,
+        frames: dict[Table, pl.DataFrame],
+        part: DayPartition,
+        lineage: Lineage,
+        *,
+        inputs_current: Callable[[], bool],
+    ) -> list[WriteInfo] | None:
+        """Replace partitions derived from one input version, only while that version is still current
+        and no result of a newer version is stored (optimistic concurrency: under the partition lock
+        on a local root, by conditional commits on S3).
+
+        Returns None when the inputs moved on or a newer result won: the caller re-reads and retries.
+        """
+        with self.partition_lock(part):
+            if not inputs_current():
+                return None
+            tokens = {}
+            for table in frames:
+                stored, tokens[table] = self._lineage(table, part)
+                if stored is not None and stored.input_version > lineage.input_version:
+                    return None
+            meta = {LINEAGE_KEY: lineage.to_json()}
+            try:
+                return [
+                    self.store.write(f"{self.part_key(t, part)}/{PART_FILE}", df, meta, expect=tokens[t])
+                    for t, df in frames.items()
+                ]
+            except CommitConflict:
+                return None
+
+    def partition_lock(self, part: DayPartition) -> AbstractContextManager[None]:
+        """Exclusive lock of one (instrument, day) across processes on this host (local roots): read-
+        check-write sequences of two runs never interleave. On S3 a no-op: commits are conditional."""
+        return self.store.exclusive(f"{part.instrument.key}/{part.day}")
+
+    # -- unpartitioned tables (training sets, model evaluations) ---------------------------------
+    def write_table(self, df: pl.DataFrame, table: Table, name: str = "part") -> WriteInfo:
+        """Atomically write one file of an unpartitioned table (`<table>/<name>.parquet`)."""
+        _expect(table, Layout.SINGLE)
+        return self.store.write(f"{self.table_key(table)}/{name}.parquet", df)
+
+    def read_table(self, table: Table, name: str = "part") -> pl.DataFrame | None:
+        """One file of an unpartitioned table, or None."""
+        return self._read(f"{self.table_key(table)}/{name}.parquet", table, None)
+
+    # -- append-only tables (raw) ----------------------------------------------------------------
+    def write_batch(self, df: pl.DataFrame, table: Table, part: DayPartition, name: str) -> WriteInfo:
+        """Write one immutable batch file of an append-only partition (not yet committed)."""
+        _expect(table, Layout.BATCHES)
+        return self.store.write_new(f"{self.part_key(table, part)}/{name}.parquet", df)
+
+    def read_batches(self, table: Table, part: DayPartition, names: list[str]) -> list[pl.DataFrame]:
+        """Read the named batch files of an append-only partition (listed by its manifest)."""
+        out = []
+        for uri in self._batch_uris(table, part, names):
+            try:
+                out.append(pl.read_parquet(uri, storage_options=self.store.storage_options))
+            except READ_ERRORS as exc:
+                raise _read_error(uri, table, part, exc) from exc
+        return out
+
+    def scan_batches(self, table: Table, part: DayPartition, names: list[str]) -> pl.LazyFrame | None:
+        """Lazy scan of the named batch files (None if there are none): columns are read only as needed.
+        Each file's footer is read now, so a truncated batch is named here rather than failing later."""
+        uris = self._batch_uris(table, part, names)
+        for uri in uris:
+            try:
+                pl.read_parquet_metadata(uri, storage_options=self.store.storage_options)
+            except READ_ERRORS as exc:
+                raise _read_error(uri, table, part, exc) from exc
+        return pl.scan_parquet(uris, storage_options=self.store.storage_options) if uris else None
+
+    def uncommitted_batches(self, table: Table, part: DayPartition) -> list[PurePath]:
+        """Batch files of a partition that its manifest does not list (a fetch killed before its commit,
+        or batches replaced by a re-fetch): never read, removed by `sweep`."""
+        key = self.part_key(table, part)
+        committed = set(self.read_manifest(table, part).names)
+        return [
+            self.store.file_label(e.key)
+            for e in self.store.list_folder(key)
+            if e.key.endswith(".parquet") and PurePath(e.key).stem not in committed
+        ]
+
+    def read_manifest(self, table: Table, part: DayPartition) -> RawManifest:
+        """The partition's committed batches (an empty manifest with `exists=False` if never written)."""
+        return RawManifest.from_json(self.store.read_json(f"{self.part_key(table, part)}/{MANIFEST_FILE}")[0])
+
+    def write_manifest(self, manifest: RawManifest, table: Table, part: DayPartition) -> None:
+        """Atomically replace the partition's manifest (unconditionally: `append_batch` is the commit
+        of a fetch)."""
+        _expect(table, Layout.BATCHES)
+        self.store.write_json(f"{self.part_key(table, part)}/{MANIFEST_FILE}", manifest.to_json())
+
+    def append_batch(
+        self,
+        df: pl.DataFrame,
+        table: Table,
+        part: DayPartition,
+        name: tuple[str, str],
+        commit: Callable[[RawManifest, str, WriteInfo], RawManifest],
+    ) -> tuple[RawManifest, WriteInfo]:
+        """Write `df` as a new immutable batch and commit it: `commit(manifest, batch name, written)`
+        gives the next manifest. `name` is (stem, suffix for a stem already committed). The manifest is
+        read and committed under the partition lock (local) or re-read and `commit` re-applied after a
+        lost conditional commit (S3): a batch is committed exactly once and no other batch is lost."""
+        _expect(table, Layout.BATCHES)
+        key = f"{self.part_key(table, part)}/{MANIFEST_FILE}"
+        written: tuple[str, WriteInfo] | None = None
+        with self.partition_lock(part):
+            for _ in range(APPEND_TRIES):
+                doc, token = self.store.read_json(key)
+                manifest = RawManifest.from_json(doc)
+                if written is None:
+                    written = self._write_new_batch(df, table, part, manifest.unique_name(*name))
+                committed = commit(manifest, *written)
+                try:
+                    self.store.write_json(key, committed.to_json(), expect=token)
+                except CommitConflict:
+                    continue
+                return committed, written[1]
+        raise CommitConflict(f"{table} {part.key}: the manifest changed during {APPEND_TRIES} commits")
+
+    # -- housekeeping ----------------------------------------------------------------------------
+    def sweep(self, older_than_s: float, now_s: float) -> SweepReport:
+        """Remove temp files of killed writes, uncommitted raw batch files and (S3) superseded file
+        versions left more than `older_than_s` seconds before `now_s` (younger ones may belong to a
+        write in progress or a read of the version just replaced)."""
+        return self.store.sweep(older_than_s, now_s, self.table_key(RAW_TRADES_TABLE))
+
+    # -- internals -------------------------------------------------------------------------------
+    def _read(self, key: str, table: Table, part: DayPartition | None) -> pl.DataFrame | None:
+        try:
+            return self.store.read(key)
+        except READ_ERRORS as exc:
+            raise _read_error(self.store.where(key), table, part, exc) from exc
+
+    def _lineage(self, table: Table, part: DayPartition) -> tuple[Lineage | None, str | None]:
+        """(stored lineage, the commit token of the version it belongs to); (None, None) if none."""
+        cur = self.store.current(f"{self.part_key(table, part)}/{PART_FILE}")
+        if cur is None:
+            return None, None
+        try:
+            meta = cur.metadata if cur.metadata is not None else pl.read_parquet_metadata(cur.uri)
+        except READ_ERRORS as exc:
+            raise _read_error(cur.uri, table, part, exc) from exc
+        text = meta.get(LINEAGE_KEY)
+        return (Lineage.from_json(text) if text else None), cur.token
+
+    def _batch_uris(self, table: Table, part: DayPartition, names: list[str]) -> list[str]:
+        return [self.store.uri(f"{self.part_key(table, part)}/{n}.parquet") for n in names]
+
+    def _write_new_batch(
+        self, df: pl.DataFrame, table: Table, part: DayPartition, name: str
+    ) -> tuple[str, WriteInfo]:
+        """Write a batch under `name`, or a unique variant when a concurrent writer took that name."""
+        try:
+            return name, self.write_batch(df, table, part, name)
+        except CommitConflict:
+            name = f"{name}-{uuid.uuid4().hex[:8]}"
+            return name, self.write_batch(df, table, part, name)
+
+
+def lake_resource(settings: PlatformSettings) -> LakeResource:
+    """The lake of these settings (root and S3 endpoint; S3 credentials come from the AWS chain)."""
+    return LakeResource(
+        root=settings.lake_root,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_allow_http=settings.s3_allow_http,
+    )
+
+
+def _pattern(table: Table) -> str:
+    return f"instrument=*/date=*/{PART_FILE}" if table.partitioned else "*.parquet"
+
+
+def _expect(table: Table, layout: Layout) -> None:
+    if table.layout is not layout:
+        raise ValueError(f"lake table {table} is laid out {table.layout.value!r}, not {layout.value!r}")
