@@ -11,10 +11,14 @@ import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from crypto_platform_tests.paths import SHARED_DATA, TEST_INSTRUMENTS
+
+if TYPE_CHECKING:
+    from crypto_platform_tests.postgres_server import PostgresServer
 
 # Partitions are fixed when the code location loads, so the test universe is chosen before any
 # crypto_platform module is imported (the same mechanism a user has: CRYPTO_INSTRUMENTS).
@@ -125,6 +129,24 @@ def s3_endpoint() -> Iterator[str]:
         os.environ.setdefault(name, value)
     with s3_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_session() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (started by the first test that needs it);
+    tests take a database of their own on it (`postgres_db`)."""
+    from crypto_platform_tests.postgres_server import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_db(postgres_session: PostgresServer) -> PostgresServer:
+    """A fresh, empty database on the session's PostgreSQL server (nothing another test wrote)."""
+    from crypto_platform_tests.postgres_server import create_database
+
+    return create_database(postgres_session)
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
