@@ -15,7 +15,9 @@ import pytest
 from crypto_platform.cli import materialize_command
 from crypto_platform_tests.paths import PROJECT_DIR
 
-pytestmark = pytest.mark.slow  # the whole pipeline through three dagster CLI subprocesses
+# the whole pipeline through three dagster CLI subprocesses: ~1 min on the idle machine, but a shared,
+# loaded one (and a second test worker beside it) can take several times that
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 GUARD = """
 import json, os, socket
