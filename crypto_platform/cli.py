@@ -133,6 +133,20 @@ def settings_table(settings: PlatformSettings) -> str:
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows)
 
 
+def duckdb_init(settings: PlatformSettings) -> str:
+    """SQL that makes a DuckDB session (e.g. the CLI: `duckdb -init <file>`) read the warehouse's views
+    of the configured lake: nothing for a local folder; for S3, httpfs loaded offline from the locked
+    package and a temporary secret whose credentials DuckDB reads from the AWS_* variables."""
+    from crypto_platform.resources.duckdb_s3 import httpfs_extension, secret_sql
+    from crypto_platform.resources.lake import lake_resource
+    from crypto_platform.resources.lake.s3 import S3Store
+
+    store = lake_resource(settings).store
+    if not isinstance(store, S3Store):
+        return "-- the lake is a local folder: its views need nothing more\n"
+    return f"LOAD '{httpfs_extension()}';\n{secret_sql(store, from_env=True)};\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `crypto-platform` console script."""
     parser = argparse.ArgumentParser(prog="crypto-platform", description=__doc__)
@@ -143,9 +157,13 @@ def main(argv: list[str] | None = None) -> None:
         "--trials", type=int, default=10, help="Optuna trials for the demo model (default 10)"
     )
     sub.add_parser("settings", help="show the settings in force (the CRYPTO_* environment variables)")
+    sub.add_parser("duckdb-init", help="print the SQL a DuckDB session needs to read an S3 lake's views")
     args = parser.parse_args(argv)
     if args.cmd == "settings":
         print(settings_table(load_settings()))
+        return
+    if args.cmd == "duckdb-init":
+        print(duckdb_init(load_settings()), end="")
         return
     os.chdir(PROJECT_DIR)
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ})

@@ -8,6 +8,7 @@ partition's coverage is [first batch's covered_from, last batch's covered_to).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -97,6 +98,19 @@ class RawManifest:
     def names_reaching_past(self, ts: datetime) -> list[str]:
         """Batches whose coverage ends after `ts` (the only ones that can hold trades at or after it)."""
         return [b.name for b in self.batches if b.covered_to > ts]
+
+    def digest(self, count: int | None = None) -> str:
+        """Fingerprint of the first `count` committed batch names (all by default), in order: a derived
+        partition records it to recognise the batches it was built from."""
+        names = self.names if count is None else self.names[:count]
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
+
+    def batches_after(self, count: int, digest: str) -> tuple[RawBatch, ...] | None:
+        """The batches committed after the first `count`, if those are still the ones `digest` names;
+        None when the list was restarted or rewritten (a re-fetch): then derive from scratch."""
+        if count > len(self.batches) or self.digest(count) != digest:
+            return None
+        return self.batches[count:]
 
     def unique_name(self, name: str, suffix: str) -> str:
         """`name`, or `name-suffix` when a committed batch already has that name."""

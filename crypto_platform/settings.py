@@ -36,7 +36,7 @@ SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay", "candles")
 TRADE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt", "replay")
 # Sources that deliver trades as they happen (the live sensor keeps them fresh); replay is history.
 LIVE_SOURCE_KINDS: tuple[str, ...] = ("synthetic", "ccxt")
-CANDLE_IMPORT_FORMATS: tuple[str, ...] = ("auto", "csv", "kraken", "parquet")
+CANDLE_IMPORT_FORMATS: tuple[str, ...] = ("auto", "csv", "kraken", "binance", "parquet", "feather")
 VOLUME_UNITS: tuple[str, ...] = ("base", "quote")
 SYNTHETIC_EXCHANGE = "sim"
 # Instrument options: what an entry of the instruments file may carry besides exchange/symbol/source.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,17 +29,21 @@ def moto_server_command() -> str:
 def s3_server(timeout_s: float = 20.0) -> Iterator[str]:
     """Start moto_server on a free loopback port; yields its endpoint URL, stops it on exit."""
     port = free_port()
+    # its request log goes to a file: a pipe nobody reads fills after a few hundred requests and then
+    # blocks the server (every client waits forever)
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read()[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
@@ -56,3 +61,4 @@ def s3_server(timeout_s: float = 20.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()

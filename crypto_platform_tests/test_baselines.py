@@ -252,7 +252,9 @@ def test_train_fits_the_baselines_on_the_development_span_only() -> None:
     assert list(ev.forecasts()) == ["model", "zero", "momentum", "reversal", "ridge"]
     dev = frame.filter(pl.col("ts") <= result.train_end)
     hold = frame.filter(pl.col("ts") >= result.holdout_start)
-    rev, ridge = fit_reversal(dev), fit_ridge(dev, FEATURE_COLUMNS)
+    # both the model and ridge see the features usable on the development span (empty_frac_60 is 0 there)
+    assert list(result.dropped_features) == ["empty_frac_60"]
+    rev, ridge = fit_reversal(dev), fit_ridge(dev, result.feature_cols)
     assert ev.specs["reversal"] == rev.describe() and ev.specs["ridge"] == ridge.describe()
     real = hold["label"].to_numpy()
     assert ev.baselines["reversal"].rank_ic == pytest.approx(

@@ -100,7 +100,7 @@ def test_an_intact_champion_loads_and_predicts_like_the_trained_booster(
     rows = frame.tail(200)
     loaded = registry.load_champion(store, MODEL)
     assert loaded.info.version == champion.version
-    assert np.array_equal(loaded.predict(rows), predict(result.booster, rows, FEATURE_COLUMNS))
+    assert np.array_equal(loaded.predict(rows), predict(result.booster, rows, result.feature_cols))
 
 
 @pytest.mark.slow
@@ -143,7 +143,8 @@ def test_a_version_without_recorded_checksums_still_refuses_a_truncated_file(
     try:
         rows = frame.tail(20)  # registered before checksums existed: intact files still load
         assert np.array_equal(
-            registry.load_champion(store, MODEL).predict(rows), predict(result.booster, rows, FEATURE_COLUMNS)
+            registry.load_champion(store, MODEL).predict(rows),
+            predict(result.booster, rows, result.feature_cols),
         )
         _truncate(model_dir / "model.lgb")
         with pytest.raises(registry.ModelArtifactError, match=r"model\.lgb .* is incomplete"):

@@ -238,7 +238,25 @@ def test_week_model_is_not_promoted_and_predictions_refuse_to_serve_it(ftx_gold:
     )
     assert "horizon_minutes 10 is not one of [1, 5, 15, 60]" in _failure(result)
 
+    # A date-based evaluation window outside the data is refused, naming the field (before any version).
+    bad_dates = g.materialize(
+        TRAINING,
+        ok=False,
+        config={
+            "gold_training_set": {"config": {"window_days": 7, "instruments": [FTX]}},
+            "gold_model": {"config": {"n_trials": 1, "eval_from": "2023-01-01"}},
+        },
+    )
+    assert "eval_from 2023-01-01 00:00:00+00:00 is after the data's bars" in _failure(bad_dates)
+
     mat = g.train(window_days=7, n_trials=4)
+    # OHLCV-only, one instrument: order flow, cross-symbol and the constant vwap_dist are not learned from
+    listed = mat.metadata["features"].value
+    for name in ["taker_buy_ratio_5", "taker_buy_ratio_15", "trade_intensity_60", "vwap_dist", "mkt_ret_1"]:
+        assert f"| {name} | " in listed, name
+    assert "| vwap_dist | constant 0 on all" in listed
+    cv, oos = mat.metadata["cv_rank_ic"].value, mat.metadata["rank_ic"].value
+    assert mat.metadata["optimism"].value == pytest.approx(cv - oos, abs=1e-12)
     reasons = mat.metadata["gate"].value.splitlines()
     assert len(reasons) == 4 and all(r.startswith(("- PASS", "- FAIL")) for r in reasons)
     # A week is too little evidence (~2,000 overlapping holdout labels): the gate must not promote.
@@ -246,6 +264,8 @@ def test_week_model_is_not_promoted_and_predictions_refuse_to_serve_it(ftx_gold:
     client = MlflowClient(tracking_uri=g.uri, registry_uri=g.uri)
     assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == "1"
     assert client.get_model_version(MODEL_NAME, "1").tags["gate_promote"] == "false"
+    learned = json.loads(client.get_model_version(MODEL_NAME, "1").tags["feature_cols"])
+    assert "taker_buy_ratio_5" not in learned and "vwap_dist" not in learned and "rsi_14" in learned
 
     # No champion: predictions fail with the named error, nothing is written ...
     result = g.predict(date(2022, 1, 30), date(2022, 1, 31), ok=False)

@@ -211,3 +211,71 @@ def test_fill_missing_bars_is_idempotent(ftx: pl.DataFrame) -> None:
     filled = fill_missing_bars(sparse)
     assert filled.height == 100
     assert fill_missing_bars(filled).equals(filled)
+
+
+BINANCE_2021 = CANDLE_DIR / "binance_spot_btcusdt_1m_raw_2021-12_2022-02"
+BINANCE_2025 = CANDLE_DIR / "binance_spot_btcusdt_1m_raw_2025-05_2025-08"
+ETH_FEATHER = CANDLE_DIR / "binance_spot_btc_eth_1m_ohlcv_2025-05-20_2025-08-18" / "ETH_USDT-1m.feather"
+
+
+@pytest.mark.parametrize(
+    ("path", "unit_us"),
+    [
+        (BINANCE_2021 / "BTCUSDT-1m-2021-12-24.csv", 1_000),  # open_time in milliseconds
+        (BINANCE_2025 / "BTCUSDT-1m-2025-05-01.csv", 1),  # microseconds since 2025-01-01
+    ],
+)
+def test_binance_kline_dumps_keep_trade_counts_and_taker_volume(path: Path, unit_us: int) -> None:
+    got = read_ohlcv(path, exchange="binance", symbol="BTC/USDT")
+    rows = [r for r in csv.reader(path.open()) if r]
+    assert got.schema == pl.Schema(CANDLES) and got.height == len(rows) == 1440
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for i in (0, 299, 1439):  # a few real rows, field by field against the file
+        r, g = rows[i], got.row(i, named=True)
+        assert g["ts"] == epoch + timedelta(microseconds=int(r[0]) * unit_us)
+        assert (g["open"], g["high"], g["low"], g["close"]) == tuple(float(x) for x in r[1:5])
+        assert g["volume"] == float(r[5]) and g["quote_volume"] == float(r[7])
+        assert g["trade_count"] == int(r[8]) and g["buy_volume"] == float(r[9])
+        assert g["sell_volume"] == pytest.approx(float(r[5]) - float(r[9]), abs=1e-9)
+        assert g["vwap"] == pytest.approx(float(r[7]) / float(r[5]), rel=1e-12)
+    assert got["ts"].dt.date().unique().to_list() == [got["ts"][0].date()]  # one UTC day, not year 57,000
+    assert got["origin"][0] == f"import:{path.name}"
+
+
+def test_order_flow_features_exist_on_klines_and_not_on_ohlcv_only_files() -> None:
+    from crypto_platform.transforms.features import build_features
+
+    klines = read_ohlcv(BINANCE_2021 / "BTCUSDT-1m-2021-12-24.csv", exchange="binance", symbol="BTC/USDT")
+    feats = build_features(klines)
+    flow = ["taker_buy_ratio_5", "taker_buy_ratio_15", "trade_intensity_60", "vwap_dist"]
+    assert all(feats[c].drop_nulls().n_unique() > 100 for c in flow)
+    # bar 10: taker buy ratio over bars 6..10 = sum(buy) / sum(volume), from the file's own columns
+    rows = [r for r in csv.reader((BINANCE_2021 / "BTCUSDT-1m-2021-12-24.csv").open()) if r][6:11]
+    expected = sum(float(r[9]) for r in rows) / sum(float(r[5]) for r in rows)
+    assert feats["taker_buy_ratio_5"][10] == pytest.approx(expected, rel=1e-12)
+    eth = build_features(read_ohlcv(ETH_FEATHER, exchange="binance", symbol="ETH/USDT").head(300))
+    assert eth["taker_buy_ratio_5"].null_count() == eth["trade_intensity_60"].null_count() == 300
+
+
+def test_freqtrade_feather_is_read_and_klines_in_a_wrong_unit_are_refused(tmp_path: Path) -> None:
+    eth = read_ohlcv(ETH_FEATHER, exchange="binance", symbol="ETH/USDT")
+    assert eth.height == 130_708
+    assert eth["ts"].min() == datetime(2025, 5, 20, tzinfo=UTC)
+    assert eth["ts"].max() == datetime(2025, 8, 18, 18, 27, tzinfo=UTC)
+    assert eth["trade_count"].null_count() == eth.height  # the file has none: unknown, not 0
+    # each time is read in ms or µs by its own magnitude: a µs close_time of a ms bar is still inside it
+    mixed = tmp_path / "BTCUSDT-1m-mixed.csv"
+    mixed.write_text("1640304000000,1,2,0.5,1.5,10,1640304059999999,15,3,4,6,0\n")
+    assert read_ohlcv(mixed, exchange="binance", symbol="BTC/USDT")["ts"][0] == datetime(
+        2021, 12, 24, tzinfo=UTC
+    )
+    # close_time in seconds is no time of the bar: refused, the row named
+    line = "1640304000000,1,2,0.5,1.5,10,1640304059,15,3,4,6,0\n"
+    bad = tmp_path / "BTCUSDT-1m-bad.csv"
+    bad.write_text(line)
+    with pytest.raises(ValueError, match=r"BTCUSDT-1m-bad.csv: 1 klines whose close_time is not inside"):
+        read_ohlcv(bad, exchange="binance", symbol="BTC/USDT")
+    short = tmp_path / "short.csv"
+    short.write_text("1640304000000,1,2,0.5,1.5,10,1640304059999,15\n")
+    with pytest.raises(ValueError, match=r"Kraken OHLCVT needs 7 columns .* found 8"):
+        read_ohlcv(short, exchange="binance", symbol="BTC/USDT")

@@ -83,12 +83,14 @@ def test_register_and_load_the_champion_by_alias(
     champion: registry.ModelVersionInfo, result: TrainResult, frame: pl.DataFrame, store: str
 ) -> None:
     assert champion.alias == "champion" and champion.promoted and champion.version == "1"
-    assert champion.feature_cols == FEATURE_COLUMNS and champion.horizon == HORIZON
+    # empty_frac_60 is 0 on every planted bar: not learned from, not recorded, never fed to the model
+    assert champion.feature_cols == [c for c in FEATURE_COLUMNS if c != "empty_frac_60"]
+    assert champion.horizon == HORIZON and result.feature_cols == champion.feature_cols
     assert champion.eval_window_start == result.holdout_start.isoformat()
     assert champion.eval_window_end == result.holdout_end.isoformat()
 
     rows = frame.tail(50)
-    expected = predict(result.booster, rows, FEATURE_COLUMNS)
+    expected = predict(result.booster, rows, result.feature_cols)
 
     # the plain MLflow way, as any consumer would do it (tracking URI from the environment)
     with pytest.MonkeyPatch.context() as mp:
@@ -102,7 +104,7 @@ def test_register_and_load_the_champion_by_alias(
     assert np.allclose(loaded.predict(rows), expected, rtol=1e-12, atol=0)
 
     signature_cols = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
-    assert signature_cols == FEATURE_COLUMNS
+    assert signature_cols == result.feature_cols  # the columns it learned from, nothing else
 
 
 @pytest.mark.slow
@@ -136,7 +138,7 @@ def test_a_challenger_that_fails_the_gate_keeps_the_champion(
     current = registry.champion_metrics(store, MODEL, holdout)
     assert current is not None
     mine = forecast_metrics(
-        predict(result.booster, holdout, FEATURE_COLUMNS), holdout["label"].to_numpy(), overlap=HORIZON
+        predict(result.booster, holdout, result.feature_cols), holdout["label"].to_numpy(), overlap=HORIZON
     )
     assert current.rank_ic == pytest.approx(mine.rank_ic)  # same model, same window
 

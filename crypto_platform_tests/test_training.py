@@ -74,7 +74,7 @@ def test_train_result_shape_and_purged_time_split(planted: TrainResult, frame: p
     assert planted.holdout.height == planted.n_holdout
     hold = frame.filter(pl.col("ts") >= planted.holdout_start)
     assert np.allclose(
-        predict(planted.booster, hold, FEATURE_COLUMNS), planted.holdout["prediction"].to_numpy()
+        predict(planted.booster, hold, planted.feature_cols), planted.holdout["prediction"].to_numpy()
     )
     # no training row within the gap before the holdout
     n_between = frame.filter(

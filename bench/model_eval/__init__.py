@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    ./run python -m bench.model_eval            # writes bench/MODEL.md (~2-3 min on 2 cores)
+    ./run python -m bench.model_eval            # writes bench/MODEL.md (~5-8 min on 2 shared cores)
 
 Everything the report says about the model comes from what the platform produced, in a temporary
 project (lake, DuckDB warehouse, MLflow SQLite store, ephemeral Dagster instance, and an instruments
@@ -18,6 +18,11 @@ file whose `candles` entry is the FTX file, start_date 2021-12-01):
    predictions) and loads the registered model back by alias;
 5. gold/model is materialized a second time (seed 1) on the same training set, so the gate has a
    champion to beat on the same evaluation window.
+
+Before that, `venue_study` trains variants of the model on Binance BTC/USDT klines (December 2021 +
+February 2022, and pooled series) and scores them and the gate's baselines on windows they never saw:
+another month, another venue (FTX BTC-PERP, January 2022), three years later, another instrument
+(report part 1; `venue_markdown`).
 
 Controls that are not platform runs (direct `ml.training.train` calls on the platform's own
 gold/training_set table, so the champion and registry are not disturbed): the same training on
@@ -37,6 +42,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from bench.model_eval.figures import Result
 from bench.model_eval.markdown import render
 from bench.model_eval.measurement import Options, measure
+from bench.model_eval.venue_markdown import render_study
+from bench.model_eval.venue_study import run_study
 from bench.report import write_report
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -54,7 +61,10 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     ap.add_argument("--holdout", type=float, default=0.2)
     ap.add_argument("--window-days", type=float, default=32.0, help="training window (the file: ~31.3 d)")
     ap.add_argument("--retrain-seed", type=int, default=1, help="seed of the second gold/model run")
-    ap.add_argument("--control-seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--control-seeds", type=int, nargs="*", default=[1, 2, 3])
+    ap.add_argument(
+        "--study-trials", type=int, default=6, help="Optuna trials per variant of the venue study"
+    )
     ap.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "MODEL.md")
     a = ap.parse_args(argv)
     opts = Options(
@@ -66,14 +76,16 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
         window_days=a.window_days,
         retrain_seed=a.retrain_seed,
         control_seeds=tuple(a.control_seeds),
+        study_trials=a.study_trials,
     )
     return opts, a.out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the platform on the FTX month, the controls, and write the report."""
+    """The venue study, then the platform on the FTX month and the controls; write the report."""
     opts, out = parse_args(argv)
+    study = run_study(n_trials=opts.study_trials, seed=opts.seed)
     result = measure(opts)
-    write_report(out, render(result))
-    print(f"[model_eval] wrote {out} ({result.timings['total']:.1f}s)")
+    write_report(out, render_study(study) + "\n\n---\n\n" + render(result))
+    print(f"[model_eval] wrote {out} ({study.seconds + result.timings['total']:.1f}s)")
     return 0

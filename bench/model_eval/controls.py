@@ -30,11 +30,13 @@ def run_controls(opts: TrainingOptions, control_seeds: list[int], df: pl.DataFra
     shuffled_df = df.with_columns(pl.col("label").shuffle(seed=opts.seed))
     shuffled = train(shuffled_df, FEATURE_COLUMNS, seed=opts.seed, **settings)
     sev = shuffled.evaluation
-    decision = skill_gate(sev.model, sev.momentum, None)
+    # gold/model's gate: the best baseline (zero, momentum, reversal, ridge) beaten with HAC p < 0.05
+    decision = skill_gate(sev.model, sev.momentum, None, baselines=sev.best_baseline("rank_ic"))
     seeds = []
     for s in control_seeds:
         r = train(df, FEATURE_COLUMNS, seed=s, **settings)
-        d = skill_gate(r.evaluation.model, r.evaluation.momentum, None)
+        ev = r.evaluation
+        d = skill_gate(ev.model, ev.momentum, None, baselines=ev.best_baseline("rank_ic"))
         seeds.append(SeedRow(s, r.best_value, r.evaluation.model, d.promote))
     return ControlFigures(
         same_seed=same.evaluation.model,

@@ -82,6 +82,9 @@ def _headline(r: Result) -> list[str]:
         "RMSE "
         f"{_bp(m.rmse)} vs {_bp(z.rmse)} bp. As expected for {h}-minute returns the zero forecast is almost "
         f"MAE-optimal; momentum is {'far worse' if mo.mae > 1.2 * z.mae else 'no better'} on both.",
+        f"- Honest estimate: the selected trial's mean CV rank IC {num(e.best_value)} vs the untouched "
+        f"holdout's {num(m.rank_ic)}: optimism {e.best_value - m.rank_ic:+.4f} (MLflow metric "
+        "`optimism_rank_ic`, tag `optimism`; gold/model metadata `optimism`, `estimate`).",
         f"- Gate (gold/model, fresh registry): {_verdict(e)}, `{r.model_name}` version {r.version}.",
         f"- Controls: shuffled labels → rank IC {num(c.shuffled.rank_ic)}, gate "
         f"{'PROMOTES (bad!)' if c.shuffled_promote else 'rejects'}; other seeds promote "

@@ -28,7 +28,8 @@ from bench.model_eval.platform_run import PlatformRun, TrainingOptions, run_plat
 class Options(TrainingOptions):
     """The CLI flags of `python -m bench.model_eval` (training options + the control seeds)."""
 
-    control_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    control_seeds: tuple[int, ...] = (1, 2, 3)
+    study_trials: int = 6  # Optuna trials per variant of the venue study
 
 
 @dataclass

@@ -91,7 +91,10 @@ class ImportCandlesConfig(dg.Config):
     )
     file_format: str = Field(
         default="",
-        description="auto | csv | kraken | parquet; empty: the instrument's 'format' option, else auto.",
+        description=(
+            "auto | csv | kraken | binance | parquet | feather; empty: the instrument's 'format' option, "
+            "else auto."
+        ),
     )
     volume_unit: str = Field(
         default="",

@@ -8,19 +8,25 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform import tables
+from crypto_platform.assets.open_day import (
+    UNCHANGED,
+    BronzeDerivation,
+    bronze_from_scratch,
+    extend_bronze,
+    stored_infos,
+)
 from crypto_platform.fetch_plan import SETTLE, FetchPlan, plan_fetch
 from crypto_platform.metadata import summarize
 from crypto_platform.partitions import DayPartition, partitions_of, single_run
 from crypto_platform.platform_settings import DEFAULT_OVERLAP_SECONDS
 from crypto_platform.raw_manifest import RawBatch, RawManifest
-from crypto_platform.resources.lake import LakeResource, Lineage, WriteInfo
+from crypto_platform.resources.lake import LakeResource, WriteInfo
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.schemas import empty
 from crypto_platform.sources.base import TradeBatch
 from crypto_platform.sources.wire import WIRE_SUMS, retries_by_class, wire_summary
 from crypto_platform.timeutil import epoch_ms_floor
-from crypto_platform.transforms.trades import BronzeResult, to_bronze
 
 
 class RawTradesConfig(dg.Config):
@@ -237,10 +243,12 @@ def scan_raw(lake: LakeResource, part: DayPartition, manifest: RawManifest) -> p
 
 def derive_bronze(
     lake: LakeResource, part: DayPartition, *, before_commit: Callable[[int], None] | None = None
-) -> tuple[BronzeResult, list[WriteInfo], RawManifest]:
+) -> tuple[BronzeDerivation, list[WriteInfo], RawManifest]:
     """Bronze trades + rejects of one partition, committed only while the raw manifest they were built
     from is still the current one (else re-derived from the newer raw): a slow run can never replace
-    the bronze of a newer one. `before_commit(attempt)` runs between reading and committing."""
+    the bronze of a newer one. An open day is extended by the batches committed since its stored
+    bronze (`open_day.extend_bronze`), else derived from scratch. `before_commit(attempt)` runs
+    between reading and committing."""
     for attempt in range(MAX_COMMIT_TRIES):
         manifest = lake.read_manifest(tables.RAW_TRADES, part)
         if not manifest.exists and (orphans := lake.uncommitted_batches(tables.RAW_TRADES, part)):
@@ -250,14 +258,18 @@ def derive_bronze(
                 "from uncommitted data. Repair: materialize raw/trades for this partition (it fetches the "
                 "day again and commits it); the lake sweep removes the orphan files."
             )
-        result = to_bronze(scan_raw(lake, part, manifest), part.start, part.end)
+        result = extend_bronze(lake, part, manifest)
+        if result is None:
+            result = bronze_from_scratch(scan_raw(lake, part, manifest), part, manifest)
         if before_commit is not None:
             before_commit(attempt)
-        cov = manifest.coverage
+        frames = {tables.BRONZE_TRADES: result.bronze, tables.TRADE_REJECTS: result.rejects}
+        if result.mode == UNCHANGED:
+            return result, stored_infos(lake, part, frames), manifest
         infos = lake.commit_derived(
-            {tables.BRONZE_TRADES: result.bronze, tables.TRADE_REJECTS: result.rejects},
+            frames,
             part,
-            Lineage(manifest.version, cov.covered_from, cov.covered_to),
+            result.lineage(manifest),
             inputs_current=lambda v=manifest.version: (
                 lake.read_manifest(tables.RAW_TRADES, part).version == v
             ),
@@ -272,6 +284,10 @@ def derive_bronze(
         f"bronze {part}: raw/trades changed during each of {MAX_COMMIT_TRIES} attempts to derive it; "
         "is another run fetching this partition in a loop? Retry when it has finished."
     )
+
+
+# raw_rows_processed vs rows_carried: what a tick read anew vs kept from the stored partition
+BRONZE_SUMS = ("rows", "rejects", "duplicates_dropped", "raw_rows_processed", "rows_carried", "bytes")
 
 
 @dg.multi_asset(
@@ -299,12 +315,13 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehou
     stats, reject_stats = [], []
     for part in partitions_of(context):
         result, (info, rinfo), manifest = derive_bronze(lake, part)
-        raw_rows = result.bronze.height + result.rejects.height + result.duplicates_dropped
         ts = result.bronze.get_column("ts")
         stats.append(
             {
                 "partition": part.key,
-                "raw_rows": raw_rows,
+                "mode": result.mode,
+                "raw_rows_processed": result.raw_rows_processed,
+                "rows_carried": result.rows_carried,
                 "rows": info.rows,
                 "rejects": rinfo.rows,
                 "duplicates_dropped": result.duplicates_dropped,
@@ -329,7 +346,10 @@ def bronze_trades(context: dg.AssetExecutionContext, lake: LakeResource, warehou
     yield dg.MaterializeResult(
         asset_key=tables.BRONZE_TRADES.key,
         metadata={
-            **summarize(stats, sums=("rows", "rejects", "duplicates_dropped", "bytes")),
+            **summarize(
+                stats,
+                sums=("rows", "rejects", "duplicates_dropped", "raw_rows_processed", "rows_carried", "bytes"),
+            ),
             **views.metadata,
         },
     )

@@ -16,25 +16,28 @@ import polars as pl
 import scipy
 
 from crypto_platform.ml.evaluation import GateDecision
+from crypto_platform.ml.feature_availability import model_features
 from crypto_platform.ml.training import TrainResult
 
 HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
 DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
 
 
-def model_input(features: pl.DataFrame | pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame:
-    """pandas float64 frame of exactly the model's columns (nulls -> NaN)."""
-    if isinstance(features, pl.DataFrame):
-        missing = [c for c in feature_cols if c not in features.columns]
-        if missing:
-            raise ValueError(f"model input lacks feature columns {missing}")
-        return features.select([pl.col(c).cast(pl.Float64) for c in feature_cols]).to_pandas()
-    return features[feature_cols].astype("float64")
+def model_input(
+    features: pl.DataFrame | pd.DataFrame, feature_cols: list[str], model: str = "the model"
+) -> pd.DataFrame:
+    """pandas float64 frame of exactly the model's columns (nulls -> NaN); MissingFeatureError names
+    `model` and the absent features."""
+    frame = features if isinstance(features, pl.DataFrame) else pl.from_pandas(features)
+    return model_features(frame, feature_cols, model=model).to_pandas()
 
 
 def run_metrics(result: TrainResult, decision: GateDecision) -> dict[str, float]:
     metrics: dict[str, float] = {
         "cv_mean_rank_ic": result.best_value,
+        "optimism_rank_ic": result.optimism,  # CV (selected) minus untouched holdout
+        "n_features": float(len(result.feature_cols)),
+        "n_dropped_features": float(len(result.dropped_features)),
         "best_trial_value": result.best_value,
         "n_train": float(result.n_train),
         "n_holdout": float(result.n_holdout),
@@ -45,6 +48,19 @@ def run_metrics(result: TrainResult, decision: GateDecision) -> dict[str, float]
     for name, m in result.evaluation.forecasts().items():
         metrics.update({f"{name}_{k}": v for k, v in m.as_dict().items()})
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def run_tags(result: TrainResult) -> dict[str, str]:
+    """Tags of the run and the model version: how honest the CV estimate was, what the model learned from."""
+    ic = result.evaluation.model.rank_ic
+    return {
+        "optimism": (
+            f"{result.optimism:+.4f} rank IC: mean CV {result.best_value:.4f} (best of {result.n_trials} "
+            f"trials) vs untouched holdout {ic:.4f} ({result.holdout_start:%Y-%m-%d %H:%M} .. "
+            f"{result.holdout_end:%Y-%m-%d %H:%M} UTC)"
+        ),
+        "dropped_features": ", ".join(result.dropped_features) or "none",
+    }
 
 
 def log_tables(

@@ -45,6 +45,7 @@ from mlflow.tracking._tracking_service import utils as _tracking_utils
 from crypto_platform.ml import mlflow_logging
 from crypto_platform.ml.artifacts import ModelArtifactError, artifact_checksums, verify_artifact
 from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
+from crypto_platform.ml.feature_availability import model_features
 from crypto_platform.ml.training import TrainResult
 
 CHAMPION = "champion"
@@ -90,10 +91,10 @@ class ChampionModel:
     info: ModelVersionInfo
 
     def predict(self, features: pl.DataFrame | pd.DataFrame) -> np.ndarray:
-        """Forecasts for feature rows (extra columns are ignored, nulls are missing values)."""
-        return np.asarray(
-            self.model.predict(mlflow_logging.model_input(features, self.info.feature_cols)), dtype=float
-        )
+        """Forecasts for feature rows: exactly the features the version learned from, in its order (extra
+        columns are ignored, nulls are missing values); MissingFeatureError when one is absent."""
+        cols = self.info.feature_cols
+        return np.asarray(self.model.predict(mlflow_logging.model_input(features, cols, _label(self.info))))
 
 
 def log_and_register(
@@ -112,15 +113,19 @@ def log_and_register(
 ) -> ModelVersionInfo:
     """Log the run (params, metrics, importance, drift reference, model), register it and set its alias.
 
-    `extra_artifacts` maps run-relative paths (e.g. 'plots/predicted_vs_realized.png') to file bytes.
+    `feature_cols` are the candidate features (the drift reference keeps them); the model version records
+    the ones the model learned from (`result.feature_cols`, tag 'feature_cols') and the dropped ones
+    with the reason (tag 'dropped_features'). `extra_artifacts` maps run-relative paths (e.g.
+    'plots/predicted_vs_realized.png') to file bytes.
     """
-    if list(feature_cols) != list(result.feature_cols):
-        raise ValueError("log_and_register: feature_cols differ from the columns the model was trained on")
+    unknown = [c for c in result.feature_cols if c not in feature_cols]
+    if unknown:
+        raise ValueError(f"log_and_register: the model learned from {unknown}, which are not in feature_cols")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     with _tracking(tracking_uri):
         location = artifact_location or _default_artifacts(tracking_uri)
         experiment_id = _experiment(client, experiment_name, location)
-        example = mlflow_logging.model_input(input_example, feature_cols)
+        example = mlflow_logging.model_input(input_example, result.feature_cols)
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
             mlflow.log_params(result.params_for_logging())
             mlflow.log_params(
@@ -133,6 +138,7 @@ def log_and_register(
                 }
             )
             mlflow.log_metrics(mlflow_logging.run_metrics(result, decision))
+            mlflow.set_tags(mlflow_logging.run_tags(result))
             mlflow_logging.log_tables(result, decision, reference_features, feature_cols)
             mlflow_logging.log_files(extra_artifacts or {})
             signature = infer_signature(example, result.booster.predict(example.to_numpy()))
@@ -155,7 +161,9 @@ def log_and_register(
         CHECKSUM_TAG: json.dumps(checksums, sort_keys=True),
         "run_id": run_id,
         "horizon": str(result.horizon),
-        "feature_cols": json.dumps(list(feature_cols)),
+        "feature_cols": json.dumps(list(result.feature_cols)),
+        "dropped_features": json.dumps(result.dropped_features),  # {feature: reason}
+        "optimism": mlflow_logging.run_tags(result)["optimism"],
         "eval_window_start": result.holdout_start.isoformat(),
         "eval_window_end": result.holdout_end.isoformat(),
         "train_window_start": result.train_start.isoformat(),
@@ -231,7 +239,7 @@ def champion_metrics(
         raise ValueError(f"champion_metrics: evaluation frame lacks the champion's columns {missing}")
     with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
         booster = mlflow.lightgbm.load_model(str(path))
-    x = frame.select([pl.col(c).cast(pl.Float64) for c in info.feature_cols]).to_numpy()
+    x = model_features(frame, info.feature_cols, model=_label(info)).to_numpy()
     pred = np.asarray(booster.predict(x), dtype=float)
     return forecast_metrics(pred, frame[label_col].cast(pl.Float64).to_numpy(), overlap=info.horizon)
 

@@ -9,6 +9,12 @@ Every train/validation and development/holdout boundary has a purge gap of `gap_
 label horizon h: a training row's label log(close[t+h]/close[t]) must be known (t + h + 1 minute)
 no later than the first evaluated bar closes, so no training label overlaps an evaluated one.
 
+The holdout is the final `holdout_fraction` of time, or [eval_from, eval_to) (`splits`). Nothing that
+chooses the model sees it (not Optuna, not early stopping, not the fitted baselines), so its rank IC
+is the out-of-sample estimate; the best trial's mean CV rank IC minus it is the selection's
+optimism (`TrainResult.optimism`). Candidate features null or constant on the development span are
+dropped (`feature_availability`); the model learns from, and records, the rest.
+
 Optuna (seeded TPE sampler, MedianPruner) maximises the mean walk-forward rank IC; each fold's score
 is reported so unpromising trials are pruned early. Boosting stops early on the fold's validation
 correlation; the final model is refitted on the whole development span with the best parameters
@@ -34,6 +40,8 @@ import polars as pl
 
 from crypto_platform.ml.baselines import fit_reversal, fit_ridge
 from crypto_platform.ml.evaluation import EvaluationReport, evaluate, rank_ic
+from crypto_platform.ml.feature_availability import usable_features
+from crypto_platform.ml.splits import evaluation_split, walk_forward_folds
 from crypto_platform.schemas import INDEX_COLUMNS
 
 CLIP_QUANTILE = 0.005
@@ -46,6 +54,7 @@ FIXED_PARAMS: dict[str, Any] = {
     "verbose": -1,
     "bagging_freq": 1,
 }
+_MIN_TIMES_PER_BLOCK = 50  # bar times per walk-forward block (and the holdout) at the least
 DATASET_PARAMS: dict[str, Any] = {"max_bin": 63, "feature_pre_filter": False, "verbose": -1}
 
 
@@ -75,6 +84,12 @@ class TrainResult:
     seed: int
     folds: list[dict[str, Any]] = field(default_factory=list)  # per fold: train/validation bounds and sizes
     center_target: bool = True  # the model forecasts the deviation from the training span's mean return
+    dropped_features: dict[str, str] = field(default_factory=dict)  # candidate -> why it was not learned from
+
+    @property
+    def optimism(self) -> float:
+        """Selection optimism: the best trial's mean CV rank IC minus the untouched holdout's rank IC."""
+        return self.best_value - self.evaluation.model.rank_ic
 
     def params_for_logging(self) -> dict[str, Any]:
         """Flat parameters describing the training run (for MLflow)."""
@@ -87,6 +102,7 @@ class TrainResult:
             "num_boost_round": self.num_boost_round,
             "seed": self.seed,
             "n_features": len(self.feature_cols),
+            "n_dropped_features": len(self.dropped_features),
             "center_target": self.center_target,
         }
 
@@ -108,6 +124,8 @@ def train(
     timeout_s: float | None = None,
     num_threads: int = 1,
     center_target: bool = True,
+    eval_from: datetime | str | None = None,
+    eval_to: datetime | str | None = None,
 ) -> TrainResult:
     """Tune (Optuna, purged walk-forward CV), refit on the development span, evaluate on the holdout.
 
@@ -115,18 +133,29 @@ def train(
     the drift itself (a few hundredths of a bp per minute that flips between regimes): a fitted
     drift makes nearly every forecast one sign, and the hit rate a bet on the next window's drift.
 
+    The evaluation window is the final `holdout_fraction` of time, or [`eval_from`, `eval_to`) when
+    given (`splits.evaluation_split`). `feature_cols` are candidates: those null or constant on the
+    development span are dropped (`TrainResult.dropped_features` says why) and the model learns from
+    the rest (`TrainResult.feature_cols`).
+
     `num_threads` defaults to 1: on a shared 2-core host, 2 OpenMP threads were ~25% faster when
     idle but stalled up to ~100x (one 0.3 s fit took 59 s) when another process held a core.
     """
     momentum_col = momentum_col or f"ret_{horizon}"
     gap = max(horizon, gap_minutes if gap_minutes is not None else horizon)
     data = _prepare(df, feature_cols, label_col, momentum_col, n_folds, holdout_fraction)
-    times = data["ts"].unique().sort()
-    holdout_start = times[int(len(times) * (1.0 - holdout_fraction))]
     purge = timedelta(minutes=gap)
-    dev = data.filter(pl.col("ts") < holdout_start - purge)
-    holdout = data.filter(pl.col("ts") >= holdout_start)
-    folds = _walk_forward_folds(dev, n_folds, purge)
+    dev, holdout = evaluation_split(
+        data,
+        gap=purge,
+        holdout_fraction=holdout_fraction,
+        eval_from=eval_from,
+        eval_to=eval_to,
+        min_dev_times=_MIN_TIMES_PER_BLOCK * (n_folds + 1),
+    )
+    selection = usable_features(dev, feature_cols)
+    feature_cols = selection.used
+    folds = walk_forward_folds(dev, n_folds, purge)
 
     x_dev, y_dev = _xy(dev, feature_cols, label_col)
     fold_data = []
@@ -216,6 +245,7 @@ def train(
         seed=seed,
         folds=folds,
         center_target=center_target,
+        dropped_features=selection.dropped,
     )
 
 
@@ -247,39 +277,9 @@ def _prepare(
         ["ts", "exchange", "symbol"]
     )
     n_times = data["ts"].n_unique()
-    if n_times < 50 * (n_folds + 2):
+    if n_times < _MIN_TIMES_PER_BLOCK * (n_folds + 2):
         raise ValueError(f"train: {n_times} labelled bar times is too few for {n_folds} folds and a holdout")
     return data
-
-
-def _walk_forward_folds(dev: pl.DataFrame, n_folds: int, purge: timedelta) -> list[dict[str, Any]]:
-    """Expanding-window folds over equal time blocks, with `purge` between train end and validation."""
-    times = dev["ts"].unique().sort()
-    edges = [times[int(len(times) * k / (n_folds + 1))] for k in range(n_folds + 1)] + [None]
-    ts = dev["ts"]
-    folds = []
-    for k in range(1, n_folds + 1):
-        val_start, val_end = edges[k], edges[k + 1]
-        val_mask = (ts >= val_start) if val_end is None else ((ts >= val_start) & (ts < val_end))
-        train_mask = ts < val_start - purge
-        train_idx = np.flatnonzero(train_mask.to_numpy())
-        val_idx = np.flatnonzero(val_mask.to_numpy())
-        if train_idx.size == 0 or val_idx.size == 0:
-            raise ValueError(f"train: walk-forward fold {k} is empty; use fewer folds or more data")
-        folds.append(
-            {
-                "fold": k,
-                "train_start": ts[int(train_idx[0])],
-                "train_end": ts[int(train_idx[-1])],
-                "val_start": ts[int(val_idx[0])],
-                "val_end": ts[int(val_idx[-1])],
-                "n_train": int(train_idx.size),
-                "n_val": int(val_idx.size),
-                "train_idx": train_idx,
-                "val_idx": val_idx,
-            }
-        )
-    return folds
 
 
 def _matrix(df: pl.DataFrame, feature_cols: list[str]) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 The DuckDB file holds only views (no data), so pipelines never write through DuckDB's single-writer
 lock: runs write Parquet, and the views (globs over partition files) see each new partition at once.
+Over an S3 lake a view lists the current object of every partition instead (a glob would read the
+superseded versions too), so it changes, and is re-created, with every write (`LakeResource.view_source`);
+its connection loads httpfs offline and a temporary S3 secret (`duckdb_s3`), never stored in the file.
 A view therefore only needs (re)creating when it is missing or its definition changed, so a refresh
 checks first and writes only then:
 
@@ -37,7 +40,9 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from crypto_platform.resources.duckdb_s3 import connect_s3
 from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.lake.s3 import S3Store
 from crypto_platform.settings import PROJECT_DIR
 from crypto_platform.tables import Table
 
@@ -109,13 +114,8 @@ class WarehouseResource(dg.ConfigurableResource):
         """
         wanted: dict[str, str] = {}
         for v in views:
-            if v.view is None or lake.scan_table(v) is None:
-                continue
-            glob = lake.table_glob(v).replace("'", "''")
-            wanted[v.view] = (
-                f"create or replace view {v.view} as select * from read_parquet("
-                f"'{glob}', hive_partitioning = {str(v.partitioned).lower()}, union_by_name = true)"
-            )
+            if v.view is not None and (source := lake.view_source(v)) is not None:
+                wanted[v.view] = f"create or replace view {v.view} as select * from {source}"
         if not wanted:
             return ViewRefresh()
         digests = {name: _digest(sql) for name, sql in wanted.items()}
@@ -131,7 +131,7 @@ class WarehouseResource(dg.ConfigurableResource):
             self._write_stamp(stored)
             return ViewRefresh(current=current)
         try:
-            with self._connect() as con:
+            with self._connect(lake) as con:
                 for schema in sorted({n.split(".")[0] for n in todo}):
                     con.execute(f"create schema if not exists {schema}")
                 for name in todo:
@@ -149,10 +149,11 @@ class WarehouseResource(dg.ConfigurableResource):
         self._write_stamp(stored)
         return ViewRefresh(created=tuple(todo), current=current)
 
-    def query(self, sql: str) -> list[tuple]:
-        """Run a read-only query over the views and return its rows."""
+    def query(self, sql: str, lake: LakeResource | None = None) -> list[tuple]:
+        """Run a read-only query over the views and return its rows (`lake`: an S3 lake the views read)."""
         con = duckdb.connect(str(self.file), read_only=True)
         try:
+            _reach(con, lake)
             return con.execute(sql).fetchall()
         finally:
             con.close()
@@ -210,9 +211,10 @@ class WarehouseResource(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def _connect(self, lake: LakeResource | None = None) -> duckdb.DuckDBPyConnection:
         """Read-write connection (waiting up to `lock_timeout_s` for the lock) to a file in the
-        STORAGE_COMPATIBILITY format: a file in a newer format is rewritten first."""
+        STORAGE_COMPATIBILITY format: a file in a newer format is rewritten first. A view over an S3
+        lake is bound when created (DuckDB reads the files' schemas), so the connection reaches it."""
         self.file.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
@@ -228,7 +230,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 time.sleep(0.25)
                 continue
             if not _newer_than_compatible(storage_version(con)):
-                return con
+                return _reach(con, lake)
             self._rewrite_compatible(con)  # then connect again, to the rewritten file
 
     def _rewrite_compatible(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -249,6 +251,13 @@ class WarehouseResource(dg.ConfigurableResource):
         finally:
             con.close()
             tmp.unlink(missing_ok=True)
+
+
+def _reach(con: duckdb.DuckDBPyConnection, lake: LakeResource | None) -> duckdb.DuckDBPyConnection:
+    """`con`, able to read `lake` when it is on S3 (httpfs + a temporary secret; nothing to do locally)."""
+    if lake is not None and isinstance(lake.store, S3Store):
+        connect_s3(con, lake.store)
+    return con
 
 
 def storage_version(con: duckdb.DuckDBPyConnection) -> str:

@@ -21,8 +21,10 @@ from typing import Literal
 import polars as pl
 
 from crypto_platform.schemas import CANDLES, KEYS, UTC_TS, conform
+from crypto_platform.transforms.ohlcv_files import ImportFormat, read_raw_ohlcv, sniff_format
 
-ImportFormat = Literal["auto", "csv", "kraken", "parquet"]
+__all__ = ["ImportFormat", "read_ohlcv", "sniff_format"]
+
 VolumeUnit = Literal["base", "quote"]
 
 _PRICES = ["open", "high", "low", "close"]
@@ -36,10 +38,15 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "base_volume"),
     "quote_volume": ("quote_volume", "qav", "quote_asset_volume"),
     "trade_count": ("trade_count", "trades", "num_trades", "no_of_trades", "count"),
-    "buy_volume": ("buy_volume", "taker_base_vol", "taker_buy_base_volume", "taker_buy_volume"),
+    "buy_volume": (
+        "buy_volume",
+        "taker_base_vol",
+        "taker_buy_base_volume",
+        "taker_buy_volume",
+        "taker_buy_base",
+    ),
     "vwap": ("vwap",),
 }
-_KRAKEN_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "trade_count"]
 
 
 def read_ohlcv(
@@ -52,20 +59,18 @@ def read_ohlcv(
     interval: timedelta | None = None,
     fill_gaps: bool = True,
 ) -> pl.DataFrame:
-    """Read one OHLCV history file into CANDLES (format sniffed from suffix/first line when 'auto')."""
+    """Read one OHLCV history file into CANDLES (format sniffed from suffix/first line when 'auto').
+
+    Formats (`ohlcv_files`): csv with a header, kraken OHLCVT, binance raw klines (header-less, 12
+    columns: trade count and taker buy volume become silver's trade_count / buy_volume), parquet, feather.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: OHLCV file does not exist")
-    kind = _sniff_format(path) if fmt == "auto" else fmt
-    if kind == "kraken":
-        raw = _read_kraken_raw(path)
+    kind = sniff_format(path) if fmt == "auto" else fmt
+    raw = read_raw_ohlcv(path, kind)
+    if kind in {"kraken", "binance"}:  # both fix the volume column: base volume
         volume_unit = "base"
-    elif kind == "csv":
-        raw = _read_csv_raw(path)
-    elif kind == "parquet":
-        raw = _read_parquet_raw(path)
-    else:
-        raise ValueError(f"{path}: unknown OHLCV format {fmt!r} (expected auto, csv, kraken or parquet)")
     return candles_from_ohlcv(
         raw,
         exchange=exchange,
@@ -228,55 +233,6 @@ def split_by_day(candles: pl.DataFrame) -> dict[date, pl.DataFrame]:
 
 # ----------------------------------------------------------------------------------------------
 # readers and helpers
-
-
-def _sniff_format(path: Path) -> str:
-    """Parquet by suffix; CSV without a header (numeric first field) is Kraken OHLCVT."""
-    suffix = path.suffix.lower()
-    if suffix in {".parquet", ".pq"}:
-        return "parquet"
-    if suffix not in {".csv", ".txt"}:
-        raise ValueError(f"{path}: cannot tell the OHLCV format from suffix {suffix!r}; pass fmt=")
-    with path.open() as fh:
-        first = fh.readline().strip()
-    if not first:
-        raise ValueError(f"{path}: empty file")
-    head = first.split(",")[0].strip()
-    try:
-        float(head)
-    except ValueError:
-        return "csv"
-    return "kraken"
-
-
-def _read_csv_raw(path: Path) -> pl.DataFrame:
-    try:
-        return pl.read_csv(path, infer_schema_length=10_000)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable CSV with a header ({exc})") from exc
-
-
-def _read_kraken_raw(path: Path) -> pl.DataFrame:
-    try:
-        df = pl.read_csv(path, has_header=False, infer_schema_length=10_000)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable Kraken OHLCVT CSV ({exc})") from exc
-    if df.width != len(_KRAKEN_COLUMNS):
-        raise ValueError(
-            f"{path}: Kraken OHLCVT needs {len(_KRAKEN_COLUMNS)} columns "
-            f"(unix seconds, open, high, low, close, volume, trades), found {df.width}"
-        )
-    df.columns = _KRAKEN_COLUMNS
-    if not df.schema["ts"].is_integer():
-        raise ValueError(f"{path}: first column must be unix seconds (integers), got {df.schema['ts']}")
-    return df.with_columns(pl.from_epoch("ts", time_unit="s"))
-
-
-def _read_parquet_raw(path: Path) -> pl.DataFrame:
-    try:
-        return pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
 def _rename_aliases(df: pl.DataFrame, where: str) -> pl.DataFrame:

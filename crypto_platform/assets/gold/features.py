@@ -10,13 +10,16 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform import tables
-from crypto_platform.assets.gold.inputs import features_for, labels_for
+from crypto_platform.assets.gold.inputs import derive_features, labels_for
 from crypto_platform.metadata import summarize
 from crypto_platform.ml.dataset import LABEL_HORIZONS
 from crypto_platform.partitions import partitions_of, single_run
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.transforms.features import FEATURE_COLUMNS
+
+# rows_recomputed vs rows_carried: the tail a tick recomputed vs the rows kept from the stored partition
+FEATURE_SUMS = ("rows", "rows_recomputed", "rows_carried", "null_values", "bytes")
 
 
 @dg.asset(
@@ -38,15 +41,16 @@ def gold_features(
 ) -> dg.MaterializeResult:
     stats = []
     for part in partitions_of(context):
-        df = features_for(lake, part)
+        df, info, kept = derive_features(lake, part)
         if df.is_empty():
             context.log.warning(f"features {part}: no priced candle that day; wrote an empty partition")
-        info = lake.write_partition(df, tables.FEATURES, part)
         nulls = df.select(pl.col(FEATURE_COLUMNS).null_count()).sum_horizontal().item() if df.height else 0
         stats.append(
             {
                 "partition": part.key,
                 "rows": info.rows,
+                "rows_recomputed": info.rows - kept,
+                "rows_carried": kept,
                 "null_values": nulls,
                 "bytes": info.bytes,
                 "from": df["ts"].min(),
@@ -54,7 +58,10 @@ def gold_features(
             }
         )
     views = warehouse.refresh_views(lake, [tables.FEATURES])
-    meta = {**summarize(stats, sums=("rows", "null_values", "bytes")), **views.metadata}
+    meta = {
+        **summarize(stats, sums=("rows", "rows_recomputed", "rows_carried", "null_values", "bytes")),
+        **views.metadata,
+    }
     meta["feature_columns"] = dg.MetadataValue.json(FEATURE_COLUMNS)
     return dg.MaterializeResult(metadata=meta)
 

@@ -14,8 +14,10 @@ import dagster as dg
 import polars as pl
 
 from crypto_platform import tables
+from crypto_platform.assets.open_day import stored_infos
+from crypto_platform.lineage import DERIVATION, Lineage, new_id
 from crypto_platform.partitions import DayPartition
-from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.lake import LakeResource, WriteInfo
 from crypto_platform.settings import Instrument, load_universe
 from crypto_platform.transforms.candles import candle_violations, describe_violations
 from crypto_platform.transforms.features import (
@@ -25,15 +27,31 @@ from crypto_platform.transforms.features import (
     segmented_features,
 )
 from crypto_platform.transforms.gold_candles import priced_candles
+from crypto_platform.transforms.incremental import (
+    InputStamp,
+    features_restart,
+    features_tail,
+    splice_rows,
+    stamp_of,
+)
 from crypto_platform.transforms.labels import LABEL_COLUMNS, forward_return_labels
 
 HISTORY_DAYS = math.ceil(LOOKBACK_MINUTES / (24 * 60))  # earlier days a feature day needs
 
 
-def silver_candles(lake: LakeResource, inst: Instrument, day: date, offsets: range) -> pl.DataFrame | None:
-    """Priced 1-minute candles of one instrument over days relative to `day` (None: none written)."""
-    parts = [DayPartition(inst, day + timedelta(days=d)) for d in offsets]
-    df = lake.read_partitions(tables.CANDLES_1M, parts)
+def read_candles(
+    lake: LakeResource, inst: Instrument, day: date, offsets: range
+) -> tuple[pl.DataFrame | None, list[InputStamp]]:
+    """Priced 1-minute candles of one instrument over days relative to `day` (None: none written), and
+    what identifies each partition read (data and lineage from one open file each)."""
+    frames, stamps = [], []
+    for d in offsets:
+        part = DayPartition(inst, day + timedelta(days=d))
+        one, lineage = lake.read_with_lineage(tables.CANDLES_1M, part)
+        stamps.append(InputStamp(part.key, stamp_of(one, lineage), lineage))
+        if one is not None:
+            frames.append(one)
+    df = pl.concat(frames, how="vertical") if frames else None
     if df is not None and (bad := candle_violations(df)).height:  # even when candles_1m_suite did not run
         part = DayPartition(inst, bad["ts"].min().date())
         raise dg.Failure(
@@ -41,7 +59,12 @@ def silver_candles(lake: LakeResource, inst: Instrument, day: date, offsets: ran
             f"{describe_violations(bad.filter(pl.col('ts').dt.date() == part.day))}. Re-materialize or "
             "re-import that partition (the candles_1m_suite check reports every expectation)."
         )
-    return None if df is None else priced_candles(df)
+    return (None if df is None else priced_candles(df)), stamps
+
+
+def silver_candles(lake: LakeResource, inst: Instrument, day: date, offsets: range) -> pl.DataFrame | None:
+    """Priced 1-minute candles of one instrument over days relative to `day` (None: none written)."""
+    return read_candles(lake, inst, day, offsets)[0]
 
 
 def day_rows(df: pl.DataFrame, part: DayPartition) -> pl.DataFrame:
@@ -63,20 +86,47 @@ def require_silver(lake: LakeResource, part: DayPartition) -> None:
         )
 
 
-def features_for(lake: LakeResource, part: DayPartition) -> pl.DataFrame:
-    """Features of one (instrument, day): its candles plus same-exchange peers for cross-symbol features."""
+def feature_candles(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFrame | None, list[InputStamp]]:
+    """The candles a feature day reads: its own (None when it has no priced minute that day) plus the
+    same exchange's peers, over the day and the HISTORY_DAYS before; and each partition's stamp."""
     require_silver(lake, part)
-    own = silver_candles(lake, part.instrument, part.day, range(-HISTORY_DAYS, 1))
+    days = range(-HISTORY_DAYS, 1)
+    own, stamps = read_candles(lake, part.instrument, part.day, days)
     if own is None or day_rows(own, part).is_empty():
-        return pl.DataFrame(schema=FEATURES_SCHEMA)  # no priced minute that day (see priced_candles)
-    peers = [
-        c
-        for inst in load_universe().instruments
-        if inst.exchange == part.instrument.exchange and inst != part.instrument
-        if (c := silver_candles(lake, inst, part.day, range(-HISTORY_DAYS, 1))) is not None and c.height
-    ]
-    candles = pl.concat([own, *peers], how="vertical")
-    return day_rows(segmented_features(candles), part)
+        return None, stamps
+    frames = [own]
+    for inst in load_universe().instruments:
+        if inst.exchange == part.instrument.exchange and inst != part.instrument:
+            peer, peer_stamps = read_candles(lake, inst, part.day, days)
+            stamps += peer_stamps
+            if peer is not None and peer.height:
+                frames.append(peer)
+    return pl.concat(frames, how="vertical"), stamps
+
+
+def derive_features(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFrame, WriteInfo, int]:
+    """Features of one (instrument, day), committed with the ids of the candles they read. Stored
+    features computed from the candles one tick before keep their rows before the first minute any of
+    those candles changed (`transforms.incremental`); returns the features, the write, rows kept."""
+    candles, stamps = feature_candles(lake, part)
+    stored, lineage = lake.read_with_lineage(tables.FEATURES, part)
+    since = features_restart(lineage, stamps) if stored is not None and candles is not None else True
+    kept, changed = 0, None
+    if candles is None:
+        df = pl.DataFrame(schema=FEATURES_SCHEMA)  # no priced minute that day (see priced_candles)
+    elif since is True:
+        df = day_rows(segmented_features(candles), part)
+    elif since is False:  # no candle it read changed: a re-run rewrites nothing
+        return stored, stored_infos(lake, part, {tables.FEATURES: stored})[0], stored.height  # type: ignore
+    else:
+        df, kept = splice_rows(stored, day_rows(features_tail(candles, since), part), since)  # type: ignore[arg-type]
+        changed = since
+    base = lineage.id if lineage is not None and since is not True else None
+    inputs = tuple((s.name, s.stamp) for s in stamps)
+    new = Lineage(0, id=new_id(), base=base, changed_from=changed, inputs=inputs, derivation=DERIVATION)
+    infos = lake.commit_derived({tables.FEATURES: df}, part, new, inputs_current=lambda: True)
+    assert infos is not None  # version 0 never loses to a stored one
+    return df, infos[0], kept
 
 
 def labels_for(lake: LakeResource, part: DayPartition, horizons: list[int]) -> pl.DataFrame:

@@ -35,6 +35,19 @@ class ModelConfig(dg.Config):
         default="rank_ic",
         description="Metric the challenger must beat the champion on: rank_ic | hit_rate | mae | rmse.",
     )
+    eval_from: str = Field(
+        default="",
+        description=(
+            "Start of a date-based evaluation window (YYYY-MM-DD or ISO datetime, UTC; inclusive). Set: "
+            "the model is tuned and fitted on the training set's bars before it (minus the label horizon) "
+            "and evaluated on [eval_from, eval_to); holdout_fraction is then unused. Empty: the final "
+            "holdout_fraction of time."
+        ),
+    )
+    eval_to: str = Field(
+        default="",
+        description="End of the evaluation window (exclusive; empty: the newest bar). Needs eval_from.",
+    )
     timeout_s: float = Field(default=900.0, description="Upper bound on the Optuna study's wall time.")
     replace_incomparable_champion: bool = Field(
         default=False,
@@ -99,6 +112,8 @@ def gold_model(
         f"{config.num_threads} LightGBM thread(s)"
     )
     result = _train(df, horizon, config)
+    if result.dropped_features:
+        context.log.warning(f"features not learned from (unusable in training): {result.dropped_features}")
     window = df.filter((pl.col("ts") >= result.holdout_start) & (pl.col("ts") <= result.holdout_end))
     current = registry.compare_champion(
         mlflow_registry.uri, mlflow_registry.model_name, window, horizon=horizon
@@ -160,8 +175,10 @@ def _train(df: pl.DataFrame, horizon: int, config: ModelConfig) -> "TrainResult"
             holdout_fraction=config.holdout_fraction,
             timeout_s=config.timeout_s,
             num_threads=config.num_threads,
+            eval_from=config.eval_from or None,
+            eval_to=config.eval_to or None,
         )
-    except ValueError as exc:  # too little data for the folds, bad fractions: say so, no traceback hunt
+    except ValueError as exc:  # too little data, bad fractions or eval dates: say so, no traceback hunt
         raise dg.Failure(f"training failed: {exc}") from exc
 
 
@@ -223,6 +240,7 @@ def _model_metadata(
     metrics, the evaluation table, importance, calibration, the Optuna study and the champion compared."""
     from crypto_platform.ml.calibration import calibration_markdown
     from crypto_platform.ml.evaluation import champion_markdown
+    from crypto_platform.ml.reporting import estimate_markdown, features_markdown
 
     m = result.evaluation.model
     return {
@@ -239,6 +257,10 @@ def _model_metadata(
         "evaluation": dg.MetadataValue.md(frame_markdown(table)),
         "importance_gain_top15": dg.MetadataValue.md(frame_markdown(result.evaluation.importance.head(15))),
         "predicted_vs_realized": dg.MetadataValue.md(calibration_markdown(bins, png, info.run_id)),
+        "cv_rank_ic": result.best_value,
+        "optimism": result.optimism,
+        "estimate": dg.MetadataValue.md(estimate_markdown(result)),
+        "features": dg.MetadataValue.md(features_markdown(result)),
         "optuna": dg.MetadataValue.json(
             {
                 "best_trial": result.best_trial,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 import polars as pl
 
-from crypto_platform.raw_manifest import Coverage
+from crypto_platform.lineage import Lineage
+
+__all__ = ["Lineage"]  # defined in crypto_platform/lineage.py, re-exported with the lake's other types
 
 PART_FILE = "part.parquet"
 MANIFEST_FILE = "_manifest.json"
@@ -34,31 +34,6 @@ class LakeReadError(RuntimeError):
 class CommitConflict(RuntimeError):
     """Another writer committed the same file or manifest first (an object store's conditional PUT
     failed): nothing of this write is visible; the caller re-reads and retries."""
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """Which version of its input a derived partition was computed from, and the time span the input
-    vouched for. Stored with the data (Parquet footer; on S3 also in the pointer), replaced with it."""
-
-    input_version: int
-    covered_from: datetime | None = None
-    covered_to: datetime | None = None
-
-    def to_json(self) -> str:
-        span = [t.isoformat() if t else None for t in (self.covered_from, self.covered_to)]
-        return json.dumps({"input_version": self.input_version, "covered": span})
-
-    @property
-    def coverage(self) -> Coverage:
-        """The input's coverage this partition was derived over."""
-        return Coverage(self.covered_from, self.covered_to)
-
-    @classmethod
-    def from_json(cls, text: str) -> Lineage:
-        data = json.loads(text)
-        start, end = (datetime.fromisoformat(t) if t else None for t in data.get("covered", [None, None]))
-        return cls(int(data["input_version"]), start, end)
 
 
 @dataclass(frozen=True)

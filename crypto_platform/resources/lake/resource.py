@@ -136,6 +136,22 @@ class LakeResource(dg.ConfigurableResource):
         keys = self.store.committed_keys(self.table_key(table), _pattern(table))
         return [c.uri for c in self.store.currents(keys)]
 
+    def view_source(self, table: Table) -> str | None:
+        """The DuckDB table function reading a table's committed data (None: no data yet): a glob over
+        a local lake (new partitions appear by themselves); on S3 the explicit list of the current
+        versions, since a glob would also read superseded ones (rebuild it after each write)."""
+        if self.is_local:
+            if self.scan_table(table) is None:
+                return None
+            files = "'" + self.table_glob(table).replace("'", "''") + "'"
+        else:
+            uris = self.table_files(table)
+            if not uris:
+                return None
+            files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in uris) + "]"
+        hive = str(table.partitioned).lower()
+        return f"read_parquet({files}, hive_partitioning = {hive}, union_by_name = true)"
+
     def stored_days(self, table: Table, instrument: Instrument) -> list[date]:
         """Days of a partitioned table that hold a data file for the instrument, oldest first."""
         prefix = f"{self.table_key(table)}/instrument={instrument.key}"
