@@ -11,10 +11,14 @@ import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from crypto_platform_tests.paths import SHARED_DATA, TEST_INSTRUMENTS
+
+if TYPE_CHECKING:
+    from crypto_platform_tests.postgres_server import PostgresServer
 
 # Partitions are fixed when the code location loads, so the test universe is chosen before any
 # crypto_platform module is imported (the same mechanism a user has: CRYPTO_INSTRUMENTS).
@@ -25,6 +29,52 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: fail, never skip
     raise RuntimeError(f"recorded market data not found at {SHARED_DATA} (../shared/data)")
+
+
+# The modules that take longest (measured with --durations, heaviest first). `./run tests` runs the
+# suite on two workers (pytest-xdist `--dist loadfile`: a module stays on one worker, so its
+# module-scoped set-ups are built once and its tests keep their order); a worker takes the next module
+# in collection order when it is nearly done, so the long modules go first, the short ones fill in at
+# the end and both workers finish together. Then every other module with a `slow` test, then the rest
+# (each group in file order).
+HEAVIEST_FIRST = (
+    "test_offline",
+    "test_cluster_e2e",
+    "test_gold_assets",
+    "test_incremental",
+    "test_lake_s3",
+    "test_ccxt_pipeline",
+    "test_rejects_pipeline",
+    "test_cluster_standin",
+    "test_live",
+    "test_registry",
+    "test_pipeline",
+    "test_dagster_dev",
+    "test_quality",
+    "test_faults_files",
+    "test_checks",
+    "test_faults_runs",
+    "test_definitions",
+    "test_history_import",
+    "test_serving",
+    "test_deploy_configs",
+    "test_drift",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order modules heaviest first (HEAVIEST_FIRST, then modules with slow tests); tests keep their
+    order within a module."""
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    has_slow = {item.path.stem for item in items if item.get_closest_marker("slow")}
+
+    def weight(item: pytest.Item) -> tuple[int, int]:
+        module = item.path.stem
+        if module in rank:
+            return (0, rank[module])
+        return (1, 0) if module in has_slow else (2, 0)
+
+    items.sort(key=weight)  # stable: file order inside each group, test order inside each module
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +132,24 @@ def s3_endpoint() -> Iterator[str]:
         os.environ.setdefault(name, value)
     with s3_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_session() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (started by the first test that needs it);
+    tests take a database of their own on it (`postgres_db`)."""
+    from crypto_platform_tests.postgres_server import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_db(postgres_session: PostgresServer) -> PostgresServer:
+    """A fresh, empty database on the session's PostgreSQL server (nothing another test wrote)."""
+    from crypto_platform_tests.postgres_server import create_database
+
+    return create_database(postgres_session)
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])

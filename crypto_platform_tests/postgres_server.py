@@ -12,9 +12,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg2
@@ -99,3 +100,16 @@ def postgres_server(user: str = "dagster", db: str = "dagster") -> Iterator[Post
             )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def create_database(server: PostgresServer, prefix: str = "test") -> PostgresServer:
+    """A new, empty database on a running server (each test its own, on the session's one server)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(host=server.host, port=server.port, user=server.user, dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.close()
+    return replace(server, db=name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
@@ -43,8 +44,7 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import load_universe
 from crypto_platform_tests.fixtures import env_template
 from crypto_platform_tests.paths import PROJECT_DIR
-from crypto_platform_tests.postgres_server import postgres_server
-from crypto_platform_tests.s3_server import s3_server
+from crypto_platform_tests.postgres_server import PostgresServer
 
 DEPLOY = PROJECT_DIR / "deploy"
 CLUSTER_YAML = DEPLOY / "cluster" / "dagster.yaml"
@@ -308,7 +308,11 @@ def test_a_wrong_helm_value_fails(mutate, named: str) -> None:
 
 @pytest.mark.slow
 def test_cluster_instance_stores_a_real_run_in_postgres_and_its_logs_in_s3(
-    tmp_path: Path, cluster_env: dict, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    cluster_env: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_db: PostgresServer,
+    s3_endpoint: str,
 ) -> None:
     """deploy/cluster/dagster.yaml, unmodified, on a real PostgreSQL server and an S3-compatible server
     (moto): raw/trades of one synthetic partition; the run, its materialization and its compute logs
@@ -322,56 +326,57 @@ def test_cluster_instance_stores_a_real_run_in_postgres_and_its_logs_in_s3(
     home.mkdir()
     shutil.copy(CLUSTER_YAML, home / "dagster.yaml")
 
-    with postgres_server() as pg, s3_server() as endpoint:
-        for name, value in {
-            "DAGSTER_PG_HOST": pg.host,
-            "DAGSTER_PG_PORT": str(pg.port),
-            "DAGSTER_PG_USERNAME": pg.user,
-            "DAGSTER_PG_DB": pg.db,
-            "DAGSTER_S3_ENDPOINT_URL": endpoint,
-        }.items():
-            monkeypatch.setenv(name, value)
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket=cluster_env["DAGSTER_COMPUTE_LOG_BUCKET"])
-        instance = dg.DagsterInstance.from_config(str(home))
-        try:
-            assert isinstance(instance.run_storage, PostgresRunStorage)
-            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-            assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-            assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
-            result = dg.materialize(
-                [ingest.raw_trades],
-                partition_key=part.key,
-                instance=instance,
-                resources={
-                    "lake": lake,
-                    "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
-                    "trade_sources": TradeSourcesResource(now=(part.start + timedelta(hours=2)).isoformat()),
-                },
-            )
-            assert result.success
-        finally:
-            instance.dispose()
+    # the session's servers: a database and a compute-log bucket of this test's own
+    pg, endpoint = postgres_db, s3_endpoint
+    bucket = f"compute-logs-{uuid.uuid4().hex[:12]}"
+    for name, value in {
+        "DAGSTER_PG_HOST": pg.host,
+        "DAGSTER_PG_PORT": str(pg.port),
+        "DAGSTER_PG_USERNAME": pg.user,
+        "DAGSTER_PG_DB": pg.db,
+        "DAGSTER_S3_ENDPOINT_URL": endpoint,
+        "DAGSTER_COMPUTE_LOG_BUCKET": bucket,
+    }.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=bucket)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
+        result = dg.materialize(
+            [ingest.raw_trades],
+            partition_key=part.key,
+            instance=instance,
+            resources={
+                "lake": lake,
+                "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+                "trade_sources": TradeSourcesResource(now=(part.start + timedelta(hours=2)).isoformat()),
+            },
+        )
+        assert result.success
+    finally:
+        instance.dispose()
 
-        with pg.connect() as conn, conn.cursor() as cur:
-            cur.execute("select run_id, status from runs")
-            assert cur.fetchall() == [(result.run_id, "SUCCESS")]
-            cur.execute(
-                "select asset_key, partition, event from event_logs"
-                " where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION'",
-                (result.run_id,),
-            )
-            [(asset_key, partition, event)] = cur.fetchall()
-        conn.close()
+    with pg.connect() as conn, conn.cursor() as cur:
+        cur.execute("select run_id, status from runs")
+        assert cur.fetchall() == [(result.run_id, "SUCCESS")]
+        cur.execute(
+            "select asset_key, partition, event from event_logs"
+            " where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION'",
+            (result.run_id,),
+        )
+        [(asset_key, partition, event)] = cur.fetchall()
+    conn.close()
 
-        prefix = f"{cluster_env['DAGSTER_COMPUTE_LOG_PREFIX']}/storage/{result.run_id}/"
-        listed = s3.list_objects_v2(Bucket=cluster_env["DAGSTER_COMPUTE_LOG_BUCKET"], Prefix=prefix)
-        logs = {
-            o["Key"]: s3.get_object(Bucket=cluster_env["DAGSTER_COMPUTE_LOG_BUCKET"], Key=o["Key"])[
-                "Body"
-            ].read()
-            for o in listed.get("Contents", [])
-        }
+    prefix = f"{cluster_env['DAGSTER_COMPUTE_LOG_PREFIX']}/storage/{result.run_id}/"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    logs = {
+        o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        for o in listed.get("Contents", [])
+    }
 
     assert dg.AssetKey.from_db_string(asset_key) == tables.RAW_TRADES.key
     assert partition == part.key
