@@ -69,7 +69,7 @@ def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest)
     """The stored bronze of an open day plus the raw batches committed since it was derived, or None
     when it must be derived from scratch (see the module docstring)."""
     wm = manifest.watermark
-    if wm is None or wm >= part.end:
+    if wm is None:
         return None
     stored, lineage = lake.read_with_lineage(tables.BRONZE_TRADES, part)
     if stored is None or lineage is None or not lineage.current or lineage.batches is None or not lineage.id:
@@ -81,8 +81,13 @@ def extend_bronze(lake: LakeResource, part: DayPartition, manifest: RawManifest)
     if new is None:
         return None
     carried = stored.height + stored_rejects.height
-    if not new:
+    settled = wm >= part.end
+    # Nothing new: keep it (a re-run rewrites nothing). A settled day is compacted once: kept only when
+    # stored from scratch over exactly these batches (base None), else derived from scratch now.
+    if not new and not (settled and lineage.base is not None):
         return BronzeDerivation(stored, stored_rejects, 0, UNCHANGED, 0, carried)
+    if settled:
+        return None
     scan = lake.scan_batches(tables.RAW_TRADES, part, [b.name for b in new])
     assert scan is not None  # `new` is not empty
     result = to_bronze(scan, part.start, part.end)
