@@ -109,6 +109,9 @@ dest = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
 buckets = {os.environ["DAGSTER_COMPUTE_LOG_BUCKET"]}
 if dest.startswith("s3://") and os.environ.get("MLFLOW_TRACKING_URI", ""):
     buckets.add(dest[len("s3://") :].split("/")[0])
+lake = os.environ.get("CRYPTO_LAKE_ROOT", "")
+if lake.startswith("s3://"):  # the lake on the stand-in's S3 server
+    buckets.add(lake[len("s3://") :].split("/")[0])
 for bucket in buckets - {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
     s3.create_bucket(Bucket=bucket)
 PY
