@@ -97,4 +97,8 @@ def test_dagster_dev_loads_everything(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "dagster" / "storage").is_dir()  # the instance really used dagster.yaml
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        try:  # a graceful stop (code servers, daemons) can take minutes beside another busy test worker
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # what this test checks is the load, not the shutdown
+            proc.wait(timeout=30)
