@@ -31,6 +31,7 @@ from crypto_platform.quality.expectations import (
     _dtype_outcome,
     _example,
     _utc,
+    check_non_empty_share,
 )
 from crypto_platform.schemas import BRONZE_TRADES, CANDLES
 
@@ -61,8 +62,7 @@ def check_candles(
     min_non_empty_share: float | None = DEFAULT_MIN_NON_EMPTY_SHARE,
 ) -> SuiteResult:
     """The silver 1m-candles suite's rules; min_non_empty_share=None skips the liquidity rule."""
-    if min_non_empty_share is not None and not 0.0 <= min_non_empty_share <= 1.0:
-        raise ValueError(f"min_non_empty_share must be in [0, 1], got {min_non_empty_share}")
+    check_non_empty_share(min_non_empty_share)
     t0 = time.perf_counter()
     start, end = _window(window_start, window_end)
     out = [*_schema(df, CANDLES)]

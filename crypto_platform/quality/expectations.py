@@ -138,6 +138,12 @@ class SuiteResult:
         return f"{self.suite}: FAILED {', '.join(parts)} ({self.row_count} rows)"
 
 
+def check_non_empty_share(min_non_empty_share: float | None) -> None:
+    """Refuse a liquidity floor outside [0, 1] (None: the rule is skipped) — for both suite engines."""
+    if min_non_empty_share is not None and not 0.0 <= min_non_empty_share <= 1.0:
+        raise ValueError(f"min_non_empty_share must be in [0, 1], got {min_non_empty_share}")
+
+
 def validate_bronze(df: pl.DataFrame, window_start: datetime, window_end: datetime) -> SuiteResult:
     """Run the bronze-trades suite on one partition's trades; ts must lie in [window_start, window_end)."""
     return _run(BRONZE_SUITE, BRONZE_TRADES, df, window_start, window_end, None)
@@ -151,8 +157,7 @@ def validate_candles(
     min_non_empty_share: float | None = DEFAULT_MIN_NON_EMPTY_SHARE,
 ) -> SuiteResult:
     """Run the silver 1m-candles suite; min_non_empty_share=None skips the liquidity expectation."""
-    if min_non_empty_share is not None and not 0.0 <= min_non_empty_share <= 1.0:
-        raise ValueError(f"min_non_empty_share must be in [0, 1], got {min_non_empty_share}")
+    check_non_empty_share(min_non_empty_share)
     return _run(CANDLES_SUITE, CANDLES, df, window_start, window_end, min_non_empty_share)
 
 
