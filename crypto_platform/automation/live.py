@@ -21,7 +21,8 @@ every day of the range x every instrument between the two in the instruments fil
 partitions of an exchange are cut into as few rectangles as exactly cover them (`rectangles`): one
 run per exchange per tick when its instruments are listed together in the instruments file and the
 same ones are due on each day; more otherwise, never a partition that is not due. Runs are tagged
-`crypto/exchange`, so the run queue limits the runs of one exchange together (dagster.yaml).
+`crypto/exchange`, so the run queue limits the runs of one exchange together (dagster.yaml);
+`CRYPTO_LIVE_SHARDS` = N > 1 cuts them into up to N runs that may run at once (`live_runs.shard_runs`).
 
 Isolation. A multi-partition run fails as a whole (a failed step skips the downstream steps of every
 partition of the run), so after a failed multi-partition run each of its partitions is requested in
@@ -71,6 +72,7 @@ from crypto_platform.automation.live_runs import (  # noqa: F401 (re-exported fo
     group_runs,
     is_abandoned,
     rectangles,
+    shard_runs,
     split_after_failure,
     unfinished_range_runs,
     unfinished_runs,
@@ -114,6 +116,7 @@ class LiveSettings:
     overlap_seconds: int = DEFAULT_OVERLAP_SECONDS  # late-trade re-read
     catchup_days: int = 1  # earlier days (besides today) the sensor may finish
     stale_run_minutes: float = 30.0  # older "in progress" runs are abandoned
+    shards: int = 1  # runs per exchange per tick (each spaces its requests by this factor)
 
     @classmethod
     def from_settings(cls, settings: PlatformSettings) -> "LiveSettings":
@@ -127,6 +130,7 @@ class LiveSettings:
             overlap_seconds=settings.live_overlap_seconds,
             catchup_days=settings.live_catchup_days,
             stale_run_minutes=settings.live_stale_run_minutes,
+            shards=settings.live_shards,
         )
 
     @property
@@ -147,9 +151,10 @@ class LiveSettings:
         return keys
 
     def run_config(self) -> dict[str, Any]:
-        ops: dict[str, Any] = {
-            RAW.to_python_identifier(): {"config": {"overlap_seconds": self.overlap_seconds}}
-        }
+        raw = {"overlap_seconds": self.overlap_seconds} | (
+            {"exchange_runs": self.shards} if self.shards > 1 else {}
+        )
+        ops: dict[str, Any] = {RAW.to_python_identifier(): {"config": raw}}
         if self.predictions and self.allow_unqualified_model:
             ops[PREDICTIONS.to_python_identifier()] = {"config": {"allow_unqualified_model": True}}
         if self.checks != "none":  # the quality gates are in the run: say which engine validates
@@ -237,14 +242,16 @@ def run_request(
     reasons: Sequence[str],
     settings: LiveSettings,
     checks: Sequence[dg.AssetCheckKey] | None = (),
+    slot: int = 0,
 ) -> dg.RunRequest:
     """One run over a rectangle of partitions (`rectangles`): a key, or a range from the first to the
-    last; tagged with the exchange (the queue's per-exchange limit) and why it was requested."""
+    last; tagged with the exchange (the queue's per-exchange limit; `<exchange>#<slot>` with several
+    shards, one run at a time per slot) and why it was requested."""
     # With run monitoring on, Dagster cancels a run stuck longer than the sensor waits for it.
     tags = {
         LIVE_TAG: "true",
         TRIGGER_TAG: ",".join(sorted(set(reasons))),
-        EXCHANGE_TAG: parts[0].instrument.exchange,
+        EXCHANGE_TAG: parts[0].instrument.exchange + ("" if settings.shards == 1 else f"#{slot}"),
         MAX_RUNTIME_TAG: str(int(settings.stale_run_minutes * 60)),
     }
     if settings.predictions and settings.allow_unqualified_model:
@@ -326,8 +333,9 @@ def evaluate(
         due.append((part, reason))
         cursor.requested[key] = token
         decisions.append(Decision(key, reason, note, requested=True))
-    for rect, reasons in group_runs(due, split, instrument_partitions.get_partition_keys()):
-        requests.append(run_request(rect, token, reasons, settings, checks))
+    order = instrument_partitions.get_partition_keys()
+    for rect, reasons, slot in shard_runs(due, split, order, settings.shards):
+        requests.append(run_request(rect, token, reasons, settings, checks, slot))
 
     keep = {DayPartition(i, d).key for i in live for d in days}
     cursor.requested = {k: v for k, v in cursor.requested.items() if k in keep}
