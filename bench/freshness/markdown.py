@@ -257,11 +257,13 @@ def _method(r: Result) -> list[str]:
     ]
 
 
-def render(r: Result) -> str:
-    """The markdown report FRESHNESS.md."""
+def render(r: Result, out: str = "") -> str:
+    """The markdown report FRESHNESS.md (`out`: the report path the command names, if not the default)."""
     m = r.machine
-    flags = [("--minutes", f"{r.options.minutes:g}")]
+    flags: list[tuple[str, object]] = [("--minutes", f"{r.options.minutes:g}")]
     flags += [("--instruments", r.options.instruments)] if r.options.instruments else []
+    flags += [("--trials", r.options.trials)] if r.options.trials != 5 else []
+    flags += [("--out", out)] if out else []
     cmd = command("bench.freshness", flags)
     began = datetime.fromtimestamp(r.began, UTC)
     lines = [
