@@ -64,5 +64,9 @@ def test_what_it_does_not_implement_is_served_by_lightgbm() -> None:
     )
     with pytest.raises(UnsupportedModelError, match="categorical"):
         TreeEnsemble.parse(categorical.model_to_string())
+    deep = {"objective": "regression", "verbose": -1, "num_leaves": 63, "min_data_in_leaf": 2}
+    big = lgb.train(deep, lgb.Dataset(x, _target(x, rng)), num_boost_round=200)
+    assert TreeEnsemble.parse(big.model_to_string()).nodes > model_cache.NUMPY_MAX_NODES
+    assert isinstance(model_cache._predictor(big.model_to_string()), lgb.Booster)  # LightGBM is faster
     with pytest.raises(ValueError, match="not a LightGBM text model"):
         TreeEnsemble.parse("hello")

@@ -97,6 +97,11 @@ class TreeEnsemble:
         blocks = ("Tree=" + body).split("end of trees")[0].split("\nTree=") if body else []
         return cls(head["feature_names"].split(), [_tree(_fields(b)) for b in blocks if b.strip()])
 
+    @property
+    def nodes(self) -> int:
+        """Internal nodes over all trees (the evaluation's cost grows with them)."""
+        return sum(t.feature.size for t in self.trees)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Forecasts for the rows of `x` (float64, the model's feature order; NaN = missing)."""
         x = np.asarray(x, dtype=np.float64)
