@@ -4,10 +4,10 @@ sequences of one partition are serialised by an fcntl lock (one host).
 
 Deltas (`append`): immutable files `<stem>.d<seq>-<id>.parquet` beside the base, listed by
 `<stem>.deltas.json` (replaced by rename: the commit of an append), which names the base it extends by
-the base file's identity (inode, mtime, size). A `write` renames the new base over the old one, then
-removes the list: a reader that reads the list and then opens the base sees a list of another base in
-between, and reads the new base alone, so it never mixes the new base with the old deltas. Deltas of
-a replaced base stay until `sweep` (a reader may still be reading them)."""
+the id each base write puts in its footer (so a copied lake keeps its deltas). A `write` renames the
+new base over the old one, then removes the list: a reader that reads the list and then opens the
+base sees a list of another base in between, and reads the new base alone, so it never mixes the new
+base with the old deltas. Deltas of a replaced base stay until `sweep` (a reader may still read them)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from crypto_platform.resources.lake.model import (
 from crypto_platform.resources.lake.store import Current, Entry, LakeStore
 
 LOCKS_DIR = ".locks"
+BASE_KEY = "crypto_platform.base"  # footer key: the id of one written base, named by its delta list
 DELTAS_SUFFIX = ".deltas.json"
 _DELTA = re.compile(r"^(?P<stem>.+)\.d\d{6}-[0-9a-f]{8}\.parquet$")
 
@@ -53,14 +54,18 @@ class LocalStore(LakeStore):
 
     def current(self, key: str) -> Current | None:
         doc = self._deltas_doc(key)  # the list before the base: see the module docstring
+        path = self.root / key
         try:
-            st = (self.root / key).stat()
+            meta = pl.read_parquet_metadata(path) if doc is not None else {}
         except FileNotFoundError:
             return None
-        return self._current(key, doc, st)
+        if doc is None and not path.exists():
+            return None
+        return self._current(key, doc, meta)
 
-    def _current(self, key: str, doc: dict | None, st: os.stat_result) -> Current:
-        if doc is None or doc.get("base") != _identity(st):
+    def _current(self, key: str, doc: dict | None, footer: dict[str, str]) -> Current:
+        """The version of a base with this footer, given the delta list read before it."""
+        if doc is None or doc.get("base") != footer.get(BASE_KEY):
             return Current(key, str(self.root / key))
         deltas = tuple(str(self.root / _sibling(key, d["file"])) for d in doc["deltas"])
         return Current(key, str(self.root / key), metadata=doc["metadata"], deltas=deltas, rows=doc["rows"])
@@ -83,7 +88,9 @@ class LocalStore(LakeStore):
         """Temp file + rename. `expect` is not checked: commits are serialised by `exclusive`."""
         path = self.root / key
         with _temp_for(path) as tmp:
-            df.write_parquet(tmp, **PARQUET_OPTIONS, metadata=metadata)
+            df.write_parquet(
+                tmp, **PARQUET_OPTIONS, metadata={**(metadata or {}), BASE_KEY: uuid.uuid4().hex}
+            )
             os.replace(tmp, path)
         (self.root / _deltas_key(key)).unlink(missing_ok=True)  # the old base's deltas: now void
         return WriteInfo(path=str(path), rows=df.height, bytes=path.stat().st_size)
@@ -96,6 +103,9 @@ class LocalStore(LakeStore):
         if cur is None:
             raise FileNotFoundError(f"{self.where(key)}: no base to append a delta to")
         base = self.root / key
+        token = pl.read_parquet_metadata(base).get(BASE_KEY)
+        if token is None:
+            raise ValueError(f"{self.where(key)}: a base written without an id takes no deltas; rewrite it")
         deltas = [{"file": PurePath(u).name} for u in cur.deltas]
         rows = cur.rows if cur.rows is not None else pl.scan_parquet(base).select(pl.len()).collect().item()
         stem = PurePath(key).name.removesuffix(".parquet")
@@ -105,7 +115,7 @@ class LocalStore(LakeStore):
             df.write_parquet(tmp, **PARQUET_OPTIONS, metadata=metadata)
             os.replace(tmp, path)
         doc = {
-            "base": _identity(base.stat()),
+            "base": token,
             "deltas": [*deltas, {"file": name}],
             "rows": rows + df.height,
             "metadata": metadata or {},
@@ -124,8 +134,8 @@ class LocalStore(LakeStore):
         except FileNotFoundError:
             return None, None
         with fh:
-            cur = self._current(key, doc, os.fstat(fh.fileno()))
-            text = pl.read_parquet_metadata(fh).get(name)
+            footer = pl.read_parquet_metadata(fh)
+            cur, text = self._current(key, doc, footer), footer.get(name)
             fh.seek(0)
             base = pl.read_parquet(fh)
         if not cur.deltas:
@@ -223,11 +233,6 @@ def uncommitted(folder: Path) -> list[Path]:
         RawManifest.from_json(json.loads(manifest.read_text()) if manifest.exists() else None).names
     )
     return sorted(p for p in folder.glob("*.parquet") if p.stem not in committed)
-
-
-def _identity(st: os.stat_result) -> str:
-    """What names one base file: a rename puts a new inode (and mtime) in its place."""
-    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
 
 
 def _deltas_key(key: str) -> str:
