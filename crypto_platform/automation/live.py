@@ -7,8 +7,10 @@ gold/features -> gold/predictions (gold/labels optionally); a partition is behin
 
 * **new**: a whole minute closed since the partition's raw watermark (the end of its committed
   coverage); the run fetches from the watermark (re-reading `overlap_seconds` before it, for trades
-  published late) up to the last whole minute and re-derives the day: idempotent, every layer of
-  the partition is replaced, bronze de-duplicates the re-read trades by id.
+  published late) up to the last whole minute and derives only what the new trades change: bronze
+  appends them to the open day as one delta file (the re-read trades de-duplicated by id against the
+  stored ones), candles and features are recomputed from the first minute they touch; the day is
+  compacted once when it settles. Idempotent: a re-run with nothing new rewrites nothing.
 * **changed**: raw/trades of today's partition was materialized after its last gold/predictions
   (a run failed half-way, or someone fetched raw by hand), so the downstream layers are stale.
 * **day tail / settle**: after midnight, yesterday's partition is requested until its coverage
