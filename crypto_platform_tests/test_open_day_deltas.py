@@ -16,8 +16,9 @@ from polars.testing import assert_frame_equal
 from crypto_platform import tables
 from crypto_platform.assets.ingest import commit_batch, derive_bronze
 from crypto_platform.assets.open_day import COMPACTED, FROM_SCRATCH, INCREMENTAL
+from crypto_platform.lineage import new_id
 from crypto_platform.partitions import DayPartition
-from crypto_platform.resources.lake import PART_FILE, LakeResource
+from crypto_platform.resources.lake import LINEAGE_KEY, PART_FILE, LakeResource, Lineage
 from crypto_platform.schemas import RAW_TRADES
 from crypto_platform.settings import load_universe
 from crypto_platform.sources.base import TradeBatch
@@ -153,11 +154,12 @@ def whole_ticks_only(lake: LakeResource, deltas: int = 12) -> int:
     never older than the read before."""
     key = f"{lake.part_key(tables.TRADE_REJECTS, PART)}/{PART_FILE}"
     chunk = 500
+    meta = [{LINEAGE_KEY: Lineage(v, id=new_id()).to_json()} for v in (1, 2)]  # each write its own
 
     def rows(k: int) -> pl.DataFrame:
         return pl.DataFrame({"i": range(k * chunk, (k + 1) * chunk)})
 
-    lake.store.write(key, rows(0))
+    lake.store.write(key, rows(0), meta[0])
     done, reads, bad = threading.Event(), [0], []
 
     def read() -> None:
@@ -175,7 +177,7 @@ def whole_ticks_only(lake: LakeResource, deltas: int = 12) -> int:
     try:
         for k in range(1, deltas + 1):
             lake.store.append(key, rows(k))
-        lake.store.write(key, pl.DataFrame({"i": range((deltas + 1) * chunk)}))  # the compaction
+        lake.store.write(key, pl.DataFrame({"i": range((deltas + 1) * chunk)}), meta[1])  # the compaction
         for k in range(deltas + 1, deltas + 4):
             lake.store.append(key, rows(k))
     finally:

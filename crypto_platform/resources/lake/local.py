@@ -4,14 +4,17 @@ sequences of one partition are serialised by an fcntl lock (one host).
 
 Deltas (`append`): immutable files `<stem>.d<seq>-<id>.parquet` beside the base, listed by
 `<stem>.deltas.json` (replaced by rename: the commit of an append), which names the base it extends by
-the id each base write puts in its footer (so a copied lake keeps its deltas). A `write` renames the
-new base over the old one, then removes the list: a reader that reads the list and then opens the
-base sees a list of another base in between, and reads the new base alone, so it never mixes the new
-base with the old deltas. Deltas of a replaced base stay until `sweep` (a reader may still read them)."""
+a digest of the base's footer metadata, which holds the lineage of the derived write (unique to it; a
+copied lake keeps its deltas, and a rewrite of equal data and metadata stays byte-identical). A
+`write` renames the new base over the old one, then removes the list: a reader that reads the list
+and then opens the base sees a list of another base in between, and reads the new base alone, so it
+never mixes the new base with the old deltas. Deltas of a replaced base stay until `sweep` (a reader
+may still read them)."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -26,6 +29,7 @@ import polars as pl
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake.model import (
     ANY,
+    LINEAGE_KEY,
     MANIFEST_FILE,
     PARQUET_OPTIONS,
     Expect,
@@ -35,7 +39,6 @@ from crypto_platform.resources.lake.model import (
 from crypto_platform.resources.lake.store import Current, Entry, LakeStore
 
 LOCKS_DIR = ".locks"
-BASE_KEY = "crypto_platform.base"  # footer key: the id of one written base, named by its delta list
 DELTAS_SUFFIX = ".deltas.json"
 _DELTA = re.compile(r"^(?P<stem>.+)\.d\d{6}-[0-9a-f]{8}\.parquet$")
 
@@ -65,7 +68,7 @@ class LocalStore(LakeStore):
 
     def _current(self, key: str, doc: dict | None, footer: dict[str, str]) -> Current:
         """The version of a base with this footer, given the delta list read before it."""
-        if doc is None or doc.get("base") != footer.get(BASE_KEY):
+        if doc is None or doc.get("base") != _base_id(footer):
             return Current(key, str(self.root / key))
         deltas = tuple(str(self.root / _sibling(key, d["file"])) for d in doc["deltas"])
         return Current(key, str(self.root / key), metadata=doc["metadata"], deltas=deltas, rows=doc["rows"])
@@ -88,9 +91,7 @@ class LocalStore(LakeStore):
         """Temp file + rename. `expect` is not checked: commits are serialised by `exclusive`."""
         path = self.root / key
         with _temp_for(path) as tmp:
-            df.write_parquet(
-                tmp, **PARQUET_OPTIONS, metadata={**(metadata or {}), BASE_KEY: uuid.uuid4().hex}
-            )
+            df.write_parquet(tmp, **PARQUET_OPTIONS, metadata=metadata)
             os.replace(tmp, path)
         (self.root / _deltas_key(key)).unlink(missing_ok=True)  # the old base's deltas: now void
         return WriteInfo(path=str(path), rows=df.height, bytes=path.stat().st_size)
@@ -103,9 +104,10 @@ class LocalStore(LakeStore):
         if cur is None:
             raise FileNotFoundError(f"{self.where(key)}: no base to append a delta to")
         base = self.root / key
-        token = pl.read_parquet_metadata(base).get(BASE_KEY)
-        if token is None:
-            raise ValueError(f"{self.where(key)}: a base written without an id takes no deltas; rewrite it")
+        footer = pl.read_parquet_metadata(base)
+        if LINEAGE_KEY not in footer:
+            raise ValueError(f"{self.where(key)}: deltas go only on a base written with its lineage")
+        token = _base_id(footer)
         deltas = [{"file": PurePath(u).name} for u in cur.deltas]
         rows = cur.rows if cur.rows is not None else pl.scan_parquet(base).select(pl.len()).collect().item()
         stem = PurePath(key).name.removesuffix(".parquet")
@@ -233,6 +235,12 @@ def uncommitted(folder: Path) -> list[Path]:
         RawManifest.from_json(json.loads(manifest.read_text()) if manifest.exists() else None).names
     )
     return sorted(p for p in folder.glob("*.parquet") if p.stem not in committed)
+
+
+def _base_id(footer: dict[str, str]) -> str:
+    """What names one base for its delta list: a digest of its footer metadata (deltas are appended
+    only to a derived partition, whose footer holds the lineage id of its write)."""
+    return hashlib.sha256(json.dumps(sorted(footer.items())).encode()).hexdigest()[:24]
 
 
 def _deltas_key(key: str) -> str:
