@@ -77,8 +77,8 @@ def render(result: Result, flags: list[tuple[str, object]] | None = None) -> str
             "hold them, so its bronze work no longer reads or rewrites the day. After 120 deltas a tick "
             "rewrites the partition whole once (so reads stay a few files): that tick costs what every "
             "tick cost before (it reads and rewrites the day's bronze), once per 120 ticks, and is not "
-            "among those measured here. Compare the ratios with the run-to-run spread below: at this load it is of "
-            "the same order as the differences between 01:00 and 23:00.",
+            "among those measured here. Compare the ratios with the run-to-run spread below: at this "
+            "load it is of the same order as the differences between 01:00 and 23:00.",
             f"- Runs (CPU s): {runs}.",
             "",
         ]
