@@ -250,3 +250,22 @@ def test_a_ticks_bronze_write_is_its_new_trades_not_the_day(tmp_path: Path) -> N
     assert small[2] == small[3] and big[2] == big[3]  # the stored base is not rewritten
     assert big[2] > 50 * small[1]  # the big day's base is far bigger than a tick's delta...
     assert big[1] < 1.5 * small[1]  # ...and the tick writes as little on the big day as on the small one
+
+
+@pytest.mark.slow
+def test_void_deltas_are_swept_after_compaction_on_s3(s3_endpoint: str) -> None:
+    lake = s3_lake(s3_endpoint)
+    raws = []
+    for rows, start, end in TICKS[:3]:
+        raws.append(commit(lake, rows, start, DAY + timedelta(seconds=end)))
+        derive_bronze(lake, PART)
+    now = datetime.now(UTC).timestamp() + 3600
+    assert lake.sweep(60, now).superseded == ()  # the base and its current deltas are never superseded
+    raws.append(commit(lake, [("112", 86_000, 18, 1, "buy")], 400, PART.end))
+    derive_bronze(lake, PART)  # compacted: the first base and the two deltas of each table are void
+    assert lake.sweep(7200, now).superseded == ()  # too young: a reader may still be on them
+    assert len(lake.sweep(60, now).superseded) == 2 * (1 + 2)
+    for table in (tables.BRONZE_TRADES, tables.TRADE_REJECTS):
+        folder = [e.key.rsplit("/", 1)[1] for e in lake.store.list_folder(lake.part_key(table, PART))]
+        assert len(folder) == 2 and "part.current.json" in folder  # the pointer and the compacted file
+    assert_equals_from_scratch(lake, raws)
