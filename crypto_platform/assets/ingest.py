@@ -284,7 +284,8 @@ def derive_bronze(
             before_commit(attempt)
         frames = {tables.BRONZE_TRADES: result.bronze, tables.TRADE_REJECTS: result.rejects}
         if result.mode == UNCHANGED:
-            return result, stored_infos(lake, part, frames), manifest
+            kept = {t: lake.partition_rows(t, part) for t in frames}
+            return result, stored_infos(lake, part, kept), manifest
         infos = lake.commit_derived(
             frames,
             part,
@@ -292,6 +293,7 @@ def derive_bronze(
             inputs_current=lambda v=manifest.version: (
                 lake.read_manifest(tables.RAW_TRADES, part).version == v
             ),
+            append=result.append,  # an open day's tick: only its new rows, as a delta
         )
         if infos is not None:
             return result, infos, manifest

@@ -1,14 +1,16 @@
 """Near-real-time: a sensor that keeps the newest partitions of every live instrument fresh.
 
-`live_sensor` runs every ~15 s while it is on. For every live instrument (source `synthetic` or
-`ccxt`; `replay` is history, never live) it looks at the newest UTC-day partitions and requests, per exchange,
-ONE run covering exactly the partitions that are behind, selecting raw -> bronze -> silver ->
-gold/features -> gold/predictions (gold/labels optionally); a partition is behind when:
+`live_sensor` runs every `CRYPTO_LIVE_INTERVAL_SECONDS` (5 s) while on. For every live instrument (source
+`synthetic`/`ccxt`; `replay` is history) it looks at the newest UTC-day partitions and requests, per exchange
+(or per shard), ONE run covering exactly the partitions that are behind, selecting raw -> bronze -> silver
+-> gold/features -> gold/predictions (gold/labels optionally); a partition is behind when:
 
 * **new**: a whole minute closed since the partition's raw watermark (the end of its committed
   coverage); the run fetches from the watermark (re-reading `overlap_seconds` before it, for trades
-  published late) up to the last whole minute and re-derives the day: idempotent, every layer of
-  the partition is replaced, bronze de-duplicates the re-read trades by id.
+  published late) up to the last whole minute and derives only what the new trades change: bronze
+  appends them to the open day as one delta file (the re-read trades de-duplicated by id against the
+  stored ones), candles and features are recomputed from the first minute they touch; compacted once
+  when the day settles. Idempotent: a re-run with nothing new rewrites nothing.
 * **changed**: raw/trades of today's partition was materialized after its last gold/predictions
   (a run failed half-way, or someone fetched raw by hand), so the downstream layers are stale.
 * **day tail / settle**: after midnight, yesterday's partition is requested until its coverage
@@ -30,10 +32,9 @@ a run of its own, at once (not waiting for the next minute; "retry" even if its 
 run may have fetched it before another partition's step failed): the good instruments go through, the
 bad one fails alone, visibly per partition, and stays in a run of its own until a run of it succeeds.
 
-Run hygiene. At most one request per partition per minute (the run key is `live:<partition>@<minute>`
-(`live:<first>..<last>@<minute>` for a range), and the cursor remembers the minute of each
-partition's last request); nothing is requested for a
-partition while a run for it is queued or in progress (runs tagged `dagster/partition` = the key;
+Run hygiene. At most one request per partition per minute (run key `live:<partition>@<minute>`, or
+`live:<first>..<last>@<minute>`; the cursor remembers each partition's last request minute); nothing is
+requested for a partition while a run for it is queued or in progress (runs tagged `dagster/partition`;
 a run "in progress" for longer than `stale_run_minutes` is treated as abandoned, e.g. its process
 died with the daemon). A restarted daemon resumes from the cursor: it never replays the minutes it
 missed one by one (one run fetches everything since each partition's watermark) and never reaches
@@ -49,8 +50,7 @@ Predictions use the MLflow 'champion'. `allow_unqualified_model` (serve the late
 no version qualifies) is passed only when `CRYPTO_ALLOW_UNQUALIFIED_MODEL=true` says so explicitly,
 and those runs are tagged `crypto/unqualified_model=allowed`.
 
-Settings: `LiveSettings`, taken from the platform settings the code location loaded once (the
-`CRYPTO_LIVE_*` variables, crypto_platform/platform_settings.py), never read again at a tick.
+Settings: `LiveSettings`, from the platform settings loaded once (`CRYPTO_LIVE_*`), never re-read at a tick.
 """
 
 import json
