@@ -351,7 +351,8 @@ def test_a_fresh_process_serves_the_champion_from_the_verified_file_cache_withou
     cache = tmp_path / "models"
     model_cache.clear()
     first = model_cache.load_alias(store, MODEL, registry.CHAMPION, cache_dir=cache)
-    assert (first.source, first.engine, first.info.version) == ("registry", "numpy", champion.version)
+    current = registry.alias_info(store, MODEL, registry.CHAMPION).version  # tests above may move the alias
+    assert (first.source, first.engine, first.info.version) == ("registry", "numpy", current)
     model_cache.clear()  # as a new process: only the file cache is left
     again = model_cache.load_alias(store, MODEL, registry.CHAMPION, cache_dir=cache)
     assert again.source == "file cache"
