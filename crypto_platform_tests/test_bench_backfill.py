@@ -3,6 +3,7 @@ whole measurement (daemon backfills, model, predictions, checks) on 2 days x 2 i
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,9 +13,10 @@ import pytest
 
 from bench.backfill import render
 from bench.backfill.checks import Coverage, RowCheck, RunFigures
-from bench.backfill.measurement import Options, Phase, Result, Setting, measure
+from bench.backfill.measurement import Options, Phase, Result, Setting
 from bench.backfill.procs import RUN_WORKER_MARK, Sampler, read_proc, tree
 from bench.report import Machine, Summary
+from crypto_platform_tests.paths import PROJECT_DIR
 
 MIB = 1024**2
 
@@ -97,18 +99,37 @@ def test_the_report_shows_both_settings_side_by_side_with_ratios_and_flags_a_gap
     assert "`bronze__trades_bronze_trades_suite` 90 s (75%), `raw__trades` 30 s (25%)" in md
 
 
+# In a fresh process: the instruments file is read once per process (as in production), and the bench's
+# own universe must be the one its checks read.
+SCRIPT = """
+import json, sys
+from bench.backfill.measurement import Options, measure
+opts = Options(days=2, instruments=2, per_run=(2,), rates=(20.0, 5.0), train_days=1, trials=1, tape_sample=0)
+(s,) = measure(opts).settings
+fill, train, preds = s.phases
+print(json.dumps({
+    "status": [fill.status, preds.status],
+    "runs": [[p.runs.launched, p.runs.failed, p.runs.partitions_per_run.max] for p in (fill, preds)],
+    "coverage": [p.coverage.by_asset for p in (fill, preds)],
+    "expected": fill.coverage.expected,
+    "rows_ok": s.rows.ok, "tape": [t.diff.bronze for t in s.rows.tape], "bronze": s.rows.bronze_rows,
+    "mismatched": s.rows.mismatched, "predictions": s.rows.predictions_rows,
+    "rss": [fill.peak_worker_rss, fill.peak_tree_rss], "train_runs": train.runs is None, "cpu": s.total_cpu_s,
+}))
+"""
+
+
 @pytest.mark.slow
-def test_a_tiny_backfill_is_measured_end_to_end_by_the_daemon(tmp_path) -> None:
-    opts = Options(
-        days=2, instruments=2, per_run=(2,), rates=(20.0, 5.0), train_days=1, trials=1, tape_sample=0
-    )
-    result = measure(opts)
-    (s,) = result.settings
-    fill, train, preds = s.phases
-    assert fill.status == preds.status == "COMPLETED_SUCCESS"
-    assert fill.runs.launched == preds.runs.launched == 2 and fill.runs.failed == preds.runs.failed == 0
-    assert fill.coverage.complete and preds.coverage.complete and fill.coverage.expected == 4
-    assert "gold/features" in fill.coverage.by_asset and "gold/predictions" in preds.coverage.by_asset
-    assert s.rows.ok and len(s.rows.tape) == 4 and s.rows.predictions_rows == 4 * 1440
-    assert s.rows.bronze_rows == sum(t.diff.bronze for t in s.rows.tape)  # every trade is on the tape
-    assert 0 < fill.peak_worker_rss < fill.peak_tree_rss and train.runs is None and s.total_cpu_s > 0
+def test_a_tiny_backfill_is_measured_end_to_end_by_the_daemon() -> None:
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["status"] == ["COMPLETED_SUCCESS", "COMPLETED_SUCCESS"], got
+    assert got["runs"] == [[2, 0, 2], [2, 0, 2]]  # 4 partitions, at most 2 per run, none failed
+    assert got["expected"] == 4 and "gold/features" in got["coverage"][0]
+    assert all(n == 4 for cov in got["coverage"] for n in cov.values())  # every partition of every asset
+    assert got["coverage"][1] == {"gold/predictions": 4}
+    assert got["rows_ok"] and not got["mismatched"] and len(got["tape"]) == 4  # all 4 against the tape
+    assert got["bronze"] == sum(got["tape"]) > 0  # every bronze trade is on the simulator's tape
+    assert 0 < got["predictions"] <= 4 * 1440
+    assert 0 < got["rss"][0] < got["rss"][1] and got["train_runs"] and got["cpu"] > 0
