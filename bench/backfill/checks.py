@@ -67,8 +67,15 @@ def run_figures(home: Path, backfill_id: str) -> RunFigures:
     failed = status.count(dg.DagsterRunStatus.FAILURE)
     durations = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
     parts = [float(_run_partitions(dict(r.dagster_run.tags))) for r in records]
+    by_time = dict(sorted(steps.items(), key=lambda kv: -kv[1]))
     return RunFigures(
-        len(records), ok, failed, len(records) - ok - failed, Summary.of(durations), Summary.of(parts)
+        len(records),
+        ok,
+        failed,
+        len(records) - ok - failed,
+        Summary.of(durations),
+        Summary.of(parts),
+        by_time,
     )
 
 

@@ -14,6 +14,8 @@ def _mib(x: int) -> str:
 
 
 def _verdict(s: Setting) -> str:
+    if not s.finished:
+        return "not checked (unfinished)"
     complete = all(p.coverage.complete for p in s.phases if p.coverage is not None)
     return "yes" if complete and s.rows.ok else "**no**"
 
@@ -139,6 +141,13 @@ def _row_checks(s: Setting) -> str:
 
 
 def _unfinished(result: Result) -> str:
+    stopped = [s for s in result.settings if not s.finished]
+    if stopped:
+        names = ", ".join(f"{s.per_run} (after '{s.phases[-1].name}')" for s in stopped if s.phases)
+        return (
+            f"**Unfinished**: the report was written after a phase, and the measurement stopped before "
+            f"the next ended: {names}; the phases not listed were not measured, the row checks not run."
+        )
     done = [s.per_run for s in result.settings]
     missing = [n for n in result.options.per_run if n not in done]
     if not missing:
@@ -191,7 +200,7 @@ def render(result: Result) -> str:
             "",
             _steps(s),
             "",
-            _row_checks(s),
+            _row_checks(s) if s.finished else "Row checks: not run (unfinished).",
             "",
             _coverage(s),
         ]

@@ -78,6 +78,7 @@ class Setting:
     rows: RowCheck
     model_alias: str  # the model the predictions served: 'champion', or 'challenger' (gate refused it)
     model_version: str
+    finished: bool = True  # False: written after a phase, before the setting ended (rows not checked yet)
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,19 @@ def _served_model(uri: str) -> tuple[str, str]:
     return alias, version
 
 
+NO_ROWS = RowCheck(0, 0, 0, 0, [], 0, [])
+
+
 def measure_setting(
-    opts: Options, per_run: int, root: Path, universe: Path, instruments: list[str]
+    opts: Options,
+    per_run: int,
+    root: Path,
+    universe: Path,
+    instruments: list[str],
+    phase_done: Callable[[Setting], None] = lambda _: None,
 ) -> Setting:
-    """One platform, backfilled raw -> features/labels, a model trained, predictions backfilled."""
+    """One platform, backfilled raw -> features/labels, a model trained, predictions backfilled;
+    `phase_done` gets the unfinished Setting after each phase."""
     from crypto_platform.partitions import multi_key
 
     days = opts.days_measured()
@@ -153,10 +163,17 @@ def measure_setting(
         rng = f"{multi_key(days[0], p.instruments[0])}...{multi_key(days[-1], p.instruments[-1])}"
         keys = [multi_key(d, i) for d in days for i in p.instruments]
         t_all, cpu_all = time.monotonic(), sampler.cpu_now()
-        phases = []
+        phases: list[Phase] = []
+        alias = version = "-"
+
+        def partial() -> None:
+            wall, cpu = time.monotonic() - t_all, sampler.cpu_now() - cpu_all
+            phase_done(Setting(per_run, list(phases), wall, cpu, NO_ROWS, alias, version, finished=False))
+
         p.start_daemon()
         try:
             phases.append(_backfill(p, "raw -> features, labels", FEATURES_AND_LABELS, rng, keys, opts))
+            partial()
             t0, cpu0 = time.monotonic(), sampler.cpu_now()
             eval_from = days[min(opts.train_days, len(days) - 1)]
             p.train(
@@ -165,6 +182,7 @@ def measure_setting(
             phases.append(_phase("training set + model", t0, cpu0, sampler))
             alias, version = _served_model(p.env["MLFLOW_TRACKING_URI"])
             log(f"model trained in {phases[-1].wall_s:.0f} s: v{version} ({alias})")
+            partial()
             config = None if alias == "champion" else UNQUALIFIED
             phases.append(_backfill(p, "predictions", PREDICTIONS, rng, keys, opts, config))
         finally:
@@ -188,7 +206,12 @@ def measure(opts: Options, progress: Callable[[Result], None] | None = None) -> 
             root = work / f"per_run_{n}"
             root.mkdir()
             log(f"--- {n} partitions per run: {root}")
-            settings.append(measure_setting(opts, n, root, universe, instruments))
+
+            def phase_done(unfinished: Setting) -> None:
+                if progress is not None:
+                    progress(_result(opts, instruments, [*settings, unfinished], started, load_start))
+
+            settings.append(measure_setting(opts, n, root, universe, instruments, phase_done))
             if not opts.keep:
                 shutil.rmtree(root, ignore_errors=True)
             if progress is not None:
