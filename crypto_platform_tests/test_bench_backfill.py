@@ -14,7 +14,7 @@ import pytest
 from bench.backfill import render
 from bench.backfill.checks import Coverage, RowCheck, RunFigures
 from bench.backfill.measurement import Options, Phase, Result, Setting
-from bench.backfill.procs import RUN_WORKER_MARK, Sampler, read_proc, tree
+from bench.backfill.procs import RUN_WORKER_MARK, Proc, Sampler, read_proc, run_workers, tree
 from bench.report import Machine, Summary
 from crypto_platform_tests.paths import PROJECT_DIR
 
@@ -53,6 +53,20 @@ def test_a_process_is_read_from_proc_and_trees_are_by_session() -> None:
     assert me is not None and me.rss > 10 * MIB and me.cpu > 0 and "python" in me.cmdline
     assert read_proc(2**22 + 12345) is None  # no such pid
     assert me.pid in {p.pid for p in tree({me.session})}
+
+
+def test_run_processes_are_execute_run_commands_or_spawned_children_of_a_code_server() -> None:
+    py = "/venv/bin/python"
+    spawn = f"{py} -B -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=12)"
+    procs = [
+        Proc(10, 1, 10, 0, 0.0, f"{py} /venv/bin/dagster-daemon run -w workspace.yaml"),
+        Proc(11, 10, 10, 0, 0.0, f"{py} -m dagster api grpc --lazy-load-user-code"),
+        Proc(12, 11, 10, 0, 0.0, spawn),  # a run of the code server
+        Proc(13, 11, 10, 0, 0.0, f"{py} -B -c from multiprocessing.resource_tracker import main;main(11)"),
+        Proc(14, 10, 10, 0, 0.0, spawn),  # spawned by the daemon, not by a code server
+        Proc(15, 10, 10, 0, 0.0, f"{py} -m dagster api execute_run {{...}}"),
+    ]
+    assert [p.pid for p in run_workers(procs)] == [12, 15]
 
 
 def _phase(name: str, runs: RunFigures | None, cov: Coverage | None) -> Phase:

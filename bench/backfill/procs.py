@@ -12,7 +12,21 @@ from pathlib import Path
 _PROC = Path("/proc")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICK = os.sysconf("SC_CLK_TCK")
-RUN_WORKER_MARK = "execute_run"  # `dagster api execute_run ...`: a run launched by the daemon's launcher
+RUN_WORKER_MARK = "execute_run"  # `dagster api execute_run ...`: a run launched as a command
+CODE_SERVER_MARK = "api grpc"  # `dagster api grpc`: the code server; the default launcher runs each run in
+SPAWN_MARK = "multiprocessing.spawn"  # a `multiprocessing` spawned child of it
+
+
+def run_workers(procs: list[Proc]) -> list[Proc]:
+    """The run processes among `procs`: `dagster api execute_run`, or a spawned child of a code server
+    (how the local launcher of dagster-daemon / dagster dev executes a run)."""
+    servers = {p.pid for p in procs if CODE_SERVER_MARK in p.cmdline}
+    return [
+        p
+        for p in procs
+        if RUN_WORKER_MARK in p.cmdline
+        or (SPAWN_MARK in p.cmdline and "spawn_main" in p.cmdline and p.ppid in servers)
+    ]
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,7 @@ class Usage:
         """Fold one sample into the peaks."""
         self.samples += 1
         self.load.append(load1)
-        workers = [p for p in procs if RUN_WORKER_MARK in p.cmdline]
+        workers = run_workers(procs)
         self.peak_tree_rss = max(self.peak_tree_rss, sum(p.rss for p in procs))
         self.max_processes = max(self.max_processes, len(procs))
         self.max_workers = max(self.max_workers, len(workers))
