@@ -211,7 +211,8 @@ def render(result: Result) -> str:
 METHOD = """\
 Each setting is measured on a fresh temp platform (`bench/backfill/`): DAGSTER_HOME with the repo's
 dagster.yaml (SQLite storage moved into the temp root; QueuedRunCoordinator, max_concurrent_runs 4;
-the local run launcher: one `dagster api execute_run` process per run), its own lake, warehouse and
+the local run launcher: the code server runs each run in a process of its own, a `multiprocessing`
+child), its own lake, warehouse and
 MLflow store, and `CRYPTO_BACKFILL_PARTITIONS_PER_RUN=N`, so every partitioned asset has
 `BackfillPolicy.multi_run(N)`. `dagster-daemon run` is started on the repo's workspace, then, as a
 user would:
@@ -230,7 +231,8 @@ user would:
 
 Memory and CPU: every 0.5 s the bench reads /proc for every process of the daemon's session (daemon,
 code server, run workers) and of each command's session (the CLI and its in-process run): RSS per
-process (`statm`), the largest run process (`execute_run` in its command line), the summed RSS of
+process (`statm`), the largest run process (a `multiprocessing` child of a code server, or a
+`dagster api execute_run`), the summed RSS of
 all of them at one instant (shared pages count once per process, so the sum is an upper bound), and
 each process's own user + system CPU at its last sample (a process living less than 0.5 s can be
 missed). Wall times run from the submission to the end of the backfill's last run.
