@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from crypto_platform.partitions import multi_key
 from crypto_platform.platform_settings import PlatformSettings, load_settings
@@ -70,12 +71,20 @@ def materialize(selection: str, partition_range: str | None = None, config: dict
     _run(materialize_command(selection, partition_range, config))
 
 
+def demo_log(settings: PlatformSettings) -> Path:
+    """Where the demo logs its dagster commands: `logs/demo.log` beside a local lake (data/logs by
+    default), so a demo on another lake (a test's temp folder) never writes into the repository."""
+    if "://" in settings.lake_root:
+        return PROJECT_DIR / "data" / "logs" / "demo.log"
+    return (PROJECT_DIR / settings.lake_root).parent / "logs" / "demo.log"
+
+
 def _run(cmd: list[str]) -> None:
-    """Run one dagster command line (shown, logged to data/logs/demo.log); exit naming it if it fails."""
+    """Run one dagster command line (shown, logged to `demo_log`); exit naming it if it fails."""
     shown = "\n$ dagster " + " ".join(f"'{a}'" if " " in a or "|" in a else a for a in cmd[3:])
     print(shown, flush=True)
     started = time.monotonic()
-    log = PROJECT_DIR / "data" / "logs" / "demo.log"
+    log = demo_log(load_settings())
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh:
         fh.write(shown.strip() + "\n")
@@ -84,7 +93,7 @@ def _run(cmd: list[str]) -> None:
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-25:])
         sys.exit(f"{tail}\n\ndemo: the step above failed (exit {proc.returncode}); full log: {log}")
-    print(f"  done in {time.monotonic() - started:.1f} s (log: data/logs/demo.log)", flush=True)
+    print(f"  done in {time.monotonic() - started:.1f} s (log: {log})", flush=True)
 
 
 def demo(days: int, trials: int) -> None:

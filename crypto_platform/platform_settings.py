@@ -168,7 +168,7 @@ class PlatformSettings:
         old=("CRYPTO_PLATFORM_RETRAIN_COOLDOWN_HOURS",)))
     live_sensor: bool = field(default=False, metadata=_meta(
         _status, "running: the live sensors start with the daemon"))
-    live_interval_seconds: int = field(default=15, metadata=_meta(
+    live_interval_seconds: int = field(default=5, metadata=_meta(
         _number(5, integer=True), "minimum interval between live sensor ticks"))
     live_predictions: bool = field(default=True, metadata=_meta(
         _flag, "include gold/predictions in live runs"))
@@ -184,6 +184,9 @@ class PlatformSettings:
         _number(0, integer=True), "days before today the live sensor may still finish"))
     live_stale_run_minutes: float = field(default=30.0, metadata=_meta(
         _number(1), "an 'in progress' live run older than this is abandoned (and its max runtime)"))
+    live_shards: int = field(default=1, metadata=_meta(
+        _number(1, integer=True), "runs per exchange per tick: its due partitions cut into up to this many "
+        "runs that may run at once, each spacing its exchange requests by this factor"))
     backfill_partitions_per_run: int = field(default=0, metadata=_meta(
         _number(0, integer=True), "partitions per run of a daemon backfill (BackfillPolicy.multi_run); "
         "0: one run per backfill (single_run, what `dagster asset materialize --partition-range` needs)"))

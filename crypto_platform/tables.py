@@ -2,7 +2,8 @@
 
 The lake (where files live), the warehouse (which views exist), the assets (their keys), the checks
 and the sensors all take a table's identity from here, so a table is renamed or moved in one place.
-Layouts: `DAILY` tables hold one file per (instrument, UTC day) partition; `BATCHES` tables (raw) hold
+Layouts: `DAILY` tables hold one file per (instrument, UTC day) partition (an open day's bronze: a
+base file plus one delta per tick until the day is compacted, read as one table); `BATCHES` tables (raw) hold
 immutable batch files per partition committed by a manifest; `SINGLE` tables are unpartitioned
 (one or more named files); `REGISTRY` assets live outside the lake (the MLflow model registry).
 """
@@ -18,6 +19,7 @@ import polars as pl
 from crypto_platform import schemas
 from crypto_platform.partitions import trade_partitions
 from crypto_platform.transforms.features import FEATURES_SCHEMA
+from crypto_platform.transforms.trades import natural_order
 
 
 class Layout(StrEnum):
@@ -37,6 +39,8 @@ class Table:
     name: str
     layout: Layout
     schema: dict[str, pl.DataType] | None = field(default=None, compare=False, hash=False)
+    # the row order of a partition, restored on read when ticks appended deltas (empty: append order)
+    order: tuple[pl.Expr, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def key(self) -> dg.AssetKey:
@@ -63,7 +67,9 @@ class Table:
 
 
 RAW_TRADES = Table("raw", "trades", Layout.BATCHES, schemas.RAW_TRADES)
-BRONZE_TRADES = Table("bronze", "trades", Layout.DAILY, schemas.BRONZE_TRADES)
+BRONZE_TRADES = Table(
+    "bronze", "trades", Layout.DAILY, schemas.BRONZE_TRADES, (pl.col("ts"), *natural_order())
+)
 TRADE_REJECTS = Table("bronze", "trade_rejects", Layout.DAILY, schemas.TRADE_REJECTS)
 CANDLES_1M = Table("silver", "candles_1m", Layout.DAILY, schemas.CANDLES)
 CANDLES_5M = Table("silver", "candles_5m", Layout.DAILY, schemas.CANDLES)

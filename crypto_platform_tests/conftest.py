@@ -31,34 +31,41 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
     raise RuntimeError(f"recorded market data not found at {SHARED_DATA} (../shared/data)")
 
 
-# The modules that take longest (measured with --durations, heaviest first). `./run tests` runs the
-# suite on two workers (pytest-xdist `--dist loadfile`: a module stays on one worker, so its
-# module-scoped set-ups are built once and its tests keep their order); a worker takes the next module
-# in collection order when it is nearly done, so the long modules go first, the short ones fill in at
-# the end and both workers finish together. Then every other module with a `slow` test, then the rest
-# (each group in file order).
+# The modules that take longest, heaviest first (the full suite's --durations on main, 2026-12-01).
+# `./run tests` runs the suite on two workers (pytest-xdist `--dist loadfile`: a module stays on one
+# worker, so its module-scoped set-ups are built once and its tests keep their order); a worker takes
+# the next module in collection order when it is nearly done, so the long modules go first, the short
+# ones fill in at the end and both workers finish together. Then every other module with a `slow`
+# test, then the rest (each group in file order).
 HEAVIEST_FIRST = (
+    "test_dagster_dev",
     "test_offline",
-    "test_cluster_e2e",
+    "test_cluster_standin",
     "test_gold_assets",
+    "test_ccxt_pipeline",
+    "test_cluster_e2e",
+    "test_backfills",
+    "test_live",
+    "test_rejects_pipeline",
+    "test_checks_cli",
+    "test_pipeline",
+    "test_registry",
+    "test_faults_runs",
+    "test_bench_throughput",
+    "test_quality",
+    "test_serving",
+    "test_faults_files",
+    "test_definitions",
+    "test_checks",
+    "test_bench_s3_lake",
+    "test_retraining",
+    "test_drift",
+    "test_history_import",
+    "test_rolling_evaluation",
+    "test_feature_availability",
     "test_incremental",
     "test_lake_s3",
-    "test_ccxt_pipeline",
-    "test_rejects_pipeline",
-    "test_cluster_standin",
-    "test_live",
-    "test_registry",
-    "test_pipeline",
-    "test_dagster_dev",
-    "test_quality",
-    "test_faults_files",
-    "test_checks",
-    "test_faults_runs",
-    "test_definitions",
-    "test_history_import",
-    "test_serving",
     "test_deploy_configs",
-    "test_drift",
 )
 
 

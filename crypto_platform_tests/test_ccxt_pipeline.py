@@ -83,7 +83,14 @@ class Platform:
         return json.loads((self.lake_file("raw", "trades") / "_manifest.json").read_text())
 
     def bronze(self) -> pl.DataFrame:
-        return pl.read_parquet(self.lake_file("bronze", "trades") / "part.parquet")
+        """The partition's bronze as the lake reads it: an open day is its base file plus a delta per tick."""
+        from crypto_platform import tables
+        from crypto_platform.resources.lake.local import LocalStore
+
+        key = self.lake_file("bronze", "trades").relative_to(self.tmp / "lake") / "part.parquet"
+        df = LocalStore(self.tmp / "lake").read(key.as_posix(), tables.BRONZE_TRADES.order)
+        assert df is not None
+        return df
 
     def candles(self) -> pl.DataFrame:
         return pl.read_parquet(self.lake_file("silver", "candles_1m") / "part.parquet")

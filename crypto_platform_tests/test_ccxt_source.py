@@ -295,3 +295,15 @@ def test_markets_are_loaded_once_per_exchange_url_and_ttl(server: FakeBinanceSer
     # past the TTL the list is loaded again
     assert fetched_rows(source(server.url, markets_ttl_seconds=0).fetch(BTC, *window).trades) == expected
     assert server.state.requests["/api/v3/exchangeInfo"] == 3
+
+
+def test_runs_sharing_an_exchange_space_their_requests_by_their_number() -> None:
+    """raw/trades exchange_runs=N (the live sensor's shards): each run's ccxt client waits N times the
+    exchange's rateLimit between requests, so N runs at once stay within the exchange's limit."""
+    own = ccxt.binance().rateLimit
+    inst = Instrument("binance", "BTC/USDT", "ccxt")
+    assert build_source(inst).exchange.rateLimit == own
+    assert build_source(inst, rate_limit_factor=3).exchange.rateLimit == 3 * own
+    assert CcxtSource("binance", rate_limit_ms=100, rate_limit_factor=2).exchange.rateLimit == 200
+    with pytest.raises(ValueError, match="rate_limit_factor must be >= 1"):
+        CcxtSource("binance", rate_limit_factor=0)

@@ -30,6 +30,7 @@ from crypto_platform.automation.live import (
     group_runs,
     is_abandoned,
     partition_need,
+    shard_runs,
 )
 from crypto_platform.checks.freshness import CHECK_NAME, evaluations
 from crypto_platform.definitions import defs
@@ -633,3 +634,77 @@ def test_a_run_stopped_by_a_restart_is_retried_together_not_split(world: World) 
     )
     CLOCK.set(DAY, 12, 2, 20)
     assert sorted(r.partition_key for r in world.tick().run_requests) == [key(BTC), key(ETH)]
+
+
+def test_shards_cut_an_exchange_into_at_most_n_runs_over_consecutive_instruments() -> None:
+    a = [Instrument("a", f"X{i}/USDT") for i in range(5)]
+    b = [Instrument("b", f"X{i}/USDT") for i in range(2)]
+    order = [i.key for i in (*a, *b)]
+    grid = dg.MultiPartitionsDefinition(
+        {
+            "date": dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1),
+            "instrument": dg.StaticPartitionsDefinition(order),
+        }
+    )
+    due = [(DayPartition(i, DAY), "new") for i in (*b, *a)]
+
+    def runs(shards: int, split: frozenset[str] = frozenset()) -> list[tuple[int, list[str]]]:
+        out = []
+        for rect, reasons, slot in shard_runs(due, set(split), order, shards):
+            rng = dg.PartitionKeyRange(rect[0].key, rect[-1].key)  # a run is a range Dagster expands exactly
+            assert sorted(str(k) for k in grid.get_partition_keys_in_range(rng)) == sorted(
+                p.key for p in rect
+            )
+            assert reasons == ["new"] * len(rect) and len({p.instrument.exchange for p in rect}) == 1
+            out.append((slot, [p.instrument.key for p in rect]))
+        assert sorted(k for _, keys in out for k in keys) == sorted(order)  # every due partition once
+        return sorted(out)
+
+    ka, kb = [i.key for i in a], [i.key for i in b]
+    assert runs(2) == [(0, ka[:2]), (0, kb[:1]), (1, ka[2:]), (1, kb[1:])]
+    assert runs(3) == [(0, ka[:1]), (0, kb[:1]), (1, ka[1:3]), (1, kb[1:]), (2, ka[3:])]
+    # one shard: one run per exchange, exactly group_runs
+    assert [(r, rs) for r, rs, _ in shard_runs(due, set(), order, 1)] == group_runs(due, set(), order)
+    assert runs(1) == [(0, ka), (0, kb)]
+    # a partition split out after a failure runs alone; the exchange's others are still sharded
+    alone = key(a[1].key)
+    assert (
+        runs(2, frozenset({alone}))
+        == [
+            (0, ka[:1]),
+            (0, ka[1:2]),
+            (0, ka[2:3]),  # [a0, a2] is not a range: two runs in slot 0
+            (0, kb[:1]),
+            (1, ka[3:]),
+            (1, kb[1:]),
+        ]
+    )
+
+
+def test_sharded_ticks_request_one_run_per_slot_each_with_its_share_of_the_rate_limit(tmp_path: Path) -> None:
+    sensor = build_live_sensor(PlatformSettings(live_shards=2), clock=CLOCK)
+    CLOCK.set(DAY, 12, 0, 20)
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def tick(cursor: str | None) -> dg.SensorResult:
+            ctx = dg.build_sensor_context(
+                instance=instance,
+                cursor=cursor,
+                definitions=defs,
+                resources={"lake": LakeResource(root=str(tmp_path / "lake"))},
+            )
+            result = sensor(ctx)
+            assert isinstance(result, dg.SensorResult)
+            return result
+
+        first = tick(None)
+        reqs = sorted(first.run_requests or [], key=lambda r: r.tags[EXCHANGE_TAG])
+        assert [(r.tags[EXCHANGE_TAG], covered(r)) for r in reqs] == [
+            ("sim#0", [key(BTC)]),
+            ("sim#1", [key(ETH)]),
+        ]
+        raw = tables.RAW_TRADES.key.to_python_identifier()
+        assert all(r.run_config["ops"][raw]["config"]["exchange_runs"] == 2 for r in reqs)
+        assert not tick(first.cursor).run_requests  # the same minute: nothing again
+    default = LiveSettings().run_config()["ops"][raw]["config"]
+    assert "exchange_runs" not in default  # one shard: raw/trades' own default (1)

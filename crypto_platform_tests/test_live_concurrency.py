@@ -56,6 +56,23 @@ def test_runs_of_one_exchange_wait_for_each_other_and_not_for_other_exchanges(tm
         assert instance.get_run_by_id(a3).status == S.QUEUED
 
 
+def test_sharded_runs_of_one_exchange_run_one_per_slot(tmp_path: Path) -> None:
+    """CRYPTO_LIVE_SHARDS=2 tags runs sim#0 / sim#1: the committed limit runs one of each slot at once,
+    so at most two of the exchange's runs (each at half its request rate) run together."""
+    committed = yaml.safe_load((PROJECT_DIR / "dagster.yaml").read_text())["run_coordinator"]
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"run_coordinator": committed}) as instance:
+        a0, a1, a0_next, b = (_queued(instance, x) for x in ("sim#0", "sim#1", "sim#0", "b"))
+        first = _dequeued(instance)
+        assert sorted(first) == sorted([a0, a1, b])
+        for run_id in first:
+            _set(instance, run_id, S.STARTED)
+        assert _dequeued(instance) == []  # both slots of sim are busy
+        _set(instance, a1, S.SUCCESS)
+        assert _dequeued(instance) == []  # slot 1 is free, but the queued run is slot 0's
+        _set(instance, a0, S.SUCCESS)
+        assert _dequeued(instance) == [a0_next]
+
+
 def read(rel: str) -> dict:
     return yaml.safe_load((PROJECT_DIR / rel).read_text())
 

@@ -68,6 +68,7 @@ def test_demo_runs_the_whole_loop_offline_with_telemetry_off(tmp_path: Path) -> 
     proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=2300)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "logs" / "demo.log").is_file()  # beside the test's lake, not in the repository
     assert "no model passed the promotion gate" not in out  # the demo's fallback to the challenger
     assert "Drift and skill were judged against the 'champion' model." in out
     checks = out.split("Every asset check, newest evaluation")[1]

@@ -366,6 +366,12 @@ def test_polars_contract_gives_the_gx_verdicts_on_every_fault(
         "clean": trades,
         "bad values, duplicate id, late trades": pl.concat([bad, trades.slice(20, 1), late]),
         "unknown side": set_row(trades.with_columns(pl.col("side").cast(pl.String)), 5, side="unknown"),
+        "one id on two symbols (not a duplicate)": pl.concat(
+            [trades, trades.slice(20, 1).with_columns(pl.lit("ETH/USD").alias("symbol"))]
+        ),
+        "a duplicate on two symbols": pl.concat(
+            [trades, *[trades.slice(20, 1).with_columns(pl.lit("ETH/USD").alias("symbol"))] * 2]
+        ),
         "empty": pl.DataFrame(schema=BRONZE_TRADES),
     }
     for name, frame in trade_cases.items():

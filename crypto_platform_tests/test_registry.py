@@ -332,3 +332,42 @@ def test_model_cache_reuses_a_loaded_version_and_serves_a_new_champion_at_once(
     # the key carries the digest of the recorded artifact checksums, not only the version number
     key = model_cache.model_key(store, newer.info)
     assert key.version == "2" and len(key.digest) == 64
+
+
+@pytest.mark.slow
+def test_a_fresh_process_serves_the_champion_from_the_verified_file_cache_without_mlflow(
+    champion: registry.ModelVersionInfo, store: str, frame: pl.DataFrame, tmp_path: Path
+) -> None:
+    from crypto_platform.ml import model_cache, registry_lookup
+
+    # the alias read straight from the SQLite store is MLflow's own answer
+    assert registry_lookup.alias_info(store, MODEL, registry.CHAMPION) == registry.alias_info(
+        store, MODEL, registry.CHAMPION
+    )
+    with pytest.raises(registry.NoAliasError, match="no 'nope' version"):
+        registry_lookup.alias_info(store, MODEL, "nope")
+    assert registry_lookup.alias_info("http://mlflow.internal:5000", MODEL, registry.CHAMPION) is None
+
+    cache = tmp_path / "models"
+    model_cache.clear()
+    first = model_cache.load_alias(store, MODEL, registry.CHAMPION, cache_dir=cache)
+    assert (first.source, first.engine, first.info.version) == ("registry", "numpy", champion.version)
+    model_cache.clear()  # as a new process: only the file cache is left
+    again = model_cache.load_alias(store, MODEL, registry.CHAMPION, cache_dir=cache)
+    assert again.source == "file cache"
+    rows = frame.head(200)
+    np.testing.assert_array_equal(again.predict(rows), registry.load_champion(store, MODEL).predict(rows))
+
+    [cached] = cache.rglob("model.lgb")
+    cached.write_text(cached.read_text().replace("leaf_value=", "leaf_value=1 ", 1))  # tampered
+    model_cache.clear()
+    assert model_cache.load_alias(store, MODEL, registry.CHAMPION, cache_dir=cache).source == "registry"
+
+    code = (
+        "import sys; from pathlib import Path; from crypto_platform.ml import model_cache; "
+        f"m = model_cache.load_alias({store!r}, {MODEL!r}, 'champion', cache_dir=Path({str(cache)!r})); "
+        "heavy = ('mlflow', 'lightgbm', 'sklearn', 'scipy'); "
+        "print(m.source, m.engine, *sorted(k for k in heavy if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["file", "cache", "numpy"]  # no MLflow, LightGBM, scikit-learn or scipy imported

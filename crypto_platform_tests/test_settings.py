@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from crypto_platform.cli import settings_table
+from crypto_platform.cli import demo_log, settings_table
 from crypto_platform.platform_settings import PlatformSettings, SettingsWarning, env_name
 from crypto_platform.settings import (
     DEFAULT_INSTRUMENTS_FILE,
+    PROJECT_DIR,
     SettingsError,
     load_universe,
     parse_universe,
@@ -132,6 +133,7 @@ EVERY_SETTING = {
     "CRYPTO_LIVE_OVERLAP_SECONDS": "0",
     "CRYPTO_LIVE_CATCHUP_DAYS": "3",
     "CRYPTO_LIVE_STALE_RUN_MINUTES": "45.5",
+    "CRYPTO_LIVE_SHARDS": "2",
     "CRYPTO_ALLOW_UNQUALIFIED_MODEL": "1",
     "CRYPTO_FRESHNESS_MAX_LAG_SECONDS": "90",
     "CRYPTO_SERVING_CACHE": "false",
@@ -178,6 +180,7 @@ def test_every_setting_parsed_from_its_variable(monkeypatch: pytest.MonkeyPatch,
         live_checks="all",
         live_quality_engine="great_expectations",
         live_overlap_seconds=0,
+        live_shards=2,
         live_catchup_days=3,
         live_stale_run_minutes=45.5,
         backfill_partitions_per_run=30,
@@ -317,3 +320,11 @@ def test_settings_table_shows_values_and_never_secrets(capsys: pytest.CaptureFix
     assert "WEBHOOK-TOKEN" not in table and "MLFLOW-PASSWORD" not in table
     assert table.splitlines()[0].split() == ["variable", "value", "meaning"]
     assert len(table.splitlines()) == 1 + len(EVERY_SETTING)
+
+
+def test_the_demo_logs_beside_its_lake_never_into_the_repository(tmp_path: Path) -> None:
+    """The demo's command log follows the lake: data/logs by default, the temp folder of a test's lake."""
+    assert demo_log(PlatformSettings()) == PROJECT_DIR / "data" / "logs" / "demo.log"
+    assert demo_log(PlatformSettings(lake_root=str(tmp_path / "lake"))) == tmp_path / "logs" / "demo.log"
+    on_s3 = PlatformSettings(lake_root="s3://bucket/lake")
+    assert demo_log(on_s3) == PROJECT_DIR / "data" / "logs" / "demo.log"

@@ -92,10 +92,19 @@ def main(argv: list[str] | None = None) -> None:
     if len(counts) > 1:
         return _many(argv or sys.argv[1:], counts, out)
     result = measure(opts)
-    write_report(out, render(result))
+    shown = "" if out.resolve() == OUT.resolve() else _relative(out)
+    write_report(out, render(result, shown))
     if as_json:
         as_json.write_text(json.dumps(summary(result)))
     log(f"wrote {out}")
+
+
+def _relative(path: Path) -> str:
+    """`path` as the command line would name it from the project folder."""
+    try:
+        return str(path.resolve().relative_to(PROJECT))
+    except ValueError:
+        return str(path)
 
 
 def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:

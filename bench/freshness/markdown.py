@@ -97,11 +97,12 @@ def _runs_text(s: RunStats) -> str:
 def _time(s: RunStats) -> list[str]:
     stages = [
         (
-            "minute close -> run created by the sensor (15 s tick; waits while the previous run runs)",
+            f"minute close -> run created by the sensor ({_live_setup()[0]} s tick; waits while the "
+            "previous run runs)",
             s.detect,
         ),
         ("run created -> run worker started (queue daemon, gRPC launch, process start, code load)", s.launch),
-        ("run worker started -> run finished (the steps, incl. the MLflow import and model load)", s.execute),
+        ("run worker started -> run finished (the steps, incl. the served model's load)", s.execute),
     ]
     header = ["step", "n", "p50 s", "p95 s", "max s", "mean s"]
     return [
@@ -208,6 +209,26 @@ def _usage(r: Result) -> list[str]:
     ]
 
 
+def _live_setup() -> tuple[int, str]:
+    """(sensor interval s, the run shape) as this process's settings and the repo's dagster.yaml say."""
+    import yaml
+
+    from bench.freshness.harness import PROJECT
+    from crypto_platform.platform_settings import PlatformSettings
+
+    settings = PlatformSettings.from_env()
+    queue = yaml.safe_load((PROJECT / "dagster.yaml").read_text())["run_coordinator"]["config"]
+    dequeue = queue.get("dequeue_interval_seconds", 5)
+    shards = settings.live_shards
+    shape = (
+        "One run per exchange and tick over its due partitions"
+        if shards == 1
+        else f"Up to {shards} runs per exchange and tick over its due partitions "
+        f"(CRYPTO_LIVE_SHARDS={shards})"
+    )
+    return settings.live_interval_seconds, f"{shape}, dequeued every {dequeue} s"
+
+
 def _method(r: Result) -> list[str]:
     o, p = r.options, r.prep
     return [
@@ -220,10 +241,10 @@ def _method(r: Result) -> list[str]:
         f"labels; {p.t_hist:.0f} s) and training set + model ({o.trials} Optuna trials; "
         f"{p.t_model:.0f} s), with `dagster asset materialize`.",
         "- `dagster dev` (webserver, daemon, code server) on the code location plus the live sensors "
-        "(`live_sensor`, 15 s interval; `live_freshness_sensor`), started RUNNING through "
+        f"(`live_sensor`, {_live_setup()[0]} s interval; `live_freshness_sensor`), started RUNNING through "
         f"`CRYPTO_LIVE_SENSOR=running`, in its own process group. {_universe(r)}, live (the "
-        "simulator's trades exist up to the wall clock). One run per exchange and tick over its due "
-        "partitions: raw -> bronze -> silver (1m, 5m, 1h) -> gold/features -> gold/predictions, "
+        "simulator's trades exist up to the wall clock). "
+        f"{_live_setup()[1]}: raw -> bronze -> silver (1m, 5m, 1h) -> gold/features -> gold/predictions, "
         "in-process executor; the quality gates run as the polars contract (GX on the hourly cadence).",
         "- The bench queries the warehouse view `gold.predictions` once per second through a read-only "
         "DuckDB connection (a user's path). Delay = wall time a row (instrument, minute) was first "
@@ -236,11 +257,13 @@ def _method(r: Result) -> list[str]:
     ]
 
 
-def render(r: Result) -> str:
-    """The markdown report FRESHNESS.md."""
+def render(r: Result, out: str = "") -> str:
+    """The markdown report FRESHNESS.md (`out`: the report path the command names, if not the default)."""
     m = r.machine
-    flags = [("--minutes", f"{r.options.minutes:g}")]
+    flags: list[tuple[str, object]] = [("--minutes", f"{r.options.minutes:g}")]
     flags += [("--instruments", r.options.instruments)] if r.options.instruments else []
+    flags += [("--trials", r.options.trials)] if r.options.trials != 5 else []
+    flags += [("--out", out)] if out else []
     cmd = command("bench.freshness", flags)
     began = datetime.fromtimestamp(r.began, UTC)
     lines = [

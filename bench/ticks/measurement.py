@@ -11,6 +11,7 @@ run's fixed cost (launch, imports, checks) are not in it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -59,6 +60,10 @@ class Result:
     ticks: tuple[TickFigures, ...]
     started: datetime
     seconds: float
+    load: tuple[tuple[float, float, float], tuple[float, float, float]] = (
+        (0, 0, 0),
+        (0, 0, 0),
+    )  # before/after
 
 
 def _fetch(source: SyntheticSource, lake: LakeResource, part: DayPartition, start: datetime, end: datetime):
@@ -147,7 +152,7 @@ def measure(
     workdir: Path | None = None,
 ) -> Result:
     """Time the ticks at `ticks` (in order) of DAY for these synthetic instruments (one exchange)."""
-    began, wall = datetime.now(UTC), clock.perf_counter()
+    began, wall, load_before = datetime.now(UTC), clock.perf_counter(), os.getloadavg()
     source = SyntheticSource()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         lake = LakeResource(root=str(Path(tmp) / "lake"))
@@ -172,4 +177,5 @@ def measure(
         ticks=tuple(figures),
         started=began,
         seconds=clock.perf_counter() - wall,
+        load=(load_before, os.getloadavg()),
     )

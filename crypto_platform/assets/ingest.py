@@ -58,6 +58,15 @@ class RawTradesConfig(dg.Config):
             "files are left as orphans for the lake sweep; bronze and silver then re-derive from it."
         ),
     )
+    exchange_runs: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "How many runs fetch from the same exchange at once (the live sensor's CRYPTO_LIVE_SHARDS): "
+            "each spaces its ccxt requests this many times the exchange's rateLimit, so together they "
+            "stay within it."
+        ),
+    )
 
 
 def late_trades(
@@ -146,12 +155,14 @@ def fetch_partition(
     manifest: RawManifest,
     now: datetime,
     overlap: timedelta,
+    exchange_runs: int = 1,
 ) -> dict:
     """Fetch one partition's due window (planned from `manifest`) and commit it; returns the
-    partition's metadata row."""
+    partition's metadata row. `exchange_runs`: runs sharing the exchange's rate limit."""
     row = base_row(part)
     assert plan.start is not None
-    batch = trade_sources.source_for(part.instrument).fetch(part.instrument, plan.start, plan.end)
+    source = trade_sources.source_for(part.instrument, rate_limit_factor=exchange_runs)
+    batch = source.fetch(part.instrument, plan.start, plan.end)
     row.update(complete=batch.complete, **{k: batch.wire.get(k, 0) for k in WIRE_SUMS}, wire=batch.wire)
     row["why_incomplete"] = batch.reason
     report_fetch(context, part, plan, batch, now, overlap)
@@ -205,7 +216,15 @@ def raw_trades(
         )
         if plan.due:
             row = fetch_partition(
-                context, lake, trade_sources, part, plan, manifest=manifest, now=now, overlap=overlap
+                context,
+                lake,
+                trade_sources,
+                part,
+                plan,
+                manifest=manifest,
+                now=now,
+                overlap=overlap,
+                exchange_runs=config.exchange_runs,
             )
         else:
             row = {**base_row(part), "status": plan.status, "complete": plan.status == "complete"}
@@ -265,7 +284,8 @@ def derive_bronze(
             before_commit(attempt)
         frames = {tables.BRONZE_TRADES: result.bronze, tables.TRADE_REJECTS: result.rejects}
         if result.mode == UNCHANGED:
-            return result, stored_infos(lake, part, frames), manifest
+            kept = {t: lake.partition_rows(t, part) for t in frames}
+            return result, stored_infos(lake, part, kept), manifest
         infos = lake.commit_derived(
             frames,
             part,
@@ -273,6 +293,7 @@ def derive_bronze(
             inputs_current=lambda v=manifest.version: (
                 lake.read_manifest(tables.RAW_TRADES, part).version == v
             ),
+            append=result.append,  # an open day's tick: only its new rows, as a delta
         )
         if infos is not None:
             return result, infos, manifest

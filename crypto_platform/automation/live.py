@@ -1,14 +1,16 @@
 """Near-real-time: a sensor that keeps the newest partitions of every live instrument fresh.
 
-`live_sensor` runs every ~15 s while it is on. For every live instrument (source `synthetic` or
-`ccxt`; `replay` is history, never live) it looks at the newest UTC-day partitions and requests, per exchange,
-ONE run covering exactly the partitions that are behind, selecting raw -> bronze -> silver ->
-gold/features -> gold/predictions (gold/labels optionally); a partition is behind when:
+`live_sensor` runs every `CRYPTO_LIVE_INTERVAL_SECONDS` (5 s) while on. For every live instrument (source
+`synthetic`/`ccxt`; `replay` is history) it looks at the newest UTC-day partitions and requests, per exchange
+(or per shard), ONE run covering exactly the partitions that are behind, selecting raw -> bronze -> silver
+-> gold/features -> gold/predictions (gold/labels optionally); a partition is behind when:
 
 * **new**: a whole minute closed since the partition's raw watermark (the end of its committed
   coverage); the run fetches from the watermark (re-reading `overlap_seconds` before it, for trades
-  published late) up to the last whole minute and re-derives the day: idempotent, every layer of
-  the partition is replaced, bronze de-duplicates the re-read trades by id.
+  published late) up to the last whole minute and derives only what the new trades change: bronze
+  appends them to the open day as one delta file (the re-read trades de-duplicated by id against the
+  stored ones), candles and features are recomputed from the first minute they touch; compacted once
+  when the day settles. Idempotent: a re-run with nothing new rewrites nothing.
 * **changed**: raw/trades of today's partition was materialized after its last gold/predictions
   (a run failed half-way, or someone fetched raw by hand), so the downstream layers are stale.
 * **day tail / settle**: after midnight, yesterday's partition is requested until its coverage
@@ -21,7 +23,8 @@ every day of the range x every instrument between the two in the instruments fil
 partitions of an exchange are cut into as few rectangles as exactly cover them (`rectangles`): one
 run per exchange per tick when its instruments are listed together in the instruments file and the
 same ones are due on each day; more otherwise, never a partition that is not due. Runs are tagged
-`crypto/exchange`, so the run queue limits the runs of one exchange together (dagster.yaml).
+`crypto/exchange`, so the run queue limits the runs of one exchange together (dagster.yaml);
+`CRYPTO_LIVE_SHARDS` = N > 1 cuts them into up to N runs that may run at once (`live_runs.shard_runs`).
 
 Isolation. A multi-partition run fails as a whole (a failed step skips the downstream steps of every
 partition of the run), so after a failed multi-partition run each of its partitions is requested in
@@ -29,10 +32,9 @@ a run of its own, at once (not waiting for the next minute; "retry" even if its 
 run may have fetched it before another partition's step failed): the good instruments go through, the
 bad one fails alone, visibly per partition, and stays in a run of its own until a run of it succeeds.
 
-Run hygiene. At most one request per partition per minute (the run key is `live:<partition>@<minute>`
-(`live:<first>..<last>@<minute>` for a range), and the cursor remembers the minute of each
-partition's last request); nothing is requested for a
-partition while a run for it is queued or in progress (runs tagged `dagster/partition` = the key;
+Run hygiene. At most one request per partition per minute (run key `live:<partition>@<minute>`, or
+`live:<first>..<last>@<minute>`; the cursor remembers each partition's last request minute); nothing is
+requested for a partition while a run for it is queued or in progress (runs tagged `dagster/partition`;
 a run "in progress" for longer than `stale_run_minutes` is treated as abandoned, e.g. its process
 died with the daemon). A restarted daemon resumes from the cursor: it never replays the minutes it
 missed one by one (one run fetches everything since each partition's watermark) and never reaches
@@ -48,8 +50,7 @@ Predictions use the MLflow 'champion'. `allow_unqualified_model` (serve the late
 no version qualifies) is passed only when `CRYPTO_ALLOW_UNQUALIFIED_MODEL=true` says so explicitly,
 and those runs are tagged `crypto/unqualified_model=allowed`.
 
-Settings: `LiveSettings`, taken from the platform settings the code location loaded once (the
-`CRYPTO_LIVE_*` variables, crypto_platform/platform_settings.py), never read again at a tick.
+Settings: `LiveSettings`, from the platform settings loaded once (`CRYPTO_LIVE_*`), never re-read at a tick.
 """
 
 import json
@@ -71,6 +72,7 @@ from crypto_platform.automation.live_runs import (  # noqa: F401 (re-exported fo
     group_runs,
     is_abandoned,
     rectangles,
+    shard_runs,
     split_after_failure,
     unfinished_range_runs,
     unfinished_runs,
@@ -114,6 +116,7 @@ class LiveSettings:
     overlap_seconds: int = DEFAULT_OVERLAP_SECONDS  # late-trade re-read
     catchup_days: int = 1  # earlier days (besides today) the sensor may finish
     stale_run_minutes: float = 30.0  # older "in progress" runs are abandoned
+    shards: int = 1  # runs per exchange per tick (each spaces its requests by this factor)
 
     @classmethod
     def from_settings(cls, settings: PlatformSettings) -> "LiveSettings":
@@ -127,6 +130,7 @@ class LiveSettings:
             overlap_seconds=settings.live_overlap_seconds,
             catchup_days=settings.live_catchup_days,
             stale_run_minutes=settings.live_stale_run_minutes,
+            shards=settings.live_shards,
         )
 
     @property
@@ -147,9 +151,10 @@ class LiveSettings:
         return keys
 
     def run_config(self) -> dict[str, Any]:
-        ops: dict[str, Any] = {
-            RAW.to_python_identifier(): {"config": {"overlap_seconds": self.overlap_seconds}}
-        }
+        raw = {"overlap_seconds": self.overlap_seconds} | (
+            {"exchange_runs": self.shards} if self.shards > 1 else {}
+        )
+        ops: dict[str, Any] = {RAW.to_python_identifier(): {"config": raw}}
         if self.predictions and self.allow_unqualified_model:
             ops[PREDICTIONS.to_python_identifier()] = {"config": {"allow_unqualified_model": True}}
         if self.checks != "none":  # the quality gates are in the run: say which engine validates
@@ -237,14 +242,16 @@ def run_request(
     reasons: Sequence[str],
     settings: LiveSettings,
     checks: Sequence[dg.AssetCheckKey] | None = (),
+    slot: int = 0,
 ) -> dg.RunRequest:
     """One run over a rectangle of partitions (`rectangles`): a key, or a range from the first to the
-    last; tagged with the exchange (the queue's per-exchange limit) and why it was requested."""
+    last; tagged with the exchange (the queue's per-exchange limit; `<exchange>#<slot>` with several
+    shards, one run at a time per slot) and why it was requested."""
     # With run monitoring on, Dagster cancels a run stuck longer than the sensor waits for it.
     tags = {
         LIVE_TAG: "true",
         TRIGGER_TAG: ",".join(sorted(set(reasons))),
-        EXCHANGE_TAG: parts[0].instrument.exchange,
+        EXCHANGE_TAG: parts[0].instrument.exchange + ("" if settings.shards == 1 else f"#{slot}"),
         MAX_RUNTIME_TAG: str(int(settings.stale_run_minutes * 60)),
     }
     if settings.predictions and settings.allow_unqualified_model:
@@ -326,8 +333,9 @@ def evaluate(
         due.append((part, reason))
         cursor.requested[key] = token
         decisions.append(Decision(key, reason, note, requested=True))
-    for rect, reasons in group_runs(due, split, instrument_partitions.get_partition_keys()):
-        requests.append(run_request(rect, token, reasons, settings, checks))
+    order = instrument_partitions.get_partition_keys()
+    for rect, reasons, slot in shard_runs(due, split, order, settings.shards):
+        requests.append(run_request(rect, token, reasons, settings, checks, slot))
 
     keep = {DayPartition(i, d).key for i in live for d in days}
     cursor.requested = {k: v for k, v in cursor.requested.items() if k in keep}

@@ -169,18 +169,38 @@ def rectangles(parts: Sequence[DayPartition], order: Sequence[str]) -> list[list
     return sorted(out, key=lambda r: (r[0].day, index[r[0].instrument.key]))
 
 
-def group_runs(
-    due: Sequence[tuple[DayPartition, str]], split: set[str], order: Sequence[str]
-) -> list[tuple[list[DayPartition], list[str]]]:
-    """The runs of one tick: (rectangle of partitions, their reasons) per exchange (`rectangles`),
-    each key in `split` in a run of its own; `order` is the instrument dimension's key order."""
+def shard(parts: Sequence[DayPartition], shards: int) -> list[list[DayPartition]]:
+    """Cut one exchange's due partitions (in order) into up to `shards` consecutive, near-equal parts."""
+    n = min(shards, len(parts))
+    return [list(parts[i * len(parts) // n : (i + 1) * len(parts) // n]) for i in range(n)] if n else []
+
+
+def shard_runs(
+    due: Sequence[tuple[DayPartition, str]], split: set[str], order: Sequence[str], shards: int = 1
+) -> list[tuple[list[DayPartition], list[str], int]]:
+    """The runs of one tick: (rectangle of partitions, their reasons, slot) per exchange (`rectangles`),
+    each key in `split` in a run of its own (slot 0); an exchange's other due partitions are cut by
+    instrument into up to `shards` parts (`shard`), slot = the part's index, so the queue's
+    per-value limit runs at most `shards` runs of one exchange at once. `order`: the instrument
+    dimension's key order."""
+    index = {k: i for i, k in enumerate(order)}
     groups: dict[str, list[tuple[DayPartition, str]]] = {}
     for part, reason in due:
         groups.setdefault(part.key if part.key in split else part.instrument.exchange, []).append(
             (part, reason)
         )
     runs = []
-    for group in groups.values():
+    for name, group in groups.items():
         reasons = {p.key: r for p, r in group}
-        runs += [(rect, [reasons[p.key] for p in rect]) for rect in rectangles([p for p, _ in group], order)]
+        parts = sorted((p for p, _ in group), key=lambda p: (index[p.instrument.key], p.day))
+        cuts = [parts] if name in split else shard(parts, shards)
+        for slot, cut in enumerate(cuts):
+            runs += [(rect, [reasons[p.key] for p in rect], slot) for rect in rectangles(cut, order)]
     return runs
+
+
+def group_runs(
+    due: Sequence[tuple[DayPartition, str]], split: set[str], order: Sequence[str]
+) -> list[tuple[list[DayPartition], list[str]]]:
+    """The runs of one tick, one exchange's due partitions together (`shard_runs` with one shard)."""
+    return [(rect, reasons) for rect, reasons, _ in shard_runs(due, split, order)]

@@ -44,46 +44,31 @@ from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
 from crypto_platform.ml import mlflow_logging
-from crypto_platform.ml.artifacts import ModelArtifactError, artifact_checksums, verify_artifact
+from crypto_platform.ml.artifacts import (
+    LIGHTGBM_FILE,
+    ModelArtifactError,
+    artifact_checksums,
+    verify_artifact,
+)
 from crypto_platform.ml.evaluation import ForecastMetrics, GateDecision, forecast_metrics
 from crypto_platform.ml.feature_availability import model_features
+from crypto_platform.ml.model_info import (  # noqa: F401 (re-exported: the registry's names)
+    CHALLENGER,
+    CHAMPION,
+    CHECKSUM_TAG,
+    ModelVersionInfo,
+    NoAliasError,
+    NoChampionError,
+    info_from_tags,
+    no_alias_error,
+)
 
 if TYPE_CHECKING:  # types only: loading a model to serve never imports training (optuna)
     from crypto_platform.ml.training import TrainResult
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 DEFAULT_EXPERIMENT = "crypto_platform-models"
 MODEL_ARTIFACT = "model"
 from crypto_platform.ml.mlflow_logging import DRIFT_REFERENCE_ARTIFACT, HOLDOUT_ARTIFACT  # noqa: E402, F401
-
-CHECKSUM_TAG = "artifact_sha256"  # model-version tag: JSON {file path in the model artifact: SHA-256}
-
-
-class NoAliasError(LookupError):
-    """The registered model does not exist or has no version with the requested alias."""
-
-
-class NoChampionError(NoAliasError):
-    """The registered model does not exist or has no version with the 'champion' alias."""
-
-
-@dataclass(frozen=True)
-class ModelVersionInfo:
-    """One registered model version and what the platform recorded about it."""
-
-    name: str
-    version: str
-    run_id: str
-    model_uri: str  # models:/<name>/<version>
-    alias: str | None  # 'champion' | 'challenger' | None
-    promoted: bool
-    reasons: list[str]
-    feature_cols: list[str]
-    horizon: int
-    eval_window_start: str
-    eval_window_end: str
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,6 +195,17 @@ def load_info(tracking_uri: str, info: ModelVersionInfo) -> ChampionModel:
     with _verified_model(tracking_uri, info) as path, _tracking(tracking_uri):
         model = mlflow.pyfunc.load_model(str(path))
     return ChampionModel(model=model, info=info)
+
+
+def model_file_text(tracking_uri: str, info: ModelVersionInfo) -> str:
+    """The version's LightGBM model file (text), from its artifact verified against the registration."""
+    with _verified_model(tracking_uri, info) as path:
+        model_file = path / LIGHTGBM_FILE
+        if not model_file.is_file():
+            raise ModelArtifactError(
+                f"{info.label}: its artifact has no {LIGHTGBM_FILE} (not a LightGBM model)"
+            )
+        return model_file.read_text()
 
 
 def version_info(tracking_uri: str, model_name: str, version: str | int) -> ModelVersionInfo:
@@ -358,10 +354,7 @@ def _verified_model(tracking_uri: str, info: ModelVersionInfo) -> Iterator[Path]
 
 
 def _label(info: ModelVersionInfo) -> str:
-    """How errors name a version: model, version and alias."""
-    return f"registered model {info.name!r} version {info.version}" + (
-        f" ('{info.alias}')" if info.alias else ""
-    )
+    return info.label
 
 
 def _version_by_alias(client: MlflowClient, tracking_uri: str, model_name: str, alias: str) -> ModelVersion:
@@ -369,8 +362,7 @@ def _version_by_alias(client: MlflowClient, tracking_uri: str, model_name: str, 
     try:
         return client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
-        error = NoChampionError if alias == CHAMPION else NoAliasError
-        raise error(f"no '{alias}' version of registered model {model_name!r} at {tracking_uri}") from exc
+        raise no_alias_error(alias, model_name, tracking_uri) from exc
 
 
 def _default_artifacts(tracking_uri: str) -> str | None:
@@ -391,19 +383,4 @@ def _experiment(client: MlflowClient, name: str, artifact_location: str | None) 
 
 
 def _info(mv: ModelVersion, alias: str | None) -> ModelVersionInfo:
-    tags = dict(mv.tags or {})
-    reasons = tags.get("gate_reasons", "")
-    return ModelVersionInfo(
-        name=mv.name,
-        version=str(mv.version),
-        run_id=mv.run_id or tags.get("run_id", ""),
-        model_uri=f"models:/{mv.name}/{mv.version}",
-        alias=alias,
-        promoted=tags.get("gate_promote") == "true",
-        reasons=reasons.split("\n") if reasons else [],
-        feature_cols=json.loads(tags.get("feature_cols", "[]")),
-        horizon=int(tags.get("horizon", "0") or 0),
-        eval_window_start=tags.get("eval_window_start", ""),
-        eval_window_end=tags.get("eval_window_end", ""),
-        tags=tags,
-    )
+    return info_from_tags(mv.name, str(mv.version), mv.run_id, alias, dict(mv.tags or {}))

@@ -48,12 +48,7 @@ def choose_model(
     `NoAliasError` when it is unset; `model_name` and `where` (the tracking URI) name the registry
     in the error.
     """
-    from crypto_platform.ml.registry import (
-        CHALLENGER,
-        CHAMPION,
-        NoAliasError,
-        NoChampionError,
-    )  # mlflow: lazy
+    from crypto_platform.ml.model_info import CHALLENGER, CHAMPION, NoAliasError, NoChampionError
 
     try:
         return Served(load(CHAMPION), qualified=True)

@@ -10,8 +10,8 @@ from pydantic import Field
 
 from crypto_platform.metadata import md_table
 from crypto_platform.partitions import DayPartition
-from crypto_platform.quality.expectations import SuiteResult
 from crypto_platform.quality.liquidity import INSTRUMENT_SHARE_OPTION, liquidity_floor
+from crypto_platform.quality.suite_result import SuiteResult
 
 BRONZE_SUITE_CHECK = "bronze_trades_suite"
 CANDLES_SUITE_CHECK = "candles_1m_suite"

@@ -40,6 +40,13 @@ class TradeSourcesResource(dg.ConfigurableResource):
             raise SettingsError(f"trade_sources.now {self.now!r} has no UTC offset (e.g. +00:00)")
         return ts.astimezone(UTC)
 
-    def source_for(self, instrument: Instrument) -> TradeSource:
-        """The source configured for this instrument, on the same clock as the raw asset."""
-        return build_source(instrument, seed=self.seed, api_urls=self.api_urls or None, now=self.clock)
+    def source_for(self, instrument: Instrument, *, rate_limit_factor: int = 1) -> TradeSource:
+        """The source configured for this instrument, on the same clock as the raw asset
+        (`rate_limit_factor`: an exchange client spaces its requests that many times wider)."""
+        return build_source(
+            instrument,
+            seed=self.seed,
+            api_urls=self.api_urls or None,
+            now=self.clock,
+            rate_limit_factor=rate_limit_factor,
+        )

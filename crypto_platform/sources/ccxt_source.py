@@ -104,11 +104,14 @@ class CcxtSource:
         exchange_options: dict | None = None,
         markets_ttl_seconds: float = MARKETS_TTL_SECONDS,
         rate_limit_ms: float | None = None,
+        rate_limit_factor: int = 1,
     ) -> None:
         if exchange_id not in ccxt.exchanges:
             raise SourceError(f"ccxt: unknown exchange id {exchange_id!r} (not in ccxt.exchanges)")
-        if page_limit < 1 or max_retries < 0 or backoff_seconds < 0:
-            raise ValueError("page_limit must be >= 1, max_retries and backoff_seconds >= 0")
+        if page_limit < 1 or max_retries < 0 or backoff_seconds < 0 or rate_limit_factor < 1:
+            raise ValueError(
+                "page_limit and rate_limit_factor must be >= 1, max_retries and backoff_seconds >= 0"
+            )
         self.exchange_id = exchange_id
         self.api_url = api_url
         self.page_limit = page_limit
@@ -118,6 +121,7 @@ class CcxtSource:
         self.exchange_options = dict(exchange_options or {})
         self.markets_ttl_seconds = markets_ttl_seconds
         self.rate_limit_ms = rate_limit_ms  # ccxt's request spacing (None: the exchange's own default)
+        self.rate_limit_factor = rate_limit_factor  # runs sharing the exchange's limit: spacing x this
         self._now = now or (lambda: datetime.now(UTC))
         self._exchange: ccxt.Exchange | None = None
 
@@ -130,6 +134,7 @@ class CcxtSource:
             )
             if self.rate_limit_ms is not None:
                 ex.rateLimit = self.rate_limit_ms
+            ex.rateLimit = ex.rateLimit * self.rate_limit_factor
             if self.api_url:
                 ex.urls["api"] = override_api_urls(ex.urls["api"], self.api_url)
             self._exchange = ex

@@ -31,6 +31,7 @@ def build_source(
     api_urls: dict[str, str] | None = None,
     now: Callable[[], datetime] | None = None,
     project_dir: Path = settings.PROJECT_DIR,
+    rate_limit_factor: int = 1,
 ) -> TradeSource:
     """The source named by `instrument.source` (synthetic | ccxt | replay), configured from its options;
     `api_urls` maps exchange id -> ccxt API base-URL override (else the instrument's `api_url` option)."""
@@ -44,7 +45,9 @@ def build_source(
 
         api_url = (api_urls or {}).get(instrument.exchange) or instrument.options.get("api_url")
         extra = {k: instrument.options[k] for k in CCXT_OPTIONS if k in instrument.options}
-        return CcxtSource(instrument.exchange, api_url=api_url, now=now, **extra)
+        return CcxtSource(
+            instrument.exchange, api_url=api_url, now=now, rate_limit_factor=rate_limit_factor, **extra
+        )
     if kind == "replay":
         from crypto_platform.sources.replay import ReplaySource
 

@@ -59,14 +59,30 @@ def insert_in_order(stored: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([stored.slice(0, cut), tail], how="vertical")
 
 
-def _identities(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select(IDENTITY).unique()
+@dataclass(frozen=True)
+class BronzeDelta:
+    """What one tick adds to an open day's bronze and rejects, exactly as a derivation from scratch
+    would have them: the trades new to bronze (in order), the tick's rejects (raw row order)."""
+
+    bronze: pl.DataFrame
+    rejects: pl.DataFrame
+    repeats_dropped: int  # new rows identical to a trade (re-sent by the overlap re-read)
+    changed_from: datetime | None  # earliest ts of an added trade (None: bronze unchanged)
 
 
-def merge_bronze(
-    stored: pl.DataFrame, stored_rejects: pl.DataFrame, new: BronzeResult, *, exchange: str, symbol: str
-) -> BronzeMerge | None:
-    """Stored bronze/rejects + `to_bronze` of the batches committed since (None: derive from scratch).
+def probe_ids(new: BronzeResult) -> pl.DataFrame:
+    """The identities of a tick's rows to look up among the stored trades and conflicts (its valid
+    trades and its conflicting duplicates): all that `bronze_delta` needs of the stored day."""
+    conflicting_new = new.rejects.filter(pl.col("reason") == CONFLICTING_DUPLICATE).select(IDENTITY)
+    return pl.concat([new.bronze.select(IDENTITY), conflicting_new], how="vertical")
+
+
+def bronze_delta(
+    hits: pl.DataFrame, stored_conflicts: pl.DataFrame, new: BronzeResult, *, exchange: str, symbol: str
+) -> BronzeDelta | None:
+    """A tick's `to_bronze` result as a delta on the stored day (None: derive from scratch), given only
+    `hits`, the stored trades (IDENTITY + BRONZE_VALUES) whose identity is among `probe_ids(new)`, and
+    `stored_conflicts`, the identities stored as conflicting duplicates (at least those among them).
 
     None when a new row shares a trade id with a stored trade but not its traded values, repeats a
     trade already rejected as a conflicting duplicate, or belongs to another instrument: those move
@@ -76,16 +92,13 @@ def merge_bronze(
     mine = (pl.col("exchange") == exchange) & (pl.col("symbol") == symbol)
     if added.height and not added.select(mine.all()).item():
         return None
-    conflicting_new = new.rejects.filter(pl.col("reason") == CONFLICTING_DUPLICATE).select(IDENTITY)
-    ids = pl.concat([added.select(IDENTITY), conflicting_new], how="vertical")
+    ids = probe_ids(new)
     if ids.is_empty():
-        return BronzeMerge(stored, pl.concat([stored_rejects, new.rejects]), 0, new.duplicates_dropped, None)
-    stored_conflicts = stored_rejects.filter(pl.col("reason") == CONFLICTING_DUPLICATE).select(IDENTITY)
+        return BronzeDelta(added, new.rejects, new.duplicates_dropped, None)
     if stored_conflicts.height and ids.join(stored_conflicts, on=list(IDENTITY), how="semi").height:
         return None
-    hits = stored.filter(pl.col("trade_id").is_in(ids.get_column("trade_id").implode())).join(
-        _identities(ids), on=list(IDENTITY), how="semi"
-    )
+    hits = hits.join(ids.unique(), on=list(IDENTITY), how="semi")
+    conflicting_new = new.rejects.filter(pl.col("reason") == CONFLICTING_DUPLICATE).select(IDENTITY)
     if hits.height and conflicting_new.join(hits, on=list(IDENTITY), how="semi").height:
         return None
     repeats = added.join(hits, on=list(IDENTITY), how="inner", suffix="_stored")
@@ -93,10 +106,24 @@ def merge_bronze(
     if repeats.height and not repeats.select(same.all()).item():
         return None
     fresh = added.join(hits.select(IDENTITY), on=list(IDENTITY), how="anti", maintain_order="left")
-    bronze = insert_in_order(stored, fresh)
     changed = fresh.get_column("ts").min() if fresh.height else None
-    rejects = pl.concat([stored_rejects, new.rejects], how="vertical")
-    return BronzeMerge(bronze, rejects, fresh.height, new.duplicates_dropped + repeats.height, changed)
+    return BronzeDelta(fresh, new.rejects, new.duplicates_dropped + repeats.height, changed)
+
+
+def merge_bronze(
+    stored: pl.DataFrame, stored_rejects: pl.DataFrame, new: BronzeResult, *, exchange: str, symbol: str
+) -> BronzeMerge | None:
+    """Stored bronze/rejects + `to_bronze` of the batches committed since (None: derive from scratch,
+    see `bronze_delta`), as one table each in from-scratch order."""
+    ids = probe_ids(new).get_column("trade_id")
+    hits = stored.filter(pl.col("trade_id").is_in(ids.implode()))
+    conflicts = stored_rejects.filter(pl.col("reason") == CONFLICTING_DUPLICATE).select(IDENTITY)
+    delta = bronze_delta(hits, conflicts, new, exchange=exchange, symbol=symbol)
+    if delta is None:
+        return None
+    bronze = insert_in_order(stored, delta.bronze)
+    rejects = pl.concat([stored_rejects, delta.rejects], how="vertical")
+    return BronzeMerge(bronze, rejects, delta.bronze.height, delta.repeats_dropped, delta.changed_from)
 
 
 BRONZE_INPUT = "bronze"  # the name candles record their bronze's id under (Lineage.inputs)

@@ -45,11 +45,7 @@ def gold_predictions(
     warehouse: WarehouseResource,
     mlflow_registry: MlflowResource,
 ) -> dg.MaterializeResult:
-    from crypto_platform.ml import model_cache
-
-    loads = model_cache.STATS.loads
     served = _served_model(mlflow_registry, config.allow_unqualified_model)
-    served_from = "loaded" if model_cache.STATS.loads > loads else "cached in this process"
     model, qualified = served.model, served.qualified
     if not qualified:
         context.log.warning(
@@ -81,7 +77,8 @@ def gold_predictions(
             "model": f"{model.info.name} v{model.info.version}",
             "alias": str(model.info.alias),
             "qualified": qualified,
-            "model_cache": served_from,
+            "model_cache": model.source,  # process / file cache / registry (downloaded)
+            "model_engine": model.engine,
         }
     )
     return dg.MaterializeResult(metadata=meta)
@@ -89,7 +86,8 @@ def gold_predictions(
 
 def _served_model(res: MlflowResource, allow_unqualified: bool) -> Served[Any]:
     """`ml.serving.choose_model` over the MLflow registry; no servable model: a named run failure."""
-    from crypto_platform.ml import model_cache, registry
+    from crypto_platform.ml import model_cache
+    from crypto_platform.ml.model_info import NoChampionError
 
     try:
         return choose_model(
@@ -98,7 +96,7 @@ def _served_model(res: MlflowResource, allow_unqualified: bool) -> Served[Any]:
             model_name=res.model_name,
             where=res.uri,
         )
-    except registry.NoChampionError as exc:
+    except NoChampionError as exc:
         raise dg.Failure(
             description=f"NoChampionError: {exc}",
             metadata={"model_name": res.model_name, "tracking_uri": res.uri},

@@ -8,6 +8,8 @@ from typing import Any, Final
 import polars as pl
 
 from crypto_platform.lineage import Lineage
+from crypto_platform.partitions import DayPartition
+from crypto_platform.tables import Layout, Table
 
 __all__ = ["Lineage"]  # defined in crypto_platform/lineage.py, re-exported with the lake's other types
 
@@ -54,3 +56,24 @@ class WriteInfo:
     path: str
     rows: int
     bytes: int
+
+
+def read_error(where: str, table: Table, part: DayPartition | None, exc: Exception) -> LakeReadError:
+    """The error of an unreadable lake file, naming the file, table and partition."""
+    at = f"table {table}" + (f", partition {part.key}" if part is not None else "")
+    detail = (str(exc).strip().splitlines() or [""])[0]
+    repair = (
+        "; repair: re-fetch the partition (raw/trades run config `refetch: true`)"
+        if table.layout is Layout.BATCHES
+        else "; re-materialize the partition to rewrite it"
+    )
+    return LakeReadError(
+        f"lake: cannot read {where} ({at}): {type(exc).__name__}: {detail} "
+        f"(a truncated or corrupt file{repair})"
+    )
+
+
+def expect_layout(table: Table, layout: Layout) -> None:
+    """Refuse an operation of another layout than the table's (e.g. a batch write to bronze)."""
+    if table.layout is not layout:
+        raise ValueError(f"lake table {table} is laid out {table.layout.value!r}, not {layout.value!r}")

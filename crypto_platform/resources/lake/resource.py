@@ -6,18 +6,20 @@ store behind it (`local.LocalStore`, `s3.S3Store`) makes every write atomic for 
 the old version or the new one, never half or a mix of both) and re-writing a partition replaces it
 (idempotent re-runs). Read-check-write sequences (raw appends, derived commits) are serialised by a
 lock (local) or committed by a conditional write that a concurrent writer makes fail (S3), and then
-re-read and retried: either way no committed batch is lost or duplicated.
+re-read and retried: either way no committed batch is lost or duplicated. An open day's tick may
+append its rows to a partition as a delta (`commit_derived(..., append=True)`) instead of rewriting it:
+every read here sees base + deltas as one table (in the table's `order`), never part of a tick; the
+next whole write (the day's compaction) replaces base and deltas.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import date
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -26,45 +28,29 @@ from pydantic import Field
 
 from crypto_platform.partitions import DayPartition
 from crypto_platform.platform_settings import PlatformSettings, env_name
-from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake.local import LocalStore
 from crypto_platform.resources.lake.model import (
     LINEAGE_KEY,
-    MANIFEST_FILE,
     PART_FILE,
     READ_ERRORS,
     CommitConflict,
-    LakeReadError,
     Lineage,
     SweepReport,
     WriteInfo,
+    expect_layout,
+    read_error,
 )
-from crypto_platform.resources.lake.store import LakeStore
+from crypto_platform.resources.lake.raw import RawBatches
+from crypto_platform.resources.lake.store import Current, LakeStore
 from crypto_platform.settings import PROJECT_DIR, Instrument
 from crypto_platform.tables import RAW_TRADES as RAW_TRADES_TABLE
 from crypto_platform.tables import Layout, Table
 
 _DATE_DIR = re.compile(r"date=(\d{4}-\d{2}-\d{2})/")
-APPEND_TRIES = 50  # raw appends re-read the manifest after a lost race (S3) this often
 _STORES: dict[tuple, LakeStore] = {}  # one store (one S3 client) per process and configuration
 
 
-def _read_error(where: str, table: Table, part: DayPartition | None, exc: Exception) -> LakeReadError:
-    """The error of an unreadable lake file, naming the file, table and partition."""
-    at = f"table {table}" + (f", partition {part.key}" if part is not None else "")
-    detail = (str(exc).strip().splitlines() or [""])[0]
-    repair = (
-        "; repair: re-fetch the partition (raw/trades run config `refetch: true`)"
-        if table.layout is Layout.BATCHES
-        else "; re-materialize the partition to rewrite it"
-    )
-    return LakeReadError(
-        f"lake: cannot read {where} ({at}): {type(exc).__name__}: {detail} "
-        f"(a truncated or corrupt file{repair})"
-    )
-
-
-class LakeResource(dg.ConfigurableResource):
+class LakeResource(RawBatches, dg.ConfigurableResource):
     """Parquet lake rooted at one place: a local folder (the default) or an S3 bucket and prefix."""
 
     root: str = Field(
@@ -135,20 +121,21 @@ class LakeResource(dg.ConfigurableResource):
     def table_files(self, table: Table) -> list[str]:
         """Where the committed data file of every partition (or named file) of a table is, sorted."""
         keys = self.store.committed_keys(self.table_key(table), _pattern(table))
-        return [c.uri for c in self.store.currents(keys)]
+        return [uri for c in self.store.currents(keys) for uri in c.uris]
 
     def view_source(self, table: Table) -> str | None:
         """The DuckDB table function reading a table's committed data (None: no data yet): a glob over
-        a local lake (new partitions appear by themselves); on S3 the explicit list of the current
-        versions, since a glob would also read superseded ones (rebuild it after each write)."""
-        if self.is_local:
-            if self.scan_table(table) is None:
-                return None
+        a local lake (new partitions appear by themselves); on S3, or when a partition has deltas (a
+        glob would also read void ones), the explicit list of the current files (rebuild it after each
+        write)."""
+        keys = self.store.committed_keys(self.table_key(table), _pattern(table))
+        currents = self.store.currents(keys)
+        if not currents:
+            return None
+        if self.is_local and not any(c.deltas for c in currents):
             files = "'" + self.table_glob(table).replace("'", "''") + "'"
         else:
-            uris = self.table_files(table)
-            if not uris:
-                return None
+            uris = [u for c in currents for u in c.uris]
             files = "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in uris) + "]"
         hive = str(table.partitioned).lower()
         return f"read_parquet({files}, hive_partitioning = {hive}, union_by_name = true)"
@@ -179,23 +166,44 @@ class LakeResource(dg.ConfigurableResource):
     # -- whole-partition tables (bronze, silver, gold) -------------------------------------------
     def write_partition(self, df: pl.DataFrame, table: Table, part: DayPartition) -> WriteInfo:
         """Atomically replace one partition of a table with `df`."""
-        _expect(table, Layout.DAILY)
+        expect_layout(table, Layout.DAILY)
         return self.store.write(f"{self.part_key(table, part)}/{PART_FILE}", df)
 
     def read_partition(self, table: Table, part: DayPartition) -> pl.DataFrame | None:
-        """One partition of a table, or None if it was never written."""
+        """One partition of a table (base + deltas, in the table's order), or None if never written."""
         return self._read(f"{self.part_key(table, part)}/{PART_FILE}", table, part)
 
     def partition_max(self, table: Table, part: DayPartition, column: str) -> Any:
         """Largest value of one column of a partition (None if never written or empty); reads that column."""
+        found = self.scan_partition(table, part)
+        if found is None:
+            return None
+        try:
+            return found[0].select(pl.col(column).max()).collect().item()
+        except READ_ERRORS as exc:
+            raise read_error(found[1].uri, table, part, exc) from exc
+
+    def scan_partition(self, table: Table, part: DayPartition) -> tuple[pl.LazyFrame, Current] | None:
+        """A lazy scan of one committed version of a partition (base, then deltas: not re-sorted) and
+        that version; None if never written. Columns and row groups are read only as the query needs."""
         cur = self.store.current(f"{self.part_key(table, part)}/{PART_FILE}")
         if cur is None:
             return None
-        try:
-            scan = pl.scan_parquet(cur.uri, storage_options=self.store.storage_options)
-            return scan.select(pl.col(column).max()).collect().item()
-        except READ_ERRORS as exc:
-            raise _read_error(cur.uri, table, part, exc) from exc
+        return pl.scan_parquet(cur.uris, storage_options=self.store.storage_options), cur
+
+    def partition_rows(self, table: Table, part: DayPartition) -> int:
+        """Rows of a partition (0 if never written), from the stored counts or the Parquet footers."""
+        found = self.scan_partition(table, part)
+        if found is None:
+            return 0
+        if found[1].rows is not None:
+            return found[1].rows
+        return found[0].select(pl.len()).collect().item()
+
+    def delta_count(self, table: Table, part: DayPartition) -> int:
+        """How many deltas the partition's current version has on top of its base."""
+        cur = self.store.current(f"{self.part_key(table, part)}/{PART_FILE}")
+        return len(cur.deltas) if cur is not None else 0
 
     def has_partition(self, table: Table, part: DayPartition) -> bool:
         return self.store.current(f"{self.part_key(table, part)}/{PART_FILE}") is not None
@@ -218,9 +226,9 @@ class LakeResource(dg.ConfigurableResource):
         """A partition and its lineage, read from one version (a concurrent replace cannot mix them)."""
         key = f"{self.part_key(table, part)}/{PART_FILE}"
         try:
-            df, text = self.store.read_with_footer(key, LINEAGE_KEY)
+            df, text = self.store.read_with_footer(key, LINEAGE_KEY, table.order)
         except READ_ERRORS as exc:
-            raise _read_error(self.store.where(key), table, part, exc) from exc
+            raise read_error(self.store.where(key), table, part, exc) from exc
         return df, (Lineage.from_json(text) if text else None)
 
     def read_lineage(self, table: Table, part: DayPartition) -> Lineage | None:
@@ -234,10 +242,13 @@ class LakeResource(dg.ConfigurableResource):
         lineage: Lineage,
         *,
         inputs_current: Callable[[], bool],
+        append: bool = False,
     ) -> list[WriteInfo] | None:
-        """Replace partitions derived from one input version, only while that version is still current
-        and no result of a newer version is stored (optimistic concurrency: under the partition lock
-        on a local root, by conditional commits on S3).
+        """Replace partitions derived from one input version (or, `append`, add `frames` to them as a
+        delta each), only while that version is still current and no result of a newer version is
+        stored (optimistic concurrency: under the partition lock on a local root, by conditional
+        commits on S3); a delta only while the stored version is the one it extends (`lineage.base`).
+        An appended delta's WriteInfo counts the partition's rows and the delta's bytes.
 
         Returns None when the inputs moved on or a newer result won: the caller re-reads and retries.
         """
@@ -249,10 +260,13 @@ class LakeResource(dg.ConfigurableResource):
                 stored, tokens[table] = self._lineage(table, part)
                 if stored is not None and stored.input_version > lineage.input_version:
                     return None
+                if append and (stored is None or stored.id != lineage.base):
+                    return None  # a delta only on top of the very version it extends
             meta = {LINEAGE_KEY: lineage.to_json()}
+            commit = self.store.append if append else self.store.write
             try:
                 return [
-                    self.store.write(f"{self.part_key(t, part)}/{PART_FILE}", df, meta, expect=tokens[t])
+                    commit(f"{self.part_key(t, part)}/{PART_FILE}", df, meta, expect=tokens[t])
                     for t, df in frames.items()
                 ]
             except CommitConflict:
@@ -266,89 +280,12 @@ class LakeResource(dg.ConfigurableResource):
     # -- unpartitioned tables (training sets, model evaluations) ---------------------------------
     def write_table(self, df: pl.DataFrame, table: Table, name: str = "part") -> WriteInfo:
         """Atomically write one file of an unpartitioned table (`<table>/<name>.parquet`)."""
-        _expect(table, Layout.SINGLE)
+        expect_layout(table, Layout.SINGLE)
         return self.store.write(f"{self.table_key(table)}/{name}.parquet", df)
 
     def read_table(self, table: Table, name: str = "part") -> pl.DataFrame | None:
         """One file of an unpartitioned table, or None."""
         return self._read(f"{self.table_key(table)}/{name}.parquet", table, None)
-
-    # -- append-only tables (raw) ----------------------------------------------------------------
-    def write_batch(self, df: pl.DataFrame, table: Table, part: DayPartition, name: str) -> WriteInfo:
-        """Write one immutable batch file of an append-only partition (not yet committed)."""
-        _expect(table, Layout.BATCHES)
-        return self.store.write_new(f"{self.part_key(table, part)}/{name}.parquet", df)
-
-    def read_batches(self, table: Table, part: DayPartition, names: list[str]) -> list[pl.DataFrame]:
-        """Read the named batch files of an append-only partition (listed by its manifest)."""
-        out = []
-        for uri in self._batch_uris(table, part, names):
-            try:
-                out.append(pl.read_parquet(uri, storage_options=self.store.storage_options))
-            except READ_ERRORS as exc:
-                raise _read_error(uri, table, part, exc) from exc
-        return out
-
-    def scan_batches(self, table: Table, part: DayPartition, names: list[str]) -> pl.LazyFrame | None:
-        """Lazy scan of the named batch files (None if there are none): columns are read only as needed.
-        Each file's footer is read now, so a truncated batch is named here rather than failing later."""
-        uris = self._batch_uris(table, part, names)
-        for uri in uris:
-            try:
-                pl.read_parquet_metadata(uri, storage_options=self.store.storage_options)
-            except READ_ERRORS as exc:
-                raise _read_error(uri, table, part, exc) from exc
-        return pl.scan_parquet(uris, storage_options=self.store.storage_options) if uris else None
-
-    def uncommitted_batches(self, table: Table, part: DayPartition) -> list[PurePath]:
-        """Batch files of a partition that its manifest does not list (a fetch killed before its commit,
-        or batches replaced by a re-fetch): never read, removed by `sweep`."""
-        key = self.part_key(table, part)
-        committed = set(self.read_manifest(table, part).names)
-        return [
-            self.store.file_label(e.key)
-            for e in self.store.list_folder(key)
-            if e.key.endswith(".parquet") and PurePath(e.key).stem not in committed
-        ]
-
-    def read_manifest(self, table: Table, part: DayPartition) -> RawManifest:
-        """The partition's committed batches (an empty manifest with `exists=False` if never written)."""
-        return RawManifest.from_json(self.store.read_json(f"{self.part_key(table, part)}/{MANIFEST_FILE}")[0])
-
-    def write_manifest(self, manifest: RawManifest, table: Table, part: DayPartition) -> None:
-        """Atomically replace the partition's manifest (unconditionally: `append_batch` is the commit
-        of a fetch)."""
-        _expect(table, Layout.BATCHES)
-        self.store.write_json(f"{self.part_key(table, part)}/{MANIFEST_FILE}", manifest.to_json())
-
-    def append_batch(
-        self,
-        df: pl.DataFrame,
-        table: Table,
-        part: DayPartition,
-        name: tuple[str, str],
-        commit: Callable[[RawManifest, str, WriteInfo], RawManifest],
-    ) -> tuple[RawManifest, WriteInfo]:
-        """Write `df` as a new immutable batch and commit it: `commit(manifest, batch name, written)`
-        gives the next manifest. `name` is (stem, suffix for a stem already committed). The manifest is
-        read and committed under the partition lock (local) or re-read and `commit` re-applied after a
-        lost conditional commit (S3): a batch is committed exactly once and no other batch is lost."""
-        _expect(table, Layout.BATCHES)
-        key = f"{self.part_key(table, part)}/{MANIFEST_FILE}"
-        written: tuple[str, WriteInfo] | None = None
-        with self.partition_lock(part):
-            for _ in range(APPEND_TRIES):
-                doc, token = self.store.read_json(key)
-                manifest = RawManifest.from_json(doc)
-                if written is None:
-                    written = self._write_new_batch(df, table, part, manifest.unique_name(*name))
-                committed = commit(manifest, *written)
-                try:
-                    self.store.write_json(key, committed.to_json(), expect=token)
-                except CommitConflict:
-                    continue
-                return committed, written[1]
-        raise CommitConflict(f"{table} {part.key}: the manifest changed during {APPEND_TRIES} commits")
 
     # -- housekeeping ----------------------------------------------------------------------------
     def sweep(self, older_than_s: float, now_s: float) -> SweepReport:
@@ -360,9 +297,9 @@ class LakeResource(dg.ConfigurableResource):
     # -- internals -------------------------------------------------------------------------------
     def _read(self, key: str, table: Table, part: DayPartition | None) -> pl.DataFrame | None:
         try:
-            return self.store.read(key)
+            return self.store.read(key, table.order)
         except READ_ERRORS as exc:
-            raise _read_error(self.store.where(key), table, part, exc) from exc
+            raise read_error(self.store.where(key), table, part, exc) from exc
 
     def _lineage(self, table: Table, part: DayPartition) -> tuple[Lineage | None, str | None]:
         """(stored lineage, the commit token of the version it belongs to); (None, None) if none."""
@@ -372,22 +309,9 @@ class LakeResource(dg.ConfigurableResource):
         try:
             meta = cur.metadata if cur.metadata is not None else pl.read_parquet_metadata(cur.uri)
         except READ_ERRORS as exc:
-            raise _read_error(cur.uri, table, part, exc) from exc
+            raise read_error(cur.uri, table, part, exc) from exc
         text = meta.get(LINEAGE_KEY)
         return (Lineage.from_json(text) if text else None), cur.token
-
-    def _batch_uris(self, table: Table, part: DayPartition, names: list[str]) -> list[str]:
-        return [self.store.uri(f"{self.part_key(table, part)}/{n}.parquet") for n in names]
-
-    def _write_new_batch(
-        self, df: pl.DataFrame, table: Table, part: DayPartition, name: str
-    ) -> tuple[str, WriteInfo]:
-        """Write a batch under `name`, or a unique variant when a concurrent writer took that name."""
-        try:
-            return name, self.write_batch(df, table, part, name)
-        except CommitConflict:
-            name = f"{name}-{uuid.uuid4().hex[:8]}"
-            return name, self.write_batch(df, table, part, name)
 
 
 def lake_resource(settings: PlatformSettings) -> LakeResource:
@@ -401,8 +325,3 @@ def lake_resource(settings: PlatformSettings) -> LakeResource:
 
 def _pattern(table: Table) -> str:
     return f"instrument=*/date=*/{PART_FILE}" if table.partitioned else "*.parquet"
-
-
-def _expect(table: Table, layout: Layout) -> None:
-    if table.layout is not layout:
-        raise ValueError(f"lake table {table} is laid out {table.layout.value!r}, not {layout.value!r}")

@@ -6,7 +6,9 @@ and the commit is a small pointer `<stem>.current.json` naming it, written with 
 (`If-None-Match: *` to create, `If-Match: <etag>` to replace): a reader reads the pointer (one GET,
 atomic) and then an object nobody changes. Two writers racing for one pointer: one PUT fails with 412
 and that writer gets a CommitConflict (re-read and retry), never a lost or mixed commit. Raw manifests
-are small JSON documents committed the same way; raw batches are immutable objects.
+are small JSON documents committed the same way; raw batches are immutable objects. A delta
+(`append`) is one more immutable version object, committed by the same conditional PUT of the pointer
+with the delta added to its list: a reader sees the whole append or none of it.
 
 Superseded versions are removed by `sweep` only after they stopped being current longer ago than the
 bound (the pointer records when the previous version was replaced), so a reader that resolved a
@@ -22,7 +24,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import PurePath, PurePosixPath
@@ -112,7 +114,9 @@ class S3Store(LakeStore):
         if found is None:
             return None
         doc, etag, _ = found
-        return Current(key, self.where(_sibling(key, doc["file"])), etag, doc.get("metadata") or {})
+        deltas = tuple(self.where(_sibling(key, d["file"])) for d in doc.get("deltas") or [])
+        uri = self.where(_sibling(key, doc["file"]))
+        return Current(key, uri, etag, doc.get("metadata") or {}, deltas, doc.get("rows"))
 
     def currents(self, keys: list[str]) -> list[Current]:
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -132,32 +136,74 @@ class S3Store(LakeStore):
         self, key: str, df: pl.DataFrame, metadata: dict[str, str] | None = None, expect: Expect = ANY
     ) -> WriteInfo:
         """A new version object, then the pointer's conditional PUT (see the module docstring)."""
+        name, size = self._put_version(key, df, metadata)
+
+        def replace(old: dict | None, since: float) -> dict:
+            files = [old["file"], *(d["file"] for d in old.get("deltas") or [])] if old else []
+            previous = {"file": files[0], "files": files, "since": since} if old else None
+            return {
+                "file": name,
+                "rows": df.height,
+                "bytes": size,
+                "metadata": metadata or {},
+                "previous": previous,
+            }
+
+        self._commit_pointer(key, name, replace, expect)
+        return WriteInfo(path=self.where(_sibling(key, name)), rows=df.height, bytes=size)
+
+    def append(
+        self, key: str, df: pl.DataFrame, metadata: dict[str, str] | None = None, expect: Expect = ANY
+    ) -> WriteInfo:
+        """A new version object, then the pointer's conditional PUT with it added to the delta list."""
+        name, size = self._put_version(key, df, metadata)
+        rows = 0
+
+        def add(old: dict | None, since: float) -> dict:
+            nonlocal rows
+            if old is None:
+                self.client.delete_object(Bucket=self.bucket, Key=self.prefix + _sibling(key, name))
+                raise FileNotFoundError(f"{self.where(key)}: no base to append a delta to")
+            rows = int(old.get("rows") or 0) + df.height
+            deltas = [*(old.get("deltas") or []), {"file": name, "rows": df.height, "bytes": size}]
+            return {**old, "deltas": deltas, "rows": rows, "metadata": metadata or {}}
+
+        self._commit_pointer(key, name, add, expect)
+        return WriteInfo(path=self.where(_sibling(key, name)), rows=rows, bytes=size)
+
+    def _put_version(self, key: str, df: pl.DataFrame, metadata: dict[str, str] | None) -> tuple[str, int]:
+        """Write `df` as a new immutable version object beside `key`: (its name, its bytes)."""
         buf = io.BytesIO()
         df.write_parquet(buf, **PARQUET_OPTIONS, metadata=metadata)
         body = buf.getvalue()
         stem = PurePosixPath(key).name.removesuffix(".parquet")
         name = f"{stem}.v{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}.parquet"
         self._put(_sibling(key, name), body, create=True)
+        return name, len(body)
+
+    def _commit_pointer(
+        self, key: str, name: str, next_doc: Callable[[dict | None, float], dict], expect: Expect
+    ) -> None:
+        """PUT the pointer `next_doc(current pointer, its time)` conditionally on the version read (and,
+        unless `expect` is ANY, on that being `expect`); re-read after a lost race only when ANY. The
+        version object `name` is removed when the commit fails."""
         for _ in range(_ANY_TRIES if expect == ANY else 1):
             old = self._get(_pointer(key))
             token = old[1] if old else None
             if expect != ANY and token != expect:
                 break
-            previous = {"file": old[0]["file"], "since": old[2]} if old else None
-            doc = {"file": name, "rows": df.height, "bytes": len(body), "metadata": metadata or {}}
+            pointer = json.dumps(next_doc(old[0] if old else None, old[2] if old else 0.0)).encode()
             try:
-                pointer = json.dumps({**doc, "previous": previous}).encode()
                 self._put(_pointer(key), pointer, create=token is None, match=token)
             except CommitConflict:
                 continue
-            return WriteInfo(path=self.where(_sibling(key, name)), rows=df.height, bytes=len(body))
+            return
         self.client.delete_object(Bucket=self.bucket, Key=self.prefix + _sibling(key, name))
         raise CommitConflict(f"{self.where(key)}: another writer committed a newer version first")
 
-    def read(self, key: str) -> pl.DataFrame | None:
-        return self.read_with_footer(key, "")[0]
-
-    def read_with_footer(self, key: str, name: str) -> tuple[pl.DataFrame | None, str | None]:
+    def read_with_footer(
+        self, key: str, name: str, order: tuple[pl.Expr, ...] = ()
+    ) -> tuple[pl.DataFrame | None, str | None]:
         """The pointer's version (pointer read once: data and metadata of one version). If that object
         is gone (swept after a replace), the pointer moved: read again."""
         for attempt in range(3):
@@ -165,9 +211,11 @@ class S3Store(LakeStore):
             if cur is None:
                 return None, None
             try:
-                return pl.read_parquet(cur.uri, storage_options=self.storage_options), (
-                    cur.metadata or {}
-                ).get(name)
+                frames = [pl.read_parquet(u, storage_options=self.storage_options) for u in cur.uris]
+                df = pl.concat(frames, how="vertical")
+                if cur.deltas and order:
+                    df = df.sort(list(order), maintain_order=True)
+                return df, (cur.metadata or {}).get(name)
             except (pl.exceptions.PolarsError, OSError):
                 moved = self.current(key)
                 if attempt == 2 or moved is None or moved.uri == cur.uri:
@@ -249,9 +297,10 @@ class S3Store(LakeStore):
                 yield e, 0.0  # no pointer: never committed
                 continue
             name, previous = PurePosixPath(e.key).name, doc[0].get("previous") or {}
-            if name == doc[0]["file"]:
+            if name == doc[0]["file"] or name in {d["file"] for d in doc[0].get("deltas") or []}:
                 continue
-            yield e, doc[2] if name == previous.get("file") else float(previous.get("since") or 0.0)
+            replaced = previous.get("files") or [previous.get("file")]
+            yield e, doc[2] if name in replaced else float(previous.get("since") or 0.0)
 
     # -- S3 calls ----------------------------------------------------------------------------------
     def _get(self, key: str) -> tuple[Any, str, float] | None:

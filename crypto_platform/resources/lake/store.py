@@ -3,9 +3,13 @@
 A key is a POSIX path relative to the lake root (`silver/candles_1m/instrument=K/date=D/part.parquet`).
 Two kinds of files: *replaced* files (a partition's `part.parquet`, a single table's `<name>.parquet`,
 a raw manifest), whose readers always see one whole committed version, and *immutable* files (raw
-batches), written once under a new name. `LocalStore` (a folder: temp file + rename, an fcntl lock per
-partition) and `S3Store` (an object store: every version a new object, committed by a conditional PUT
-of a small pointer) implement it; `LakeResource` maps tables and partitions to keys on top of it.
+batches), written once under a new name. A replaced Parquet file's version may be a base plus
+appended *delta* files (an open day's ticks, `append`): the delta list is committed as atomically as
+the base (a reader sees a whole append or none of it), and the next `write` replaces base and deltas.
+`LocalStore` (a folder: temp file + rename, an fcntl lock per partition; deltas listed by a JSON
+document naming the base they extend) and `S3Store` (an object store: every version a new object,
+committed by a conditional PUT of a small pointer that also lists the deltas) implement it;
+`LakeResource` maps tables and partitions to keys on top of it.
 """
 
 from __future__ import annotations
@@ -23,14 +27,22 @@ from crypto_platform.resources.lake.model import ANY, Expect, SweepReport, Write
 
 @dataclass(frozen=True)
 class Current:
-    """The committed version of a replaced file: where to read it, the token a conditional commit
-    expects (ANY on a store whose commits are serialised by `exclusive`), and its stored metadata
-    (None: read it from the Parquet footer)."""
+    """The committed version of a replaced file: where to read it (its base `uri` and the `deltas`
+    appended to it, in order), the token a conditional commit expects (ANY on a store whose commits
+    are serialised by `exclusive`), its stored metadata (None: read it from the Parquet footer) and
+    its rows when the store recorded them."""
 
     key: str
     uri: str
     token: str = ANY
     metadata: dict[str, str] | None = None
+    deltas: tuple[str, ...] = ()
+    rows: int | None = None
+
+    @property
+    def uris(self) -> list[str]:
+        """Every file of this version: the base, then its deltas."""
+        return [self.uri, *self.deltas]
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,19 @@ class LakeStore(ABC):
         token of the version it must replace (None: none may exist); else CommitConflict."""
 
     @abstractmethod
-    def read_with_footer(self, key: str, name: str) -> tuple[pl.DataFrame | None, str | None]:
-        """A replaced file and one key of its metadata, from the same version."""
+    def append(
+        self, key: str, df: pl.DataFrame, metadata: dict[str, str] | None = None, expect: Expect = ANY
+    ) -> WriteInfo:
+        """Commit `df` as a delta appended to the current version of a replaced file (which must exist),
+        atomically for readers, with `metadata` as the version's metadata; `expect` as in `write`. The
+        WriteInfo counts the rows of the whole version and the bytes of the delta."""
+
+    @abstractmethod
+    def read_with_footer(
+        self, key: str, name: str, order: tuple[pl.Expr, ...] = ()
+    ) -> tuple[pl.DataFrame | None, str | None]:
+        """A replaced file and one key of its metadata, from the same version: the base's rows, then
+        each delta's, sorted by `order` when there are deltas (a base is stored in that order)."""
 
     # -- immutable files ---------------------------------------------------------------------------
     @abstractmethod
@@ -112,6 +135,6 @@ class LakeStore(ABC):
     def sweep(self, older_than_s: float, now_s: float, raw_prefix: str) -> SweepReport:
         """Remove what no reader can reach any more and was left more than `older_than_s` ago."""
 
-    @abstractmethod
-    def read(self, key: str) -> pl.DataFrame | None:
-        """The committed version of a replaced file, or None."""
+    def read(self, key: str, order: tuple[pl.Expr, ...] = ()) -> pl.DataFrame | None:
+        """The committed version of a replaced file (as `read_with_footer`), or None."""
+        return self.read_with_footer(key, "", order)[0]
