@@ -235,16 +235,21 @@ def settings_table(settings: PlatformSettings) -> str:
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows)
 
 
-def backfill(selection: str, partition_range: str) -> None:
+def backfill(selection: str, partition_range: str, config_json: str | None = None) -> None:
     """Submit an asset backfill to this instance (DAGSTER_HOME); the daemon splits and runs it."""
     import dagster as dg
 
     from crypto_platform.automation.backfills import submit_backfill
     from crypto_platform.definitions import defs
 
+    run_config = json.loads(config_json) if config_json else None
+    if run_config is not None and not isinstance(run_config, dict):
+        raise SystemExit(f"--config-json {config_json!r}: expected a JSON object (run config)")
     per_run = load_settings().backfill_partitions_per_run
     with dg.DagsterInstance.get() as instance:
-        backfill_id, n, keys = submit_backfill(instance, defs, selection, partition_range)
+        backfill_id, n, keys = submit_backfill(
+            instance, defs, selection, partition_range, run_config=run_config
+        )
     split = (
         f"runs of at most {per_run} partitions"
         if per_run
@@ -291,13 +296,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     p_fill.add_argument("--select", required=True, help="asset selection, e.g. 'group:raw or group:bronze'")
     p_fill.add_argument("--partition-range", required=True, help="FIRST...LAST partition keys (a rectangle)")
+    p_fill.add_argument(
+        "--config-json",
+        default=None,
+        help="run config of every run, as `dagster asset materialize --config-json` takes it",
+    )
     sub.add_parser("duckdb-init", help="print the SQL a DuckDB session needs to read an S3 lake's views")
     args = parser.parse_args(argv)
     if args.cmd == "settings":
         print(settings_table(load_settings()))
         return
     if args.cmd == "backfill":
-        backfill(args.select, args.partition_range)
+        backfill(args.select, args.partition_range, args.config_json)
         return
     if args.cmd == "duckdb-init":
         print(duckdb_init(load_settings()), end="")

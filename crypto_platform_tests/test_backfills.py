@@ -84,3 +84,21 @@ def test_partition_ranges_are_checked_before_anything_is_submitted() -> None:
         partition_keys("2024-03-01|sim.BTC-USDT")
     with pytest.raises(ValueError, match="is not a partition key"):
         partition_keys("2024-03-01|sim.BTC-USDT...2024-03-02|sim.NOPE")
+
+
+def test_a_backfill_carries_its_run_config_to_the_daemon() -> None:
+    import dagster as dg
+
+    from crypto_platform.automation.backfills import submit_backfill
+    from crypto_platform.definitions import defs
+
+    config = {"ops": {"gold__predictions": {"config": {"allow_unqualified_model": True}}}}
+    rng = "2024-03-01|sim.BTC-USDT...2024-03-01|sim.ETH-USDT"
+    with dg.DagsterInstance.ephemeral() as instance:
+        plain, _, _ = submit_backfill(instance, defs, "key:gold/predictions", rng)
+        configured, n, keys = submit_backfill(instance, defs, "key:gold/predictions", rng, run_config=config)
+        assert not instance.get_backfill(plain).run_config  # stored as {}: no config
+        assert (
+            instance.get_backfill(configured).run_config == config
+        )  # what execute_asset_backfill gives every run
+        assert n == 2 and keys == [dg.AssetKey(["gold", "predictions"])]

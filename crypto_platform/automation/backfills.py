@@ -45,9 +45,11 @@ def submit_backfill(
     *,
     tags: Mapping[str, str] | None = None,
     title: str | None = None,
+    run_config: Mapping[str, object] | None = None,
 ) -> tuple[str, int, list[dg.AssetKey]]:
     """Add an asset backfill of `selection` (Dagster selection syntax) over the range to the instance;
-    returns (backfill id, partitions, asset keys). The daemon launches and tracks its runs."""
+    returns (backfill id, partitions, asset keys). The daemon launches and tracks its runs, each with
+    `run_config` (e.g. an asset's config, as `asset materialize --config-json` takes it)."""
     graph = defs.resolve_asset_graph()
     keys = sorted(dg.AssetSelection.from_string(selection).resolve(graph))
     unpartitioned = [k.to_user_string() for k in keys if not graph.get(k).is_partitioned]
@@ -66,7 +68,7 @@ def submit_backfill(
         all_partitions=False,
         title=title or f"{len(keys)} assets, {parts[0]} to {parts[-1]}",
         description=f"crypto-platform backfill: {selection} over {partition_range}",
-        run_config=None,
+        run_config=dict(run_config) if run_config else None,
     )
     instance.add_backfill(backfill)
     return backfill.backfill_id, len(parts), keys
