@@ -43,7 +43,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
-from crypto_platform.ml import mlflow_logging
+from crypto_platform.ml import mlflow_logging, mlflow_store
 from crypto_platform.ml.artifacts import (
     LIGHTGBM_FILE,
     ModelArtifactError,
@@ -109,7 +109,7 @@ def log_and_register(
     unknown = [c for c in result.feature_cols if c not in feature_cols]
     if unknown:
         raise ValueError(f"log_and_register: the model learned from {unknown}, which are not in feature_cols")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_store.client(tracking_uri)
     with _tracking(tracking_uri):
         location = artifact_location or _default_artifacts(tracking_uri)
         experiment_id = _experiment(client, experiment_name, location)
@@ -210,7 +210,7 @@ def model_file_text(tracking_uri: str, info: ModelVersionInfo) -> str:
 
 def version_info(tracking_uri: str, model_name: str, version: str | int) -> ModelVersionInfo:
     """The info of one registered version; `alias` is its current alias (None if it has none)."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_store.client(tracking_uri)
     mv = client.get_model_version(model_name, str(version))
     return _info(mv, next(iter(mv.aliases or []), None))
 
@@ -222,7 +222,7 @@ def champion_info(tracking_uri: str, model_name: str) -> ModelVersionInfo:
 
 def alias_info(tracking_uri: str, model_name: str, alias: str) -> ModelVersionInfo:
     """The version info behind an alias; NoChampionError ('champion') / NoAliasError when unset."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_store.client(tracking_uri)
     return _info(_version_by_alias(client, tracking_uri, model_name, alias), alias)
 
 
@@ -296,7 +296,7 @@ def compare_champion(
 
 def load_reference_features(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> pl.DataFrame:
     """The drift reference sample stored with the aliased version (features as seen in training)."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_store.client(tracking_uri)
     mv = _version_by_alias(client, tracking_uri, model_name, alias)
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(
@@ -318,6 +318,7 @@ def _tracking(uri: str) -> Iterator[None]:
     saved_tracking = getattr(_tracking_utils, "_tracking_uri", None)
     saved_registry = getattr(_registry_utils, "_registry_uri", None)
     saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow_store.ensure_schema(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -338,7 +339,7 @@ def _verified_model(tracking_uri: str, info: ModelVersionInfo) -> Iterator[Path]
 
     The copy, not the store, is loaded: what was verified is what LightGBM parses.
     """
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_store.client(tracking_uri)
     where = client.get_model_version_download_uri(info.name, info.version)
     with tempfile.TemporaryDirectory() as tmp:
         try:
