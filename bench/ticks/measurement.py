@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from crypto_platform import tables
-from crypto_platform.assets.gold.inputs import derive_features
+from crypto_platform.assets.gold.inputs import FeatureRunMemo, derive_features
 from crypto_platform.assets.ingest import commit_batch, derive_bronze
 from crypto_platform.assets.silver import derive_candles_1m
 from crypto_platform.partitions import DayPartition
@@ -90,8 +90,9 @@ def derive(lake: LakeResource, parts: list[DayPartition]) -> tuple[int, dict[str
         for width in ("5m", "1h"):
             lake.write_partition(rollup(one_min, width), tables.CANDLES[width], part)  # type: ignore[arg-type]
     cpu["candles"], start = clock.process_time() - start, clock.process_time()
+    memo = FeatureRunMemo()  # one per run, as gold/features does
     for part in parts:
-        derive_features(lake, part)
+        derive_features(lake, part, memo)
     cpu["features"] = clock.process_time() - start
     return carried, cpu
 

@@ -10,7 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from crypto_platform import tables
-from crypto_platform.assets.gold.inputs import derive_features, labels_for
+from crypto_platform.assets.gold.inputs import FeatureRunMemo, derive_features, labels_for
 from crypto_platform.metadata import summarize
 from crypto_platform.ml.dataset import LABEL_HORIZONS
 from crypto_platform.partitions import partitions_of, single_run
@@ -39,9 +39,9 @@ FEATURE_SUMS = ("rows", "rows_recomputed", "rows_carried", "null_values", "bytes
 def gold_features(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    stats = []
+    stats, memo = [], FeatureRunMemo()  # each candle partition read once per run, not once per peer
     for part in partitions_of(context):
-        df, info, kept = derive_features(lake, part)
+        df, info, kept = derive_features(lake, part, memo)
         if df.is_empty():
             context.log.warning(f"features {part}: no priced candle that day; wrote an empty partition")
         nulls = df.select(pl.col(FEATURE_COLUMNS).null_count()).sum_horizontal().item() if df.height else 0

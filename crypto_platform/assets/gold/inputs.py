@@ -8,6 +8,7 @@ with the partition named, even when the candles_1m_suite check did not run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import dagster as dg
@@ -86,40 +87,74 @@ def require_silver(lake: LakeResource, part: DayPartition) -> None:
         )
 
 
-def feature_candles(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFrame | None, list[InputStamp]]:
+class FeatureRunMemo:
+    """What one run of gold/features reads and computes once for all its partitions: each instrument's
+    candles, and the features of an exchange's instruments from one restart minute. Every partition of
+    an exchange reads all its peers (cross-symbol features), so without this a tick over N instruments
+    read N x N candle partitions and computed the exchange's features N times."""
+
+    def __init__(self) -> None:
+        self._reads: dict[tuple[Instrument, date], tuple[pl.DataFrame | None, list[InputStamp]]] = {}
+        self._features: dict[tuple, pl.DataFrame] = {}
+
+    def candles(self, lake: LakeResource, inst: Instrument, day: date) -> tuple[pl.DataFrame | None, list]:
+        """`read_candles` of one instrument over the day and HISTORY_DAYS before, read once per run."""
+        if (inst, day) not in self._reads:
+            self._reads[inst, day] = read_candles(lake, inst, day, range(-HISTORY_DAYS, 1))
+        df, stamps = self._reads[inst, day]
+        return df, list(stamps)
+
+    def features(
+        self, stamps: list[InputStamp], since: object, compute: Callable[[], pl.DataFrame]
+    ) -> pl.DataFrame:
+        """`compute()` once per set of input partitions (by their stamps) and restart minute."""
+        key = (tuple(sorted((s.name, s.stamp) for s in stamps)), since)
+        if key not in self._features:
+            self._features[key] = compute()
+        return self._features[key]
+
+
+def feature_candles(
+    lake: LakeResource, part: DayPartition, memo: FeatureRunMemo | None = None
+) -> tuple[pl.DataFrame | None, list[InputStamp]]:
     """The candles a feature day reads: its own (None when it has no priced minute that day) plus the
     same exchange's peers, over the day and the HISTORY_DAYS before; and each partition's stamp."""
     require_silver(lake, part)
-    days = range(-HISTORY_DAYS, 1)
-    own, stamps = read_candles(lake, part.instrument, part.day, days)
+    memo = memo or FeatureRunMemo()
+    own, stamps = memo.candles(lake, part.instrument, part.day)
     if own is None or day_rows(own, part).is_empty():
         return None, stamps
     frames = [own]
     for inst in load_universe().instruments:
         if inst.exchange == part.instrument.exchange and inst != part.instrument:
-            peer, peer_stamps = read_candles(lake, inst, part.day, days)
+            peer, peer_stamps = memo.candles(lake, inst, part.day)
             stamps += peer_stamps
             if peer is not None and peer.height:
                 frames.append(peer)
     return pl.concat(frames, how="vertical"), stamps
 
 
-def derive_features(lake: LakeResource, part: DayPartition) -> tuple[pl.DataFrame, WriteInfo, int]:
+def derive_features(
+    lake: LakeResource, part: DayPartition, memo: FeatureRunMemo | None = None
+) -> tuple[pl.DataFrame, WriteInfo, int]:
     """Features of one (instrument, day), committed with the ids of the candles they read. Stored
     features computed from the candles one tick before keep their rows before the first minute any of
-    those candles changed (`transforms.incremental`); returns the features, the write, rows kept."""
-    candles, stamps = feature_candles(lake, part)
+    those candles changed (`transforms.incremental`); returns the features, the write, rows kept. Pass
+    one `memo` to every partition of a run (same day, same exchange): each input is read once."""
+    memo = memo or FeatureRunMemo()
+    candles, stamps = feature_candles(lake, part, memo)
     stored, lineage = lake.read_with_lineage(tables.FEATURES, part)
     since = features_restart(lineage, stamps) if stored is not None and candles is not None else True
     kept, changed = 0, None
     if candles is None:
         df = pl.DataFrame(schema=FEATURES_SCHEMA)  # no priced minute that day (see priced_candles)
     elif since is True:
-        df = day_rows(segmented_features(candles), part)
+        df = day_rows(memo.features(stamps, True, lambda: segmented_features(candles)), part)
     elif since is False:  # no candle it read changed: a re-run rewrites nothing
         return stored, stored_infos(lake, part, {tables.FEATURES: stored})[0], stored.height  # type: ignore
     else:
-        df, kept = splice_rows(stored, day_rows(features_tail(candles, since), part), since)  # type: ignore[arg-type]
+        tail = memo.features(stamps, since, lambda: features_tail(candles, since))  # type: ignore[arg-type]
+        df, kept = splice_rows(stored, day_rows(tail, part), since)  # type: ignore[arg-type]
         changed = since
     base = lineage.id if lineage is not None and since is not True else None
     inputs = tuple((s.name, s.stamp) for s in stamps)
