@@ -99,3 +99,13 @@ def test_no_test_module_imports_another() -> None:
                 ):
                     bad.append(f"{path.name} imports {node.module} (shared helpers go to fixtures.py)")
     assert not bad, "\n".join(bad)
+
+
+def test_no_module_is_over_the_line_limit() -> None:
+    """Modules stay small enough to read whole: split by concern past MAX_MODULE_LINES."""
+    long = {
+        str(p.relative_to(PACKAGE_DIR.parent)): n
+        for p in PACKAGE_DIR.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"over {MAX_MODULE_LINES} lines: {long}"

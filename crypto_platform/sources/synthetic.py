@@ -1,18 +1,16 @@
 """Deterministic market simulator: realistic-looking trades as a pure function of (seed, symbol, time).
 
-Every random number is a counter-based hash of (seed, symbol, minute / trade id / lattice point), and
-the price path is a sum of seeded multi-scale "value noise" functions of absolute time, so a window
-gives exactly the same trades however it is split into fetches (no recursion from the window start).
+Every random number is a counter-based hash of (seed, symbol, minute / trade id / lattice point), and the
+price path is a sum of seeded multi-scale "value noise" functions of absolute time, so a window gives
+exactly the same trades however it is split into fetches. Microstructure: a slowly varying volatility
+regime, a UTC intraday activity profile (busiest 13-16 UTC), lognormal trade sizes with a Pareto tail,
+taker sides that follow the short-term move, and bid-ask bounce (buys at the ask, sells at the bid).
 
-Microstructure: a slowly varying volatility regime (volatility clustering), a UTC intraday activity
-profile (busiest 13-16 UTC), lognormal trade sizes with a Pareto tail, taker sides that follow the
-short-term price move, and bid-ask bounce (buys print at the ask, sells at the bid).
-
-Optional known, learnable signal (option `informed_flow`, default 0 = none): takers also lean on the
-next INFORMED_S seconds' price move (the path is a function of time, so it is known), with that logistic
-slope: towards it in busy hours, against it in quiet ones. Order flow then forecasts returns through an
-interaction with the time of day that trees learn and a linear model or a past-return rule cannot use
-(3 simulated days x 3 instruments, slope 1: LightGBM holdout rank IC 0.26-0.29, ridge <= 0.08).
+Optional learnable signal (option `informed_flow`, default 0 = none): takers also lean on the next
+INFORMED_S seconds' price move with that logistic slope, towards it in busy hours and against it in quiet
+ones: order flow forecasts returns through an interaction with the time of day that trees learn and a
+linear model or a past-return rule cannot (3 days x 3 instruments, slope 1: LightGBM holdout rank IC
+0.26-0.29, ridge <= 0.08).
 """
 
 from __future__ import annotations
@@ -39,22 +37,10 @@ _COLUMNS = ("trade_id", "timestamp_ms", "price_ticks", "amount_lots", "is_buy") 
 LOOKBACK_S = 15  # momentum horizon driving the taker side
 
 # Reference USD prices; unknown assets get a hash-derived level (see `usd_price`).
-USD_ANCHORS: dict[str, float] = {
-    "BTC": 60_000.0,
-    "ETH": 3_000.0,
-    "SOL": 150.0,
-    "BNB": 550.0,
-    "XRP": 0.55,
-    "DOGE": 0.12,
-    "USDT": 1.0,
-    "USDC": 1.0,
-    "USD": 1.0,
-    "BUSD": 1.0,
-    "FDUSD": 1.0,
-    "DAI": 1.0,
-    "TUSD": 1.0,
-    "EUR": 1.08,
-}
+USD_ANCHORS: dict[str, float] = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0, "BNB": 550.0, "XRP": 0.55}
+USD_ANCHORS |= {"DOGE": 0.12, "EUR": 1.08} | dict.fromkeys(
+    ("USDT", "USDC", "USD", "BUSD", "FDUSD", "DAI", "TUSD"), 1.0
+)
 VOL_MULTIPLIERS: dict[str, float] = {"BTC": 1.0, "ETH": 1.25, "SOL": 1.8}
 BASE_VOL = 0.025 / math.sqrt(86_400)  # BTC-like daily volatility of 2.5 %, per sqrt(second)
 GRID_S = 2  # the fast price octaves are sampled every GRID_S seconds and interpolated in between
