@@ -48,15 +48,6 @@ def write_universe(folder: Path, rates: list[float]) -> tuple[Path, list[str]]:
     return path, keys
 
 
-def _create_storage(home: Path) -> None:
-    """Create the instance's SQLite storage once, before the daemon and the CLI open it at the same time
-    (two processes creating it at once stamp its schema table twice, and every later open fails)."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)):
-        pass
-
-
 def day_range(days: int, last: date) -> list[date]:
     """The `days` UTC days ending with `last`."""
     return [last - timedelta(days=days - 1 - k) for k in range(days)]
@@ -79,9 +70,11 @@ class Platform:
     ) -> Platform:
         """Temp DAGSTER_HOME (the repo's dagster.yaml, storage under `root`), lake, warehouse, MLflow,
         the instruments file, and the backfill policy (`CRYPTO_BACKFILL_PARTITIONS_PER_RUN=per_run`)."""
+        from crypto_platform.automation.instance_storage import ensure_instance_storage
+
         home = make_home(root)
         env = base_env(root, home)
-        _create_storage(home)
+        ensure_instance_storage(home)  # as ./run does before any Dagster process: the daemon and CLI race
         env.update(
             CRYPTO_INSTRUMENTS=str(universe),
             CRYPTO_BACKFILL_PARTITIONS_PER_RUN=str(per_run),
