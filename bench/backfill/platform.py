@@ -112,13 +112,14 @@ class Platform:
         self.daemon = None
 
     def command(self, args: list[str], logname: str) -> str:
-        """Run a console script in its own (sampled) session; its output, or exit naming the log."""
+        """Run a console script (or a command line starting with an absolute path) in its own (sampled)
+        session; its output, or exit naming the log."""
         logfile = self.root / logname
         with logfile.open("a") as fh:
             fh.write(f"\n$ {' '.join(args)}\n")
             fh.flush()
             proc = subprocess.Popen(
-                [_bin(args[0]), *args[1:]],
+                args if Path(args[0]).is_absolute() else [_bin(args[0]), *args[1:]],
                 cwd=PROJECT,
                 env=self.env,
                 stdout=subprocess.PIPE,
@@ -152,20 +153,10 @@ class Platform:
                 "gold_model": {"config": {"n_trials": trials, "eval_from": eval_from.isoformat()}},
             }
         }
-        self.command(
-            [
-                "dagster",
-                "asset",
-                "materialize",
-                "-m",
-                "crypto_platform.definitions",
-                "--select",
-                TRAINING,
-                "--config-json",
-                json.dumps(config),
-            ],
-            "train.log",
-        )
+        # imported here: the platform reads its settings once per process, after the bench has set them
+        from crypto_platform.cli import materialize_command
+
+        self.command(materialize_command(TRAINING, config=config), "train.log")
 
     def wait_backfill(self, backfill_id: str, timeout: float) -> str:
         """Wait until the daemon has finished the backfill (all its runs done); returns its status."""
