@@ -512,3 +512,66 @@ def test_a_proof_of_other_rules_or_a_damaged_one_proves_nothing(trades: pl.DataF
     assert how(judged(lake)) == ("full", 5_200)
     append(lake, day.slice(5_200, 100))
     assert how(judged(lake)) == ("incremental", 100)
+
+
+@pytest.mark.slow
+def test_on_s3_a_delta_is_validated_alone_until_the_compaction(
+    trades: pl.DataFrame, s3_endpoint: str
+) -> None:
+    from crypto_platform_tests.fixtures import s3_lake
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = s3_lake(s3_endpoint)
+    lake.store.write(bronze_key(lake), day.slice(0, 8_000), {LINEAGE_KEY: Lineage(1, id=new_id()).to_json()})
+    assert how(judged(lake)) == ("full", 8_000)
+    append(lake, day.slice(8_000, 1_000))
+    assert how(judged(lake)) == ("incremental", 1_000)
+    append(lake, pl.concat([day.slice(9_000, 1_000), day.slice(3, 1)]))
+    dup = judged(lake)
+    assert how(dup) == ("incremental", 1_001) and counts(dup) == {"trade_id_unique": 2}
+    lake.store.write(bronze_key(lake), day.slice(0, 10_000), {LINEAGE_KEY: Lineage(3, id=new_id()).to_json()})
+    assert how(judged(lake)) == ("full", 10_000)
+    append(lake, day.slice(10_000, 500))
+    assert how(judged(lake)) == ("incremental", 500)
+
+
+@pytest.mark.slow
+def test_the_check_says_which_validation_ran_and_on_how_many_rows(
+    trades: pl.DataFrame, tmp_path: Path
+) -> None:
+    import dagster as dg
+
+    from crypto_platform.checks.quality import bronze_trades_suite
+    from crypto_platform_tests.fixtures import PARTITIONED, evaluation, meta, partition_tags, resources
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = open_day(tmp_path, day.slice(0, 12_000))
+    op = "bronze__trades_bronze_trades_suite"
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def check(engine: str = "contract") -> dg.AssetCheckEvaluation:
+            res = dg.materialize(
+                [*PARTITIONED, bronze_trades_suite],
+                selection=dg.AssetSelection.checks(bronze_trades_suite),
+                instance=instance,
+                resources=resources(tmp_path),
+                tags=partition_tags(BINANCE_DAY.key),
+                run_config={"ops": {op: {"config": {"engine": engine}}}},
+                raise_on_error=False,
+            )
+            return evaluation(res, "bronze_trades_suite")
+
+        first = check()
+        assert first.passed and meta(first, "validation_mode") == "full"
+        assert meta(first, "rows_validated") == meta(first, "row_count") == 12_000
+        assert meta(first, "why_full") == f"{BINANCE_DAY.key}: no proof that the stored files passed"
+        append(lake, set_row(day.slice(12_000, 2_000), 3, price=0.0))
+        tick = check()
+        assert not tick.passed and meta(tick, "validation_mode") == "incremental"
+        assert meta(tick, "rows_validated") == 2_000 and meta(tick, "row_count") == 14_000
+        assert meta(tick, "price_positive.unexpected_count") == 1
+        gx = check("great_expectations")  # the reference suite always reads the whole partition
+        assert (
+            not gx.passed and meta(gx, "validation_mode") == "full" and meta(gx, "rows_validated") == 14_000
+        )
+        assert meta(gx, "price_positive.unexpected_count") == 1
