@@ -575,3 +575,18 @@ def test_the_check_says_which_validation_ran_and_on_how_many_rows(
             not gx.passed and meta(gx, "validation_mode") == "full" and meta(gx, "rows_validated") == 14_000
         )
         assert meta(gx, "price_positive.unexpected_count") == 1
+
+
+def test_a_delta_off_the_schema_gets_the_full_reads_named_error(trades: pl.DataFrame, tmp_path: Path) -> None:
+    from crypto_platform.checks.bronze_cells import validate_bronze_cell
+    from crypto_platform.quality.contract import check_bronze
+    from crypto_platform.resources.lake import LakeReadError
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = open_day(tmp_path, day.slice(0, 5_000))
+    judged(lake)
+    append(lake, day.slice(5_000, 100).with_columns(pl.col("price").cast(pl.Float32)))
+    with pytest.raises(LakeReadError, match="bronze/trades"):
+        lake.read_partition(tables.BRONZE_TRADES, BINANCE_DAY)  # today's full read
+    with pytest.raises(LakeReadError, match="bronze/trades"):  # the delta alone would pass: not judged alone
+        validate_bronze_cell(lake, BINANCE_DAY, check_bronze, incremental=True)

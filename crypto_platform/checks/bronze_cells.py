@@ -64,8 +64,10 @@ def validate_bronze_cell(
             result = _validate_delta(lake, part, files, n, proof.rows)
             if result is not None and stored_files(lake, part) == files:
                 return _record(lake, part, files, result)
-            why = "the new files are off the contract's schema" if result is None else "files changed"
-        files = stored_files(lake, part)
+            why = (
+                "new files off the contract's schema" if result is None else "files changed while validating"
+            )
+            files = stored_files(lake, part)
     df = lake.read_partition(TABLE, part)
     if df is None or files is None:
         return None
