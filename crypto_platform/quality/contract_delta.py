@@ -4,9 +4,9 @@ An open day's bronze is a base file plus one delta file per tick. A full validat
 day every tick; here a tick validates only the files after the prefix a `ContractProof` vouches for:
 the verdict of the last validation with a fingerprint (`stamps`: name, size, modification time of
 every file it read, base first) of exactly what it validated. The prefix counts only when the proof
-is of this contract (`CONTRACT_VERSION`) and window, passed, and its files are the current files'
-first ones unchanged; else (no proof, a failed verdict, a rewritten or compacted base) the caller
-validates in full.
+is of these rules (`CONTRACT_VERSION`, a digest of their code) and window, passed, and its files are
+the current files' first ones unchanged; else (no proof, a failed verdict, a rewritten or compacted
+base) the caller validates in full.
 
 Why this equals a full validation: every bronze rule but one is row by row (schema, non-null keys,
 positive price and amount, side, ts inside the window), so the proven prefix contributes no failing
@@ -19,19 +19,31 @@ continuity rule). Examples come out in the full validation's order (a stable sor
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 
+from crypto_platform.quality import contract, suite_result
 from crypto_platform.quality.contract import TRADE_KEY, check_bronze, unique_outcome
 from crypto_platform.quality.suite_result import BRONZE_SUITE, ExpectationOutcome, SuiteResult, utc_bound
 from crypto_platform.schemas import BRONZE_TRADES
 
-# Bump when a bronze rule changes: proofs of older rules then vouch for nothing (full validation).
-CONTRACT_VERSION = f"{BRONZE_SUITE}/1"
+
+def _rules_digest() -> str:
+    """A digest of the code and contract the bronze rules are made of: any change to them (even one
+    nobody thought to version) makes older proofs vouch for nothing, so the next validation is full."""
+    digest = hashlib.sha256(repr(sorted((c, str(t)) for c, t in BRONZE_TRADES.items())).encode())
+    for source in (contract.__file__, suite_result.__file__, __file__):
+        digest.update(Path(str(source)).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+CONTRACT_VERSION = f"{BRONZE_SUITE}/{_rules_digest()}"
 FULL, INCREMENTAL = "full", "incremental"
 SEAM_COLUMNS = [*TRADE_KEY, "ts"]  # what the seam probe reads of the proven prefix
 
