@@ -436,6 +436,8 @@ def how(result: SuiteResult) -> tuple[str, int]:
 def test_the_contract_on_a_delta_gives_the_full_verdict_on_every_fault(
     trades: pl.DataFrame, tmp_path: Path
 ) -> None:
+    from crypto_platform.checks.bronze_cells import proof_key
+
     day = trades.sort(list(tables.BRONZE_TRADES.order))
     lake = open_day(tmp_path, day.slice(0, 12_000))
     first = judged(lake)  # a base that was never validated: full
@@ -443,7 +445,10 @@ def test_the_contract_on_a_delta_gives_the_full_verdict_on_every_fault(
     assert first.parameters["why_full"] == "no proof that the stored files passed"
     append(lake, day.slice(12_000, 2_000))
     assert how(judged(lake)) == ("incremental", 2_000)
-    assert how(judged(lake)) == ("incremental", 0)  # nothing new: the proof covers every file
+    proof_file = lake.root_path / proof_key(lake, BINANCE_DAY)
+    recorded = proof_file.stat().st_mtime_ns
+    assert how(judged(lake)) == ("incremental", 0)  # nothing new: the proof covers every file...
+    assert proof_file.stat().st_mtime_ns == recorded  # ...and stays as it is
 
     # faults inside the delta, a trade id of the base and one of the earlier delta sent again (twice)
     faults = set_row(

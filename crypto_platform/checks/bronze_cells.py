@@ -63,7 +63,7 @@ def validate_bronze_cell(
         if n and proof is not None:
             result = _validate_delta(lake, part, files, n, proof.rows)
             if result is not None and stored_files(lake, part) == files:
-                return _record(lake, part, files, result)
+                return _record(lake, part, files, result, stored=proof)
             why = (
                 "new files off the contract's schema" if result is None else "files changed while validating"
             )
@@ -127,10 +127,18 @@ def _validate_delta(
     return check_bronze_delta(new, seam, proven_rows, part.start, part.end, TABLE.order)
 
 
-def _record(lake: LakeResource, part: DayPartition, files: StoredFiles, result: SuiteResult) -> SuiteResult:
-    """Store the proof of `result` (a validation of exactly `files`); a failed write only costs the next
-    validation its shortcut, so it is reported in the parameters, not raised."""
+def _record(
+    lake: LakeResource,
+    part: DayPartition,
+    files: StoredFiles,
+    result: SuiteResult,
+    stored: ContractProof | None = None,
+) -> SuiteResult:
+    """Store the proof of `result` (a validation of exactly `files`) unless it is the `stored` one; a
+    failed write only costs the next validation its shortcut, so it is reported, not raised."""
     proof = proof_of(result, files.stamps, part.start, part.end)
+    if proof == stored:
+        return result
     try:
         lake.store.write_json(proof_key(lake, part), proof.to_json())
     except Exception as exc:  # any store error: the verdict stands, only the proof is lost
