@@ -125,14 +125,15 @@ class LakeResource(RawBatches, dg.ConfigurableResource):
 
     def view_source(self, table: Table) -> str | None:
         """The DuckDB table function reading a table's committed data (None: no data yet): a glob over
-        a local lake (new partitions appear by themselves); on S3, or when a partition has deltas (a
-        glob would also read void ones), the explicit list of the current files (rebuild it after each
+        a local lake (new partitions appear by themselves); on S3, or when a partition's version is a
+        list (an open day's base and deltas: a glob would read the plain file only), the explicit list
+        of the current files, a snapshot that a later compaction never changes (rebuild it after each
         write)."""
         keys = self.store.committed_keys(self.table_key(table), _pattern(table))
         currents = self.store.currents(keys)
         if not currents:
             return None
-        if self.is_local and not any(c.deltas for c in currents):
+        if self.is_local and all(c.uri == self.store.uri(c.key) and not c.deltas for c in currents):
             files = "'" + self.table_glob(table).replace("'", "''") + "'"
         else:
             uris = [u for c in currents for u in c.uris]

@@ -1,0 +1,177 @@
+"""Snapshot isolation of an open day across its compaction, on a folder and on S3: a warehouse view or
+a DuckDB connection built from the committed file list before a compaction reads exactly that snapshot
+after it (never the compacted base plus the old deltas), one built after reads the new one, the sweep
+removes superseded files only after the grace period and never a current one, a compaction killed
+before its commit leaves the old snapshot whole, and an older folder lake (a plain base, a list naming
+it by digest) is read and migrated."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path, PurePath
+
+import duckdb
+import polars as pl
+
+from crypto_platform import tables
+from crypto_platform.lineage import new_id
+from crypto_platform.partitions import DayPartition
+from crypto_platform.resources.lake import LINEAGE_KEY, PART_FILE, LakeResource, Lineage
+from crypto_platform.resources.warehouse import WarehouseResource
+from crypto_platform.settings import load_universe
+
+T = tables.TRADE_REJECTS  # a delta-appended table (the open day's bronze layout)
+PART = DayPartition(load_universe().instrument("sim.BTC-USDT"), date(2024, 3, 4))
+CHUNK = 500
+SQL = f"select count(*), count(distinct i), sum(i) from {T.view}"
+
+
+def rows(start: int, stop: int) -> pl.DataFrame:
+    return pl.DataFrame({"i": range(start, stop)}, schema={"i": pl.Int64})
+
+
+def meta() -> dict[str, str]:
+    return {LINEAGE_KEY: Lineage(1, id=new_id()).to_json()}  # each write its own lineage, as in a run
+
+
+def key(lake: LakeResource) -> str:
+    return f"{lake.part_key(T, PART)}/{PART_FILE}"
+
+
+def figures(n: int) -> tuple[int, int, int]:
+    """(rows, distinct rows, sum) of the rows 0..n-1: what a whole snapshot of n rows reads."""
+    return n, n, n * (n - 1) // 2
+
+
+def open_day(lake: LakeResource, deltas: int = 3) -> int:
+    """A base of 2 chunks plus `deltas` one-chunk deltas; the snapshot's rows."""
+    lake.store.write(key(lake), rows(0, 2 * CHUNK), meta())
+    for k in range(deltas):
+        lake.store.append(key(lake), rows((2 + k) * CHUNK, (3 + k) * CHUNK), meta())
+    return (2 + deltas) * CHUNK
+
+
+def compact(lake: LakeResource, n: int) -> None:
+    """The day's compaction: the same rows rewritten as one base."""
+    lake.store.write(key(lake), rows(0, n), meta())
+
+
+def listing(lake: LakeResource) -> dict[str, int]:
+    return {PurePath(e.key).name: e.size for e in lake.store.list_folder(lake.part_key(T, PART))}
+
+
+def test_views_built_before_a_compaction_read_the_old_snapshot_after_it(
+    any_lake: LakeResource, tmp_path: Path
+) -> None:
+    lake = any_lake
+    n = open_day(lake)
+    old_view = WarehouseResource(path=str(tmp_path / "old.duckdb"))
+    assert old_view.refresh_views(lake, [T]).created == (T.view,)
+    con = duckdb.connect()  # a session that resolved the file list before the compaction
+    if not lake.is_local:
+        from crypto_platform.resources.duckdb_s3 import connect_s3
+
+        connect_s3(con, lake.store)  # type: ignore[arg-type]
+    con.execute(f"create view snap as select * from {lake.view_source(T)}")
+    assert old_view.query(SQL, lake=lake) == [figures(n)]
+
+    compact(lake, n)  # committed: the new base holds the deltas' rows
+    lake.store.append(key(lake), rows(n, n + CHUNK), meta())  # and the day goes on
+    assert old_view.query(SQL, lake=lake) == [figures(n)]  # exactly the old snapshot, no row twice
+    assert con.execute("select count(*), count(distinct i), sum(i) from snap").fetchall() == [figures(n)]
+
+    new_view = WarehouseResource(path=str(tmp_path / "new.duckdb"))
+    assert new_view.refresh_views(lake, [T]).created == (T.view,)
+    assert new_view.query(SQL, lake=lake) == [figures(n + CHUNK)]
+    assert lake.read_partition(T, PART)["i"].to_list() == list(range(n + CHUNK))  # = from scratch
+    assert lake.partition_rows(T, PART) == n + CHUNK
+
+
+def test_the_sweep_waits_for_the_grace_period_and_keeps_every_current_file(any_lake: LakeResource) -> None:
+    lake = any_lake
+    n = open_day(lake)
+    before = set(listing(lake))
+    compact(lake, n)
+    lake.store.append(key(lake), rows(n, n + CHUNK), meta())
+    cur = lake.store.current(key(lake))
+    assert lake.sweep(older_than_s=3600, now_s=time.time()).superseded == ()  # readers may be on them
+    swept = lake.sweep(older_than_s=60, now_s=time.time() + 3600)
+    names = {PurePath(p).name for p in swept.superseded}
+    control = {"part.parquet", "part.current.json", "part.deltas.json"}  # plain file, pointer, list
+    current = {PurePath(u).name for u in cur.uris}
+    assert before - control <= names  # every file of the old snapshot...
+    assert set(listing(lake)) == current | (control & set(listing(lake)))  # ...and no current one
+    assert lake.read_partition(T, PART)["i"].to_list() == list(range(n + CHUNK))
+    assert lake.sweep(older_than_s=60, now_s=time.time() + 3600).superseded == ()  # nothing left to sweep
+
+
+_KILL = """
+import os, sys, json
+import polars as pl
+from crypto_platform.resources.lake import LakeResource
+from crypto_platform.resources.lake.local import LocalStore
+from crypto_platform.resources.lake.s3 import S3Store
+args = json.loads(sys.argv[1])
+die = lambda *a, **k: os._exit(9)  # the process dies at the commit: the new base is written, not named
+LocalStore.write_json = die
+S3Store._commit_pointer = die
+lake = LakeResource(**args["lake"])
+lake.store.write(args["key"], pl.DataFrame({"i": range(args["n"])}), {})
+"""
+
+
+def test_a_compaction_killed_before_its_commit_leaves_the_old_snapshot(any_lake: LakeResource) -> None:
+    lake = any_lake
+    n = open_day(lake)
+    before = listing(lake)
+    settings = {
+        "root": lake.root,
+        "s3_endpoint_url": lake.s3_endpoint_url,
+        "s3_allow_http": lake.s3_allow_http,
+    }
+    args = json.dumps({"lake": settings, "key": key(lake), "n": n})
+    done = subprocess.run([sys.executable, "-c", _KILL, args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 9, done.stderr
+    orphans = set(listing(lake)) - set(before)
+    assert orphans and all(not o.startswith("part.parquet") for o in orphans)  # the new base, unnamed
+    assert {k: v for k, v in listing(lake).items() if k in before} == before  # nothing rewritten
+    assert lake.delta_count(T, PART) == 3
+    assert lake.read_partition(T, PART)["i"].to_list() == list(range(n))
+    assert lake.sweep(older_than_s=3600, now_s=time.time()).superseded == ()  # young: could be a write
+    swept = lake.sweep(older_than_s=60, now_s=time.time() + 3600)
+    assert {PurePath(p).name for p in (*swept.superseded, *swept.temp_files)} == orphans
+    assert listing(lake) == before
+    compact(lake, n)  # the next compaction commits
+    assert lake.delta_count(T, PART) == 0 and lake.read_partition(T, PART)["i"].to_list() == list(range(n))
+
+
+def test_an_older_folder_lake_is_read_and_migrated(tmp_path: Path) -> None:
+    """A lake written before snapshots: a plain base and a list naming it by its footer's digest."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    lake.store.write(key(lake), rows(0, CHUNK), meta())
+    folder = lake.partition_path(T, PART)
+    rows(CHUNK, 2 * CHUNK).write_parquet(folder / "part.d000001-0000abcd.parquet")
+    footer = pl.read_parquet_metadata(folder / PART_FILE)
+    digest = hashlib.sha256(json.dumps(sorted(footer.items())).encode()).hexdigest()[:24]
+    legacy = {"base": digest, "deltas": [{"file": "part.d000001-0000abcd.parquet"}], "rows": 2 * CHUNK}
+    (folder / "part.deltas.json").write_text(json.dumps({**legacy, "metadata": footer}))
+    assert lake.read_partition(T, PART)["i"].to_list() == list(range(2 * CHUNK))
+    view = WarehouseResource(path=str(tmp_path / "w.duckdb"))
+    view.refresh_views(lake, [T])
+    assert view.query(SQL) == [figures(2 * CHUNK)]
+
+    lake.store.append(key(lake), rows(2 * CHUNK, 3 * CHUNK), meta())  # migrated: the base by its own name
+    cur = lake.store.current(key(lake))
+    assert PurePath(cur.uri).name.startswith("part.b") and len(cur.deltas) == 2
+    assert lake.read_partition(T, PART)["i"].to_list() == list(range(3 * CHUNK))
+    compact(lake, 3 * CHUNK)
+    assert not (folder / "part.deltas.json").exists()  # settled: one plain file again
+    assert lake.store.current(key(lake)).uris == [str(folder / PART_FILE)]
+    assert pl.read_parquet(folder / PART_FILE)["i"].to_list() == list(range(3 * CHUNK))
+    assert os.stat(folder / PART_FILE).st_size == listing(lake)[PART_FILE]
