@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path, PurePath
@@ -175,3 +176,41 @@ def test_an_older_folder_lake_is_read_and_migrated(tmp_path: Path) -> None:
     assert lake.store.current(key(lake)).uris == [str(folder / PART_FILE)]
     assert pl.read_parquet(folder / PART_FILE)["i"].to_list() == list(range(3 * CHUNK))
     assert os.stat(folder / PART_FILE).st_size == listing(lake)[PART_FILE]
+
+
+def test_a_session_resolving_lists_while_ticks_and_compactions_commit_sees_whole_snapshots(
+    tmp_path: Path,
+) -> None:
+    """Another reader resolves the file list, waits, then queries DuckDB, while a writer appends and
+    compacts: every answer is one whole snapshot (n rows, each once), never older than the one before."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    n = open_day(lake, deltas=1)
+    done, answers, bad = threading.Event(), [], []
+
+    def read() -> None:
+        con, last = duckdb.connect(), 0
+        while not done.is_set():
+            source = lake.view_source(T)
+            time.sleep(0.01)  # the window between resolving the list and reading it
+            [(count, distinct, total)] = con.execute(
+                f"select count(*), count(distinct i), sum(i) from {source}"
+            ).fetchall()
+            if (count, distinct, total) != figures(count) or count % CHUNK or count < last:
+                bad.append((count, distinct))
+            last = count
+            answers.append(count)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(8):
+            for _ in range(2):
+                lake.store.append(key(lake), rows(n, n + CHUNK), meta())
+                n += CHUNK
+            compact(lake, n)
+    finally:
+        done.set()
+        reader.join()
+    assert not bad, f"partial or doubled snapshots: {bad[:5]}"
+    assert len(set(answers)) > 3  # the reader saw the day grow
+    assert lake.read_partition(T, PART)["i"].to_list() == list(range(n))

@@ -47,7 +47,7 @@ LOCKS_DIR = ".locks"
 DELTAS_SUFFIX = ".deltas.json"
 # A file of a listed version (base `b<ms>` or delta `d<seq>`), never rewritten: what `sweep` may remove.
 _SNAPSHOT_FILE = re.compile(r"^(?P<stem>.+)\.(b\d{13}|d\d{6})-[0-9a-f]{8}\.parquet$")
-_SNAPSHOT_GLOBS = ("*.b" + "?" * 13 + "-????????.parquet", "*.d??????-????????.parquet")
+_SNAPSHOT_GLOB = "*-????????.parquet"  # one walk of the lake finds both kinds (then `_SNAPSHOT_FILE`)
 
 
 class LocalStore(LakeStore):
@@ -245,7 +245,7 @@ class LocalStore(LakeStore):
         if not self.root.is_dir():
             return []
         out = []
-        for file in sorted({p for g in _SNAPSHOT_GLOBS for p in self.root.rglob(g)}):
+        for file in sorted(self.root.rglob(_SNAPSHOT_GLOB)):
             match = _SNAPSHOT_FILE.match(file.name)
             if match is None:
                 continue
