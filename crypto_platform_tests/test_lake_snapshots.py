@@ -207,10 +207,20 @@ def test_a_session_resolving_lists_while_ticks_and_compactions_commit_sees_whole
             for _ in range(2):
                 lake.store.append(key(lake), rows(n, n + CHUNK), meta())
                 n += CHUNK
+                read_since(answers, len(answers))
             compact(lake, n)
+            read_since(answers, len(answers))
     finally:
         done.set()
         reader.join()
     assert not bad, f"partial or doubled snapshots: {bad[:5]}"
-    assert len(set(answers)) > 3  # the reader saw the day grow
+    assert len(set(answers)) > 3, answers  # the reader saw the day grow
+    assert answers[-1] == n
     assert lake.read_partition(T, PART)["i"].to_list() == list(range(n))
+
+
+def read_since(answers: list[int], seen: int, timeout_s: float = 10.0) -> None:
+    """Wait until the reader answered once more (so reads interleave with every commit, under load)."""
+    deadline = time.monotonic() + timeout_s
+    while len(answers) <= seen and time.monotonic() < deadline:
+        time.sleep(0.001)
