@@ -9,7 +9,8 @@ lock (local) or committed by a conditional write that a concurrent writer makes 
 re-read and retried: either way no committed batch is lost or duplicated. An open day's tick may
 append its rows to a partition as a delta (`commit_derived(..., append=True)`) instead of rewriting it:
 every read here sees base + deltas as one table (in the table's `order`), never part of a tick; the
-next whole write (the day's compaction) replaces base and deltas.
+next whole write (the day's compaction) replaces base and deltas by a new base, without rewriting any
+file the old version named (a reader of the old file list reads the old snapshot: `store.py`).
 """
 
 from __future__ import annotations
