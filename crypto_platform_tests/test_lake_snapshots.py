@@ -14,16 +14,20 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date
+from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path, PurePath
 
 import duckdb
 import polars as pl
 
 from crypto_platform import tables
+from crypto_platform.assets.ingest import commit_batch, derive_bronze
+from crypto_platform.assets.open_day import COMPACTED, INCREMENTAL
 from crypto_platform.lineage import new_id
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LINEAGE_KEY, PART_FILE, LakeResource, Lineage
+from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import load_universe
 
@@ -224,3 +228,38 @@ def read_since(answers: list[int], seen: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while len(answers) <= seen and time.monotonic() < deadline:
         time.sleep(0.001)
+
+
+def test_the_warehouse_view_of_an_open_days_bronze_keeps_its_snapshot_across_the_settling_compaction(
+    tmp_path: Path,
+) -> None:
+    """The real path: synthetic trades, live ticks appended as deltas, the warehouse's bronze view
+    built, then the day settles and is compacted: the view reads the ticks' trades once each until it
+    is refreshed, then the whole day, as DuckDB counts the committed raw trades."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    source = TradeSourcesResource(now=(PART.end + timedelta(hours=1)).isoformat()).source_for(PART.instrument)
+    minute = timedelta(minutes=1)
+    for k in range(3):
+        start, end = PART.start + k * 2 * minute, PART.start + (k + 1) * 2 * minute
+        commit_batch(lake, PART, source.fetch(PART.instrument, start, end), end)
+        result, _, _ = derive_bronze(lake, PART)
+    assert result.mode == INCREMENTAL and lake.delta_count(tables.BRONZE_TRADES, PART) == 2
+    warehouse = WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))
+    warehouse.refresh_views(lake, [tables.BRONZE_TRADES])
+    sql = "select count(*), count(distinct trade_id), round(sum(amount), 6) from bronze.trades"
+    [ticks] = warehouse.query(sql)
+
+    tail = source.fetch(PART.instrument, PART.start + 6 * minute, PART.start + 8 * minute)
+    commit_batch(lake, PART, replace(tail, covered_to=PART.end), PART.end)  # the day's tail: settled
+    result, _, _ = derive_bronze(lake, PART)
+    assert result.mode == COMPACTED and lake.delta_count(tables.BRONZE_TRADES, PART) == 0
+    assert warehouse.query(sql) == [ticks]  # the view built before: exactly its snapshot
+    raw = lake.partition_path(tables.RAW_TRADES, PART)
+    batches = [f"{raw}/{n}.parquet" for n in lake.read_manifest(tables.RAW_TRADES, PART).names]
+    [want] = duckdb.sql(
+        f"select count(distinct trade_id), count(distinct trade_id), round(sum(amount), 6) "
+        f"from (select distinct trade_id, amount from read_parquet({batches}))"
+    ).fetchall()
+    assert ticks[0] == ticks[1] < want[0]
+    warehouse.refresh_views(lake, [tables.BRONZE_TRADES])
+    assert warehouse.query(sql) == [want]  # refreshed: the whole day, each trade once
