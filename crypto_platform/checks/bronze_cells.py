@@ -3,19 +3,21 @@ rest passed (quality/contract_delta.py), else the whole partition as before. Lak
 proof's write only; no Dagster here.
 
 The proof is a small JSON document beside the partition (`part.contract.json`), replaced atomically
-by the store after each validation (passed or failed), holding the stamps (name, size, modification
-time; on S3 every version is a new object) of exactly the files validated. It is recorded only when
-the partition's files were the same before and after the validation read them, so it never vouches
-for files it did not read. An incremental validation reads the new delta files whole and, of the
-proven files, only the trade-id columns of the row groups that can hold one of the new ids.
+by the store after each validation (passed or failed), holding the stamps (`stored_files`) of exactly
+the files validated. It is recorded only when the partition's files were the same before and after
+the validation read them, so it never vouches for files it did not read. An incremental validation
+reads the new delta files whole and, of the proven files, only the trade-id columns of the row groups
+that can hold one of the new ids.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 
@@ -76,17 +78,42 @@ def validate_bronze_cell(
 
 
 def stored_files(lake: LakeResource, part: DayPartition) -> StoredFiles | None:
-    """The partition's current files and stamps (one listing of its folder); None if never written."""
+    """The partition's current files and stamps (one listing of its folder); None if never written.
+    A delta (never rewritten, a unique name) and an S3 version object: name, size, modification time.
+    A local base: its size and a digest of its Parquet footer (row-group statistics and offsets, the
+    write's lineage id), since the same bytes go by two names (`part.parquet`, then the hard link a
+    delta list names) and a link is touched when it is made."""
     current = lake.store.current(f"{lake.part_key(TABLE, part)}/{PART_FILE}")
     if current is None:
         return None
     listing = {PurePosixPath(e.key).name: e for e in lake.store.list_folder(lake.part_key(TABLE, part))}
     stamps = []
-    for uri in current.uris:
+    for i, uri in enumerate(current.uris):
         name = PurePosixPath(uri).name
         entry = listing.get(name)
-        stamps.append(f"{name}:{entry.size}:{entry.mtime!r}" if entry else f"{name}:missing")
+        if entry is None:
+            stamps.append(f"{name}:missing")
+        elif i == 0 and lake.is_local:
+            stamps.append(f"base:{entry.size}:{_footer_digest(Path(uri))}")
+        else:
+            stamps.append(f"{name}:{entry.size}:{entry.mtime!r}")
     return StoredFiles(tuple(current.uris), tuple(stamps))
+
+
+def _footer_digest(path: Path) -> str:
+    """SHA-256 of a Parquet file's footer (its last 8 bytes give the footer's length); 'unreadable'
+    for a file too short or damaged to have one (never equal to a recorded digest)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(-8, os.SEEK_END)
+            tail = fh.read(8)
+            size = int.from_bytes(tail[:4], "little")
+            if tail[4:] != b"PAR1":
+                return "unreadable"
+            fh.seek(-8 - size, os.SEEK_END)
+            return hashlib.sha256(fh.read(size)).hexdigest()[:32]
+    except OSError:
+        return "unreadable"
 
 
 def proof_key(lake: LakeResource, part: DayPartition) -> str:
