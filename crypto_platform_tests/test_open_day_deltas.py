@@ -208,11 +208,15 @@ def test_void_deltas_are_swept_after_compaction_not_before(tmp_path: Path) -> No
     now = datetime.now(UTC).timestamp() + 3600
     assert lake.sweep(60, now).superseded == ()  # current deltas are never void
     commit(lake, [("112", 86_000, 18, 1, "buy")], 400, PART.end)
-    derive_bronze(lake, PART)  # compacted: the two deltas are void
+    derive_bronze(lake, PART)  # compacted: the first base's own name and the two deltas are void
     assert lake.sweep(7200, now).superseded == ()  # too young: a reader may still be on them
     swept = lake.sweep(60, now).superseded
     names = sorted(f"{Path(p).parent.parent.parent.name}/{Path(p).name[:12]}" for p in swept)
-    assert names == [f"{t}/part.d00000{k}" for t in ("trade_rejects", "trades") for k in (1, 2)]
+    # per table: the listed base, its two deltas and the compacted base's name its list committed
+    # (the plain file is that same base now)
+    olds = ["part.b", "part.b", "part.d000001", "part.d000002"]
+    assert [n.split("/")[1][: len(o)] for n, o in zip(names, olds * 2, strict=True)] == olds * 2
+    assert [n.split("/")[0] for n in names] == ["trade_rejects"] * 4 + ["trades"] * 4
     assert sorted(p.name for p in folder.glob("*.parquet")) == [PART_FILE]
 
 
@@ -269,3 +273,27 @@ def test_void_deltas_are_swept_after_compaction_on_s3(s3_endpoint: str) -> None:
         folder = [e.key.rsplit("/", 1)[1] for e in lake.store.list_folder(lake.part_key(table, PART))]
         assert len(folder) == 2 and "part.current.json" in folder  # the pointer and the compacted file
     assert_equals_from_scratch(lake, raws)
+
+
+def test_the_bronze_check_validates_each_appended_tick_alone_and_every_rewrite_whole(tmp_path: Path) -> None:
+    from crypto_platform.checks.bronze_cells import validate_bronze_cell
+    from crypto_platform.quality.contract import check_bronze
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    raws, modes, stored = [], [], 0
+    for rows, start, end in [*TICKS, ([("112", 86_000, 18, 1, "buy")], 1000, None)]:
+        raws.append(commit(lake, rows, start, PART.end if end is None else DAY + timedelta(seconds=end)))
+        derive_bronze(lake, PART)
+        got = validate_bronze_cell(lake, PART, check_bronze, incremental=True)
+        full = check_bronze(to_bronze(pl.concat(raws), PART.start, PART.end).bronze, PART.start, PART.end)
+        assert (
+            got is not None
+            and got.success
+            and (got.row_count, got.outcomes) == (full.row_count, full.outcomes)
+        )
+        mode, validated = got.parameters["validation"], int(got.parameters["rows_validated"])
+        assert validated == full.row_count - (stored if mode == "incremental" else 0)  # the tick's new trades
+        modes.append(mode)
+        stored = full.row_count
+    # a tick appended as a delta is validated alone; a rewrite (conflict, compaction) whole
+    assert modes == ["full" if appended is False else "incremental" for _, appended, _ in EXPECTED]
