@@ -44,7 +44,7 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
 # test, then the rest (each group in file order).
 HEAVIEST_FIRST = (
     "test_cluster_e2e",  # 152 CPU s (two pipelines, the stack's processes), ~3 min idle with its waits
-    "test_offline",  # ~86 CPU s: the README's demo through six CLI processes
+    "test_offline",  # 83 CPU s: the README's demo through six CLI processes
     "test_gold_assets",  # 79 CPU s, in-process (one core)
     "test_bench_backfill",  # 103 CPU s, two runs at a time under a real daemon
     "test_cluster_standin",  # 35 CPU s plus the queue's and `down`'s waits
