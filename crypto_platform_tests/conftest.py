@@ -31,41 +31,51 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
     raise RuntimeError(f"recorded market data not found at {SHARED_DATA} (../shared/data)")
 
 
-# The modules that take longest, heaviest first (the full suite's --durations on main, 2026-12-01).
+# The modules that take longest, heaviest first: by CPU seconds per module (every process it starts
+# included, measured one module at a time on 2026-12-01, which hardly moves with the load) plus what it
+# waits for without using a core (daemon intervals, a stack's start and stop); the others by the full
+# suite's --durations on a clean clone the same evening. The suite is about CPU-bound on two workers
+# (that run's workers used ~790 CPU s, the cluster stacks' own processes not counted, against 2 x 448 s
+# of wall on the idle machine): a long module that starts late becomes the tail of the run.
 # `./run tests` runs the suite on two workers (pytest-xdist `--dist loadfile`: a module stays on one
 # worker, so its module-scoped set-ups are built once and its tests keep their order); a worker takes
 # the next module in collection order when it is nearly done, so the long modules go first, the short
 # ones fill in at the end and both workers finish together. Then every other module with a `slow`
 # test, then the rest (each group in file order).
 HEAVIEST_FIRST = (
-    "test_dagster_dev",
-    "test_offline",
-    "test_cluster_standin",
-    "test_gold_assets",
-    "test_ccxt_pipeline",
-    "test_cluster_e2e",
+    "test_cluster_e2e",  # 152 CPU s (two pipelines, the stack's processes), ~3 min idle with its waits
+    "test_offline",  # 83 CPU s: the README's demo through six CLI processes
+    "test_gold_assets",  # 79 CPU s, in-process (one core)
+    "test_bench_backfill",  # 103 CPU s, two runs at a time under a real daemon
+    "test_cluster_standin",  # 35 CPU s plus the queue's and `down`'s waits
+    "test_ccxt_pipeline",  # 37.5 CPU s
+    "test_mlflow_store",  # 37 CPU s: eight processes opening MLflow stores
+    "test_live",  # 36 CPU s
     "test_backfills",
-    "test_live",
-    "test_rejects_pipeline",
-    "test_checks_cli",
-    "test_pipeline",
+    "test_quality",
     "test_registry",
+    "test_rejects_pipeline",
+    "test_pipeline",
+    "test_faults_files",
+    "test_serving",
+    "test_checks_cli",
+    "test_dagster_dev",  # 8 CPU s, ~25 s waiting for the code location to load
     "test_faults_runs",
     "test_bench_throughput",
-    "test_quality",
-    "test_serving",
-    "test_faults_files",
+    "test_lgbm_trees",
     "test_definitions",
     "test_checks",
+    "test_lake_s3",
+    "test_training",
     "test_bench_s3_lake",
     "test_retraining",
+    "test_incremental",
+    "test_faults_models",
+    "test_rolling_evaluation",
+    "test_deploy_configs",
     "test_drift",
     "test_history_import",
-    "test_rolling_evaluation",
     "test_feature_availability",
-    "test_incremental",
-    "test_lake_s3",
-    "test_deploy_configs",
 )
 
 

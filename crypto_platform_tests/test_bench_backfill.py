@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
@@ -117,6 +118,9 @@ def test_the_report_shows_both_settings_side_by_side_with_ratios_and_flags_a_gap
     assert "| partitions per run p50 / max | 2 / 2 | 2 / 2 |  |" in md
     assert "| bronze = simulator tape (sampled partitions) | 2 of 3 | 2 of 3 |  |" in md
     assert "`bronze__trades_bronze_trades_suite` 90 s (75%), `raw__trades` 30 s (25%)" in md
+    assert "backfill daemon every" not in md  # Dagster's own interval: nothing to say
+    fast = replace(result, options=replace(result.options, backfill_interval_s=2.0))
+    assert "--tape-sample 20` with the backfill daemon every 2 s (Dagster's: 30 s) —" in render(fast)
 
 
 # In a fresh process: the instruments file is read once per process (as in production), and the bench's
@@ -124,7 +128,8 @@ def test_the_report_shows_both_settings_side_by_side_with_ratios_and_flags_a_gap
 SCRIPT = """
 import json, sys
 from bench.backfill.measurement import Options, measure
-opts = Options(days=2, instruments=2, per_run=(2,), rates=(20.0, 5.0), train_days=1, trials=1, tape_sample=0)
+opts = Options(days=2, instruments=2, per_run=(2,), rates=(20.0, 5.0), train_days=1, trials=1, tape_sample=0,
+               backfill_interval_s=2.0)
 (s,) = measure(opts).settings
 fill, train, preds = s.phases
 print(json.dumps({

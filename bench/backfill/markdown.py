@@ -183,10 +183,13 @@ def render(result: Result) -> str:
         f"./run python -m bench.backfill --days {o.days} --instruments {o.instruments} --per-run {per_run} "
         f"--train-days {o.train_days} --trials {o.trials} --tape-sample {o.tape_sample}"
     )
+    interval = ""  # a test setting, not a flag: said, since the times depend on it
+    if o.backfill_interval_s is not None:
+        interval = f" with the backfill daemon every {o.backfill_interval_s:g} s (Dagster's: 30 s)"
     parts = [
         f"# Backfill: {o.days} days x {o.instruments} instruments, raw -> predictions, by the daemon",
         "",
-        f"`{cmd}` — {minute(result.started)} to {minute(result.finished)} UTC, days "
+        f"`{cmd}`{interval} — {minute(result.started)} to {minute(result.finished)} UTC, days "
         f"{result.days[0]} to {result.days[-1]} ({len(result.days) * len(result.instruments)} partitions).",
         "",
         f"Machine: {m.cpu}, {m.nproc} cores, {m.ram_gib:.1f} GiB RAM, {m.os}, Python {m.python}; "
