@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from crypto_platform.automation.instance_storage import ensure_instance_storage
 from crypto_platform.partitions import multi_key
 from crypto_platform.platform_settings import PlatformSettings, load_settings
 from crypto_platform.settings import PROJECT_DIR, load_universe
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         print(settings_table(load_settings()))
         return
     if args.cmd == "backfill":
+        ensure_instance_storage()  # before the daemon might be opening a fresh instance at the same time
         backfill(args.select, args.partition_range, args.config_json)
         return
     if args.cmd == "duckdb-init":
@@ -315,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(PROJECT_DIR)
     os.environ.update({k: v for k, v in _env().items() if k not in os.environ})
     if args.cmd == "demo":
+        ensure_instance_storage()  # once, before its dagster commands (and a `./run ui` beside it) open it
         demo(args.days, args.trials)
 
 

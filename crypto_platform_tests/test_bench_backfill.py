@@ -16,6 +16,7 @@ from bench.backfill import render
 from bench.backfill.checks import Coverage, RowCheck, RunFigures
 from bench.backfill.measurement import Options, Phase, Result, Setting
 from bench.backfill.procs import RUN_WORKER_MARK, Proc, Sampler, read_proc, run_workers, tree
+from bench.freshness.checks import TapeCheck, TapeDiff
 from bench.report import Machine, Summary
 from crypto_platform_tests.paths import PROJECT_DIR
 
@@ -81,7 +82,10 @@ def test_the_report_shows_both_settings_side_by_side_with_ratios_and_flags_a_gap
     runs = RunFigures(2, 2, 0, 0, Summary.of([50.0, 70.0]), Summary.of([2.0, 2.0]), steps)
     full = Coverage(4, {"bronze/trades": 4, "raw/trades": 4})
     gap = Coverage(4, {"bronze/trades": 3, "raw/trades": 4})
-    rows = RowCheck(4, 1000, 990, 10, [], 5760, [])
+    t0 = datetime(2026, 11, 29, tzinfo=UTC)
+    same, lost = TapeDiff(500, 500, 0, 0, 0, 0), TapeDiff(490, 500, 10, 0, 0, 0)
+    tape = [TapeCheck(f"p{k}", t0, t0, 1, 500, d) for k, d in enumerate((same, same, lost))]
+    rows = RowCheck(4, 1000, 990, 10, [], 5760, tape)
     settings = [
         Setting(
             n,
@@ -110,7 +114,9 @@ def test_the_report_shows_both_settings_side_by_side_with_ratios_and_flags_a_gap
     assert "| total wall time (s) | 300 | 150 | 0.50 |" in md
     assert "| bronze/trades | 3 / 4 | **no** |" in md and "| bronze/trades | 4 / 4 | yes |" in md
     assert "sim.BTC-USDT 60, sim.ETH-USDT 40" in md and "1.00 2.00 3.00" in md
-    assert "| peak RSS of one run process (MiB) | 400 | 400 | 1.00 |" in md
+    assert "| peak RSS of one run worker (MiB) | 400 | 400 | 1.00 |" in md
+    assert "| partitions per run p50 / max | 2 / 2 | 2 / 2 |  |" in md
+    assert "| bronze = simulator tape (sampled partitions) | 2 of 3 | 2 of 3 |  |" in md
     assert "`bronze__trades_bronze_trades_suite` 90 s (75%), `raw__trades` 30 s (25%)" in md
     assert "backfill daemon every" not in md  # Dagster's own interval: nothing to say
     fast = replace(result, options=replace(result.options, backfill_interval_s=2.0))

@@ -26,6 +26,18 @@ def _runs(p: Phase | None) -> str:
     return f"{p.runs.launched} ({p.runs.failed} failed)"
 
 
+def _per_run(p: Phase | None) -> str:
+    if p is None or p.runs is None:
+        return "-"
+    return f"{p.runs.partitions_per_run.p50:g} / {p.runs.partitions_per_run.max:g}"
+
+
+def _tape(s: Setting) -> str:
+    if not s.finished:
+        return "not checked"
+    return f"{sum(t.diff.ok for t in s.rows.tape)} of {len(s.rows.tape)}"
+
+
 def _find(s: Setting, prefix: str) -> Phase | None:
     return next((p for p in s.phases if p.name.startswith(prefix)), None)
 
@@ -51,7 +63,7 @@ def _side_by_side(result: Result) -> str:
         line("training set + model: wall (s)", wall("training")),
         line("predictions: wall (s)", wall("predictions")),
         line(
-            "peak RSS of one run process (MiB)", [max(p.peak_worker_rss for p in s.phases) / MIB for s in ss]
+            "peak RSS of one run worker (MiB)", [max(p.peak_worker_rss for p in s.phases) / MIB for s in ss]
         ),
         line("peak RSS of any one process (MiB)", [max(p.peak_any_rss for p in s.phases) / MIB for s in ss]),
         line("peak summed RSS of the tree (MiB)", [max(p.peak_tree_rss for p in s.phases) / MIB for s in ss]),
@@ -61,8 +73,11 @@ def _side_by_side(result: Result) -> str:
         "runs launched (failed)",
         *(f"{_runs(_find(s, 'raw'))} + {_runs(_find(s, 'pred'))}" for s in ss),
     ]
+    partitions = ["partitions per run p50 / max", *(_per_run(_find(s, "raw")) for s in ss)]
+    tape = ["bronze = simulator tape (sampled partitions)", *(_tape(s) for s in ss)]
     verdict = ["every partition of every asset; rows check", *(_verdict(s) for s in ss)]
-    extra = [[*launched, ""], [*verdict, ""]] if both else [launched, verdict]
+    texts = [launched, partitions, tape, verdict]
+    extra = [[*t, ""] for t in texts] if both else texts
     return table(header, [*rows, *extra], "l" + "r" * (len(header) - 1))
 
 

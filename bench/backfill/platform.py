@@ -56,15 +56,6 @@ def write_universe(folder: Path, rates: list[float]) -> tuple[Path, list[str]]:
     return path, keys
 
 
-def _create_storage(home: Path) -> None:
-    """Create the instance's SQLite storage once, before the daemon and the CLI open it at the same time
-    (two processes creating it at once stamp its schema table twice, and every later open fails)."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)):
-        pass
-
-
 def day_range(days: int, last: date) -> list[date]:
     """The `days` UTC days ending with `last`."""
     return [last - timedelta(days=days - 1 - k) for k in range(days)]
@@ -87,9 +78,11 @@ class Platform:
     ) -> Platform:
         """Temp DAGSTER_HOME (the repo's dagster.yaml, storage under `root`), lake, warehouse, MLflow,
         the instruments file, and the backfill policy (`CRYPTO_BACKFILL_PARTITIONS_PER_RUN=per_run`)."""
+        from crypto_platform.automation.instance_storage import ensure_instance_storage
+
         home = make_home(root)
         env = base_env(root, home)
-        _create_storage(home)
+        ensure_instance_storage(home)  # as ./run does before any Dagster process: the daemon and CLI race
         env.update(
             CRYPTO_INSTRUMENTS=str(universe),
             CRYPTO_BACKFILL_PARTITIONS_PER_RUN=str(per_run),
@@ -131,13 +124,14 @@ class Platform:
         self.daemon = None
 
     def command(self, args: list[str], logname: str) -> str:
-        """Run a console script in its own (sampled) session; its output, or exit naming the log."""
+        """Run a console script (or a command line starting with an absolute path) in its own (sampled)
+        session; its output, or exit naming the log."""
         logfile = self.root / logname
         with logfile.open("a") as fh:
             fh.write(f"\n$ {' '.join(args)}\n")
             fh.flush()
             proc = subprocess.Popen(
-                [_bin(args[0]), *args[1:]],
+                args if Path(args[0]).is_absolute() else [_bin(args[0]), *args[1:]],
                 cwd=PROJECT,
                 env=self.env,
                 stdout=subprocess.PIPE,
@@ -171,20 +165,10 @@ class Platform:
                 "gold_model": {"config": {"n_trials": trials, "eval_from": eval_from.isoformat()}},
             }
         }
-        self.command(
-            [
-                "dagster",
-                "asset",
-                "materialize",
-                "-m",
-                "crypto_platform.definitions",
-                "--select",
-                TRAINING,
-                "--config-json",
-                json.dumps(config),
-            ],
-            "train.log",
-        )
+        # imported here: the platform reads its settings once per process, after the bench has set them
+        from crypto_platform.cli import materialize_command
+
+        self.command(materialize_command(TRAINING, config=config), "train.log")
 
     def wait_backfill(self, backfill_id: str, timeout: float) -> str:
         """Wait until the daemon has finished the backfill (all its runs done); returns its status."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -60,21 +59,10 @@ def materialize(
     env: dict[str, str], logfile: Path, selection: str, *, rng: str | None = None, config: dict | None = None
 ) -> float:
     """Run `dagster asset materialize` (optionally over a partition range); returns its wall time (s)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "crypto_platform.definitions",
-        "--select",
-        selection,
-    ]
-    if rng:
-        cmd += ["--partition-range", rng]
-    if config:
-        cmd += ["--config-json", json.dumps(config)]
+    # imported here: the platform reads its settings once per process, after the bench has set them
+    from crypto_platform.cli import materialize_command
+
+    cmd = materialize_command(selection, rng, config)
     started = time.monotonic()
     with logfile.open("a") as fh:
         proc = subprocess.run(cmd, cwd=PROJECT, env=env, stdout=fh, stderr=subprocess.STDOUT)
