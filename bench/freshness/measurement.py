@@ -34,6 +34,7 @@ from bench.freshness.harness import (
     write_universe,
     write_workspace,
 )
+from bench.freshness.timeline import Timeline, gather
 from bench.report import LoadAvg, Machine, Summary
 
 IN_FLIGHT_WAIT_S = 90  # at the restart point, wait up to this long for a live run to be executing
@@ -196,6 +197,7 @@ class Result:
     load_after: LoadAvg
     machine: Machine
     usage: Usage | None = None
+    timeline: Timeline | None = None  # the restart, start command -> first new row
 
 
 @dataclass
@@ -364,6 +366,9 @@ def _measure_in(root: Path, opts: Options) -> Result:
     days = sorted({datetime.fromtimestamp(t, UTC).date() for t in (t_dev, t_end)})
     tape = verify_tape(root / "lake", prep.instruments, days)
     stats = run_stats(live.home, [t for t in (restart.down if restart else None, t_final_stop) if t])
+    timeline = None
+    if restart is not None and restart.up is not None:
+        timeline = gather(live.home, live.devlog, restart.down, restart.up, restart.back)
     return Result(
         options=opts,
         began=t0,
@@ -383,4 +388,5 @@ def _measure_in(root: Path, opts: Options) -> Result:
         load_after=os.getloadavg(),
         machine=Machine.current(),
         usage=usage,
+        timeline=timeline,
     )
