@@ -38,6 +38,7 @@ from bench.freshness.timeline import Timeline, gather
 from bench.report import LoadAvg, Machine, Summary
 
 IN_FLIGHT_WAIT_S = 90  # at the restart point, wait up to this long for a live run to be executing
+DETACHED_WAIT_S = 180  # after the final stop, wait up to this long for detached runs to finish
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,16 @@ def watch(live: Live, t_dev: float, opts: Options, usage: Usage) -> tuple[Seen, 
     return seen, restart, t_final_stop
 
 
+def _await_detached_runs(home: Path, timeout_s: float = DETACHED_WAIT_S) -> None:
+    """Wait for the live runs still executing after the final stop: detached run workers (dagster.yaml
+    `detach: true`) outlive dagster dev and finish their run; the checks read what they wrote."""
+    deadline = time.time() + timeout_s
+    while (n := live_runs_in_progress(home)) and time.time() < deadline:
+        time.sleep(1.0)
+    if n:
+        log(f"{n} live run(s) still executing {timeout_s:g} s after dagster dev stopped")
+
+
 def _setup(root: Path, opts: Options) -> Live:
     """The temp DAGSTER_HOME and environment; this process reads the same lake, warehouse and MLflow
     (and instruments file: run before anything loads the universe)."""
@@ -358,6 +369,7 @@ def _measure_in(root: Path, opts: Options) -> Result:
     )
     usage = Usage()
     seen, restart, t_final_stop = watch(live, t_dev, opts, usage)
+    _await_detached_runs(live.home)
     t_end = time.time()
     assert seen.warm is not None and seen.stop_at is not None
     delays = assess(seen.rows, window(seen.warm, seen.stop_at), restart)
