@@ -322,6 +322,7 @@ DEV_LOG = """
 ===== dagster dev started 2026-11-23T15:00:40.2+00:00 =====
 \x1b[32m2026-11-23 15:00:39 +0000\x1b[0m - dagster - INFO - Launching Dagster services...
 \x1b[32m2026-11-23 15:00:43 +0000\x1b[0m - dagster - INFO - Launching Dagster services...
+2026-11-23 15:00:46 +0000 - dagster.code_server - INFO - Starting Dagster code server for file x in process 2
 2026-11-23 15:00:49 +0000 - dagster.code_server - INFO - Started Dagster code server for file x on port 1
 \x1b[32m2026-11-23 15:00:52 +0000\x1b[0m - dagster.daemon - INFO - Instance is configured with the
 2026-11-23 15:00:53 +0000 - dagster.daemon.SensorDaemon - INFO - Checking for new runs for sensor: other
@@ -335,6 +336,7 @@ def test_restart_log_marks_are_the_first_lines_after_the_start() -> None:
     marks = {k: datetime.fromtimestamp(v, UTC).second for k, v in timeline.log_marks(DEV_LOG, up).items()}
     assert marks == {  # 15:00:39 is the previous start's line; colours are stripped
         "dagster dev: services launching (its imports done)": 43,
+        "code server: process up (its imports done)": 46,
         "code server: code location loaded": 49,
         "daemon: started (workspace loaded)": 52,
         "sensor daemon: first sensor evaluated": 53,

@@ -19,6 +19,7 @@ START_MARK = "===== dagster dev started "
 # dagster dev's log lines (ANSI colours stripped): label -> pattern, the first match after the start
 LOG_MARKS = {
     "dagster dev: services launching (its imports done)": r"Launching Dagster services",
+    "code server: process up (its imports done)": r"Starting Dagster code server",
     "code server: code location loaded": r"Started Dagster code server",
     "daemon: started (workspace loaded)": r"Instance is configured with the",
     "webserver: serving": r"Serving dagster-webserver",
