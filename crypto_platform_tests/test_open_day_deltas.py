@@ -208,11 +208,15 @@ def test_void_deltas_are_swept_after_compaction_not_before(tmp_path: Path) -> No
     now = datetime.now(UTC).timestamp() + 3600
     assert lake.sweep(60, now).superseded == ()  # current deltas are never void
     commit(lake, [("112", 86_000, 18, 1, "buy")], 400, PART.end)
-    derive_bronze(lake, PART)  # compacted: the two deltas are void
+    derive_bronze(lake, PART)  # compacted: the first base's own name and the two deltas are void
     assert lake.sweep(7200, now).superseded == ()  # too young: a reader may still be on them
     swept = lake.sweep(60, now).superseded
     names = sorted(f"{Path(p).parent.parent.parent.name}/{Path(p).name[:12]}" for p in swept)
-    assert names == [f"{t}/part.d00000{k}" for t in ("trade_rejects", "trades") for k in (1, 2)]
+    # per table: the listed base, its two deltas and the compacted base's name its list committed
+    # (the plain file is that same base now)
+    olds = ["part.b", "part.b", "part.d000001", "part.d000002"]
+    assert [n.split("/")[1][: len(o)] for n, o in zip(names, olds * 2, strict=True)] == olds * 2
+    assert [n.split("/")[0] for n in names] == ["trade_rejects"] * 4 + ["trades"] * 4
     assert sorted(p.name for p in folder.glob("*.parquet")) == [PART_FILE]
 
 

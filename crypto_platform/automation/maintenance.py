@@ -2,8 +2,10 @@
 
 A write killed between its temp file and its rename leaves `.<name>.<uuid>.tmp`; a fetch killed between
 its batch file and its manifest commit, or a re-fetch that replaced the committed batches, leaves raw
-batch files no manifest lists; on S3 every replace leaves the superseded version object. Readers never
-see any of them; the sweep removes those older than a bound
+batch files no manifest lists; on S3 every replace leaves the superseded version object, and on a
+folder an open day's compaction leaves the base and deltas of the snapshot it replaced (a reader that
+resolved the old list may still read them). New readers never see any of them; the sweep removes
+those superseded (or left) longer ago than a bound
 (younger ones may belong to a write in progress) and reports every file it removed.
 """
 

@@ -1,15 +1,19 @@
 """The lake in a local folder: every write goes to a temporary file in the same folder and is renamed
-over the target, so a reader sees the old file or the new one, never half of one; read-check-write
+to its name, so a reader sees the old file or the new one, never half of one; read-check-write
 sequences of one partition are serialised by an fcntl lock (one host).
 
-Deltas (`append`): immutable files `<stem>.d<seq>-<id>.parquet` beside the base, listed by
-`<stem>.deltas.json` (replaced by rename: the commit of an append), which names the base it extends by
-a digest of the base's footer metadata, which holds the lineage of the derived write (unique to it; a
-copied lake keeps its deltas, and a rewrite of equal data and metadata stays byte-identical). A
-`write` renames the new base over the old one, then removes the list: a reader that reads the list
-and then opens the base sees a list of another base in between, and reads the new base alone, so it
-never mixes the new base with the old deltas. Deltas of a replaced base stay until `sweep` (a reader
-may still read them)."""
+Snapshots of an open day (`append`), as table formats keep them: while a partition has deltas, its
+version is `<stem>.deltas.json` (replaced by rename: the commit), listing a base under a name of its
+own, `<stem>.b<ms>-<id>.parquet`, and the immutable delta files `<stem>.d<seq>-<id>.parquet`. No file a
+list names is ever rewritten: the first delta names the plain `<stem>.parquet` by a new hard link (a
+copy where links are refused), and a `write` over a listed version (the day's compaction) writes its
+base under a new name and commits a list naming it alone, so a reader (a DuckDB view, another process)
+holding the old list reads exactly the old snapshot and one holding the new list the new one, never
+both. The plain file then takes the new base too and the list goes: a settled day is one
+`<stem>.parquet`, as every partition without deltas is (and what an older lake holds: its lists named
+the plain base by a digest of its footer, read as before and migrated by the next append or write).
+Files no list names any more are touched when superseded and removed by `sweep` only after the grace
+period."""
 
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -29,7 +35,6 @@ import polars as pl
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake.model import (
     ANY,
-    LINEAGE_KEY,
     MANIFEST_FILE,
     PARQUET_OPTIONS,
     Expect,
@@ -40,7 +45,9 @@ from crypto_platform.resources.lake.store import Current, Entry, LakeStore
 
 LOCKS_DIR = ".locks"
 DELTAS_SUFFIX = ".deltas.json"
-_DELTA = re.compile(r"^(?P<stem>.+)\.d\d{6}-[0-9a-f]{8}\.parquet$")
+# A file of a listed version (base `b<ms>` or delta `d<seq>`), never rewritten: what `sweep` may remove.
+_SNAPSHOT_FILE = re.compile(r"^(?P<stem>.+)\.(b\d{13}|d\d{6})-[0-9a-f]{8}\.parquet$")
+_SNAPSHOT_GLOB = "*-????????.parquet"  # one walk of the lake finds both kinds (then `_SNAPSHOT_FILE`)
 
 
 class LocalStore(LakeStore):
@@ -56,7 +63,9 @@ class LocalStore(LakeStore):
         return self.root / key
 
     def current(self, key: str) -> Current | None:
-        doc = self._deltas_doc(key)  # the list before the base: see the module docstring
+        doc = self._deltas_doc(key)  # the list before the plain file: see the module docstring
+        if doc is not None and "file" in doc:
+            return self._listed(key, doc)
         path = self.root / key
         try:
             meta = pl.read_parquet_metadata(path) if doc is not None else {}
@@ -64,10 +73,16 @@ class LocalStore(LakeStore):
             return None
         if doc is None and not path.exists():
             return None
-        return self._current(key, doc, meta)
+        return self._legacy(key, doc, meta)
 
-    def _current(self, key: str, doc: dict | None, footer: dict[str, str]) -> Current:
-        """The version of a base with this footer, given the delta list read before it."""
+    def _listed(self, key: str, doc: dict) -> Current:
+        """The version a list names: its own base file and its deltas."""
+        deltas = tuple(str(self.root / _sibling(key, d["file"])) for d in doc["deltas"])
+        base = str(self.root / _sibling(key, doc["file"]))
+        return Current(key, base, metadata=doc["metadata"], deltas=deltas, rows=doc["rows"])
+
+    def _legacy(self, key: str, doc: dict | None, footer: dict[str, str]) -> Current:
+        """The plain file's version, with the deltas of an older lake's list when it names this base."""
         if doc is None or doc.get("base") != _base_id(footer):
             return Current(key, str(self.root / key))
         deltas = tuple(str(self.root / _sibling(key, d["file"])) for d in doc["deltas"])
@@ -88,28 +103,40 @@ class LocalStore(LakeStore):
     def write(
         self, key: str, df: pl.DataFrame, metadata: dict[str, str] | None = None, expect: Expect = ANY
     ) -> WriteInfo:
-        """Temp file + rename. `expect` is not checked: commits are serialised by `exclusive`."""
+        """Temp file + rename; over a listed version, a new base committed by its list first (see the
+        module docstring). `expect` is not checked: commits are serialised by `exclusive`."""
         path = self.root / key
+        old = self.current(key) if (self.root / _deltas_key(key)).exists() else None
         with _temp_for(path) as tmp:
             df.write_parquet(tmp, **PARQUET_OPTIONS, metadata=metadata)
+            if old is not None:
+                name = _new_base_name(key)
+                _link_or_copy(tmp, self.root / _sibling(key, name))  # a crash here leaves an orphan
+                _touch(u for u in old.uris if u != str(path))  # superseded from now: the grace starts
+                doc = {"file": name, "deltas": [], "rows": df.height, "metadata": metadata or {}}
+                self.write_json(_deltas_key(key), doc)  # the commit
             os.replace(tmp, path)
-        (self.root / _deltas_key(key)).unlink(missing_ok=True)  # the old base's deltas: now void
+        (self.root / _deltas_key(key)).unlink(missing_ok=True)  # plain again: same data as the list's
         return WriteInfo(path=str(path), rows=df.height, bytes=path.stat().st_size)
 
     def append(
         self, key: str, df: pl.DataFrame, metadata: dict[str, str] | None = None, expect: Expect = ANY
     ) -> WriteInfo:
-        """The delta file, then its list replaced by rename (the commit); serialised by `exclusive`."""
+        """The delta file, then its list replaced by rename (the commit); serialised by `exclusive`. The
+        first delta names the plain base by a new link of its own (a later write replaces the plain
+        file, never that name)."""
         cur = self.current(key)
         if cur is None:
             raise FileNotFoundError(f"{self.where(key)}: no base to append a delta to")
-        base = self.root / key
-        footer = pl.read_parquet_metadata(base)
-        if LINEAGE_KEY not in footer:
-            raise ValueError(f"{self.where(key)}: deltas go only on a base written with its lineage")
-        token = _base_id(footer)
+        base = PurePath(cur.uri).name
+        if cur.uri == str(self.root / key):
+            base = _new_base_name(key)
+            _link_or_copy(self.root / key, self.root / _sibling(key, base))
+            _touch([str(self.root / _sibling(key, base))])  # young: a sweep leaves it to this commit
         deltas = [{"file": PurePath(u).name} for u in cur.deltas]
-        rows = cur.rows if cur.rows is not None else pl.scan_parquet(base).select(pl.len()).collect().item()
+        rows = cur.rows
+        if rows is None:
+            rows = pl.scan_parquet(cur.uri).select(pl.len()).collect().item()
         stem = PurePath(key).name.removesuffix(".parquet")
         name = f"{stem}.d{len(deltas) + 1:06d}-{uuid.uuid4().hex[:8]}.parquet"
         path = self.root / _sibling(key, name)
@@ -117,7 +144,7 @@ class LocalStore(LakeStore):
             df.write_parquet(tmp, **PARQUET_OPTIONS, metadata=metadata)
             os.replace(tmp, path)
         doc = {
-            "base": token,
+            "file": base,
             "deltas": [*deltas, {"file": name}],
             "rows": rows + df.height,
             "metadata": metadata or {},
@@ -128,18 +155,22 @@ class LocalStore(LakeStore):
     def read_with_footer(
         self, key: str, name: str, order: tuple[pl.Expr, ...] = ()
     ) -> tuple[pl.DataFrame | None, str | None]:
-        """The base and its footer from one open file (a concurrent rename cannot mix them), with the
-        deltas its list names when the list was read first and names this very base."""
+        """A listed version's files (never rewritten), or the plain base and its footer from one open
+        file (a concurrent rename cannot mix them) with the deltas of an older lake's list naming it."""
         doc = self._deltas_doc(key)
-        try:
-            fh = (self.root / key).open("rb")
-        except FileNotFoundError:
-            return None, None
-        with fh:
-            footer = pl.read_parquet_metadata(fh)
-            cur, text = self._current(key, doc, footer), footer.get(name)
-            fh.seek(0)
-            base = pl.read_parquet(fh)
+        if doc is not None and "file" in doc:
+            cur = self._listed(key, doc)
+            base, text = pl.read_parquet(cur.uri), (cur.metadata or {}).get(name)
+        else:
+            try:
+                fh = (self.root / key).open("rb")
+            except FileNotFoundError:
+                return None, None
+            with fh:
+                footer = pl.read_parquet_metadata(fh)
+                cur, text = self._legacy(key, doc, footer), footer.get(name)
+                fh.seek(0)
+                base = pl.read_parquet(fh)
         if not cur.deltas:
             return base, text
         df = pl.concat([base, *(pl.read_parquet(u) for u in cur.deltas)], how="vertical")
@@ -185,44 +216,43 @@ class LocalStore(LakeStore):
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def sweep(self, older_than_s: float, now_s: float, raw_prefix: str) -> SweepReport:
-        """Temp files of killed writes and uncommitted raw batch files last modified more than
-        `older_than_s` before `now_s` (younger ones may belong to a write in progress)."""
-        temps, orphans, size = [], [], 0
+        """Temp files of killed writes, uncommitted raw batch files and snapshot files no list names
+        (superseded, or of a write that died before its commit) last modified more than `older_than_s`
+        before `now_s` (younger ones may belong to a write in progress or a reader of the old list)."""
+        temps, orphans, void, size = [], [], [], 0
 
-        def old(p: Path) -> bool:
-            return now_s - p.stat().st_mtime > older_than_s
+        def remove(p: Path, into: list[str]) -> None:
+            nonlocal size
+            s = p.stat()
+            if now_s - s.st_mtime > older_than_s:
+                size += s.st_size if s.st_nlink == 1 else 0  # another link keeps its bytes
+                p.unlink(missing_ok=True)
+                into.append(str(p))
 
         for tmp in self.root.rglob(".*.tmp") if self.root.is_dir() else []:
-            if tmp.is_file() and old(tmp):
-                size += tmp.stat().st_size
-                tmp.unlink(missing_ok=True)
-                temps.append(str(tmp))
+            if tmp.is_file():
+                remove(tmp, temps)
         raw = self.root / raw_prefix
         for folder in sorted(raw.glob("instrument=*/date=*")) if raw.is_dir() else []:
             for batch in uncommitted(folder):
-                if old(batch):
-                    size += batch.stat().st_size
-                    batch.unlink(missing_ok=True)
-                    orphans.append(str(batch))
-        void = []
-        for delta in self._void_deltas():
-            if old(delta):
-                size += delta.stat().st_size
-                delta.unlink(missing_ok=True)
-                void.append(str(delta))
+                remove(batch, orphans)
+        for file in self._unlisted():
+            remove(file, void)
         return SweepReport(tuple(temps), tuple(orphans), size, tuple(void))
 
-    def _void_deltas(self) -> list[Path]:
-        """Delta files no current delta list names (their base was replaced, or a commit died)."""
+    def _unlisted(self) -> list[Path]:
+        """Snapshot files (bases and deltas) the current version of their partition does not name."""
+        if not self.root.is_dir():
+            return []
         out = []
-        for delta in sorted(self.root.rglob("*.d??????-????????.parquet")) if self.root.is_dir() else []:
-            match = _DELTA.match(delta.name)
+        for file in sorted(self.root.rglob(_SNAPSHOT_GLOB)):
+            match = _SNAPSHOT_FILE.match(file.name)
             if match is None:
                 continue
-            key = (delta.parent / f"{match['stem']}.parquet").relative_to(self.root).as_posix()
+            key = (file.parent / f"{match['stem']}.parquet").relative_to(self.root).as_posix()
             cur = self.current(key)
-            if cur is None or str(delta) not in cur.deltas:
-                out.append(delta)
+            if cur is None or str(file) not in cur.uris:
+                out.append(file)
         return out
 
 
@@ -238,9 +268,32 @@ def uncommitted(folder: Path) -> list[Path]:
 
 
 def _base_id(footer: dict[str, str]) -> str:
-    """What names one base for its delta list: a digest of its footer metadata (deltas are appended
-    only to a derived partition, whose footer holds the lineage id of its write)."""
+    """How an older lake's delta list named its plain base: a digest of the base's footer metadata."""
     return hashlib.sha256(json.dumps(sorted(footer.items())).encode()).hexdigest()[:24]
+
+
+def _new_base_name(key: str) -> str:
+    """A base file name no version has used: `<stem>.b<ms>-<id>.parquet`."""
+    stem = PurePath(key).name.removesuffix(".parquet")
+    return f"{stem}.b{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """`dst` (a new name) as the same bytes as `src`: a hard link, or a copy renamed into place where
+    the file system refuses links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        with _temp_for(dst) as tmp:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+
+
+def _touch(uris: Iterable[str]) -> None:
+    """Set the files' modification time to now: when they stopped being current (the sweep's clock)."""
+    for uri in uris:
+        with suppress(FileNotFoundError):
+            os.utime(uri)
 
 
 def _deltas_key(key: str) -> str:

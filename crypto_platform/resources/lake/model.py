@@ -40,8 +40,8 @@ class CommitConflict(RuntimeError):
 
 @dataclass(frozen=True)
 class SweepReport:
-    """What one sweep removed: temp files of killed writes, raw batches no manifest lists, and (object
-    store) file versions superseded longer ago than the bound."""
+    """What one sweep removed: temp files of killed writes, raw batches no manifest lists, and file
+    versions (S3 objects, a folder's listed bases and deltas) superseded longer ago than the bound."""
 
     temp_files: tuple[str, ...] = ()
     orphan_batches: tuple[str, ...] = ()

@@ -9,7 +9,8 @@ lock (local) or committed by a conditional write that a concurrent writer makes 
 re-read and retried: either way no committed batch is lost or duplicated. An open day's tick may
 append its rows to a partition as a delta (`commit_derived(..., append=True)`) instead of rewriting it:
 every read here sees base + deltas as one table (in the table's `order`), never part of a tick; the
-next whole write (the day's compaction) replaces base and deltas.
+next whole write (the day's compaction) replaces base and deltas by a new base, without rewriting any
+file the old version named (a reader of the old file list reads the old snapshot: `store.py`).
 """
 
 from __future__ import annotations
@@ -125,14 +126,15 @@ class LakeResource(RawBatches, dg.ConfigurableResource):
 
     def view_source(self, table: Table) -> str | None:
         """The DuckDB table function reading a table's committed data (None: no data yet): a glob over
-        a local lake (new partitions appear by themselves); on S3, or when a partition has deltas (a
-        glob would also read void ones), the explicit list of the current files (rebuild it after each
+        a local lake (new partitions appear by themselves); on S3, or when a partition's version is a
+        list (an open day's base and deltas: a glob would read the plain file only), the explicit list
+        of the current files, a snapshot that a later compaction never changes (rebuild it after each
         write)."""
         keys = self.store.committed_keys(self.table_key(table), _pattern(table))
         currents = self.store.currents(keys)
         if not currents:
             return None
-        if self.is_local and not any(c.deltas for c in currents):
+        if self.is_local and all(c.uri == self.store.uri(c.key) and not c.deltas for c in currents):
             files = "'" + self.table_glob(table).replace("'", "''") + "'"
         else:
             uris = [u for c in currents for u in c.uris]

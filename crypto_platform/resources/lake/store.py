@@ -6,9 +6,13 @@ a raw manifest), whose readers always see one whole committed version, and *immu
 batches), written once under a new name. A replaced Parquet file's version may be a base plus
 appended *delta* files (an open day's ticks, `append`): the delta list is committed as atomically as
 the base (a reader sees a whole append or none of it), and the next `write` replaces base and deltas.
+A version with deltas is a snapshot: the files it names are never rewritten, and a `write` over it
+names a new base, so a reader holding a `Current` (or a DuckDB view built from its `uris`) reads that
+version exactly, however many writes follow, until `sweep` removes its superseded files.
 `LocalStore` (a folder: temp file + rename, an fcntl lock per partition; deltas listed by a JSON
-document naming the base they extend) and `S3Store` (an object store: every version a new object,
-committed by a conditional PUT of a small pointer that also lists the deltas) implement it;
+document naming the base they extend by its own file name) and `S3Store` (an object store: every
+version a new object, committed by a conditional PUT of a small pointer that also lists the deltas)
+implement it;
 `LakeResource` maps tables and partitions to keys on top of it.
 """
 
