@@ -5,6 +5,7 @@ process group (stopping `dagster dev`) does not reach it; Terminate still stops 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,11 @@ def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 90) -
         time.sleep(0.2)
 
 
+def _started(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """The run's worker recorded RUN_START (its pid) and the run's status says STARTED (a moment later)."""
+    return run_process(instance, run_id) is not None and instance.get_run_by_id(run_id).status == S.STARTED
+
+
 def _launch_gated_run(instance: dg.DagsterInstance) -> str:
     """Create and launch (as the queue daemon does) a run of fault_jobs' gated_job; returns its id."""
     recon = ReconstructableRepository.for_module(FAULT_JOBS, "defs", str(PROJECT_DIR))
@@ -60,7 +66,7 @@ def test_a_detached_run_worker_has_its_own_session_finishes_and_terminate_cancel
         launcher = instance.run_launcher
         assert isinstance(launcher, LocalProcessRunLauncher) and launcher.detach  # the repo's dagster.yaml
         kept, stopped = _launch_gated_run(instance), _launch_gated_run(instance)
-        _wait_for("both runs to start", lambda: all(run_process(instance, r) for r in (kept, stopped)))
+        _wait_for("both runs to start", lambda: all(_started(instance, r) for r in (kept, stopped)))
         for run_id in (kept, stopped):
             pid = run_process(instance, run_id).pid
             # its own session and process group: SIGTERM/Ctrl-C to the launcher's group cannot reach it
@@ -93,3 +99,19 @@ def test_terminate_before_the_worker_starts_cancels_the_run(
         run = instance.create_run_for_job(job_def=job, job_code_origin=origin, status=S.STARTING)
         assert instance.run_launcher.terminate(run.run_id) is True
         assert instance.get_run_by_id(run.run_id).status == S.CANCELED
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_run_when_it_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 (or the OOM killer): the launcher that reaps the worker fails its run at once, without
+    waiting for run monitoring's next poll."""
+    monkeypatch.setenv("DAGSTER_HOME", str(_home(tmp_path)))
+    monkeypatch.setenv("CRYPTO_FAULTS_GATE", str(tmp_path / "never"))
+    with dg.DagsterInstance.get() as instance:
+        run_id = _launch_gated_run(instance)
+        _wait_for("the run to start", lambda: _started(instance, run_id))
+        os.kill(run_process(instance, run_id).pid, signal.SIGKILL)
+        _wait_for("the run to be failed", lambda: instance.get_run_by_id(run_id).is_finished, 30)
+        assert instance.get_run_by_id(run_id).status == S.FAILURE
+        messages = [e.message for e in instance.all_logs(run_id)]
+        assert any("exited (code -9) without finishing run" in m for m in messages), messages

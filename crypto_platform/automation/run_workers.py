@@ -31,7 +31,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,12 +121,32 @@ def execute_run_command(instance: DagsterInstance, run: DagsterRun) -> list[str]
     return list(args.get_command_args())
 
 
-def start_detached(command: list[str]) -> subprocess.Popen:
+def start_detached(command: list[str], on_exit: Callable[[int, int], None] | None = None) -> subprocess.Popen:
     """Start `command` in a session of its own (a signal to the launcher's process group does not reach
-    it) and reap it from a thread when it exits (no zombie; its CPU is counted as the launcher's)."""
+    it) and reap it from a thread when it exits (no zombie; its CPU is counted as the launcher's);
+    `on_exit(pid, exit code)` is then called in that thread."""
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-    threading.Thread(target=proc.wait, name=f"reap-run-worker-{proc.pid}", daemon=True).start()
+
+    def reap() -> None:
+        code = proc.wait()
+        if on_exit is not None:
+            on_exit(proc.pid, code)
+
+    threading.Thread(target=reap, name=f"reap-run-worker-{proc.pid}", daemon=True).start()
     return proc
+
+
+def fail_if_unfinished(instance: DagsterInstance, run_id: str, pid: int, code: int) -> bool:
+    """After run `run_id`'s worker exited: a run it left unfinished (it died before reporting, e.g. its
+    code location failed to load) is failed now, not after run monitoring's start timeout (300 s)."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.is_finished:
+        return False
+    instance.report_engine_event(
+        f"Run worker process {pid} exited (code {code}) without finishing run {run_id}.", run
+    )
+    instance.report_run_failed(run)
+    return True
 
 
 class LocalProcessRunLauncher(DefaultRunLauncher):
@@ -160,7 +180,11 @@ class LocalProcessRunLauncher(DefaultRunLauncher):
         if not self.detach:
             return super().launch_run(context)
         run = context.dagster_run
-        proc = start_detached(execute_run_command(self._instance, run))
+        instance = self._instance
+        proc = start_detached(
+            execute_run_command(instance, run),
+            on_exit=lambda pid, code: fail_if_unfinished(instance, run.run_id, pid, code) and None,
+        )
         self._instance.report_engine_event(
             f"Run worker started as process {proc.pid} in a session of its own (detached: a restart of "
             "dagster dev does not interrupt it).",
