@@ -603,9 +603,16 @@ def test_live_runs_gate_with_the_contract_and_the_gx_suites_run_on_the_cadence(w
     )
     assert result.success
     assert last_engine() == {key(BTC): "great_expectations", key(ETH): "great_expectations"}
-    # the next minute: the live run as usual (the cadence run is read-only: it holds no partition)
+    # the next minute: the live run as usual (the cadence run is read-only: it holds no partition), its
+    # contract validating only the tick's delta on top of what the cadence's GX suite proved
     CLOCK.set(DAY, 12, 1, 5)
-    assert covered(world.tick().run_requests[0]) == [key(BTC), key(ETH)]
+    [tick] = world.tick().run_requests
+    assert covered(tick) == [key(BTC), key(ETH)]
+    assert world.run(tick)
+    [ev] = world.instance.event_log_storage.get_asset_check_execution_history(bronze_gate, limit=1)
+    meta = ev.evaluation.metadata
+    assert meta["validation_mode"].value == "incremental"
+    assert 0 < meta["rows_validated"].value < meta["row_count"].value
 
 
 @pytest.mark.slow

@@ -273,3 +273,27 @@ def test_void_deltas_are_swept_after_compaction_on_s3(s3_endpoint: str) -> None:
         folder = [e.key.rsplit("/", 1)[1] for e in lake.store.list_folder(lake.part_key(table, PART))]
         assert len(folder) == 2 and "part.current.json" in folder  # the pointer and the compacted file
     assert_equals_from_scratch(lake, raws)
+
+
+def test_the_bronze_check_validates_each_appended_tick_alone_and_every_rewrite_whole(tmp_path: Path) -> None:
+    from crypto_platform.checks.bronze_cells import validate_bronze_cell
+    from crypto_platform.quality.contract import check_bronze
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    raws, modes, stored = [], [], 0
+    for rows, start, end in [*TICKS, ([("112", 86_000, 18, 1, "buy")], 1000, None)]:
+        raws.append(commit(lake, rows, start, PART.end if end is None else DAY + timedelta(seconds=end)))
+        derive_bronze(lake, PART)
+        got = validate_bronze_cell(lake, PART, check_bronze, incremental=True)
+        full = check_bronze(to_bronze(pl.concat(raws), PART.start, PART.end).bronze, PART.start, PART.end)
+        assert (
+            got is not None
+            and got.success
+            and (got.row_count, got.outcomes) == (full.row_count, full.outcomes)
+        )
+        mode, validated = got.parameters["validation"], int(got.parameters["rows_validated"])
+        assert validated == full.row_count - (stored if mode == "incremental" else 0)  # the tick's new trades
+        modes.append(mode)
+        stored = full.row_count
+    # a tick appended as a delta is validated alone; a rewrite (conflict, compaction) whole
+    assert modes == ["full" if appended is False else "incremental" for _, appended, _ in EXPECTED]

@@ -11,13 +11,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from crypto_platform import tables
+from crypto_platform.lineage import new_id
+from crypto_platform.partitions import DayPartition
 from crypto_platform.quality.expectations import (
     SuiteResult,
     validate_bronze,
     validate_candles,
     warm_up,
 )
+from crypto_platform.resources.lake import LINEAGE_KEY, PART_FILE, LakeResource, Lineage
 from crypto_platform.schemas import BRONZE_TRADES, CANDLES, conform
+from crypto_platform.settings import load_universe
 
 DAY = datetime(2022, 1, 10, tzinfo=UTC)
 NEXT = DAY + timedelta(days=1)
@@ -383,3 +388,210 @@ def test_polars_contract_gives_the_gx_verdicts_on_every_fault(
         assert {o.name for o in contract.outcomes} == {o.name for o in gx.outcomes}, name
     missing = check_bronze(trades.drop("side"), TRADES_START, TRADES_END)
     assert not missing.success and "missing=['side']" in (missing.outcome("columns").observed_value or "")
+
+
+# ----------------------------------------------------------------------------------------------
+# the contract on an open day's new delta only (checks/bronze_cells.py, quality/contract_delta.py)
+
+
+BINANCE_DAY = DayPartition(load_universe().instrument("binance.BTC-USDT"), TRADES_START.date())
+
+
+def open_day(tmp_path: Path, base: pl.DataFrame) -> LakeResource:
+    """A lake whose bronze partition BINANCE_DAY is `base` (with a lineage, so deltas can follow)."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    lake.store.write(bronze_key(lake), base, {LINEAGE_KEY: Lineage(1, id=new_id()).to_json()})
+    return lake
+
+
+def bronze_key(lake: LakeResource) -> str:
+    return f"{lake.part_key(tables.BRONZE_TRADES, BINANCE_DAY)}/{PART_FILE}"
+
+
+def append(lake: LakeResource, delta: pl.DataFrame) -> None:
+    """One tick's delta, committed as the bronze asset commits it."""
+    lake.store.append(bronze_key(lake), delta, {LINEAGE_KEY: Lineage(2, id=new_id()).to_json()})
+
+
+def judged(lake: LakeResource, *, gx: bool = False) -> SuiteResult:
+    """The bronze check's verdict on BINANCE_DAY (contract engine, incremental when proven), checked
+    against a full validation of the same stored partition: every outcome equal (counts, element
+    counts, examples, in the same order) and, with `gx`, on verdict and counts the GX suite too."""
+    from crypto_platform.checks.bronze_cells import validate_bronze_cell
+    from crypto_platform.quality.contract import check_bronze
+
+    stored = lake.read_partition(tables.BRONZE_TRADES, BINANCE_DAY)
+    full = check_bronze(stored, TRADES_START, TRADES_END)
+    got = validate_bronze_cell(lake, BINANCE_DAY, check_bronze, incremental=True)
+    assert got is not None
+    assert (got.success, got.row_count, got.outcomes) == (full.success, full.row_count, full.outcomes)
+    assert not gx or _verdicts(got) == _verdicts(validate_bronze(stored, TRADES_START, TRADES_END))
+    return got
+
+
+def how(result: SuiteResult) -> tuple[str, int]:
+    return result.parameters["validation"], int(result.parameters["rows_validated"])
+
+
+def test_the_contract_on_a_delta_gives_the_full_verdict_on_every_fault(
+    trades: pl.DataFrame, tmp_path: Path
+) -> None:
+    from crypto_platform.checks.bronze_cells import proof_key
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = open_day(tmp_path, day.slice(0, 12_000))
+    first = judged(lake)  # a base that was never validated: full
+    assert first.success and how(first) == ("full", 12_000)
+    assert first.parameters["why_full"] == "no proof that the stored files passed"
+    append(lake, day.slice(12_000, 2_000))
+    assert how(judged(lake)) == ("incremental", 2_000)
+    proof_file = lake.root_path / proof_key(lake, BINANCE_DAY)
+    recorded = proof_file.stat().st_mtime_ns
+    assert how(judged(lake)) == ("incremental", 0)  # nothing new: the proof covers every file...
+    assert proof_file.stat().st_mtime_ns == recorded  # ...and stays as it is
+
+    # faults inside the delta, a trade id of the base and one of the earlier delta sent again (twice)
+    faults = set_row(
+        set_row(set_row(day.slice(14_000, 1_000), 10, price=-1.0), 11, amount=0.0), 12, trade_id=None
+    )
+    late = day.slice(14_500, 2).with_columns(pl.col("ts") + timedelta(days=1), pl.col("trade_id") + "-late")
+    again = [day.slice(100, 1), day.slice(13_000, 1), day.slice(13_000, 1), faults.slice(500, 1)]
+    append(lake, pl.concat([faults, late, *again]))
+    bad = judged(lake, gx=True)
+    assert how(bad) == ("incremental", 1_006)
+    assert counts(bad) == {
+        "trade_id_not_null": 1,
+        "price_positive": 1,
+        "amount_positive": 1,
+        "trade_id_unique": 2 + 3 + 2,  # base + delta, earlier delta + two re-sends, within the delta
+        "ts_in_window": 2,
+    }
+    assert bad.row_count == 15_006 and bad.outcome("price_positive").element_count == 15_006
+
+    append(lake, day.slice(15_000, 500))  # after a failed verdict nothing is proven: full again
+    after = judged(lake, gx=True)
+    assert how(after) == ("full", 15_506) and after.parameters["why_full"] == "the last validation failed"
+    assert counts(after) == counts(bad)
+
+
+def test_a_base_changed_after_validation_or_compacted_is_validated_whole(
+    trades: pl.DataFrame, tmp_path: Path
+) -> None:
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = open_day(tmp_path, day.slice(0, 10_000))
+    judged(lake)
+    append(lake, day.slice(10_000, 1_000))
+    assert how(judged(lake)) == ("incremental", 1_000)
+
+    # the base rewritten in place after it passed (same footer, so its deltas stay listed)
+    base = Path(lake.store.current(bronze_key(lake)).uri)
+    footer = pl.read_parquet_metadata(base)
+    set_row(day.slice(0, 10_000), 42, price=-5.0).write_parquet(base, metadata=footer)
+    append(lake, day.slice(11_000, 1_000))
+    changed = judged(lake, gx=True)  # the delta alone passes; the whole partition does not
+    assert how(changed) == ("full", 12_000) and counts(changed) == {"price_positive": 1}
+    assert changed.parameters["why_full"].startswith("the files validated changed")
+
+    # the compaction: one new base, then a tick on top of it
+    lake.store.write(bronze_key(lake), day.slice(0, 12_000), {LINEAGE_KEY: Lineage(3, id=new_id()).to_json()})
+    compacted = judged(lake)
+    assert compacted.success and how(compacted) == ("full", 12_000)
+    append(lake, pl.concat([day.slice(12_000, 1_000), day.slice(5, 1)]))  # a compacted trade sent again
+    dup = judged(lake, gx=True)
+    assert how(dup) == ("incremental", 1_001) and counts(dup) == {"trade_id_unique": 2}
+
+
+def test_a_proof_of_other_rules_or_a_damaged_one_proves_nothing(trades: pl.DataFrame, tmp_path: Path) -> None:
+    from crypto_platform.checks.bronze_cells import proof_key, read_proof
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = open_day(tmp_path, day.slice(0, 5_000))
+    judged(lake)
+    proof = read_proof(lake, BINANCE_DAY)
+    assert proof is not None and proof.passed and proof.rows == 5_000 and len(proof.stamps) == 1
+    lake.store.write_json(proof_key(lake, BINANCE_DAY), {**proof.to_json(), "version": "bronze_trades/0"})
+    append(lake, day.slice(5_000, 100))
+    assert judged(lake).parameters["why_full"].startswith("proof of other rules")
+    (lake.root_path / proof_key(lake, BINANCE_DAY)).write_text("{not json")
+    append(lake, day.slice(5_100, 100))
+    assert how(judged(lake)) == ("full", 5_200)
+    append(lake, day.slice(5_200, 100))
+    assert how(judged(lake)) == ("incremental", 100)
+
+
+@pytest.mark.slow
+def test_on_s3_a_delta_is_validated_alone_until_the_compaction(
+    trades: pl.DataFrame, s3_endpoint: str
+) -> None:
+    from crypto_platform_tests.fixtures import s3_lake
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = s3_lake(s3_endpoint)
+    lake.store.write(bronze_key(lake), day.slice(0, 8_000), {LINEAGE_KEY: Lineage(1, id=new_id()).to_json()})
+    assert how(judged(lake)) == ("full", 8_000)
+    append(lake, day.slice(8_000, 1_000))
+    assert how(judged(lake)) == ("incremental", 1_000)
+    append(lake, pl.concat([day.slice(9_000, 1_000), day.slice(3, 1)]))
+    dup = judged(lake)
+    assert how(dup) == ("incremental", 1_001) and counts(dup) == {"trade_id_unique": 2}
+    lake.store.write(bronze_key(lake), day.slice(0, 10_000), {LINEAGE_KEY: Lineage(3, id=new_id()).to_json()})
+    assert how(judged(lake)) == ("full", 10_000)
+    append(lake, day.slice(10_000, 500))
+    assert how(judged(lake)) == ("incremental", 500)
+
+
+@pytest.mark.slow
+def test_the_check_says_which_validation_ran_and_on_how_many_rows(
+    trades: pl.DataFrame, tmp_path: Path
+) -> None:
+    import dagster as dg
+
+    from crypto_platform.checks.quality import bronze_trades_suite
+    from crypto_platform_tests.fixtures import PARTITIONED, evaluation, meta, partition_tags, resources
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = open_day(tmp_path, day.slice(0, 12_000))
+    op = "bronze__trades_bronze_trades_suite"
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def check(engine: str = "contract") -> dg.AssetCheckEvaluation:
+            res = dg.materialize(
+                [*PARTITIONED, bronze_trades_suite],
+                selection=dg.AssetSelection.checks(bronze_trades_suite),
+                instance=instance,
+                resources=resources(tmp_path),
+                tags=partition_tags(BINANCE_DAY.key),
+                run_config={"ops": {op: {"config": {"engine": engine}}}},
+                raise_on_error=False,
+            )
+            return evaluation(res, "bronze_trades_suite")
+
+        first = check()
+        assert first.passed and meta(first, "validation_mode") == "full"
+        assert meta(first, "rows_validated") == meta(first, "row_count") == 12_000
+        assert meta(first, "why_full") == f"{BINANCE_DAY.key}: no proof that the stored files passed"
+        append(lake, set_row(day.slice(12_000, 2_000), 3, price=0.0))
+        tick = check()
+        assert not tick.passed and meta(tick, "validation_mode") == "incremental"
+        assert meta(tick, "rows_validated") == 2_000 and meta(tick, "row_count") == 14_000
+        assert meta(tick, "price_positive.unexpected_count") == 1
+        gx = check("great_expectations")  # the reference suite always reads the whole partition
+        assert (
+            not gx.passed and meta(gx, "validation_mode") == "full" and meta(gx, "rows_validated") == 14_000
+        )
+        assert meta(gx, "price_positive.unexpected_count") == 1
+
+
+def test_a_delta_off_the_schema_gets_the_full_reads_named_error(trades: pl.DataFrame, tmp_path: Path) -> None:
+    from crypto_platform.checks.bronze_cells import validate_bronze_cell
+    from crypto_platform.quality.contract import check_bronze
+    from crypto_platform.resources.lake import LakeReadError
+
+    day = trades.sort(list(tables.BRONZE_TRADES.order))
+    lake = open_day(tmp_path, day.slice(0, 5_000))
+    judged(lake)
+    append(lake, day.slice(5_000, 100).with_columns(pl.col("price").cast(pl.Float32)))
+    with pytest.raises(LakeReadError, match="bronze/trades"):
+        lake.read_partition(tables.BRONZE_TRADES, BINANCE_DAY)  # today's full read
+    with pytest.raises(LakeReadError, match="bronze/trades"):  # the delta alone would pass: not judged alone
+        validate_bronze_cell(lake, BINANCE_DAY, check_bronze, incremental=True)

@@ -28,7 +28,13 @@ from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake import PART_FILE, LakeReadError, LakeResource, WriteInfo
 from crypto_platform.resources.lake.model import READ_ERRORS
 from crypto_platform.schemas import BRONZE_TRADES, TRADE_REJECTS, empty
-from crypto_platform.transforms.incremental import BRONZE_VALUES, bronze_delta, merge_bronze, probe_ids
+from crypto_platform.transforms.incremental import (
+    BRONZE_VALUES,
+    bronze_delta,
+    id_probe,
+    merge_bronze,
+    probe_ids,
+)
 from crypto_platform.transforms.trades import CONFLICTING_DUPLICATE, IDENTITY, to_bronze
 
 INCREMENTAL, FROM_SCRATCH, COMPACTED, UNCHANGED = "incremental", "from scratch", "compacted", "unchanged"
@@ -134,10 +140,7 @@ def _probe(lake: LakeResource, part: DayPartition, ids: pl.DataFrame) -> tuple[p
     wanted = ids.get_column("trade_id").unique()
     if wanted.is_empty():
         return empty(BRONZE_TRADES).select(*IDENTITY, *BRONZE_VALUES), empty(TRADE_REJECTS).select(IDENTITY)
-    tid = pl.col("trade_id")
-    where = tid.is_between(pl.lit(wanted.min()), pl.lit(wanted.max())) & tid.is_in(
-        wanted.implode()
-    )  # range: row-group pruning
+    where = id_probe(wanted)
     out = []
     for table, columns, extra in (
         (tables.BRONZE_TRADES, [*IDENTITY, *BRONZE_VALUES], pl.lit(True)),

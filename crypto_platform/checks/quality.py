@@ -3,6 +3,9 @@
 Each check runs either the Great Expectations suite (the default: backfills, jobs, the cadence
 schedule) or, with config `engine: contract`, the same rules in polars (quality/contract.py: what
 live runs use every minute, without GX's import cost); both report the same expectation names.
+With the contract, the bronze check of an open day validates only the tick's new delta when a proof
+recorded by the previous validation shows that everything before it passed (checks/bronze_cells.py);
+its metadata says which validation ran (`validation_mode`) and on how many rows (`rows_validated`).
 
 Both are correctness guards (`blocking=True`): when a suite fails in a run, no asset downstream of
 the checked table runs in that run (for a range run: for the whole range). Each (instrument, day)
@@ -20,12 +23,13 @@ bench/MONITORING.md). A failure names the threshold, how it was set and the meas
 import dagster as dg
 
 from crypto_platform import tables
+from crypto_platform.checks.bronze_cells import validate_bronze_cell
 from crypto_platform.partitions import DayPartition, last_materialized_partitions, run_partitions
 from crypto_platform.quality.check_results import (
     BRONZE_SUITE_CHECK,
     CANDLES_SUITE_CHECK,
+    BronzeSuiteConfig,
     CandlesSuiteConfig,
-    SuiteConfig,
     floor_for,
     suite_check_result,
 )
@@ -46,18 +50,18 @@ from crypto_platform.resources.lake import LakeResource
     ),
 )
 def bronze_trades_suite(
-    context: dg.AssetCheckExecutionContext, config: SuiteConfig, lake: LakeResource
+    context: dg.AssetCheckExecutionContext, config: BronzeSuiteConfig, lake: LakeResource
 ) -> dg.AssetCheckResult:
     """Great Expectations suite (or its polars contract) on every bronze trades partition of the run."""
-    validate = check_bronze if config.engine == "contract" else validate_bronze
-    parts = _parts(context, tables.BRONZE_TRADES.key)
+    contract = config.engine == "contract"
+    validate = check_bronze if contract else validate_bronze
     results, missing = [], []
-    for part in parts:
-        df = lake.read_partition(tables.BRONZE_TRADES, part)
-        if df is None:
+    for part in _parts(context, tables.BRONZE_TRADES.key):
+        result = validate_bronze_cell(lake, part, validate, incremental=contract and config.incremental)
+        if result is None:
             missing.append(part)
-            continue
-        results.append((part, validate(df, part.start, part.end)))
+        else:
+            results.append((part, result))
     return suite_check_result(context, results, missing, table=str(tables.BRONZE_TRADES))
 
 

@@ -1,6 +1,7 @@
 """Great Expectations suite results as Dagster check results and metadata, shared by the quality
 checks and by the jobs that validate what they write (the OHLCV import): one way to report a suite."""
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -32,6 +33,18 @@ class SuiteConfig(dg.Config):
         description=(
             "great_expectations: the GX suite (reference, full report); contract: the same rules in "
             "polars (milliseconds, no GX import; what live runs use, CRYPTO_LIVE_QUALITY_ENGINE)."
+        ),
+    )
+
+
+class BronzeSuiteConfig(SuiteConfig):
+    """Run config of the bronze_trades_suite check."""
+
+    incremental: bool = Field(
+        default=True,
+        description=(
+            "With the contract engine: validate only the files appended since the last validation when "
+            "its recorded proof shows they are unchanged and passed (else, and with GX, the whole partition)."
         ),
     )
 
@@ -83,6 +96,7 @@ def suite_check_result(
         (context.log.info if r.success else context.log.error)(f"{p}: {r.summary()}")
     meta = aggregate_metadata(results)
     meta["partitions"] = len(results) + len(missing)
+    meta.update(validation_metadata(results))
     bad = [p.key for p, _ in failed] + [p.key for p in missing]
     meta["failed_partitions"] = ", ".join(bad) or "-"
     if len(results) + len(missing) == 1:
@@ -135,6 +149,30 @@ def aggregate_metadata(results: Sequence[tuple[DayPartition, SuiteResult]]) -> d
     return meta
 
 
+def validation_metadata(results: Sequence[tuple[DayPartition, SuiteResult]]) -> dict[str, object]:
+    """Which validation ran (full / incremental, by cells) on how many rows, and why a cell ran full."""
+    modes = Counter(_mode(r) for _, r in results)
+    whys = [f"{p.key}: {r.parameters['why_full']}" for p, r in results if "why_full" in r.parameters]
+    meta: dict[str, object] = {
+        "validation_mode": next(iter(modes))
+        if len(modes) == 1
+        else ", ".join(f"{m}: {n}" for m, n in modes.items()),
+        "rows_validated": sum(_validated(r) for _, r in results),
+    }
+    if whys:
+        text = "; ".join(whys)
+        meta["why_full"] = text if len(text) <= _MAX_EXAMPLE_TEXT else text[: _MAX_EXAMPLE_TEXT - 1] + "…"
+    return meta
+
+
+def _mode(res: SuiteResult) -> str:
+    return res.parameters.get("validation", "full")
+
+
+def _validated(res: SuiteResult) -> int:
+    return int(res.parameters.get("rows_validated", res.row_count))
+
+
 def _row(part: DayPartition, res: SuiteResult) -> dict[str, object]:
     failed = ", ".join(
         o.name + (f" ({o.unexpected_count})" if o.unexpected_count else "") for o in res.failed
@@ -142,6 +180,7 @@ def _row(part: DayPartition, res: SuiteResult) -> dict[str, object]:
     return {
         "partition": part.key,
         "rows": res.row_count,
+        "validated": f"{_validated(res)} ({_mode(res)})",
         "result": "OK" if res.success else "FAILED",
         "failed expectations": failed or "-",
     }

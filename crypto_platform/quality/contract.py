@@ -36,6 +36,7 @@ from crypto_platform.quality.suite_result import (
 from crypto_platform.schemas import BRONZE_TRADES, CANDLES
 
 ENGINE = "polars contract"
+TRADE_KEY = ["exchange", "symbol", "trade_id"]  # what identifies a trade (trade_id_unique)
 TRADED = pl.col("is_empty") == False  # noqa: E712 (a polars expression)
 
 
@@ -48,7 +49,7 @@ def check_bronze(df: pl.DataFrame, window_start: datetime, window_end: datetime)
     out += [_rule(df, f"{c}_positive", "between", [c], pl.col(c) <= 0) for c in ("price", "amount")]
     side = pl.col("side").cast(pl.String)
     out.append(_rule(df, "side_in_set", "in_set", ["side"], side.is_not_null() & ~side.is_in(TRADE_SIDES)))
-    out.append(_unique(df, "trade_id_unique", ["exchange", "symbol", "trade_id"]))
+    out.append(unique_outcome(df, "trade_id_unique", TRADE_KEY))
     out.append(_in_window(df, start, end))
     params = {"window_start": start.isoformat(), "window_end": end.isoformat()}
     return _result(BRONZE_SUITE, df, out, t0, params)
@@ -71,7 +72,7 @@ def check_candles(
         _rule(df, f"{c}_not_null", "not_null", [c, "is_empty"], TRADED & pl.col(c).is_null())
         for c in CANDLE_PRICE_COLUMNS
     ]
-    out.append(_unique(df, "minute_unique", ["exchange", "symbol", "ts"]))
+    out.append(unique_outcome(df, "minute_unique", ["exchange", "symbol", "ts"]))
     out.append(_pair(df, "high_ge_low", "high", "low", None))
     out.append(_pair(df, "open_ge_low", "open", "low", TRADED))
     out.append(_pair(df, "open_le_high", "high", "open", TRADED))
@@ -166,8 +167,9 @@ def _pair(df: pl.DataFrame, name: str, a: str, b: str, where: pl.Expr | None) ->
     return ExpectationOutcome(**{**out.__dict__, "column": f"{a},{b}"})
 
 
-def _unique(df: pl.DataFrame, name: str, key: list[str]) -> ExpectationOutcome:
-    """Every row of a duplicated key is unexpected (as GX counts); rows with the whole key missing skip."""
+def unique_outcome(df: pl.DataFrame, name: str, key: list[str]) -> ExpectationOutcome:
+    """A key rule: every row of a duplicated key is unexpected (as GX counts); rows with the whole key
+    missing skip."""
     if missing := [c for c in key if c not in df.columns]:
         error = f"columns {missing} are missing"
         return ExpectationOutcome(name, "polars_unique", False, ",".join(key), error=error)

@@ -77,6 +77,13 @@ def probe_ids(new: BronzeResult) -> pl.DataFrame:
     return pl.concat([new.bronze.select(IDENTITY), conflicting_new], how="vertical")
 
 
+def id_probe(wanted: pl.Series, column: str = "trade_id") -> pl.Expr:
+    """The filter finding stored rows whose id is in `wanted` (not empty) exactly, written so a Parquet
+    scan skips the row groups whose id range (column statistics) cannot hold one of them."""
+    tid = pl.col(column)
+    return tid.is_between(pl.lit(wanted.min()), pl.lit(wanted.max())) & tid.is_in(wanted.implode())
+
+
 def bronze_delta(
     hits: pl.DataFrame, stored_conflicts: pl.DataFrame, new: BronzeResult, *, exchange: str, symbol: str
 ) -> BronzeDelta | None:
