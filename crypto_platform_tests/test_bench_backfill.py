@@ -55,6 +55,24 @@ def test_a_process_is_read_from_proc_and_trees_are_by_session() -> None:
     assert me is not None and me.rss > 10 * MIB and me.cpu > 0 and "python" in me.cmdline
     assert read_proc(2**22 + 12345) is None  # no such pid
     assert me.pid in {p.pid for p in tree({me.session})}
+    # a child in a session of its own (a detached run worker of the daemon) belongs to the tree too
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        _wait_for_session(child.pid)
+        seen = {p.pid: p for p in tree({me.session})}
+        assert child.pid in seen and seen[child.pid].session == child.pid != me.session
+        assert child.pid not in {p.pid for p in tree({2**22 + 1})}  # nothing of an unwatched session
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _wait_for_session(pid: int) -> None:
+    """Until `pid` runs in its own session (setsid happens after fork, before exec)."""
+    deadline = time.monotonic() + 10
+    while (p := read_proc(pid)) is None or p.session != pid:
+        assert time.monotonic() < deadline, f"process {pid} never got its own session"
+        time.sleep(0.05)
 
 
 def test_run_processes_are_execute_run_commands_or_spawned_children_of_a_code_server() -> None:

@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from bench.freshness import render
+from bench.freshness import render, timeline
 from bench.freshness.checks import (
     RunStats,
     TapeCheck,
@@ -314,3 +314,73 @@ def test_report_over_several_universes_has_one_row_and_one_section_each() -> Non
         * 2
     )
     assert md.count("\n## 3 instruments\n") == 2 and "\n### Result\n" in md and "not measured" in md
+
+
+# ------------------------------------------------------------------------------ restart timeline
+
+DEV_LOG = """
+===== dagster dev started 2026-11-23T15:00:40.2+00:00 =====
+\x1b[32m2026-11-23 15:00:39 +0000\x1b[0m - dagster - INFO - Launching Dagster services...
+\x1b[32m2026-11-23 15:00:43 +0000\x1b[0m - dagster - INFO - Launching Dagster services...
+2026-11-23 15:00:46 +0000 - dagster.code_server - INFO - Starting Dagster code server for file x in process 2
+2026-11-23 15:00:49 +0000 - dagster.code_server - INFO - Started Dagster code server for file x on port 1
+\x1b[32m2026-11-23 15:00:52 +0000\x1b[0m - dagster.daemon - INFO - Instance is configured with the
+2026-11-23 15:00:53 +0000 - dagster.daemon.SensorDaemon - INFO - Checking for new runs for sensor: other
+2026-11-23 15:00:55 +0000 - dagster.daemon.SensorDaemon - INFO - Checking for new runs for sensor: live_sensor
+2026-11-23 15:00:56 +0000 - dagster-webserver - INFO - Serving dagster-webserver on http://127.0.0.1:1
+"""
+
+
+def test_restart_log_marks_are_the_first_lines_after_the_start() -> None:
+    up = datetime(2026, 11, 23, 15, 0, 40, 200_000, tzinfo=UTC).timestamp()
+    marks = {k: datetime.fromtimestamp(v, UTC).second for k, v in timeline.log_marks(DEV_LOG, up).items()}
+    assert marks == {  # 15:00:39 is the previous start's line; colours are stripped
+        "dagster dev: services launching (its imports done)": 43,
+        "code server: process up (its imports done)": 46,
+        "code server: code location loaded": 49,
+        "daemon: started (workspace loaded)": 52,
+        "sensor daemon: first sensor evaluated": 53,
+        "sensor daemon: live_sensor evaluated": 55,
+        "webserver: serving": 56,
+    }
+
+
+def test_restart_timeline_orders_every_observation() -> None:
+    up = 1000.0
+    in_flight = timeline.RunTrace(
+        "a" * 36, "SUCCESS", 970.0, 975.0, 1001.0, [("raw", 976.0, 979.0), ("bronze", 979.0, 990.0)]
+    )
+    catch_up = timeline.RunTrace(
+        "b" * 36, "SUCCESS", 1020.0, 1024.0, 1040.0, [("raw", 1025.0, 1030.0)], trigger="new"
+    )
+    t = timeline.Timeline(
+        980.0,
+        up,
+        {"daemon: started (workspace loaded)": 1012.0},
+        (1018.0, 1019.5, 1),
+        [in_flight],
+        catch_up,
+        1041.0,
+    )
+    lines = timeline.render(t)
+    assert lines[:2] == ["| s after start | UTC | event |", "|---:|---|---|"]
+    events = [line.split(" | ", 2) for line in lines[2:]]
+    assert [e[0] for e in events] == [
+        "| -20.0",
+        "| +0.0",
+        "| +1.0",
+        "| +12.0",
+        "| +18.0",
+        "| +19.5",
+        "| +20.0",
+        "| +24.0",
+        "| +25.0",
+        "| +30.0",
+        "| +40.0",
+        "| +41.0",
+    ]
+    assert (
+        events[2][2] == "in-flight run aaaaaaaa ended SUCCESS (1 step(s) done before the stop, 1 after it) |"
+    )
+    assert events[5][2] == "live_sensor: first tick done, 1 run(s) requested |"
+    assert events[9][2] == "catch-up run: step `raw` done (5.0 s) |"

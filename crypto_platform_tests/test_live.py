@@ -643,6 +643,37 @@ def test_a_run_stopped_by_a_restart_is_retried_together_not_split(world: World) 
     assert sorted(r.partition_key for r in world.tick().run_requests) == [key(BTC), key(ETH)]
 
 
+@pytest.mark.slow
+def test_a_run_that_outlives_a_restart_is_waited_for_and_not_redone(world: World) -> None:
+    """Detached run workers (dagster.yaml) keep executing while dagster dev restarts: the restarted
+    sensor neither duplicates nor retries the surviving run, and requests the minute that closed
+    meanwhile as soon as the survivor is done."""
+    from dagster._core.test_utils import create_run_for_test
+
+    CLOCK.set(DAY, 12, 0, 20)
+    for r in world.tick().run_requests:
+        world.run(r)
+    CLOCK.set(DAY, 12, 1, 5)
+    [in_flight] = world.tick().run_requests
+    saved = world.cursor
+    # dagster dev stops; the run's detached worker goes on (the instance shows it STARTED) and
+    # writes 12:01 while dagster dev is down
+    survivor = create_run_for_test(world.instance, status=dg.DagsterRunStatus.STARTED, tags=in_flight.tags)
+    CLOCK.set(DAY, 12, 1, 30)
+    assert world.run(in_flight)
+    CLOCK.set(DAY, 12, 2, 5)  # dagster dev is back: its first tick, from the stored cursor
+    restarted = world.tick(cursor=saved)
+    assert not restarted.run_requests  # 12:02 is due, but the survivor still holds both partitions
+    assert restarted.skip_reason.skip_message == "2 partition(s) behind but already requested or in progress"
+    world.instance.delete_run(survivor.run_id)  # it finished (its SUCCESS run is the one above)
+    CLOCK.set(DAY, 12, 2, 10)
+    [nxt] = world.tick().run_requests  # at once, one run, nothing redone: only 12:02 is fetched
+    assert covered(nxt) == [key(BTC), key(ETH)] and nxt.tags[TRIGGER_TAG] == "new"
+    assert world.run(nxt)
+    manifest = world.lake.read_manifest(tables.RAW_TRADES, DayPartition(load_universe().instrument(BTC), DAY))
+    assert [f"{b.covered_to:%H:%M}" for b in manifest.batches] == ["12:00", "12:01", "12:02"]
+
+
 def test_shards_cut_an_exchange_into_at_most_n_runs_over_consecutive_instruments() -> None:
     a = [Instrument("a", f"X{i}/USDT") for i in range(5)]
     b = [Instrument("b", f"X{i}/USDT") for i in range(2)]

@@ -229,8 +229,8 @@ def render(result: Result) -> str:
 METHOD = """\
 Each setting is measured on a fresh temp platform (`bench/backfill/`): DAGSTER_HOME with the repo's
 dagster.yaml (SQLite storage moved into the temp root; QueuedRunCoordinator, max_concurrent_runs 4;
-the local run launcher: the code server runs each run in a process of its own, a `multiprocessing`
-child), its own lake, warehouse and
+the local run launcher: each run is a `dagster api execute_run` process of its own, detached into its
+own session and sampled as the daemon's child), its own lake, warehouse and
 MLflow store, and `CRYPTO_BACKFILL_PARTITIONS_PER_RUN=N`, so every partitioned asset has
 `BackfillPolicy.multi_run(N)`. `dagster-daemon run` is started on the repo's workspace, then, as a
 user would:

@@ -62,11 +62,16 @@ def read_proc(pid: int) -> Proc | None:
 
 
 def tree(sessions: set[int]) -> list[Proc]:
-    """Every live process whose session id is in `sessions` (each watched command starts its own)."""
-    out = []
-    for entry in _PROC.iterdir():
-        if entry.name.isdigit() and (p := read_proc(int(entry.name))) is not None and p.session in sessions:
-            out.append(p)
+    """Every live process whose session id is in `sessions` (each watched command starts its own), and
+    their descendants in other sessions (detached run workers: children of the daemon in a session
+    of their own, dagster.yaml `detach: true`)."""
+    procs = [p for e in _PROC.iterdir() if e.name.isdigit() and (p := read_proc(int(e.name))) is not None]
+    out = [p for p in procs if p.session in sessions]
+    pids, rest = {p.pid for p in out}, [p for p in procs if p.session not in sessions]
+    while grown := [p for p in rest if p.ppid in pids]:
+        out += grown
+        pids |= {p.pid for p in grown}
+        rest = [p for p in rest if p.pid not in pids]
     return out
 
 

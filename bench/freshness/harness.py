@@ -191,8 +191,11 @@ def start_dev(env: dict[str, str], workspace: Path, port: int, logfile: Path) ->
     fh = logfile.open("a")
     fh.write(f"\n===== dagster dev started {datetime.now(UTC).isoformat()} =====\n")
     fh.flush()
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+    # the code server's INFO lines say when the code location is loaded (the restart's timeline)
+    cmd += ["--code-server-log-level", "info"]
     return subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+        cmd,
         cwd=PROJECT,
         env=env,
         stdout=fh,

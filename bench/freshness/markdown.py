@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bench.freshness import timeline
 from bench.freshness.checks import RunStats, TapeCheck
 from bench.freshness.harness import fast_count
 from bench.freshness.measurement import Result
@@ -132,6 +133,8 @@ def _restart(r: Result) -> list[str]:
         else "."
     )
     in_flight = s.interrupted[0]
+    fates = [t.status for t in r.timeline.in_flight] if r.timeline else []
+    survived = sum(1 for f in fates if f == "SUCCESS")
     return [
         f"- Stopped at {_iso(rs.down)} UTC with SIGTERM to its process group (all processes "
         f"gone after {rs.stop_s:.1f} s), down {r.options.downtime:g} s, started again at "
@@ -139,6 +142,11 @@ def _restart(r: Result) -> list[str]:
         f"{_iso(back) if back else 'never'}" + came_back,
         f"- Runs in flight at the stop: {in_flight or 'none'}"
         + (" (their run workers marked them FAILURE: execution was interrupted)" if in_flight else "")
+        + (
+            f"; executing at the stop and finished SUCCESS after it (detached run workers): {survived}"
+            if survived
+            else ""
+        )
         + f"; runs left in an unfinished state after the bench: {s.unfinished}"
         + (
             ", so no partition was blocked by a dead run. "
@@ -148,6 +156,20 @@ def _restart(r: Result) -> list[str]:
         + "The sensor resumed from its cursor with one catch-up run per partition.",
         f"- Minutes closing in [{_iso(lo)}, {_iso(hi)}] count as affected by the "
         "restart (the 'steady state' row leaves them out).",
+        *_timeline(r),
+    ]
+
+
+def _timeline(r: Result) -> list[str]:
+    """The restart's timeline (dagster dev's log, the sensor's ticks, the runs' events, the poll)."""
+    if r.timeline is None:
+        return []
+    return [
+        "",
+        "Timeline of the restart (dagster dev's log lines, whole seconds; the live sensor's ticks and the "
+        "live runs' events from the instance; the bench's poll):",
+        "",
+        *timeline.render(r.timeline),
     ]
 
 

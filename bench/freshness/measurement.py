@@ -34,9 +34,11 @@ from bench.freshness.harness import (
     write_universe,
     write_workspace,
 )
+from bench.freshness.timeline import Timeline, gather
 from bench.report import LoadAvg, Machine, Summary
 
 IN_FLIGHT_WAIT_S = 90  # at the restart point, wait up to this long for a live run to be executing
+DETACHED_WAIT_S = 180  # after the final stop, wait up to this long for detached runs to finish
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Result:
     load_after: LoadAvg
     machine: Machine
     usage: Usage | None = None
+    timeline: Timeline | None = None  # the restart, start command -> first new row
 
 
 @dataclass
@@ -292,6 +295,16 @@ def watch(live: Live, t_dev: float, opts: Options, usage: Usage) -> tuple[Seen, 
     return seen, restart, t_final_stop
 
 
+def _await_detached_runs(home: Path, timeout_s: float = DETACHED_WAIT_S) -> None:
+    """Wait for the live runs still executing after the final stop: detached run workers (dagster.yaml
+    `detach: true`) outlive dagster dev and finish their run; the checks read what they wrote."""
+    deadline = time.time() + timeout_s
+    while (n := live_runs_in_progress(home)) and time.time() < deadline:
+        time.sleep(1.0)
+    if n:
+        log(f"{n} live run(s) still executing {timeout_s:g} s after dagster dev stopped")
+
+
 def _setup(root: Path, opts: Options) -> Live:
     """The temp DAGSTER_HOME and environment; this process reads the same lake, warehouse and MLflow
     (and instruments file: run before anything loads the universe)."""
@@ -356,6 +369,7 @@ def _measure_in(root: Path, opts: Options) -> Result:
     )
     usage = Usage()
     seen, restart, t_final_stop = watch(live, t_dev, opts, usage)
+    _await_detached_runs(live.home)
     t_end = time.time()
     assert seen.warm is not None and seen.stop_at is not None
     delays = assess(seen.rows, window(seen.warm, seen.stop_at), restart)
@@ -364,6 +378,9 @@ def _measure_in(root: Path, opts: Options) -> Result:
     days = sorted({datetime.fromtimestamp(t, UTC).date() for t in (t_dev, t_end)})
     tape = verify_tape(root / "lake", prep.instruments, days)
     stats = run_stats(live.home, [t for t in (restart.down if restart else None, t_final_stop) if t])
+    timeline = None
+    if restart is not None and restart.up is not None:
+        timeline = gather(live.home, live.devlog, restart.down, restart.up, restart.back)
     return Result(
         options=opts,
         began=t0,
@@ -383,4 +400,5 @@ def _measure_in(root: Path, opts: Options) -> Result:
         load_after=os.getloadavg(),
         machine=Machine.current(),
         usage=usage,
+        timeline=timeline,
     )
