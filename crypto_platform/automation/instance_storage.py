@@ -15,13 +15,14 @@ The same fix as `ml/mlflow_store.py` for MLflow's SQLite store. Postgres and oth
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import yaml
+
+from crypto_platform.file_lock import host_lock
 
 LOCK_NAME = ".instance-init.lock"
 MARKER_NAME = ".instance-ready"
@@ -68,9 +69,7 @@ def ensure_instance_storage(home: Path | None = None) -> bool:
     stamp = f"dagster {version('dagster')}\n"
     if _ready(base, stamp):
         return False
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / LOCK_NAME, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with host_lock(base / LOCK_NAME):
         if _ready(base, stamp):  # another process created it while we waited
             return False
         import dagster as dg

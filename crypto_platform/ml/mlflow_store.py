@@ -9,13 +9,14 @@ process skip the lock.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from mlflow import MlflowClient
+
+from crypto_platform.file_lock import host_lock
 
 SQLITE_PREFIX = "sqlite:///"
 _ready: set[str] = set()
@@ -32,9 +33,7 @@ def ensure_schema(tracking_uri: str) -> None:
     if not tracking_uri.startswith(SQLITE_PREFIX) or tracking_uri in _ready:
         return
     db = Path(tracking_uri.removeprefix(SQLITE_PREFIX))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.parent / f"{db.name}.init.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with host_lock(db.parent / f"{db.name}.init.lock"):
         opened = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         opened.search_experiments(max_results=1)  # the tracking store: creates or migrates the tables
         opened.search_registered_models(max_results=1)  # the registry store on the same database

@@ -17,7 +17,6 @@ period."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from typing import Any
 
 import polars as pl
 
+from crypto_platform.file_lock import host_lock
 from crypto_platform.raw_manifest import RawManifest
 from crypto_platform.resources.lake.model import (
     ANY,
@@ -206,14 +206,8 @@ class LocalStore(LakeStore):
     @contextmanager
     def exclusive(self, scope: str) -> Iterator[None]:
         """Exclusive lock of one scope (an instrument's day) across processes on this host."""
-        path = self.root / LOCKS_DIR / f"{scope}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with host_lock(self.root / LOCKS_DIR / f"{scope}.lock"):
+            yield
 
     def sweep(self, older_than_s: float, now_s: float, raw_prefix: str) -> SweepReport:
         """Temp files of killed writes, uncommitted raw batch files and snapshot files no list names
