@@ -272,9 +272,11 @@ def _run(
         suite = rt.suite(suite_name, min_non_empty_share)
         names = [e.meta["name"] for e in suite.expectations]
         batch = rt.batch_definition.get_batch(batch_parameters={"dataframe": pdf})
+        # BASIC holds every figure an outcome reads (counts, examples, observed value, missing columns);
+        # SUMMARY only adds value counts and index lists nobody reads, and cost ~45% more CPU per call.
         result = batch.validate(
             suite,
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
+            result_format={"result_format": "BASIC", "partial_unexpected_count": MAX_EXAMPLES},
             expectation_parameters={"window_start": start, "window_end": end},
         )
     outcomes = [_outcome(r) for r in result.results]
