@@ -396,7 +396,9 @@ def test_a_champion_of_another_horizon_is_kept_unless_replacing_it_is_allowed(ft
     client = MlflowClient(tracking_uri=g.uri, registry_uri=g.uri)
     champion = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)  # the 5-minute model
 
-    mat = g.train(window_days=31, n_trials=3, horizon=15)
+    # One Optuna trial: on this month the 15-minute study's first trial is its best (1, 2 and 3 trials
+    # give the same model: holdout rank IC 0.1920, cv 0.2809), so more trials only cost time.
+    mat = g.train(window_days=31, n_trials=1, horizon=15)
     gate = mat.metadata["gate"].value
     assert mat.metadata["alias"].value == "challenger", gate
     assert (
@@ -415,7 +417,8 @@ def test_a_champion_of_another_horizon_is_kept_unless_replacing_it_is_allowed(ft
     # Explicitly allowed: that check passes and the other checks alone decide. On this month (with the
     # planted intraday pattern) the 15-minute model beats the best baseline significantly and its hit
     # rate is significant (seeded, one thread: the same on every run), so it replaces the champion.
-    mat = g.train(window_days=31, n_trials=3, horizon=15, replace_incomparable_champion=True)
+    # (rank IC 0.1920 vs ridge 0.1089, HAC p 0.006; hit rate 0.576, p 0.0001: far inside the gate)
+    mat = g.train(window_days=31, n_trials=1, horizon=15, replace_incomparable_champion=True)
     gate = mat.metadata["gate"].value
     assert "- PASS current champion not comparable" in gate and "replace_incomparable_champion is set" in gate
     assert not [line for line in gate.splitlines() if line.startswith("- FAIL")], gate
