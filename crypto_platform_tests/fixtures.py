@@ -18,6 +18,7 @@ import gzip
 import json
 import math
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -591,12 +592,14 @@ def s3_lake(endpoint: str, prefix: str = "lake") -> LakeResource:
 
 
 def _clear_settings_caches() -> None:
+    """Forget the settings, the universe and ccxt's markets read so far (the next use reads them anew)."""
     from crypto_platform.platform_settings import load_settings
-    from crypto_platform.sources.ccxt_source import clear_markets_cache
 
     load_settings.cache_clear()
     load_universe.cache_clear()
-    clear_markets_cache()
+    ccxt_source = sys.modules.get("crypto_platform.sources.ccxt_source")  # not imported: nothing cached
+    if ccxt_source is not None:
+        ccxt_source.clear_markets_cache()
 
 
 @contextmanager
@@ -604,6 +607,8 @@ def platform_process(env: Mapping[str, str]) -> Iterator[None]:
     """Settings and instruments as a process started with `env` (CRYPTO_INSTRUMENTS, CRYPTO_LAKE_ROOT,
     ...) reads them, restored on exit. The partitions stay the test universe's (fixed at import):
     use a key that both universes hold."""
+    import crypto_platform.definitions  # noqa: F401  # its module-level `defs` keeps the test settings
+
     try:
         with pytest.MonkeyPatch.context() as mp:
             for name, value in env.items():
