@@ -605,8 +605,9 @@ def _clear_settings_caches() -> None:
 @contextmanager
 def platform_process(env: Mapping[str, str]) -> Iterator[None]:
     """Settings and instruments as a process started with `env` (CRYPTO_INSTRUMENTS, CRYPTO_LAKE_ROOT,
-    ...) reads them, restored on exit. The partitions stay the test universe's (fixed at import):
-    use a key that both universes hold."""
+    ...) reads them; on exit they are read again from the restored environment and kept, as this
+    process read them at its start (a later test may change the environment and rely on the settings
+    read before). The partitions stay the test universe's (fixed at import): use a key both hold."""
     import crypto_platform.definitions  # noqa: F401  # its module-level `defs` keeps the test settings
 
     try:
@@ -617,6 +618,10 @@ def platform_process(env: Mapping[str, str]) -> Iterator[None]:
             yield
     finally:
         _clear_settings_caches()
+        from crypto_platform.platform_settings import load_settings
+
+        load_settings()
+        load_universe()
 
 
 def materialize_as_cli(
