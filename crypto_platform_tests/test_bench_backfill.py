@@ -147,7 +147,9 @@ def test_the_report_shows_both_settings_side_by_side_with_ratios_and_flags_a_gap
 
 
 # In a fresh process: the instruments file is read once per process (as in production), and the bench's
-# own universe must be the one its checks read.
+# own universe must be the one its checks read. The real dagster-daemon, with a backfill iteration every
+# 2 s and one code server for the whole test (Dagster reloads the workspace every 60 s, each time in a
+# new code server process: seconds of CPU that prove nothing here).
 SCRIPT = """
 import json, sys
 from bench.backfill.measurement import Options, measure
