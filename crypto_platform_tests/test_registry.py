@@ -347,6 +347,13 @@ def test_a_fresh_process_serves_the_champion_from_the_verified_file_cache_withou
     with pytest.raises(registry.NoAliasError, match="no 'nope' version"):
         registry_lookup.alias_info(store, MODEL, "nope")
     assert registry_lookup.alias_info("http://mlflow.internal:5000", MODEL, registry.CHAMPION) is None
+    # a local store not created yet: no champion, as MLflow answers, without creating the store
+    missing = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
+    with pytest.raises(registry.NoChampionError, match="no 'champion' version"):
+        registry_lookup.alias_info(missing, MODEL, registry.CHAMPION)
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(registry.NoChampionError, match="no 'champion' version"):
+        registry.alias_info(missing, MODEL, registry.CHAMPION)
 
     cache = tmp_path / "models"
     model_cache.clear()

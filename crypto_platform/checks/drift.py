@@ -122,14 +122,19 @@ def feature_drift(
     lake: LakeResource,
     mlflow_registry: MlflowResource,
 ) -> dg.AssetCheckResult:
-    from crypto_platform.ml import registry
+    from crypto_platform.ml import registry_lookup
+    from crypto_platform.ml.model_info import NoAliasError
 
     try:
+        # no such alias in a local store: skip without importing MLflow (features built before a champion)
+        registry_lookup.alias_info(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
+        from crypto_platform.ml import registry
+
         info = registry.alias_info(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
         reference = registry.load_reference_features(
             mlflow_registry.uri, mlflow_registry.model_name, config.model_alias
         )
-    except registry.NoAliasError as exc:
+    except NoAliasError as exc:
         return _no_model(exc, config.model_alias)
     windows, parts = _windows(context, lake, tables.FEATURES, config.window_hours, lambda df, _part: df)
     about_latest = parts is None or lake.includes_newest(tables.FEATURES, parts)
