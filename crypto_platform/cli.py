@@ -172,14 +172,19 @@ def demo(days: int, trials: int) -> None:
 
 
 def _served_alias() -> str:
-    """'champion' when the registry has one, else 'challenger' (the demo then says so)."""
-    from crypto_platform.ml import registry
+    """'champion' when the registry has one, else 'challenger' (the demo then says so). A local store
+    answers without MLflow (`registry_lookup`); any other store through MLflow."""
+    from crypto_platform.ml import registry_lookup
+    from crypto_platform.ml.model_info import CHAMPION, NoChampionError
     from crypto_platform.resources.mlflow import MlflowResource
 
     res = MlflowResource(tracking_uri=load_settings().mlflow_tracking_uri)
     try:
-        registry.champion_info(res.uri, res.model_name)
-    except registry.NoChampionError:
+        if registry_lookup.alias_info(res.uri, res.model_name, CHAMPION) is None:
+            from crypto_platform.ml import registry
+
+            registry.champion_info(res.uri, res.model_name)
+    except NoChampionError:
         return "challenger"
     return "champion"
 
