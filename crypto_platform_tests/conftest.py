@@ -115,23 +115,19 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def ccxt_universe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The run's instruments file: binance BTC/USDT from ccxt (the test universe replays it)."""
-    from crypto_platform.platform_settings import load_settings
-    from crypto_platform.settings import INSTRUMENTS_ENV, load_universe
+def ccxt_universe(tmp_path: Path) -> Iterator[None]:
+    """The run's instruments file: binance BTC/USDT from ccxt (the test universe replays it), read as a
+    process started with it reads it; afterwards the settings are read again (fixtures.platform_process)."""
+    from crypto_platform.settings import INSTRUMENTS_ENV
     from crypto_platform.sources.ccxt_source import clear_markets_cache
+    from crypto_platform_tests.fixtures import platform_process
 
     entry = {"exchange": "binance", "symbol": "BTC/USDT", "source": "ccxt", "backoff_seconds": 0.01}
     path = tmp_path / "instruments.yaml"
     path.write_text(json.dumps({"start_date": "2019-10-01", "instruments": [entry]}))
-    monkeypatch.setenv(INSTRUMENTS_ENV, str(path))
-    load_settings.cache_clear()  # as a process started with this file would read it
-    load_universe.cache_clear()
     clear_markets_cache()
-    yield
-    monkeypatch.undo()
-    load_settings.cache_clear()
-    load_universe.cache_clear()
+    with platform_process({INSTRUMENTS_ENV: str(path)}):
+        yield
 
 
 @pytest.fixture(scope="session")

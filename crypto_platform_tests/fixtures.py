@@ -6,7 +6,9 @@
 * the monitoring platform on a tmp lake: FTX January 2022 bars as the sim BTC/USDT instrument, its
   resources, silver / features / predictions writers, a real MLflow champion, one-check runs;
 * a webhook receiver on 127.0.0.1, and a recorder of every socket connection made in this process;
-* a lake in a fresh bucket of the S3 test server (`s3_lake`).
+* a lake in a fresh bucket of the S3 test server (`s3_lake`);
+* the code location's settings as a process started with some environment reads them
+  (`platform_process`), and what `dagster asset materialize` runs, in this process (`materialize_as_cli`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import gzip
 import json
 import math
 import socket
+import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +31,7 @@ from types import SimpleNamespace
 import dagster as dg
 import numpy as np
 import polars as pl
+import pytest
 
 from crypto_platform import tables
 from crypto_platform.assets import gold, ingest, monitoring, rolling_evaluation, silver
@@ -581,3 +585,63 @@ def s3_lake(endpoint: str, prefix: str = "lake") -> LakeResource:
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     return LakeResource(root=f"s3://{bucket}/{prefix}", s3_endpoint_url=endpoint, s3_allow_http=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the code location as a `dagster` CLI process would load it, in this process
+
+
+def _clear_settings_caches() -> None:
+    """Forget the settings, the universe and ccxt's markets read so far (the next use reads them anew)."""
+    from crypto_platform.platform_settings import load_settings
+
+    load_settings.cache_clear()
+    load_universe.cache_clear()
+    ccxt_source = sys.modules.get("crypto_platform.sources.ccxt_source")  # not imported: nothing cached
+    if ccxt_source is not None:
+        ccxt_source.clear_markets_cache()
+
+
+@contextmanager
+def platform_process(env: Mapping[str, str]) -> Iterator[None]:
+    """Settings and instruments as a process started with `env` (CRYPTO_INSTRUMENTS, CRYPTO_LAKE_ROOT,
+    ...) reads them; on exit they are read again from the restored environment and kept, as this
+    process read them at its start (a later test may change the environment and rely on the settings
+    read before). The partitions stay the test universe's (fixed at import): use a key both hold."""
+    import crypto_platform.definitions  # noqa: F401  # its module-level `defs` keeps the test settings
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in env.items():
+                mp.setenv(name, value)
+            _clear_settings_caches()
+            yield
+    finally:
+        _clear_settings_caches()
+        from crypto_platform.platform_settings import load_settings
+
+        load_settings()
+        load_universe()
+
+
+def materialize_as_cli(
+    selection: str, partition_range: str, run_config: Mapping | None, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """What `dagster asset materialize -m crypto_platform.definitions --select SELECTION --partition-range
+    START...END --config-json RUN_CONFIG` runs (dagster/_cli/asset.py), in this process: the code
+    location built from the settings read now, the implicit job of the selected assets and their checks,
+    one run over the range on the in-process executor (the code location's default)."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from crypto_platform.definitions import build_definitions
+    from crypto_platform.platform_settings import load_settings
+
+    repo = build_definitions(load_settings()).get_repository_def()
+    keys = dg.AssetSelection.from_coercible(selection.split(",")).resolve(repo.asset_graph)
+    job = repo.get_implicit_job_def_for_assets(keys)
+    assert job is not None, f"{selection}: the assets do not share one PartitionsDefinition"
+    start, end = partition_range.split("...")
+    tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
+    return job.execute_in_process(
+        run_config=run_config, instance=instance, asset_selection=list(keys), tags=tags
+    )

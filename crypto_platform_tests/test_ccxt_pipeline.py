@@ -1,18 +1,22 @@
-"""A ccxt binance instrument through the platform itself: the `dagster asset materialize` CLI runs
-raw -> bronze (-> silver) with the real ccxt.binance client against the local fake Binance
-(exchange_server.py) serving the real recorded trades of ../shared with a 429, a 500 and a duplicated
-page injected. What lands in the lake is compared with the recorded file, read independently by DuckDB.
+"""A ccxt binance instrument through the platform itself: what `dagster asset materialize` runs
+(raw -> bronze (-> silver) and their checks, the code location's own definitions and resources) with
+the real ccxt.binance client against the local fake Binance (exchange_server.py) serving the real
+recorded trades of ../shared with a 429, a 500 and a duplicated page injected. What lands in the lake
+is compared with the recorded file, read independently by DuckDB.
 
 The instrument universe of these runs is a temp instruments file holding the ccxt instrument (the
-test universe has none: a ccxt instrument there would be live for test_live's sensor), passed to
-the CLI process as CRYPTO_INSTRUMENTS, as a user would.
+test universe has none: a ccxt instrument there would be live for test_live's sensor), read through
+CRYPTO_INSTRUMENTS as a user's process reads it. The runs are in this process
+(`fixtures.materialize_as_cli`: the CLI's own steps, the definitions built from the settings read
+from that environment, the same selection, partition range and run config) rather than a `dagster`
+CLI process each: the code location's executor runs a CLI run in the CLI's process anyway, so only
+the process start-up (~8 CPU s of imports and code-location load per run) is left out; the CLI
+command itself is exercised by test_offline (the demo) and test_checks_cli.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,11 +29,10 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.automation.live import INGEST_KEYS, LiveSettings
-from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
 from crypto_platform_tests.ccxt_recording import RECORDED, ms, ms_delta, recorded_trades
 from crypto_platform_tests.exchange_server import FakeBinanceServer, RecordedTrades, ServerState
-from crypto_platform_tests.paths import PROJECT_DIR
+from crypto_platform_tests.fixtures import materialize_as_cli, platform_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -44,9 +47,10 @@ def recorded() -> RecordedTrades:
 
 
 class Platform:
-    """A temp platform home (instruments file, DAGSTER_HOME, lake, warehouse) driven by the dagster CLI."""
+    """A temp platform home (instruments file, lake, warehouse, a Dagster instance) whose runs are what
+    the dagster CLI runs."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, instance: dg.DagsterInstance) -> None:
         self.tmp = tmp
         self.instruments = tmp / "instruments.yaml"
         # the recording covers 30 minutes of the day: no liquidity floor on the share of non-empty bars
@@ -60,11 +64,9 @@ class Platform:
         doc = {"start_date": "2024-01-01", "instruments": [entry]}
         self.instruments.write_text(json.dumps(doc))  # JSON is YAML
         parse_universe(doc, self.instruments)  # the file is valid before any run relies on it
-        (tmp / "home").mkdir()
+        self.instance = instance
         self.env = {
-            **os.environ,
             INSTRUMENTS_ENV: str(self.instruments),
-            "DAGSTER_HOME": str(tmp / "home"),
             "CRYPTO_LAKE_ROOT": str(tmp / "lake"),
             "CRYPTO_WAREHOUSE_PATH": str(tmp / "warehouse.duckdb"),
         }
@@ -72,9 +74,8 @@ class Platform:
     def materialize(self, selection: str, sources: dict, ops: dict | None = None) -> None:
         """One `dagster asset materialize` run of KEY with the trade_sources resource configured."""
         config = {"resources": {"trade_sources": {"config": sources}}, "ops": ops or {}}
-        cmd = materialize_command(selection, f"{KEY}...{KEY}", config)
-        proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=self.env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        with platform_process(self.env):
+            assert materialize_as_cli(selection, f"{KEY}...{KEY}", config, self.instance).success
 
     def lake_file(self, layer: str, table: str) -> Path:
         return self.tmp / "lake" / layer / table / "instrument=binance.BTC-USDT" / "date=2024-01-01"
@@ -84,7 +85,6 @@ class Platform:
 
     def bronze(self) -> pl.DataFrame:
         """The partition's bronze as the lake reads it: an open day is its base file plus a delta per tick."""
-        from crypto_platform import tables
         from crypto_platform.resources.lake.local import LocalStore
 
         key = self.lake_file("bronze", "trades").relative_to(self.tmp / "lake") / "part.parquet"
@@ -97,8 +97,9 @@ class Platform:
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Platform:
-    return Platform(tmp_path)
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield Platform(tmp_path, instance)
 
 
 @pytest.fixture
@@ -164,15 +165,6 @@ def live_ingest(platform: Platform, server: FakeBinanceServer, now: datetime) ->
     selection = " or ".join(f"key:{k.to_user_string()}" for k in INGEST_KEYS)
     sources = {"api_urls": {"binance": server.url}, "now": now.isoformat()}
     platform.materialize(selection, sources, LiveSettings().run_config()["ops"])
-
-
-def raw_metadata(platform: Platform) -> dict:
-    """Metadata of the latest raw/trades materialization of KEY, from the runs' Dagster instance."""
-    with dg.DagsterInstance.from_config(str(platform.tmp / "home")) as instance:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=tables.RAW_TRADES.key, asset_partitions=[KEY]), limit=1
-        )
-    return {k: v.value for k, v in result.records[0].asset_materialization.metadata.items()}
 
 
 def test_unpublished_trade_stops_coverage_before_it_until_the_exchange_publishes_it(

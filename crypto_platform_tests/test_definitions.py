@@ -160,27 +160,6 @@ def test_the_ui_shows_every_setting_and_no_secret(loaded) -> None:
     assert "WEBHOOK-TOKEN" not in served and "MLFLOW-PASSWORD" not in served
 
 
-def _load_code_location(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
-    code = (
-        "from crypto_platform.definitions import defs; "
-        "print(sorted({s.default_status.value for s in defs.get_repository_def().schedule_defs}))"
-    )
-    env = {**os.environ, "PYTHONWARNINGS": "default", **extra_env}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow
-def test_loading_the_code_location_validates_the_settings_once() -> None:
-    bad = _load_code_location({"CRYPTO_LIVE_CHECKS": "some"})
-    assert bad.returncode != 0
-    assert "SettingsError: CRYPTO_LIVE_CHECKS='some': expected one of blocking, all, none" in bad.stderr
-    old = _load_code_location({"CRYPTO_PLATFORM_AUTOMATION": "running"})
-    assert old.returncode == 0, old.stderr
-    assert old.stdout.strip() == "['RUNNING']"  # every schedule
-    # read once per process (the universe, the partitions and the definitions share it): one warning
-    assert old.stderr.count("CRYPTO_PLATFORM_AUTOMATION is deprecated: rename it to CRYPTO_AUTOMATION") == 1
-
-
 HEAVY_MODULES = (
     "scipy",
     "great_expectations",
@@ -194,15 +173,46 @@ HEAVY_MODULES = (
 )
 
 
+def _load_code_location(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A fresh process that loads the code location, then prints the heavy libraries the load imported
+    (first line) and the default statuses of its schedules (second line)."""
+    code = (
+        "import sys; from crypto_platform.definitions import defs; "
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules)); "
+        "print(sorted({s.default_status.value for s in defs.get_repository_def().schedule_defs}))"
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "default", **extra_env}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def old_name_load() -> subprocess.CompletedProcess:
+    """One fresh load of the code location with a deprecated variable set (CRYPTO_PLATFORM_AUTOMATION),
+    shared by the two tests that read what a process start does (a load costs a few CPU seconds)."""
+    return _load_code_location({"CRYPTO_PLATFORM_AUTOMATION": "running"})
+
+
 @pytest.mark.slow
-def test_loading_the_code_location_imports_no_heavy_library() -> None:
+def test_loading_the_code_location_validates_the_settings_once(
+    old_name_load: subprocess.CompletedProcess,
+) -> None:
+    bad = _load_code_location({"CRYPTO_LIVE_CHECKS": "some"})
+    assert bad.returncode != 0
+    assert "SettingsError: CRYPTO_LIVE_CHECKS='some': expected one of blocking, all, none" in bad.stderr
+    old = old_name_load
+    assert old.returncode == 0, old.stderr
+    assert old.stdout.splitlines()[1] == "['RUNNING']"  # every schedule
+    # read once per process (the universe, the partitions and the definitions share it): one warning
+    assert old.stderr.count("CRYPTO_PLATFORM_AUTOMATION is deprecated: rename it to CRYPTO_AUTOMATION") == 1
+
+
+@pytest.mark.slow
+def test_loading_the_code_location_imports_no_heavy_library(
+    old_name_load: subprocess.CompletedProcess,
+) -> None:
     # Every run worker, code server and test subprocess loads the code location: the heavy libraries are
     # imported by the functions that use them (the GX suites, MLflow, training, drift, ccxt fetches).
-    probe = (
-        "import sys, crypto_platform.definitions\n"
-        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ), check=True
-    )
-    assert out.stdout.strip() == "", f"imported when the code location loads: {out.stdout.strip()}"
+    # (The probe runs in the fresh process right after `import crypto_platform.definitions`.)
+    assert old_name_load.returncode == 0, old_name_load.stderr
+    imported = old_name_load.stdout.splitlines()[0]
+    assert imported == "", f"imported when the code location loads: {imported}"

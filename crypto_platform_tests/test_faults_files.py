@@ -3,23 +3,27 @@ lines, truncated Parquet in the lake, and a DuckDB warehouse file first created 
 
 Each case checks the outcome against an independent DuckDB read of the same file (row counts, the line
 DuckDB itself finds ragged, the rows the `duckdb` CLI binary returns), with the real ReplaySource,
-LakeResource, WarehouseResource, `dagster asset materialize` and duckdb CLI; nothing is mocked.
+LakeResource, WarehouseResource, what `dagster asset materialize` runs and the duckdb CLI; nothing is
+mocked. The end-to-end run is in this process (`fixtures.materialize_as_cli`: the CLI's own steps, the
+code location's definitions and resources built from the settings read from a temp CRYPTO_INSTRUMENTS,
+one run over the range, its checks included) rather than a `dagster` CLI process: the code location's
+executor runs a CLI run in the CLI's process anyway, so only the process start-up (~8 CPU s) is left
+out; the CLI command itself is exercised by test_offline (the demo) and test_checks_cli.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
-from crypto_platform.cli import materialize_command
 from crypto_platform.partitions import DayPartition
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.warehouse import WarehouseResource
@@ -27,8 +31,7 @@ from crypto_platform.settings import INSTRUMENTS_ENV, Instrument, parse_universe
 from crypto_platform.sources.base import SourceError
 from crypto_platform.sources.replay import ReplaySource
 from crypto_platform.tables import BRONZE_TRADES, RAW_TRADES
-from crypto_platform_tests.fixtures import D1, ROWS, write_recording
-from crypto_platform_tests.paths import PROJECT_DIR
+from crypto_platform_tests.fixtures import D1, ROWS, materialize_as_cli, platform_process, write_recording
 
 INST = Instrument("binance", "BTC/USDT", "replay")
 WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))
@@ -202,7 +205,8 @@ def test_warehouse_created_by_python_duckdb_opens_in_the_cli(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
-# end to end: `dagster asset materialize` of a mixed-timestamp replay; the CLI counts every row
+# end to end: what `dagster asset materialize` runs, on a mixed-timestamp replay; the duckdb CLI counts
+# every row
 
 
 @pytest.mark.slow
@@ -212,7 +216,7 @@ def test_replay_rows_all_reach_bronze_or_rejects_through_the_platform(tmp_path: 
     doc = {
         "start_date": D1.date().isoformat(),
         "instruments": [
-            {"exchange": "kraken", "symbol": "BTC/USD", "source": "replay", "path": str(recording)}
+            {"exchange": "kraken", "symbol": "BTC/USDC", "source": "replay", "path": str(recording)}
         ],
     }
     instruments = tmp_path / "instruments.yaml"
@@ -220,18 +224,14 @@ def test_replay_rows_all_reach_bronze_or_rejects_through_the_platform(tmp_path: 
     parse_universe(doc, instruments)
     warehouse = tmp_path / "warehouse.duckdb"
     duckdb.connect(str(warehouse)).close()  # a user's Python session created the file first
-    (tmp_path / "home").mkdir()
     env = {
-        **os.environ,
         INSTRUMENTS_ENV: str(instruments),
-        "DAGSTER_HOME": str(tmp_path / "home"),
         "CRYPTO_LAKE_ROOT": str(tmp_path / "lake"),
         "CRYPTO_WAREHOUSE_PATH": str(warehouse),
     }
-    keys = "2024-01-01|kraken.BTC-USD...2024-01-02|kraken.BTC-USD"
-    cmd = materialize_command("group:raw or group:bronze", keys)
-    proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    keys = "2024-01-01|kraken.BTC-USDC...2024-01-02|kraken.BTC-USDC"  # a pair the test universe lists too
+    with dg.DagsterInstance.ephemeral() as instance, platform_process(env):
+        assert materialize_as_cli("group:raw or group:bronze", keys, None, instance).success
 
     lines = scalar(f"select count(*) from read_csv('{recording}', all_varchar = true)")
     amounts = scalar(

@@ -1,9 +1,15 @@
-"""raw -> bronze -> silver through Dagster itself, on real recorded trades replayed from ../shared."""
+"""raw -> bronze -> silver through Dagster itself, on real recorded trades replayed from ../shared.
+
+The date-range backfill runs what `dagster asset materialize --partition-range` runs, in this process
+(`fixtures.materialize_as_cli`: the CLI's own steps, the code location's definitions and resources
+built from the settings read from the environment, one single run over the range): the code
+location's executor runs a CLI run in the CLI's process anyway, so only the process start-up (~8 CPU s
+of imports and code-location load) is left out; the CLI command itself is exercised by test_offline
+(the demo's ranges) and test_checks_cli.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -13,14 +19,14 @@ import pytest
 
 from crypto_platform import tables
 from crypto_platform.assets import ingest, silver
-from crypto_platform.cli import materialize_command
 from crypto_platform.partitions import parse_key
 from crypto_platform.resources.lake import LakeResource
 from crypto_platform.resources.sources import TradeSourcesResource
 from crypto_platform.resources.warehouse import WarehouseResource
-from crypto_platform_tests.paths import PROJECT_DIR, SHARED_DATA
+from crypto_platform_tests.fixtures import materialize_as_cli, platform_process
+from crypto_platform_tests.paths import SHARED_DATA
 
-pytestmark = pytest.mark.slow  # materializes over real trades, and through the dagster CLI
+pytestmark = pytest.mark.slow  # materializes over real trades
 
 ASSETS = [*dg.load_assets_from_modules([ingest, silver])]
 REPLAY_FILE = SHARED_DATA / "trades" / "binance_spot_btcusdt_2024-01-01_1200-1230.parquet"
@@ -114,19 +120,19 @@ def test_replayed_binance_trades_give_31_candles_equal_to_duckdb(tmp_path: Path)
         assert _lake_files(tmp_path) == before
 
 
-def test_midnight_sessions_split_exactly_across_days_by_cli_range(tmp_path: Path) -> None:
-    """A date-range backfill from the dagster CLI, one single run, over a midnight-crossing session."""
+def test_midnight_sessions_split_exactly_across_days_by_one_range_run(tmp_path: Path) -> None:
+    """A date-range backfill as the dagster CLI runs it, one single run, over a midnight-crossing session."""
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path / "home"),
         "CRYPTO_LAKE_ROOT": str(tmp_path / "lake"),
         "CRYPTO_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
     }
-    (tmp_path / "home").mkdir()
     rng = "2023-04-04|binanceusdm.BTC-USDT-USDT...2023-04-05|binanceusdm.BTC-USDT-USDT"
-    cmd = materialize_command("group:raw or group:bronze or group:silver", rng)
-    proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with dg.DagsterInstance.ephemeral() as instance:
+        with platform_process(env):
+            result = materialize_as_cli("group:raw or group:bronze or group:silver", rng, None, instance)
+        assert result.success
+        # The single run covered both partitions and recorded both as materialized.
+        mats = instance.get_materialized_partitions(dg.AssetKey(["silver", "candles_1m"]))
 
     lake = LakeResource(root=str(tmp_path / "lake"))
     expected = dict(
@@ -142,8 +148,5 @@ def test_midnight_sessions_split_exactly_across_days_by_cli_range(tmp_path: Path
         assert bronze["ts"].dt.date().unique().to_list() == [part.day]
         candles = lake.read_partition(tables.CANDLES_1M, part)
         assert int(candles["trade_count"].sum()) == expected[day]
-    # The single run covered both partitions and recorded both as materialized.
-    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
-        mats = instance.get_materialized_partitions(dg.AssetKey(["silver", "candles_1m"]))
     # ... and nothing else: one instrument is backfilled alone.
     assert set(mats) == {"2023-04-04|binanceusdm.BTC-USDT-USDT", "2023-04-05|binanceusdm.BTC-USDT-USDT"}

@@ -1,6 +1,15 @@
 """Invalid trades through the platform itself: a replayed ccxt trade file with bad rows, materialized
-raw -> bronze by the `dagster asset materialize` CLI, lands every bad row in bronze/trade_rejects (lake
-and warehouse view) with its reason, and the valid rows in bronze. A re-run changes nothing.
+raw -> bronze -> silver as `dagster asset materialize` does, lands every bad row in
+bronze/trade_rejects (lake and warehouse view) with its reason, and the valid rows in bronze. A
+re-run changes nothing.
+
+The instrument is a temp instruments file read through CRYPTO_INSTRUMENTS, as a user's process reads
+it (a kraken pair the test universe lists too, so its partition key exists). The runs are in this
+process (`fixtures.materialize_as_cli`: the CLI's own steps, the definitions built from the settings
+read from that environment, the same selection and partition range, the quality checks included)
+rather than a `dagster` CLI process each: the code location's executor runs a CLI run in the CLI's
+process anyway, so only the process start-up (~8 CPU s of imports and code-location load) is left
+out; the CLI command itself is exercised by test_offline (the demo) and test_checks_cli.
 
 (Rows whose timestamp is not a time or lies outside the partition grid: test_faults_replay.py and the
 end-to-end case in test_faults_files.py; the window rule itself: test_transforms_trades.py.)
@@ -9,23 +18,22 @@ end-to-end case in test_faults_files.py; the window rule itself: test_transforms
 from __future__ import annotations
 
 import json
-import os
-import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
-from crypto_platform.cli import materialize_command
 from crypto_platform.settings import INSTRUMENTS_ENV, parse_universe
 from crypto_platform.transforms import trades as T
-from crypto_platform_tests.paths import PROJECT_DIR
+from crypto_platform_tests.fixtures import materialize_as_cli, platform_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-KEY = "2024-01-01|kraken.BTC-USD"
+KEY = "2024-01-01|kraken.BTC-USDC"
 T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)
 
 
@@ -35,7 +43,7 @@ def _trade(i: int, price: float | None, amount: float, side: str | None) -> dict
         "id": str(1000 + i),
         "timestamp": int(ts.timestamp() * 1000),
         "datetime": ts.isoformat().replace("+00:00", "Z"),
-        "symbol": "BTC/USD",
+        "symbol": "BTC/USDC",
         "side": side,
         "price": price,
         "amount": amount,
@@ -52,7 +60,15 @@ BAD = {  # row number -> (price, amount, side, reason)
 }
 
 
-def test_invalid_replayed_trades_land_in_rejects_with_reasons(tmp_path: Path) -> None:
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def test_invalid_replayed_trades_land_in_rejects_with_reasons(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     rows = []
     for i in range(20):
         price, amount, side, _ = BAD.get(i, (42_000.0 + i, 0.01 * (i + 1), "buy" if i % 2 else "sell", ""))
@@ -65,7 +81,7 @@ def test_invalid_replayed_trades_land_in_rejects_with_reasons(tmp_path: Path) ->
         "instruments": [
             {
                 "exchange": "kraken",
-                "symbol": "BTC/USD",
+                "symbol": "BTC/USDC",
                 "source": "replay",
                 "path": str(trades_file),
                 "min_non_empty_share": None,
@@ -75,22 +91,21 @@ def test_invalid_replayed_trades_land_in_rejects_with_reasons(tmp_path: Path) ->
     instruments = tmp_path / "instruments.yaml"
     instruments.write_text(json.dumps(doc))
     parse_universe(doc, instruments)
-    (tmp_path / "home").mkdir()
     env = {
-        **os.environ,
         INSTRUMENTS_ENV: str(instruments),
-        "DAGSTER_HOME": str(tmp_path / "home"),
         "CRYPTO_LAKE_ROOT": str(tmp_path / "lake"),
         "CRYPTO_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
     }
-    cmd = materialize_command("group:raw or group:bronze or group:silver", f"{KEY}...{KEY}")
 
     def run() -> None:
-        proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        with platform_process(env):
+            result = materialize_as_cli(
+                "group:raw or group:bronze or group:silver", f"{KEY}...{KEY}", None, instance
+            )
+        assert result.success
 
     run()
-    part = tmp_path / "lake" / "{layer}" / "{table}" / "instrument=kraken.BTC-USD" / "date=2024-01-01"
+    part = tmp_path / "lake" / "{layer}" / "{table}" / "instrument=kraken.BTC-USDC" / "date=2024-01-01"
     bronze = pl.read_parquet(Path(str(part).format(layer="bronze", table="trades")) / "part.parquet")
     rejects = pl.read_parquet(Path(str(part).format(layer="bronze", table="trade_rejects")) / "part.parquet")
 

@@ -125,15 +125,14 @@ def feature_drift(
     from crypto_platform.ml import registry_lookup
     from crypto_platform.ml.model_info import NoAliasError
 
+    uri, name = mlflow_registry.uri, mlflow_registry.model_name
     try:
-        # no such alias in a local store: skip without importing MLflow (features built before a champion)
-        registry_lookup.alias_info(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
+        # no model behind the alias (a fresh platform's first backfill): known without importing MLflow
+        info = registry_lookup.alias_info(uri, name, config.model_alias)
         from crypto_platform.ml import registry
 
-        info = registry.alias_info(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
-        reference = registry.load_reference_features(
-            mlflow_registry.uri, mlflow_registry.model_name, config.model_alias
-        )
+        info = info or registry.alias_info(uri, name, config.model_alias)
+        reference = registry.load_reference_features(uri, name, config.model_alias)
     except NoAliasError as exc:
         return _no_model(exc, config.model_alias)
     windows, parts = _windows(context, lake, tables.FEATURES, config.window_hours, lambda df, _part: df)
@@ -176,14 +175,17 @@ def prediction_drift(
     lake: LakeResource,
     mlflow_registry: MlflowResource,
 ) -> dg.AssetCheckResult:
-    from crypto_platform.ml import model_cache, registry
+    from crypto_platform.ml import model_cache
+    from crypto_platform.ml.model_info import NoAliasError
 
     try:
         model = model_cache.load_alias(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
+        from crypto_platform.ml import registry  # MLflow: only once there is a model to compare
+
         reference = registry.load_reference_features(
             mlflow_registry.uri, mlflow_registry.model_name, config.model_alias
         )
-    except registry.NoAliasError as exc:
+    except NoAliasError as exc:
         return _no_model(exc, config.model_alias)
     info = model.info
     scale = config.scale_column
