@@ -22,15 +22,19 @@ SCRIPT = textwrap.dedent(
     import dagster as dg
     from dagster._core.execution.backfill import BulkActionStatus
     from dagster._core.test_utils import create_test_daemon_workspace_context, instance_for_test
-    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
     from dagster._daemon.backfill import execute_backfill_iteration
     from crypto_platform.automation.backfills import submit_backfill
     from crypto_platform.definitions import defs
 
     launcher = {"module": "dagster._core.launcher.sync_in_memory_run_launcher",
                 "class": "SyncInMemoryRunLauncher"}
-    target = ModuleTarget("crypto_platform.definitions", None, working_directory=None,
-                          location_name="crypto_platform")
+    # the code location loaded in this process (the daemon's code server process is not what this
+    # test is about: test_bench_backfill runs the real dagster-daemon with its code server)
+    target = InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="crypto_platform.definitions"), location_name="crypto_platform"))
     coordinator = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
     with instance_for_test(overrides={"run_launcher": launcher, "run_coordinator": coordinator}) as instance:
         backfill_id, n, keys = submit_backfill(

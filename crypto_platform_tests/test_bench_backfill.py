@@ -139,15 +139,22 @@ def test_the_report_shows_both_settings_side_by_side_with_ratios_and_flags_a_gap
     assert "backfill daemon every" not in md  # Dagster's own interval: nothing to say
     fast = replace(result, options=replace(result.options, backfill_interval_s=2.0))
     assert "--tape-sample 20` with the backfill daemon every 2 s (Dagster's: 30 s) —" in render(fast)
+    once = replace(fast, options=replace(fast.options, workspace_reload_s=3600.0))
+    assert (
+        "every 2 s (Dagster's: 30 s) and the workspace reloaded every 3600 s (Dagster's: 60 s) —"
+        in render(once)
+    )
 
 
 # In a fresh process: the instruments file is read once per process (as in production), and the bench's
-# own universe must be the one its checks read.
+# own universe must be the one its checks read. The real dagster-daemon, with a backfill iteration every
+# 2 s and one code server for the whole test (Dagster reloads the workspace every 60 s, each time in a
+# new code server process: seconds of CPU that prove nothing here).
 SCRIPT = """
 import json, sys
 from bench.backfill.measurement import Options, measure
 opts = Options(days=2, instruments=2, per_run=(2,), rates=(20.0, 5.0), train_days=1, trials=1, tape_sample=0,
-               backfill_interval_s=2.0)
+               backfill_interval_s=2.0, workspace_reload_s=3600.0)
 (s,) = measure(opts).settings
 fill, train, preds = s.phases
 print(json.dumps({

@@ -8,6 +8,7 @@ fixed past day, so the test does not depend on the wall clock (nor on running ne
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -188,6 +189,53 @@ def world(tmp_path: Path, mlflow_uri: str):
         yield World(tmp_path, instance, mlflow_uri)
 
 
+@pytest.fixture(scope="module")
+def noon(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> tuple[Path, str | None, list]:
+    """The first tick at 12:00:20 and the runs it requested, executed once for the module: the folder
+    (lake), the sensor's cursor, and the instance's runs (snapshots, event logs), from which `noon_world`
+    rebuilds that state for each test that starts from there (test_sensor_requests... asserts that
+    tick and its run itself)."""
+    root = tmp_path_factory.mktemp("noon")
+    with dg.DagsterInstance.ephemeral() as instance:
+        world = World(root, instance, mlflow_uri)
+        CLOCK.set(DAY, 12, 0, 20)
+        for r in world.tick().run_requests:
+            world.run(r)
+        store = instance.run_storage
+        runs = [  # oldest first, each with its job and execution plan snapshots and its event log
+            (
+                run,
+                store.get_job_snapshot(run.job_snapshot_id),
+                store.get_execution_plan_snapshot(run.execution_plan_snapshot_id),
+                instance.all_logs(run.run_id),
+            )
+            for run in reversed(instance.get_runs())
+        ]
+    return root, world.cursor, runs
+
+
+@pytest.fixture
+def noon_world(tmp_path: Path, noon: tuple[Path, str | None, list], mlflow_uri: str):
+    """A world as the first tick at 12:00:20 and its runs left it, the clock at 12:00:20: a copy of
+    `noon`'s lake (a fresh warehouse), its cursor, and a fresh ephemeral instance that received those
+    runs and every event they logged through Dagster's own `handle_new_event` (run storage, asset and
+    check records updated as when the runs executed)."""
+    root, cursor, runs = noon
+    shutil.copytree(root, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("warehouse.duckdb*"))
+    CLOCK.set(DAY, 12, 0, 20)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for run, job_snap, plan_snap, events in runs:
+            instance.run_storage.add_job_snapshot(job_snap)  # content-addressed: the run's own ids
+            instance.run_storage.add_execution_plan_snapshot(plan_snap)
+            instance.add_run(run.with_status(dg.DagsterRunStatus.NOT_STARTED))
+            for entry in events:
+                instance.handle_new_event(entry)
+        assert [r.status for r in instance.get_runs()] == [run.status for run, *_ in reversed(runs)]
+        world = World(tmp_path, instance, mlflow_uri)
+        world.cursor = cursor
+        yield world
+
+
 @pytest.mark.slow
 def test_sensor_requests_new_and_changed_partitions_and_nothing_else(world: World) -> None:
     CLOCK.set(DAY, 12, 0, 20)
@@ -300,10 +348,8 @@ def test_no_duplicate_request_while_a_run_for_the_partition_is_in_progress(world
 
 
 @pytest.mark.slow
-def test_restart_resumes_from_the_cursor_without_flooding(world: World) -> None:
-    CLOCK.set(DAY, 12, 0, 20)
-    for r in world.tick().run_requests:
-        world.run(r)
+def test_restart_resumes_from_the_cursor_without_flooding(noon_world: World) -> None:
+    world = noon_world  # the first tick at 12:00:20 and its runs, done
     saved = world.cursor
     assert LiveCursor.parse(saved).evaluated_at == CLOCK.now
 
@@ -354,10 +400,8 @@ def test_restart_resumes_from_the_cursor_without_flooding(world: World) -> None:
 
 
 @pytest.mark.slow
-def test_freshness_evaluations_measure_the_data_lag(world: World) -> None:
-    CLOCK.set(DAY, 12, 0, 20)
-    for r in world.tick().run_requests:
-        world.run(r)
+def test_freshness_evaluations_measure_the_data_lag(noon_world: World) -> None:
+    world = noon_world  # the first tick at 12:00:20 and its runs, done
     max_lag = PlatformSettings().freshness_max_lag_seconds  # 180 s
     evals = {
         e.asset_key.to_user_string(): e
@@ -526,10 +570,8 @@ def test_runs_are_one_rectangle_per_exchange_or_the_fewest_that_cover_exactly_th
 
 
 @pytest.mark.slow
-def test_a_failing_instrument_does_not_block_the_others(world: World) -> None:
-    CLOCK.set(DAY, 12, 0, 20)
-    for r in world.tick().run_requests:
-        world.run(r)
+def test_a_failing_instrument_does_not_block_the_others(noon_world: World) -> None:
+    world = noon_world  # the first tick at 12:00:20 and its runs, done
     eth = DayPartition(load_universe().instrument(ETH), DAY)
     btc = DayPartition(load_universe().instrument(BTC), DAY)
     [batch] = world.lake.read_manifest(tables.RAW_TRADES, eth).batches
@@ -616,12 +658,10 @@ def test_live_runs_gate_with_the_contract_and_the_gx_suites_run_on_the_cadence(w
 
 
 @pytest.mark.slow
-def test_a_run_stopped_by_a_restart_is_retried_together_not_split(world: World) -> None:
+def test_a_run_stopped_by_a_restart_is_retried_together_not_split(noon_world: World) -> None:
     from dagster._core.test_utils import create_run_for_test
 
-    CLOCK.set(DAY, 12, 0, 20)
-    for r in world.tick().run_requests:
-        world.run(r)
+    world = noon_world  # the first tick at 12:00:20 and its runs, done
     CLOCK.set(DAY, 12, 1, 5)
     [together] = world.tick().run_requests
     # dagster dev was stopped while it ran: its worker recorded the failure as an unexpected termination
@@ -644,15 +684,13 @@ def test_a_run_stopped_by_a_restart_is_retried_together_not_split(world: World) 
 
 
 @pytest.mark.slow
-def test_a_run_that_outlives_a_restart_is_waited_for_and_not_redone(world: World) -> None:
+def test_a_run_that_outlives_a_restart_is_waited_for_and_not_redone(noon_world: World) -> None:
     """Detached run workers (dagster.yaml) keep executing while dagster dev restarts: the restarted
     sensor neither duplicates nor retries the surviving run, and requests the minute that closed
     meanwhile as soon as the survivor is done."""
     from dagster._core.test_utils import create_run_for_test
 
-    CLOCK.set(DAY, 12, 0, 20)
-    for r in world.tick().run_requests:
-        world.run(r)
+    world = noon_world  # the first tick at 12:00:20 and its runs, done
     CLOCK.set(DAY, 12, 1, 5)
     [in_flight] = world.tick().run_requests
     saved = world.cursor

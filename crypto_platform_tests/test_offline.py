@@ -15,7 +15,7 @@ import pytest
 
 from crypto_platform_tests.paths import PROJECT_DIR
 
-# the whole demo through six dagster CLI subprocesses (~20 min on the shared 2-core host at load 14)
+# the whole demo through four dagster CLI subprocesses (~20 min on the shared 2-core host at load 14)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 GUARD = """

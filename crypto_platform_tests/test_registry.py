@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,17 @@ def test_registry_calls_leave_the_global_mlflow_state_alone(
 def test_no_champion_is_a_named_error(store: str) -> None:
     with pytest.raises(registry.NoChampionError, match="no-such-model"):
         registry.load_champion(store, "no-such-model")
+
+
+def test_a_store_not_created_yet_has_no_champion_and_the_lookup_leaves_it_uncreated(tmp_path: Path) -> None:
+    from crypto_platform.ml import registry_lookup
+
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    with pytest.raises(registry.NoChampionError, match=f"no 'champion' version of .* at {re.escape(uri)}"):
+        registry_lookup.alias_info(uri, MODEL, registry.CHAMPION)
+    with pytest.raises(registry.NoAliasError, match="no 'challenger' version"):
+        registry_lookup.alias_info(uri, MODEL, registry.CHALLENGER)
+    assert not (tmp_path / "mlflow").exists()  # answered without MLflow creating the store
 
 
 @pytest.mark.slow

@@ -186,6 +186,11 @@ def render(result: Result) -> str:
     interval = ""  # a test setting, not a flag: said, since the times depend on it
     if o.backfill_interval_s is not None:
         interval = f" with the backfill daemon every {o.backfill_interval_s:g} s (Dagster's: 30 s)"
+    if o.workspace_reload_s is not None:
+        interval += (
+            f"{' and' if interval else ' with'} the workspace reloaded every {o.workspace_reload_s:g} s "
+            "(Dagster's: 60 s)"
+        )
     parts = [
         f"# Backfill: {o.days} days x {o.instruments} instruments, raw -> predictions, by the daemon",
         "",

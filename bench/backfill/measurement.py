@@ -42,6 +42,9 @@ class Options:
     # seconds between backfill daemon iterations; None: Dagster's own (30 s, what a user gets). Set
     # only by the tiny end-to-end test, where waiting for the next iteration is most of the time.
     backfill_interval_s: float | None = None
+    # seconds between the daemon's workspace reloads (each starts a new code server process); None:
+    # Dagster's own (60 s). Set only by the tiny end-to-end test: one code server serves all of it.
+    workspace_reload_s: float | None = None
 
     def instrument_rates(self) -> list[float]:
         """The trade rate of each of the `instruments` instruments."""
@@ -173,7 +176,7 @@ def measure_setting(
             wall, cpu = time.monotonic() - t_all, sampler.cpu_now() - cpu_all
             phase_done(Setting(per_run, list(phases), wall, cpu, NO_ROWS, alias, version, finished=False))
 
-        p.start_daemon(opts.backfill_interval_s)
+        p.start_daemon(opts.backfill_interval_s, opts.workspace_reload_s)
         try:
             phases.append(_backfill(p, "raw -> features, labels", FEATURES_AND_LABELS, rng, keys, opts))
             partial()

@@ -29,9 +29,14 @@ _BACKFILL_ID = re.compile(r"^backfill (\S+):", re.MULTILINE)
 # `dagster-daemon` with another interval between backfill daemon iterations (Dagster's is a fixed 30 s,
 # read when the loop starts; no instance setting exists): a backfill waits up to one interval to be
 # picked up and one more after its last run to be marked done, which is most of a tiny measurement.
+# Optionally another workspace reload interval too (Dagster's fixed 60 s: each reload starts a fresh
+# code server process, seconds of CPU, and reloads the code location in the daemon). Arguments: the
+# backfill interval and the reload interval ('-': Dagster's), then the daemon's own arguments.
 _DAEMON_WITH_INTERVAL = (
     "import sys; import dagster._daemon.controller as c; "
     "c.DEFAULT_DAEMON_INTERVAL_SECONDS = float(sys.argv.pop(1)); "
+    "reload = sys.argv.pop(1); c.RELOAD_WORKSPACE_INTERVAL = c.RELOAD_WORKSPACE_INTERVAL "
+    "if reload == '-' else float(reload); "
     "from dagster._daemon.cli import main; sys.argv[0] = 'dagster-daemon'; main()"
 )
 
@@ -89,13 +94,18 @@ class Platform:
         )
         return cls(root, env, home, instruments, sampler)
 
-    def start_daemon(self, backfill_interval_s: float | None = None) -> None:
+    def start_daemon(
+        self, backfill_interval_s: float | None = None, workspace_reload_s: float | None = None
+    ) -> None:
         """`dagster-daemon run` on the repo's workspace (backfill daemon, run queue, run monitoring);
-        `backfill_interval_s` replaces Dagster's fixed 30 s between backfill daemon iterations."""
+        `backfill_interval_s` replaces Dagster's fixed 30 s between backfill daemon iterations,
+        `workspace_reload_s` its fixed 60 s between workspace reloads (each a new code server)."""
         fh = (self.root / "daemon.log").open("a")
         daemon = [_bin("dagster-daemon")]
-        if backfill_interval_s is not None:
-            daemon = [sys.executable, "-c", _DAEMON_WITH_INTERVAL, str(backfill_interval_s)]
+        if backfill_interval_s is not None or workspace_reload_s is not None:
+            interval = "30" if backfill_interval_s is None else str(backfill_interval_s)
+            reload = "-" if workspace_reload_s is None else str(workspace_reload_s)
+            daemon = [sys.executable, "-c", _DAEMON_WITH_INTERVAL, interval, reload]
         self.daemon = subprocess.Popen(
             [*daemon, "run", "-w", str(PROJECT / "workspace.yaml")],
             cwd=PROJECT,

@@ -61,18 +61,31 @@ def read_proc(pid: int) -> Proc | None:
     )
 
 
+def _parent_and_session(pid: int) -> tuple[int, int] | None:
+    """(ppid, session) of `pid` from its stat line alone (None when it is gone)."""
+    try:
+        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), int(fields[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def tree(sessions: set[int]) -> list[Proc]:
     """Every live process whose session id is in `sessions` (each watched command starts its own), and
     their descendants in other sessions (detached run workers: children of the daemon in a session
-    of their own, dagster.yaml `detach: true`)."""
-    procs = [p for e in _PROC.iterdir() if e.name.isdigit() and (p := read_proc(int(e.name))) is not None]
-    out = [p for p in procs if p.session in sessions]
-    pids, rest = {p.pid for p in out}, [p for p in procs if p.session not in sessions]
-    while grown := [p for p in rest if p.ppid in pids]:
-        out += grown
-        pids |= {p.pid for p in grown}
-        rest = [p for p in rest if p.pid not in pids]
-    return out
+    of their own, dagster.yaml `detach: true`). Only the stat line of the machine's other processes
+    is read: the sampler runs all through a measurement, on a machine that may run hundreds."""
+    links = {
+        pid: ps
+        for e in _PROC.iterdir()
+        if e.name.isdigit() and (ps := _parent_and_session(pid := int(e.name))) is not None
+    }
+    pids = {pid for pid, (_, session) in links.items() if session in sessions}
+    rest = {pid: ppid for pid, (ppid, _) in links.items() if pid not in pids}
+    while grown := {pid for pid, ppid in rest.items() if ppid in pids}:
+        pids |= grown
+        rest = {pid: ppid for pid, ppid in rest.items() if pid not in grown}
+    return [p for pid in sorted(pids) if (p := read_proc(pid)) is not None]
 
 
 @dataclass

@@ -89,13 +89,23 @@ class Prepared:
 
 
 def _served_model(uri: str) -> tuple[str, str]:
-    """(version, alias) of the model the live predictions will use: the champion, else the challenger."""
-    from crypto_platform.ml import registry
+    """(version, alias) of the model the live predictions will use: the champion, else the challenger
+    (read from a local SQLite store without importing MLflow, as the predictions themselves do)."""
+    from crypto_platform.ml import registry_lookup
+    from crypto_platform.ml.model_info import CHALLENGER, CHAMPION, NoChampionError
+
+    def version(alias: str) -> str:
+        info = registry_lookup.alias_info(uri, "crypto_return_lgbm", alias)
+        if info is None:  # not a local SQLite store (or a registration in progress): MLflow answers
+            from crypto_platform.ml import registry
+
+            info = registry.alias_info(uri, "crypto_return_lgbm", alias)
+        return str(info.version)
 
     try:
-        return str(registry.alias_info(uri, "crypto_return_lgbm", registry.CHAMPION).version), "champion"
-    except registry.NoChampionError:  # the promotion gate did not promote the model
-        return str(registry.alias_info(uri, "crypto_return_lgbm", registry.CHALLENGER).version), "challenger"
+        return version(CHAMPION), "champion"
+    except NoChampionError:  # the promotion gate did not promote the model
+        return version(CHALLENGER), "challenger"
 
 
 BASES = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE"]

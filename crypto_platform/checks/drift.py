@@ -122,14 +122,18 @@ def feature_drift(
     lake: LakeResource,
     mlflow_registry: MlflowResource,
 ) -> dg.AssetCheckResult:
-    from crypto_platform.ml import registry
+    from crypto_platform.ml import registry_lookup
+    from crypto_platform.ml.model_info import NoAliasError
 
+    uri, name = mlflow_registry.uri, mlflow_registry.model_name
     try:
-        info = registry.alias_info(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
-        reference = registry.load_reference_features(
-            mlflow_registry.uri, mlflow_registry.model_name, config.model_alias
-        )
-    except registry.NoAliasError as exc:
+        # no model behind the alias (a fresh platform's first backfill): known without importing MLflow
+        info = registry_lookup.alias_info(uri, name, config.model_alias)
+        from crypto_platform.ml import registry
+
+        info = info or registry.alias_info(uri, name, config.model_alias)
+        reference = registry.load_reference_features(uri, name, config.model_alias)
+    except NoAliasError as exc:
         return _no_model(exc, config.model_alias)
     windows, parts = _windows(context, lake, tables.FEATURES, config.window_hours, lambda df, _part: df)
     about_latest = parts is None or lake.includes_newest(tables.FEATURES, parts)
@@ -171,14 +175,17 @@ def prediction_drift(
     lake: LakeResource,
     mlflow_registry: MlflowResource,
 ) -> dg.AssetCheckResult:
-    from crypto_platform.ml import model_cache, registry
+    from crypto_platform.ml import model_cache
+    from crypto_platform.ml.model_info import NoAliasError
 
     try:
         model = model_cache.load_alias(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
+        from crypto_platform.ml import registry  # MLflow: only once there is a model to compare
+
         reference = registry.load_reference_features(
             mlflow_registry.uri, mlflow_registry.model_name, config.model_alias
         )
-    except registry.NoAliasError as exc:
+    except NoAliasError as exc:
         return _no_model(exc, config.model_alias)
     info = model.info
     scale = config.scale_column

@@ -33,11 +33,15 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 def alias_info(tracking_uri: str, model_name: str, alias: str) -> ModelVersionInfo | None:
     """The version behind `alias`, as `registry.alias_info` answers it; None: ask MLflow instead.
 
-    NoChampionError / NoAliasError when the store has no such alias (or no such model).
+    NoChampionError / NoAliasError when the store has no such alias (or no such model), and when its
+    SQLite file does not exist yet: nothing was ever registered there (MLflow would first create the
+    store, seconds of imports and migrations in a fresh process, to give the same answer).
     """
     path = sqlite_path(tracking_uri)
-    if path is None or not path.is_file():
+    if path is None:
         return None
+    if not path.exists():
+        raise no_alias_error(alias, model_name, tracking_uri)
     try:
         with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)) as db:
             row = db.execute(_VERSION, (model_name, alias)).fetchone()
