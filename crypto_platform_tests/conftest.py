@@ -42,40 +42,37 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
 # the next module in collection order when it is nearly done, so the long modules go first, the short
 # ones fill in at the end and both workers finish together. Then every other module with a `slow`
 # test, then the rest (each group in file order).
-HEAVIEST_FIRST = (
-    "test_cluster_e2e",  # 152 CPU s (two pipelines, the stack's processes), ~3 min idle with its waits
-    "test_offline",  # 83 CPU s: the README's demo through six CLI processes
-    "test_gold_assets",  # 79 CPU s, in-process (one core)
-    "test_bench_backfill",  # 103 CPU s, two runs at a time under a real daemon
-    "test_cluster_standin",  # 35 CPU s plus the queue's and `down`'s waits
-    "test_ccxt_pipeline",  # 37.5 CPU s
-    "test_mlflow_store",  # 37 CPU s: eight processes opening MLflow stores
-    "test_live",  # 36 CPU s
-    "test_backfills",
-    "test_quality",
-    "test_registry",
-    "test_rejects_pipeline",
-    "test_pipeline",
-    "test_faults_files",
+HEAVIEST_FIRST = (  # wall s / CPU s (own + reaped children) in the clean-clone suite, idle, 2026-12-02
+    "test_cluster_e2e",  # 110 / 38.5 (+ ~75 CPU s in the stack's detached processes)
+    "test_offline",  # 80 / 52.6: the README's demo through four dagster CLI processes
+    "test_bench_backfill",  # 63 / 64: a real daemon's backfills
+    "test_gold_assets",  # 48 / 43.6, in-process
+    "test_live",  # 31 / 26
+    "test_cluster_standin",  # 28 / 1.7 (+ its stack's), mostly waiting on the queue and `down`
+    "test_quality",  # 18 / 16.5
+    "test_registry",  # 17 / 16
+    "test_lake_s3",  # 15.5 / 7
+    "test_backfills",  # 15 / 11.6
+    "test_checks",  # 12 / 10
+    "test_ccxt_source",  # 12 / 3.4 (back-off waits)
+    "test_exchange_contracts",  # 12 / 5
+    "test_dagster_dev",  # 11 / 2.2, waiting for the code location to load
+    "test_ccxt_pipeline",  # 11 / 9
     "test_serving",
-    "test_checks_cli",
-    "test_dagster_dev",  # 8 CPU s, ~25 s waiting for the code location to load
-    "test_faults_runs",
-    "test_bench_throughput",
-    "test_lgbm_trees",
-    "test_definitions",
-    "test_checks",
-    "test_lake_s3",
-    "test_training",
-    "test_bench_s3_lake",
-    "test_retraining",
     "test_incremental",
-    "test_faults_models",
-    "test_rolling_evaluation",
-    "test_deploy_configs",
-    "test_drift",
+    "test_checks_cli",
+    "test_faults_runs",
     "test_history_import",
-    "test_feature_availability",
+    "test_mlflow_store",
+    "test_run_workers_detached",
+    "test_open_day_deltas",
+    "test_lake_snapshots",
+    "test_bench_throughput",
+    "test_training",
+    "test_warehouse",
+    "test_drift",
+    "test_rejects_pipeline",
+    "test_faults_models",
 )
 
 
