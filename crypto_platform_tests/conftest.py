@@ -37,7 +37,7 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
 # suite's --durations on a clean clone the same evening. The suite is about CPU-bound on two workers
 # (that run's workers used ~790 CPU s, the cluster stacks' own processes not counted, against 2 x 448 s
 # of wall on the idle machine): a long module that starts late becomes the tail of the run.
-# `./run tests` runs the suite on two workers (pytest-xdist `--dist loadfile`: a module stays on one
+# `./run tests` runs the suite on three workers (pytest-xdist `--dist loadfile`: a module stays on one
 # worker, so its module-scoped set-ups are built once and its tests keep their order); a worker takes
 # the next module in collection order when it is nearly done, so the long modules go first, the short
 # ones fill in at the end and both workers finish together. Then every other module with a `slow`
