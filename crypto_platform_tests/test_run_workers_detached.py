@@ -45,6 +45,25 @@ def _started(instance: dg.DagsterInstance, run_id: str) -> bool:
     return run_process(instance, run_id) is not None and instance.get_run_by_id(run_id).status == S.STARTED
 
 
+def _step_started(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """The gated step started: its compute-log capture (Dagster's `tail -F` and the watcher that stops
+    it when the worker dies) is in place."""
+    return bool(instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START))
+
+
+def _processes_under(folder: Path) -> list[str]:
+    """Command lines of live processes naming `folder` (a run's log tails, its worker)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in cmd:
+            found.append(cmd)
+    return found
+
+
 def _launch_gated_run(instance: dg.DagsterInstance) -> str:
     """Create and launch (as the queue daemon does) a run of fault_jobs' gated_job; returns its id."""
     recon = ReconstructableRepository.for_module(FAULT_JOBS, "defs", str(PROJECT_DIR))
@@ -109,9 +128,13 @@ def test_a_killed_worker_fails_its_run_when_it_exits(tmp_path: Path, monkeypatch
     monkeypatch.setenv("CRYPTO_FAULTS_GATE", str(tmp_path / "never"))
     with dg.DagsterInstance.get() as instance:
         run_id = _launch_gated_run(instance)
-        _wait_for("the run to start", lambda: _started(instance, run_id))
+        _wait_for(
+            "the run's step to start", lambda: _started(instance, run_id) and _step_started(instance, run_id)
+        )
         os.kill(run_process(instance, run_id).pid, signal.SIGKILL)
         _wait_for("the run to be failed", lambda: instance.get_run_by_id(run_id).is_finished, 30)
         assert instance.get_run_by_id(run_id).status == S.FAILURE
         messages = [e.message for e in instance.all_logs(run_id)]
         assert any("exited (code -9) without finishing run" in m for m in messages), messages
+        # nothing of the killed worker lives on (Dagster's watcher stops the step's log tail within ~1 s)
+        _wait_for("the killed worker's processes to end", lambda: not _processes_under(tmp_path), 10)
