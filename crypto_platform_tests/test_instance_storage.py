@@ -4,7 +4,6 @@ database has one alembic head."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import sqlite3
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from crypto_platform.automation.instance_storage import (
     ensure_instance_storage,
     sqlite_base_dir,
 )
+from crypto_platform_tests.fixtures import forked_race
 
 OPENERS = 4
 
@@ -29,7 +29,7 @@ def _home(root: Path, storage: dict | None = None) -> Path:
     return root
 
 
-def _open(home: Path, barrier: object, locked: bool, results: object) -> None:
+def _open(home: Path, locked: bool, barrier: object, results: object) -> None:
     """One process: wait for the others, then open the instance (through the platform's path if locked)."""
     barrier.wait()  # type: ignore[attr-defined]
     try:
@@ -39,19 +39,6 @@ def _open(home: Path, barrier: object, locked: bool, results: object) -> None:
         results.put(("ok", created))  # type: ignore[attr-defined]
     except Exception as exc:  # the failure is what is counted
         results.put((f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", False))  # type: ignore[attr-defined]
-
-
-def _race(home: Path, locked: bool) -> list[tuple[str, bool]]:
-    """OPENERS forked processes (dagster already imported) opening `home` at the same instant."""
-    ctx = mp.get_context("fork")
-    barrier, results = ctx.Barrier(OPENERS), ctx.Queue()
-    procs = [ctx.Process(target=_open, args=(home, barrier, locked, results)) for _ in range(OPENERS)]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    return out
 
 
 def _heads(base: Path) -> dict[str, int]:
@@ -69,7 +56,7 @@ def test_plain_opens_of_a_fresh_instance_race(tmp_path: Path) -> None:
     # open; 3 tries bound the flake
     failures: list[str] = []
     for attempt in range(3):
-        out = _race(_home(tmp_path / f"plain{attempt}"), locked=False)
+        out = forked_race(OPENERS, _open, _home(tmp_path / f"plain{attempt}"), False)
         if failures := [msg for msg, _ in out if msg != "ok"]:
             break
     assert failures, "4 processes opened a fresh SQLite instance at once 3 times without a failure"
@@ -89,7 +76,7 @@ def test_plain_opens_of_a_fresh_instance_race(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_opens_through_the_platform_all_succeed_with_one_head(tmp_path: Path) -> None:
     home = _home(tmp_path / "locked")
-    out = _race(home, locked=True)
+    out = forked_race(OPENERS, _open, home, True)
     assert [msg for msg, _ in out] == ["ok"] * OPENERS
     assert sum(created for _, created in out) == 1  # exactly one process created it, the others waited
     assert _heads(tmp_path / "locked" / "storage") == dict.fromkeys(DATABASES, 1)

@@ -7,13 +7,13 @@ without paying MLflow's import in a fresh interpreter per opener (the import is 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from crypto_platform.ml import mlflow_store
+from crypto_platform_tests.fixtures import forked_race
 
 # plain opens: on this 2-core machine 6 of 6 races of 2 forked processes failed an open; with the lock
 # reverted (ensure_schema without host_lock) the 4 locked openers below failed in 5 of 5 runs of this
@@ -22,7 +22,7 @@ PLAIN_OPENERS = 2
 LOCKED_OPENERS = 4
 
 
-def _open(uri: str, barrier: object, locked: bool, results: object) -> None:
+def _open(uri: str, locked: bool, barrier: object, results: object) -> None:
     """One process: wait for the others, then open the store (through the platform's path if locked)."""
     barrier.wait()  # type: ignore[attr-defined]
     try:
@@ -32,30 +32,17 @@ def _open(uri: str, barrier: object, locked: bool, results: object) -> None:
         results.put((f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", -1, -1))  # type: ignore[attr-defined]
 
 
-def _race(uri: str, n: int, locked: bool) -> list[tuple[str, int, int]]:
-    """`n` forked processes opening the store at `uri` at the same instant: (outcome, experiments, models)."""
-    ctx = mp.get_context("fork")
-    barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_open, args=(uri, barrier, locked, results)) for _ in range(n)]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    return out
-
-
 @pytest.mark.slow
 def test_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
     # the race is real: plain MLflow clients opening one fresh store at once fail (alembic/sqlite)
     failures: list[str] = []
     for attempt in range(3):
-        raw = _race(f"sqlite:///{tmp_path / f'raw{attempt}.db'}", PLAIN_OPENERS, locked=False)
+        raw = forked_race(PLAIN_OPENERS, _open, f"sqlite:///{tmp_path / f'raw{attempt}.db'}", False)
         if failures := [msg for msg, _, _ in raw if msg != "ok"]:
             break
     assert failures, f"{PLAIN_OPENERS} plain clients opened a fresh store at once 3 times without a failure"
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
-    results = _race(uri, LOCKED_OPENERS, locked=True)
+    results = forked_race(LOCKED_OPENERS, _open, uri, True)
     assert [msg for msg, _, _ in results] == ["ok"] * LOCKED_OPENERS, results
     assert {n for _, n, _ in results} == {1}  # the Default experiment, created once
     assert (tmp_path / "mlflow" / "mlflow.db.init.lock").exists()
