@@ -180,10 +180,7 @@ def _served_alias() -> str:
 
     res = MlflowResource(tracking_uri=load_settings().mlflow_tracking_uri)
     try:
-        if registry_lookup.alias_info(res.uri, res.model_name, CHAMPION) is None:
-            from crypto_platform.ml import registry
-
-            registry.champion_info(res.uri, res.model_name)
+        registry_lookup.resolve(res.uri, res.model_name, CHAMPION)
     except NoChampionError:
         return "challenger"
     return "champion"

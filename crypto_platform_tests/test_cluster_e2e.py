@@ -176,39 +176,28 @@ ONE_INTERPRETER = (
 )
 
 
+def run_command(profile: Profile, cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """`cmd` in the project folder with the profile's environment; its outcome is kept in `profile.runs`."""
+    proc = subprocess.run(
+        cmd, cwd=PROJECT_DIR, env=profile.env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    profile.runs.append(proc)
+    return proc
+
+
 def run_pipeline_in_one_interpreter(profile: Profile) -> None:
     """The three runs' CLI command lines, executed one after the other by the dagster CLI in one process."""
     started = time.monotonic()
     commands = [materialize_command(*step)[3:] for step in PIPELINE]  # after `python -m dagster`
-    profile.runs.append(
-        subprocess.run(
-            [sys.executable, "-c", ONE_INTERPRETER, json.dumps(commands)],
-            cwd=PROJECT_DIR,
-            env=profile.env,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-    )
+    run_command(profile, [sys.executable, "-c", ONE_INTERPRETER, json.dumps(commands)], timeout=1800)
     profile.seconds = time.monotonic() - started
 
 
 def run_pipeline(profile: Profile) -> None:
     """The three runs through the dagster CLI, as a user types them; stops at the first failure."""
     started = time.monotonic()
-    for selection, partition_range, config in PIPELINE:
-        proc = subprocess.run(
-            materialize_command(selection, partition_range, config),
-            cwd=PROJECT_DIR,
-            env=profile.env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        profile.runs.append(proc)
-        if proc.returncode != 0:
+    for step in PIPELINE:
+        if run_command(profile, materialize_command(*step), timeout=900).returncode != 0:
             break
     profile.seconds = time.monotonic() - started
 

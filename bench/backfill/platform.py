@@ -33,11 +33,14 @@ _BACKFILL_ID = re.compile(r"^backfill (\S+):", re.MULTILINE)
 # code server process, seconds of CPU, and reloads the code location in the daemon). Arguments: the
 # backfill interval and the reload interval ('-': Dagster's), then the daemon's own arguments.
 _DAEMON_WITH_INTERVAL = (
-    "import sys; import dagster._daemon.controller as c; "
-    "c.DEFAULT_DAEMON_INTERVAL_SECONDS = float(sys.argv.pop(1)); "
-    "reload = sys.argv.pop(1); c.RELOAD_WORKSPACE_INTERVAL = c.RELOAD_WORKSPACE_INTERVAL "
-    "if reload == '-' else float(reload); "
-    "from dagster._daemon.cli import main; sys.argv[0] = 'dagster-daemon'; main()"
+    "import sys\n"
+    "import dagster._daemon.controller as c\n"
+    "for name in ('DEFAULT_DAEMON_INTERVAL_SECONDS', 'RELOAD_WORKSPACE_INTERVAL'):\n"
+    "    if (seconds := sys.argv.pop(1)) != '-':\n"
+    "        setattr(c, name, float(seconds))\n"
+    "from dagster._daemon.cli import main\n"
+    "sys.argv[0] = 'dagster-daemon'\n"
+    "main()\n"
 )
 
 
@@ -103,9 +106,8 @@ class Platform:
         fh = (self.root / "daemon.log").open("a")
         daemon = [_bin("dagster-daemon")]
         if backfill_interval_s is not None or workspace_reload_s is not None:
-            interval = "30" if backfill_interval_s is None else str(backfill_interval_s)
-            reload = "-" if workspace_reload_s is None else str(workspace_reload_s)
-            daemon = [sys.executable, "-c", _DAEMON_WITH_INTERVAL, interval, reload]
+            given = ["-" if v is None else str(v) for v in (backfill_interval_s, workspace_reload_s)]
+            daemon = [sys.executable, "-c", _DAEMON_WITH_INTERVAL, *given]
         self.daemon = subprocess.Popen(
             [*daemon, "run", "-w", str(PROJECT / "workspace.yaml")],
             cwd=PROJECT,

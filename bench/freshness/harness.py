@@ -95,12 +95,7 @@ def _served_model(uri: str) -> tuple[str, str]:
     from crypto_platform.ml.model_info import CHALLENGER, CHAMPION, NoChampionError
 
     def version(alias: str) -> str:
-        info = registry_lookup.alias_info(uri, "crypto_return_lgbm", alias)
-        if info is None:  # not a local SQLite store (or a registration in progress): MLflow answers
-            from crypto_platform.ml import registry
-
-            info = registry.alias_info(uri, "crypto_return_lgbm", alias)
-        return str(info.version)
+        return str(registry_lookup.resolve(uri, "crypto_return_lgbm", alias).version)
 
     try:
         return version(CHAMPION), "champion"

@@ -128,10 +128,9 @@ def feature_drift(
     uri, name = mlflow_registry.uri, mlflow_registry.model_name
     try:
         # no model behind the alias (a fresh platform's first backfill): known without importing MLflow
-        info = registry_lookup.alias_info(uri, name, config.model_alias)
+        info = registry_lookup.resolve(uri, name, config.model_alias)
         from crypto_platform.ml import registry
 
-        info = info or registry.alias_info(uri, name, config.model_alias)
         reference = registry.load_reference_features(uri, name, config.model_alias)
     except NoAliasError as exc:
         return _no_model(exc, config.model_alias)

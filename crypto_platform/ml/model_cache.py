@@ -111,11 +111,7 @@ def load_alias(
     """
     from crypto_platform.ml import registry_lookup
 
-    info = registry_lookup.alias_info(tracking_uri, model_name, alias)
-    if info is None:  # not a local SQLite store: MLflow answers
-        from crypto_platform.ml import registry
-
-        info = registry.alias_info(tracking_uri, model_name, alias)
+    info = registry_lookup.resolve(tracking_uri, model_name, alias)
     key = model_key(tracking_uri, info)
     with _LOCK:
         cached = _MODELS.get(key)

@@ -54,3 +54,14 @@ def alias_info(tracking_uri: str, model_name: str, alias: str) -> ModelVersionIn
     except sqlite3.Error:
         return None  # another MLflow schema (or a locked / damaged file): MLflow answers
     return info_from_tags(model_name, str(version), run_id, alias, tags)
+
+
+def resolve(tracking_uri: str, model_name: str, alias: str) -> ModelVersionInfo:
+    """The version behind `alias`: from a local store without importing MLflow when it can answer
+    (`alias_info`), else from MLflow (`registry.alias_info`); NoChampionError / NoAliasError when unset."""
+    info = alias_info(tracking_uri, model_name, alias)
+    if info is None:  # not a local SQLite store (or a registration in progress): MLflow answers
+        from crypto_platform.ml import registry
+
+        info = registry.alias_info(tracking_uri, model_name, alias)
+    return info
