@@ -1,20 +1,26 @@
 """`crypto-platform` command line: the end-to-end demo on the embedded defaults, and small utilities.
 
-The demo drives Dagster exactly as a user would from a terminal (`dagster asset materialize` with a
-`--partition-range`, one single run per range), so what it shows is what the CLI backfill does.
+The demo drives Dagster exactly as a user would from a terminal: each step is a `dagster asset
+materialize` command line (a `--partition-range` is one single run), so what it shows is what the CLI
+backfill does. The dagster CLI's own entry point runs those lines inside the demo's process, one after
+the other: one interpreter's start-up (dagster, GX, MLflow, LightGBM) instead of one per command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+import traceback
+import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from crypto_platform.automation.instance_storage import ensure_instance_storage
 from crypto_platform.partitions import multi_key
@@ -45,14 +51,13 @@ from gold.predictions order by ts desc, symbol limit 6
 """.strip()
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("DAGSTER_HOME", str(PROJECT_DIR))
-    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    env.setdefault("GX_ANALYTICS_ENABLED", "false")
-    env.setdefault("DO_NOT_TRACK", "1")
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    return env
+# What the demo's dagster commands need in the environment when `./run` did not set it.
+_DEFAULT_ENV = {
+    "DAGSTER_HOME": str(PROJECT_DIR),
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
 
 
 def materialize_command(
@@ -69,8 +74,8 @@ def materialize_command(
 
 
 def materialize(selection: str, partition_range: str | None = None, config: dict | None = None) -> None:
-    """Run `dagster asset materialize` for a selection (and partition range) in this environment."""
-    _run(materialize_command(selection, partition_range, config))
+    """Run `dagster asset materialize` for a selection (and partition range) in this process."""
+    _run(materialize_command(selection, partition_range, config)[3:])
 
 
 def demo_log(settings: PlatformSettings) -> Path:
@@ -81,29 +86,70 @@ def demo_log(settings: PlatformSettings) -> Path:
     return (PROJECT_DIR / settings.lake_root).parent / "logs" / "demo.log"
 
 
-def _run(cmd: list[str]) -> None:
-    """Run one dagster command line (shown, logged to `demo_log`); exit naming it if it fails."""
-    shown = "\n$ dagster " + " ".join(f"'{a}'" if " " in a or "|" in a else a for a in cmd[3:])
+@contextlib.contextmanager
+def _output_to(fh: IO[str]) -> Iterator[None]:
+    """File descriptors 1 and 2 (Python's prints and logs, and any library's C-level output) go to `fh`
+    meanwhile, as a subprocess's stdout and stderr would."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(fh.fileno(), 1)
+    os.dup2(fh.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def dagster_cli(args: list[str]) -> int:
+    """Run one `dagster ARGS` command line with the dagster CLI's entry point (what `python -m dagster`
+    calls) in this process; its exit status, with any error printed as the CLI prints it."""
+    import click
+    from dagster._cli import ENV_PREFIX, cli
+
+    try:
+        cli.main(args, prog_name="dagster", auto_envvar_prefix=ENV_PREFIX, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:  # click's own exits (usage errors, --help)
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # a failed run or a bad selection, as the CLI would print it before exiting 1
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _run(args: list[str]) -> None:
+    """Run one dagster command line in this process (shown, its output logged to `demo_log`); exit
+    naming it if it fails."""
+    shown = "\n$ dagster " + " ".join(f"'{a}'" if " " in a or "|" in a else a for a in args)
     print(shown, flush=True)
-    started, cpu = time.monotonic(), _children_cpu()
+    started, cpu = time.monotonic(), _cpu()
     log = demo_log(load_settings())
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh:
         fh.write(shown.strip() + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=_env(), stdout=fh, stderr=subprocess.STDOUT)
-        took = f"{time.monotonic() - started:.1f} s, {_children_cpu() - cpu:.1f} CPU s"
-        fh.write(f"# exit {proc.returncode} after {took}\n")
-    if proc.returncode != 0:
+        with _output_to(fh), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the definitions' beta-API notices, as PYTHONWARNINGS=ignore
+            status = dagster_cli(args)
+        took = f"{time.monotonic() - started:.1f} s, {_cpu() - cpu:.1f} CPU s"
+        fh.write(f"# exit {status} after {took}\n")
+    if status != 0:
         tail = "\n".join(log.read_text().splitlines()[-25:])
-        sys.exit(f"{tail}\n\ndemo: the step above failed (exit {proc.returncode}); full log: {log}")
+        sys.exit(f"{tail}\n\ndemo: the step above failed (exit {status}); full log: {log}")
     print(f"  done in {took} (log: {log})", flush=True)
 
 
-def _children_cpu() -> float:
-    """User + system CPU seconds of this process's finished children (the dagster commands)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its finished children (e.g. compute-log tails)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def demo(days: int, trials: int) -> None:
@@ -324,8 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "duckdb-init":
         print(duckdb_init(load_settings()), end="")
         return
-    os.chdir(PROJECT_DIR)
-    os.environ.update({k: v for k, v in _env().items() if k not in os.environ})
+    os.chdir(PROJECT_DIR)  # dagster.yaml's storage and the default lake are relative to the project
+    for name, value in _DEFAULT_ENV.items():
+        os.environ.setdefault(name, value)
     if args.cmd == "demo":
         ensure_instance_storage()  # once, before its dagster commands (and a `./run ui` beside it) open it
         demo(args.days, args.trials)
