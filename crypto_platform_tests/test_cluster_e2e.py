@@ -41,6 +41,7 @@ from dagster._serdes import deserialize_value
 from polars.testing import assert_frame_equal
 
 from crypto_platform.automation.distributed import WORKER_LOST_RETRIES, build_executor, celery_config
+from crypto_platform.automation.run_workers import process_alive
 from crypto_platform.cli import materialize_command
 from crypto_platform.definitions import build_definitions
 from crypto_platform.partitions import multi_key
@@ -341,7 +342,7 @@ def test_both_profiles_run_the_pipeline_and_the_cluster_steps_ran_on_the_workers
 def test_a_worker_killed_mid_step_is_retried_and_the_run_succeeds(stack: Stack) -> None:
     assert KILLED_STEP in stack.killed, "the step finished before the worker could be killed"
     pid = stack.killed[KILLED_STEP]
-    assert not Path(f"/proc/{pid}").exists()
+    assert not process_alive(pid, time.time())  # gone, or a zombie not reaped yet
     conn = psycopg2.connect(
         host="127.0.0.1", port=int(stack.settings["DAGSTER_PG_PORT"]), user="dagster", dbname="dagster"
     )
@@ -424,7 +425,7 @@ def test_down_stops_every_process_of_the_stack(stack: Stack) -> None:
     down = cluster_script(stack.script_env, "down")
     assert down.returncode == 0, down.stderr
     for name, pid in stack.pids.items():
-        assert not Path(f"/proc/{pid}").exists(), f"{name} (pid {pid}) still running after down"
+        assert not process_alive(pid, time.time()), f"{name} (pid {pid}) still running after down"
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(
             host="127.0.0.1",

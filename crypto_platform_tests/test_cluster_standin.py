@@ -18,6 +18,7 @@ import boto3
 import psycopg2
 import pytest
 
+from crypto_platform.automation.run_workers import process_alive
 from crypto_platform_tests.fixtures import env_template
 from crypto_platform_tests.paths import PROJECT_DIR
 from crypto_platform_tests.postgres_server import free_port
@@ -108,7 +109,7 @@ def test_cluster_up_runs_a_queued_run_and_down_stops_everything() -> None:
         shutil.rmtree(state, ignore_errors=True)
     assert down.returncode == 0, down.stderr
     for name, pid in pids.items():
-        assert not Path(f"/proc/{pid}").exists(), f"{name} (pid {pid}) still running after down"
+        assert not process_alive(pid, time.time()), f"{name} (pid {pid}) still running after down"
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(
             host="127.0.0.1", port=ports["pg"], user="dagster", dbname="dagster", connect_timeout=2

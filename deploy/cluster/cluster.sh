@@ -34,7 +34,16 @@ case "$DAGSTER_PG_HOST" in
 esac
 
 is_loopback() { case "$1" in 127.0.0.1|localhost) return 0 ;; *) return 1 ;; esac; }
-alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# A process that has exited but is not reaped yet (a zombie) is not running: a container's init may
+# reap orphans only every ~2 s, and `kill -0` still succeeds until then.
+running() {  # pid
+  local stat
+  [ -d /proc/self ] || { kill -0 "$1" 2>/dev/null; return; }
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
+}
+alive() { [ -f "$STATE/$1.pid" ] && running "$(cat "$STATE/$1.pid")"; }
 url_part() {  # url, hostname|port: one part of a URL (port: the scheme's default when absent)
   python3 -c "import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); d = {'http': 80, 'https': 443, 'redis': 6379}
 print({'hostname': p.hostname, 'port': p.port or d.get(p.scheme, '')}[sys.argv[2]] or '')" "$1" "$2"
@@ -54,8 +63,8 @@ stop_bg() {
   alive "$name" || { rm -f "$STATE/$name.pid"; return 0; }
   pid="$(cat "$STATE/$name.pid")"
   kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+  for _ in $(seq 1 100); do running "$pid" || break; sleep 0.1; done
+  if running "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
   rm -f "$STATE/$name.pid"
   say "$name stopped"
 }
@@ -194,14 +203,12 @@ up() {  # [part...]: the parts to start (default: all, in this order)
 
 worker_names() { local f; for f in "$STATE"/worker*.pid; do [ -f "$f" ] && basename "$f" .pid; done; }
 
-down() {
+down() {  # in two waves, each stopped together: what uses the servers, then the servers
   local name
-  stop_bg webserver
-  stop_bg daemon
-  for name in $(worker_names); do stop_bg "$name"; done
-  stop_bg mlflow
-  stop_bg redis
-  stop_bg s3
+  for name in webserver daemon $(worker_names); do stop_bg "$name" & done
+  wait
+  for name in mlflow redis s3; do stop_bg "$name" & done
+  wait
   if [ -n "$PG_BIN" ] && [ -f "$STATE/pg/data/PG_VERSION" ] \
       && as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg/data" status >/dev/null 2>&1; then
     as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg/data" -m fast -w stop >/dev/null
