@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -16,7 +18,7 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from crypto_platform.ml import registry
+from crypto_platform.ml import drift_reference, registry
 from crypto_platform.ml.evaluation import GateDecision, forecast_metrics, skill_gate
 from crypto_platform.ml.training import TrainResult, predict, train
 from crypto_platform.transforms.features import FEATURE_COLUMNS
@@ -136,10 +138,12 @@ def test_run_holds_params_metrics_importance_and_drift_reference(
     artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
     assert {"feature_importance.csv", "evaluation.csv", "gate.json", "drift"} <= artifacts
 
-    reference = registry.load_reference_features(store, MODEL)
+    logged = drift_reference.reference_file(store, champion)
+    reference = pl.read_parquet(io.BytesIO(logged))
     assert reference.height == 300
     assert set(FEATURE_COLUMNS) <= set(reference.columns)
     assert champion.tags["drift_reference"].endswith("drift/reference_features.parquet")
+    assert champion.tags["drift_reference_sha256"] == hashlib.sha256(logged).hexdigest()  # what was logged
 
 
 @pytest.mark.slow
@@ -384,3 +388,44 @@ def test_a_fresh_process_serves_the_champion_from_the_verified_file_cache_withou
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["file", "cache", "numpy"]  # no MLflow, LightGBM, scikit-learn or scipy imported
+
+
+@pytest.mark.slow
+def test_the_drift_reference_is_served_from_the_verified_file_cache_and_registration_fills_it(
+    champion: registry.ModelVersionInfo, store: str, tmp_path: Path
+) -> None:
+    from crypto_platform.ml import model_cache
+
+    info = registry.alias_info(store, MODEL, registry.CHAMPION)  # tests above may move the alias
+    logged = pl.read_parquet(io.BytesIO(drift_reference.reference_file(store, info)))
+    cache = tmp_path / "models"
+    assert model_cache.load_reference(store, info, cache_dir=cache).equals(logged)  # through MLflow
+    [cached] = cache.rglob(model_cache.REFERENCE_FILE)
+    cached.write_bytes(cached.read_bytes()[:-100])  # damaged: not served, read from the registry again
+    assert model_cache.load_reference(store, info, cache_dir=cache).equals(logged)
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == info.tags["drift_reference_sha256"]
+
+    # registration put the version's model and reference into this machine's default file cache: a new
+    # process (the next live run) serves and drift-checks it without importing MLflow
+    code = (
+        "import sys; from crypto_platform.ml import model_cache, registry_lookup; "
+        f"info = registry_lookup.resolve({store!r}, {MODEL!r}, 'champion'); "
+        f"m = model_cache.load_alias({store!r}, {MODEL!r}, 'champion'); "
+        f"ref = model_cache.load_reference({store!r}, info); "
+        "print(m.source, m.info.version, ref.height, 'mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["file", "cache", info.version, str(logged.height), "False"]
+
+    # a reference in the store that differs from the registered one is named, never compared with
+    artifacts = Path(store.removeprefix("sqlite:///")).parent / "artifacts"
+    [artifact] = [p for p in artifacts.rglob("reference_features.parquet") if info.run_id in str(p)]
+    original = artifact.read_bytes()
+    try:
+        artifact.write_bytes(original + b"x")
+        with pytest.raises(
+            registry.ModelArtifactError, match=r"drift reference .* differs from the one registered"
+        ):
+            drift_reference.reference_file(store, info)
+    finally:
+        artifact.write_bytes(original)

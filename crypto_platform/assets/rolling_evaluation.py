@@ -63,7 +63,7 @@ def gold_rolling_evaluation(
 
     model = registry.load_alias(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
     info, now = model.info, datetime.now(UTC)
-    baselines = _fit_baselines(lake, mlflow_registry, config.model_alias, info)
+    baselines = _fit_baselines(lake, mlflow_registry, info)
     scored, stats = [], []
     for part in partitions_of(context):
         rows, stat = _score_part(lake, part, model, baselines, now)
@@ -115,9 +115,9 @@ def _matured_rows(lake: LakeResource, part: DayPartition, horizon: int, now: dat
     return training_frame(feats, labels, now, horizon=horizon)
 
 
-def _fit_baselines(lake: LakeResource, mlflow_registry: MlflowResource, alias: str, info) -> FittedBaselines:
+def _fit_baselines(lake: LakeResource, mlflow_registry: MlflowResource, info) -> FittedBaselines:
     """Reversal and ridge fitted on the model's training window (its instruments, read from the lake)."""
-    from crypto_platform.ml import registry
+    from crypto_platform.ml import model_cache
     from crypto_platform.ml.rolling_evaluation import fit_baselines
 
     start, end = (_tag_time(info.tags.get(k)) for k in ("train_window_start", "train_window_end"))
@@ -125,7 +125,7 @@ def _fit_baselines(lake: LakeResource, mlflow_registry: MlflowResource, alias: s
         return FittedBaselines(
             None, None, "the model records no training window: reversal and ridge not fitted"
         )
-    reference = registry.load_reference_features(mlflow_registry.uri, mlflow_registry.model_name, alias)
+    reference = model_cache.load_reference(mlflow_registry.uri, info)
     keys = (
         set(reference.select("exchange", "symbol").unique().iter_rows())
         if "symbol" in reference.columns

@@ -1,7 +1,7 @@
 """Drift checks: gold features and gold predictions against the served model's training reference.
 
 The reference is the feature sample the registry stored with the model version behind the alias
-(default 'champion', `registry.load_reference_features`). The current window is, in a partitioned
+(default 'champion', `model_cache.load_reference`). The current window is, in a partitioned
 run, each (instrument, day) cell of the run; in an unpartitioned run (the hourly monitoring job, a
 check-only run) the newest `window_hours` of each instrument. Each window is compared with the
 reference rows of the same instrument (all reference rows when it has too few).
@@ -122,16 +122,14 @@ def feature_drift(
     lake: LakeResource,
     mlflow_registry: MlflowResource,
 ) -> dg.AssetCheckResult:
-    from crypto_platform.ml import registry_lookup
+    from crypto_platform.ml import model_cache, registry_lookup
     from crypto_platform.ml.model_info import NoAliasError
 
     uri, name = mlflow_registry.uri, mlflow_registry.model_name
     try:
         # no model behind the alias (a fresh platform's first backfill): known without importing MLflow
         info = registry_lookup.resolve(uri, name, config.model_alias)
-        from crypto_platform.ml import registry
-
-        reference = registry.load_reference_features(uri, name, config.model_alias)
+        reference = model_cache.load_reference(uri, info)  # MLflow only if this machine has no copy
     except NoAliasError as exc:
         return _no_model(exc, config.model_alias)
     windows, parts = _windows(context, lake, tables.FEATURES, config.window_hours, lambda df, _part: df)
@@ -179,11 +177,7 @@ def prediction_drift(
 
     try:
         model = model_cache.load_alias(mlflow_registry.uri, mlflow_registry.model_name, config.model_alias)
-        from crypto_platform.ml import registry  # MLflow: only once there is a model to compare
-
-        reference = registry.load_reference_features(
-            mlflow_registry.uri, mlflow_registry.model_name, config.model_alias
-        )
+        reference = model_cache.load_reference(mlflow_registry.uri, model.info)  # the same version's
     except NoAliasError as exc:
         return _no_model(exc, config.model_alias)
     info = model.info

@@ -17,13 +17,13 @@ import polars as pl
 import scipy
 
 from crypto_platform.ml.feature_availability import model_features
+from crypto_platform.ml.model_info import DRIFT_REFERENCE_ARTIFACT
 
 if TYPE_CHECKING:  # types only: serving a model never imports training (optuna)
     from crypto_platform.ml.evaluation import GateDecision
     from crypto_platform.ml.training import TrainResult
 
 HOLDOUT_ARTIFACT = "holdout_predictions.parquet"  # exchange, symbol, ts, label, prediction, momentum
-DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
 
 
 def model_input(
@@ -68,7 +68,9 @@ def run_tags(result: TrainResult) -> dict[str, str]:
 
 def log_tables(
     result: TrainResult, decision: GateDecision, reference: pl.DataFrame, feature_cols: list[str]
-) -> None:
+) -> bytes:
+    """Log the importance, evaluation, holdout and gate tables and the drift reference sample; the
+    reference file's bytes as logged (registration records their SHA-256)."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         result.evaluation.importance.write_csv(d / "feature_importance.csv")
@@ -91,6 +93,7 @@ def log_tables(
         for name in ["feature_importance.csv", "evaluation.csv", "gate.json", HOLDOUT_ARTIFACT]:
             mlflow.log_artifact(str(d / name))
         mlflow.log_artifact(str(d / DRIFT_REFERENCE_ARTIFACT), artifact_path="drift")
+        return (d / DRIFT_REFERENCE_ARTIFACT).read_bytes()
 
 
 def log_files(files: dict[str, bytes]) -> None:

@@ -15,11 +15,17 @@ The LightGBM file is evaluated by `lgbm_trees` (numpy only, bit-identical foreca
 for a model that evaluator does not implement or that is too large for it (`NUMPY_MAX_NODES`). A
 fresh live-run process thus serves the champion without importing MLflow (nor, for a model of up
 to that size, LightGBM, scikit-learn or scipy).
+
+The version's drift reference sample (`load_reference`, what the drift checks compare with) is kept
+in the same file cache, checked against the SHA-256 recorded at registration. The process that
+registers a version puts both files there (`prime`), so the runs after it on the same machine, the
+next live tick's, serve and check the new model without MLflow at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -35,9 +41,10 @@ import polars as pl
 from crypto_platform.ml.artifacts import LIGHTGBM_FILE
 from crypto_platform.ml.feature_availability import model_features
 from crypto_platform.ml.lgbm_trees import TreeEnsemble, UnsupportedModelError
-from crypto_platform.ml.model_info import CHECKSUM_TAG, ModelVersionInfo
+from crypto_platform.ml.model_info import CHECKSUM_TAG, REFERENCE_CHECKSUM_TAG, ModelVersionInfo
 
 MAX_MODELS = 4  # loaded versions kept per process (least recently used evicted)
+REFERENCE_FILE = "drift_reference.parquet"  # the drift reference's name in a version's cache folder
 # Above this many tree nodes LightGBM serves the model: numpy's per-level steps then cost more than
 # importing LightGBM once per run (measured on 30 day partitions of 1,200 rows: 200 trees of 31 leaves
 # ~ 6,000 nodes is where they meet on this machine).
@@ -135,26 +142,77 @@ def clear() -> None:
         _MODELS.clear()
 
 
-def _model_text(tracking_uri: str, info: ModelVersionInfo, key: ModelKey, cache_dir: Path) -> tuple[str, str]:
-    """The version's verified LightGBM text, from the file cache when it matches the recorded SHA-256."""
-    expected = json.loads(info.tags.get(CHECKSUM_TAG) or "{}").get(LIGHTGBM_FILE)
+def load_reference(
+    tracking_uri: str, info: ModelVersionInfo, *, cache_dir: Path | None = None
+) -> pl.DataFrame:
+    """The drift reference sample of version `info`: from the file cache when it matches the SHA-256
+    recorded at registration, else through MLflow (`drift_reference`, verified), then cached."""
+    expected = info.tags.get(REFERENCE_CHECKSUM_TAG)
+    path = _version_dir(cache_dir or default_cache_dir(), model_key(tracking_uri, info)) / REFERENCE_FILE
+    data = _verified_file(path, expected)
+    if data is None:
+        from crypto_platform.ml import drift_reference  # MLflow: only when the file cache cannot answer
+
+        data = drift_reference.reference_file(tracking_uri, info)
+        if expected:
+            _write_atomic(path, data)
+    return pl.read_parquet(io.BytesIO(data))
+
+
+def prime(tracking_uri: str, info: ModelVersionInfo, model_text: str | None, reference: bytes | None) -> None:
+    """Keep a version's files, as the process that just registered it holds them, in this machine's file
+    cache (each only if it matches what registration recorded); a cache that cannot be written is skipped."""
+    folder = _version_dir(default_cache_dir(), model_key(tracking_uri, info))
+    recorded = json.loads(info.tags.get(CHECKSUM_TAG) or "{}").get(LIGHTGBM_FILE)
+    files = [
+        (LIGHTGBM_FILE, model_text.encode() if model_text is not None else None, recorded),
+        (REFERENCE_FILE, reference, info.tags.get(REFERENCE_CHECKSUM_TAG)),
+    ]
+    for name, data, expected in files:
+        if data is not None and expected and hashlib.sha256(data).hexdigest() == expected:
+            try:
+                _write_atomic(folder / name, data)
+            except OSError:  # only a cache: the runs then read the registry
+                return
+
+
+def _version_dir(cache_dir: Path, key: ModelKey) -> Path:
+    """A version's folder in the file cache (tracking URI, name, version and digest in its name)."""
     ident = hashlib.sha256("\n".join([key.tracking_uri, key.name, key.version, key.digest]).encode())
-    path = cache_dir / f"{key.name}-v{key.version}-{ident.hexdigest()[:24]}" / LIGHTGBM_FILE
+    return cache_dir / f"{key.name}-v{key.version}-{ident.hexdigest()[:24]}"
+
+
+def _verified_file(path: Path, expected: str | None) -> bytes | None:
+    """The cached file's bytes if their SHA-256 is `expected` (recorded at registration), else None."""
     if expected and path.is_file():
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() == expected:
-            STATS.file_hits += 1
-            return data.decode(), "file cache"
+            return data
+    return None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _model_text(tracking_uri: str, info: ModelVersionInfo, key: ModelKey, cache_dir: Path) -> tuple[str, str]:
+    """The version's verified LightGBM text, from the file cache when it matches the recorded SHA-256."""
+    expected = json.loads(info.tags.get(CHECKSUM_TAG) or "{}").get(LIGHTGBM_FILE)
+    path = _version_dir(cache_dir, key) / LIGHTGBM_FILE
+    data = _verified_file(path, expected)
+    if data is not None:
+        STATS.file_hits += 1
+        return data.decode(), "file cache"
     from crypto_platform.ml import registry  # MLflow: only when the file cache cannot answer
 
     text = registry.model_file_text(tracking_uri, info)
     STATS.downloads += 1
     if expected:  # only a file whose checksum was recorded can be checked when read back
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode())
-        os.replace(tmp, path)
+        _write_atomic(path, text.encode())
     return text, "registry"
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 CHECKSUM_TAG = "artifact_sha256"  # model-version tag: JSON {file path in the model artifact: SHA-256}
+# the training run's drift reference sample (run-relative path), and the model-version tag with its SHA-256
+DRIFT_REFERENCE_ARTIFACT = "drift/reference_features.parquet"
+REFERENCE_CHECKSUM_TAG = "drift_reference_sha256"
 
 
 class NoAliasError(LookupError):

@@ -19,6 +19,7 @@ Local tracking URIs (sqlite:///dir/mlflow.db) keep their artifacts next to the d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -43,7 +44,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 
-from crypto_platform.ml import mlflow_logging, mlflow_store
+from crypto_platform.ml import mlflow_logging, mlflow_store, model_cache
 from crypto_platform.ml.artifacts import (
     LIGHTGBM_FILE,
     ModelArtifactError,
@@ -56,6 +57,8 @@ from crypto_platform.ml.model_info import (  # noqa: F401 (re-exported: the regi
     CHALLENGER,
     CHAMPION,
     CHECKSUM_TAG,
+    DRIFT_REFERENCE_ARTIFACT,
+    REFERENCE_CHECKSUM_TAG,
     ModelVersionInfo,
     NoAliasError,
     NoChampionError,
@@ -68,7 +71,7 @@ if TYPE_CHECKING:  # types only: loading a model to serve never imports training
 
 DEFAULT_EXPERIMENT = "crypto_platform-models"
 MODEL_ARTIFACT = "model"
-from crypto_platform.ml.mlflow_logging import DRIFT_REFERENCE_ARTIFACT, HOLDOUT_ARTIFACT  # noqa: E402, F401
+from crypto_platform.ml.mlflow_logging import HOLDOUT_ARTIFACT  # noqa: E402, F401
 
 
 @dataclass
@@ -127,7 +130,7 @@ def log_and_register(
             )
             mlflow.log_metrics(mlflow_logging.run_metrics(result, decision))
             mlflow.set_tags(mlflow_logging.run_tags(result))
-            mlflow_logging.log_tables(result, decision, reference_features, feature_cols)
+            reference_file = mlflow_logging.log_tables(result, decision, reference_features, feature_cols)
             mlflow_logging.log_files(extra_artifacts or {})
             signature = infer_signature(example, result.booster.predict(example.to_numpy()))
             model_info = mlflow.lightgbm.log_model(
@@ -142,11 +145,13 @@ def log_and_register(
     # what the store holds, fetched as every load fetches it (not through models:/, which adds a file)
     where = client.get_model_version_download_uri(model_name, version.version)
     with tempfile.TemporaryDirectory() as tmp:
-        checksums = artifact_checksums(
-            Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
-        )
+        stored = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
+        checksums = artifact_checksums(stored)
+        model_file = stored / LIGHTGBM_FILE
+        model_text = model_file.read_text() if model_file.is_file() else None
     tags = {
         CHECKSUM_TAG: json.dumps(checksums, sort_keys=True),
+        REFERENCE_CHECKSUM_TAG: hashlib.sha256(reference_file).hexdigest(),
         "run_id": run_id,
         "horizon": str(result.horizon),
         "feature_cols": json.dumps(list(result.feature_cols)),
@@ -169,7 +174,9 @@ def log_and_register(
         model_name, version.version, description=f"{verdict}:\n" + "\n".join(decision.reasons)
     )
     client.set_registered_model_alias(model_name, alias, version.version)
-    return _info(client.get_model_version(model_name, version.version), alias)
+    info = _info(client.get_model_version(model_name, version.version), alias)
+    model_cache.prime(tracking_uri, info, model_text, reference_file)  # this machine's next runs: no MLflow
+    return info
 
 
 def load_champion(tracking_uri: str, model_name: str) -> ChampionModel:
@@ -292,17 +299,6 @@ def compare_champion(
             f"window (from {start}): its score there is partly in-sample, which favours it"
         )
     return ChampionComparison(info, metrics, None, notes)
-
-
-def load_reference_features(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> pl.DataFrame:
-    """The drift reference sample stored with the aliased version (features as seen in training)."""
-    client = mlflow_store.client(tracking_uri)
-    mv = _version_by_alias(client, tracking_uri, model_name, alias)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=DRIFT_REFERENCE_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
-        )
-        return pl.read_parquet(path)
 
 
 # ----------------------------------------------------------------------------------------------
