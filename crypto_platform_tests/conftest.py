@@ -103,9 +103,9 @@ def drift_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     # imported here, not at the top: crypto_platform may only load after the universe is chosen above
     import polars as pl
 
-    from crypto_platform_tests.fixtures import ftx_features, register_champion
+    from crypto_platform_tests.fixtures import ftx_features, mlflow_store, register_champion
 
-    store = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    store = mlflow_store(tmp_path_factory.mktemp("mlflow"))
     reference = ftx_features().filter(pl.col("ts").dt.date().is_between(date(2022, 1, 3), date(2022, 1, 9)))
     register_champion(store, reference)
     return store

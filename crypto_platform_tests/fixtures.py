@@ -18,8 +18,10 @@ import gzip
 import json
 import math
 import multiprocessing as mp
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -345,6 +347,25 @@ def cell(day: str, instrument: str = INSTRUMENT) -> DayPartition:
 def key(day: str, instrument: str = INSTRUMENT) -> str:
     """The Dagster partition key of an ISO day."""
     return cell(day, instrument).key
+
+
+_MIGRATED_STORE: list[Path] = []  # this process's empty MLflow store, migrated once
+
+
+def mlflow_store(folder: Path, name: str = "mlflow.db") -> str:
+    """The URI of a new, empty MLflow SQLite store `folder/name`: a copy of one this process created
+    through `mlflow_store.ensure_schema` once. MLflow's schema migrations cost ~1.7 CPU s per new store
+    and are not what these tests are about (creating a fresh store, races included, is
+    test_mlflow_store's subject; the demo, the benches and the cluster test still create theirs)."""
+    if not _MIGRATED_STORE:
+        from crypto_platform.ml import mlflow_store as store_module
+
+        template = Path(tempfile.mkdtemp(prefix="mlflow-empty-store-")) / "mlflow.db"
+        store_module.ensure_schema(f"sqlite:///{template}")
+        _MIGRATED_STORE.append(template)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MIGRATED_STORE[0], folder / name)
+    return f"sqlite:///{folder / name}"
 
 
 def resources(tmp: Path, store: str | None = None, **extra) -> dict:

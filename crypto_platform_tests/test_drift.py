@@ -31,7 +31,7 @@ from crypto_platform.resources.lake import LakeResource
 from crypto_platform.settings import load_universe
 from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
 from crypto_platform.transforms.ohlcv_import import read_ftx_csv, read_kraken_ohlcvt
-from crypto_platform_tests.fixtures import cell, meta, register_champion, run_check
+from crypto_platform_tests.fixtures import cell, meta, mlflow_store, register_champion, run_check
 
 
 def numpy_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
@@ -250,7 +250,7 @@ def test_feature_drift_check_fails_with_error_on_kraken_against_the_ftx_january_
             symbol=kraken_inst.symbol,
         )
     )
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store(tmp_path)
     register_champion(store, ftx.filter(pl.col("ts").dt.month() == 1))  # reference: FTX January 2022
 
     lake = LakeResource(root=str(tmp_path / "lake"))

@@ -25,7 +25,7 @@ from crypto_platform.ml import registry
 from crypto_platform.ml.evaluation import skill_gate
 from crypto_platform.ml.training import TrainResult, predict
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.fixtures import HORIZON, registry_model
+from crypto_platform_tests.fixtures import HORIZON, mlflow_store, registry_model
 
 MODEL = "btc_5m_return"
 
@@ -42,7 +42,7 @@ def result() -> TrainResult:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    return mlflow_store(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture(scope="module")

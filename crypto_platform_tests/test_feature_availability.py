@@ -20,7 +20,7 @@ from crypto_platform.ml.reporting import estimate_markdown, features_markdown
 from crypto_platform.ml.splits import EvalWindowError, evaluation_split
 from crypto_platform.ml.training import TrainResult, predict, train
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.fixtures import HORIZON, planted_frame
+from crypto_platform_tests.fixtures import HORIZON, mlflow_store, planted_frame
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 SMALL = {"n_trials": 2, "n_folds": 2, "seed": 3, "max_rounds": 40}
@@ -184,7 +184,7 @@ def test_a_registered_model_is_never_fed_a_feature_it_did_not_learn(
     from crypto_platform.ml import registry
 
     frame, result = without_flow
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store(tmp_path)
     info = registry.log_and_register(
         result,
         tracking_uri=store,

@@ -30,6 +30,7 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import load_universe
 from crypto_platform.transforms.features import FEATURE_COLUMNS, build_features
 from crypto_platform.transforms.labels import forward_return_labels
+from crypto_platform_tests.fixtures import mlflow_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -185,9 +186,8 @@ def ftx_gold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gold]:
     resources = {
         "lake": LakeResource(root=str(tmp / "lake")),
         "warehouse": WarehouseResource(path=str(tmp / "warehouse.duckdb")),
-        "mlflow_registry": MlflowResource(tracking_uri=f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}"),
+        "mlflow_registry": MlflowResource(tracking_uri=mlflow_store(tmp / "mlflow")),
     }
-    (tmp / "mlflow").mkdir()
     inst = load_universe().instrument(FTX)
     bars, _, _ = history.load_candles(history.ImportCandlesConfig(instrument=FTX), inst)
     written = history.write_days(resources["lake"], inst, bars)

@@ -49,7 +49,7 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.settings import Instrument, SettingsError, load_universe
 from crypto_platform.sources.factory import build_source
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.fixtures import HORIZON, planted_frame
+from crypto_platform_tests.fixtures import HORIZON, mlflow_store, planted_frame
 
 DAY = date(2024, 3, 4)  # the simulated "today"
 BTC, ETH = "sim.BTC-USDT", "sim.ETH-USDT"  # the live instruments of the test universe (the others replay)
@@ -79,7 +79,7 @@ def key(inst: str, day: date = DAY) -> str:
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real MLflow champion (tiny LightGBM on planted data with the live feature columns)."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path_factory.mktemp("mlflow"))
     frame = planted_frame(1500)
     result = train(
         frame,

@@ -22,7 +22,7 @@ from crypto_platform.ml import drift_reference, registry
 from crypto_platform.ml.evaluation import GateDecision, forecast_metrics, skill_gate
 from crypto_platform.ml.training import TrainResult, predict, train
 from crypto_platform.transforms.features import FEATURE_COLUMNS
-from crypto_platform_tests.fixtures import HORIZON, registry_model
+from crypto_platform_tests.fixtures import HORIZON, mlflow_store, registry_model
 
 MODEL = "btc_5m_return"
 
@@ -39,7 +39,7 @@ def result() -> TrainResult:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    return mlflow_store(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_champion_loads_from_a_plain_python_process(
 def test_the_champion_is_rescored_on_the_new_window_or_named_incomparable(
     result: TrainResult, frame: pl.DataFrame, tmp_path: Path
 ) -> None:
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store(tmp_path)
     window = frame.filter(pl.col("ts") >= result.holdout_start)
     nothing = registry.compare_champion(store, MODEL, window, horizon=HORIZON)
     assert nothing.info is None and nothing.metrics is None and nothing.incomparable is None
@@ -318,7 +318,7 @@ def test_model_cache_reuses_a_loaded_version_and_serves_a_new_champion_at_once(
 ) -> None:
     from crypto_platform.ml import model_cache
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store(tmp_path)
     decision = skill_gate(result.evaluation.model, result.evaluation.momentum, None)
 
     def register() -> registry.ModelVersionInfo:

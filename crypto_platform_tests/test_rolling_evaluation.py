@@ -36,6 +36,7 @@ from crypto_platform_tests.fixtures import (
     evaluation,
     key,
     meta,
+    mlflow_store,
     planted_candles,
     register_champion,
     resources,
@@ -165,7 +166,7 @@ def _write_planted_lake(lake: LakeResource) -> pl.DataFrame:
 def test_rolling_evaluation_scores_an_unseen_day_and_model_skill_judges_it(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
     joined = _write_planted_lake(lake)
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store(tmp_path)
     frame, result, _ = small_model()
     info = register_champion(store, frame)
     day = date(2024, 5, 3)

@@ -42,7 +42,7 @@ from crypto_platform.resources.warehouse import WarehouseResource
 from crypto_platform.serving.app import CACHE_HEADER, create_app
 from crypto_platform.serving.settings import ServingSettings
 from crypto_platform.settings import load_universe
-from crypto_platform_tests.fixtures import planted_frame
+from crypto_platform_tests.fixtures import mlflow_store, planted_frame
 from crypto_platform_tests.paths import PROJECT_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -115,14 +115,11 @@ class Platform:
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     tmp = tmp_path_factory.mktemp("serving")
-    (tmp / "mlflow").mkdir()
     lake = LakeResource(root=str(tmp / "lake"))
     resources = {
         "lake": lake,
         "warehouse": WarehouseResource(path=str(tmp / "warehouse.duckdb")),
-        "mlflow_registry": MlflowResource(
-            tracking_uri=f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}", model_name=MODEL_NAME
-        ),
+        "mlflow_registry": MlflowResource(tracking_uri=mlflow_store(tmp / "mlflow"), model_name=MODEL_NAME),
         "trade_sources": TradeSourcesResource(now=T0.isoformat()),
     }
     with dg.DagsterInstance.ephemeral() as instance:
