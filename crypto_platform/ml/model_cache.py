@@ -159,13 +159,15 @@ def load_reference(
     return pl.read_parquet(io.BytesIO(data))
 
 
-def prime(tracking_uri: str, info: ModelVersionInfo, model_text: str | None, reference: bytes | None) -> None:
+def prime(
+    tracking_uri: str, info: ModelVersionInfo, model_file: bytes | None, reference: bytes | None
+) -> None:
     """Keep a version's files, as the process that just registered it holds them, in this machine's file
     cache (each only if it matches what registration recorded); a cache that cannot be written is skipped."""
     folder = _version_dir(default_cache_dir(), model_key(tracking_uri, info))
     recorded = json.loads(info.tags.get(CHECKSUM_TAG) or "{}").get(LIGHTGBM_FILE)
     files = [
-        (LIGHTGBM_FILE, model_text.encode() if model_text is not None else None, recorded),
+        (LIGHTGBM_FILE, model_file, recorded),
         (REFERENCE_FILE, reference, info.tags.get(REFERENCE_CHECKSUM_TAG)),
     ]
     for name, data, expected in files:

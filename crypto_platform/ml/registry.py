@@ -148,7 +148,7 @@ def log_and_register(
         stored = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp))
         checksums = artifact_checksums(stored)
         model_file = stored / LIGHTGBM_FILE
-        model_text = model_file.read_text() if model_file.is_file() else None
+        model_bytes = model_file.read_bytes() if model_file.is_file() else None
     tags = {
         CHECKSUM_TAG: json.dumps(checksums, sort_keys=True),
         REFERENCE_CHECKSUM_TAG: hashlib.sha256(reference_file).hexdigest(),
@@ -175,7 +175,7 @@ def log_and_register(
     )
     client.set_registered_model_alias(model_name, alias, version.version)
     info = _info(client.get_model_version(model_name, version.version), alias)
-    model_cache.prime(tracking_uri, info, model_text, reference_file)  # this machine's next runs: no MLflow
+    model_cache.prime(tracking_uri, info, model_bytes, reference_file)  # this machine's next runs: no MLflow
     return info
 
 
