@@ -5,6 +5,7 @@ whole ticks only; a tick writes only its new rows, however big the day already i
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -172,14 +173,25 @@ def whole_ticks_only(lake: LakeResource, deltas: int = 12) -> int:
             last = df.height
             reads[0] += 1
 
+    def reader_went_on(seen: int) -> None:
+        """Wait (5 s at most) until the reader finished a read after `seen`: the writer never outruns it,
+        so reads overlap writes throughout, however the threads happen to be scheduled."""
+        deadline = time.monotonic() + 5
+        while reads[0] <= seen and time.monotonic() < deadline:
+            time.sleep(0.001)
+
     reader = threading.Thread(target=read)
     reader.start()
     try:
         for k in range(1, deltas + 1):
+            seen = reads[0]
             lake.store.append(key, rows(k))
+            reader_went_on(seen)
         lake.store.write(key, pl.DataFrame({"i": range((deltas + 1) * chunk)}), meta[1])  # the compaction
         for k in range(deltas + 1, deltas + 4):
+            seen = reads[0]
             lake.store.append(key, rows(k))
+            reader_went_on(seen)
     finally:
         done.set()
         reader.join()
