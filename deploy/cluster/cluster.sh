@@ -44,6 +44,16 @@ running() {  # pid
   [ "${stat%% *}" != Z ]
 }
 alive() { [ -f "$STATE/$1.pid" ] && running "$(cat "$STATE/$1.pid")"; }
+group_running() {  # pgid: whether a process of the group (a start_bg session) still runs, zombies aside
+  local f line state ppid pgrp
+  [ -d /proc/self ] || { kill -0 -- "-$1" 2>/dev/null; return; }
+  for f in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null < "$f" || continue
+    read -r state ppid pgrp _ <<< "${line##*) }"
+    [ "$pgrp" = "$1" ] && [ "$state" != Z ] && return 0
+  done
+  return 1
+}
 url_part() {  # url, hostname|port: one part of a URL (port: the scheme's default when absent)
   python3 -c "import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); d = {'http': 80, 'https': 443, 'redis': 6379}
 print({'hostname': p.hostname, 'port': p.port or d.get(p.scheme, '')}[sys.argv[2]] or '')" "$1" "$2"
@@ -63,8 +73,8 @@ stop_bg() {
   alive "$name" || { rm -f "$STATE/$name.pid"; return 0; }
   pid="$(cat "$STATE/$name.pid")"
   kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do running "$pid" || break; sleep 0.1; done
-  if running "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+  for _ in $(seq 1 100); do group_running "$pid" || break; sleep 0.1; done
+  if group_running "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
   rm -f "$STATE/$name.pid"
   say "$name stopped"
 }
