@@ -31,6 +31,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -147,15 +148,14 @@ def load_reference(
 ) -> pl.DataFrame:
     """The drift reference sample of version `info`: from the file cache when it matches the SHA-256
     recorded at registration, else through MLflow (`drift_reference`, verified), then cached."""
-    expected = info.tags.get(REFERENCE_CHECKSUM_TAG)
-    path = _version_dir(cache_dir or default_cache_dir(), model_key(tracking_uri, info)) / REFERENCE_FILE
-    data = _verified_file(path, expected)
-    if data is None:
+
+    def download() -> bytes:
         from crypto_platform.ml import drift_reference  # MLflow: only when the file cache cannot answer
 
-        data = drift_reference.reference_file(tracking_uri, info)
-        if expected:
-            _write_atomic(path, data)
+        return drift_reference.reference_file(tracking_uri, info)
+
+    path = _version_dir(cache_dir or default_cache_dir(), model_key(tracking_uri, info)) / REFERENCE_FILE
+    data, _ = _through_cache(path, info.tags.get(REFERENCE_CHECKSUM_TAG), download)
     return pl.read_parquet(io.BytesIO(data))
 
 
@@ -184,13 +184,17 @@ def _version_dir(cache_dir: Path, key: ModelKey) -> Path:
     return cache_dir / f"{key.name}-v{key.version}-{ident.hexdigest()[:24]}"
 
 
-def _verified_file(path: Path, expected: str | None) -> bytes | None:
-    """The cached file's bytes if their SHA-256 is `expected` (recorded at registration), else None."""
+def _through_cache(path: Path, expected: str | None, download: Callable[[], bytes]) -> tuple[bytes, bool]:
+    """A version's file and whether the file cache had it: the cached copy while its SHA-256 is `expected`
+    (recorded at registration), else `download()`, kept at `path` when there is a checksum to check it."""
     if expected and path.is_file():
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() == expected:
-            return data
-    return None
+            return data, True
+    data = download()
+    if expected:  # only a file whose checksum was recorded can be checked when read back
+        _write_atomic(path, data)
+    return data, False
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -203,19 +207,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _model_text(tracking_uri: str, info: ModelVersionInfo, key: ModelKey, cache_dir: Path) -> tuple[str, str]:
     """The version's verified LightGBM text, from the file cache when it matches the recorded SHA-256."""
-    expected = json.loads(info.tags.get(CHECKSUM_TAG) or "{}").get(LIGHTGBM_FILE)
-    path = _version_dir(cache_dir, key) / LIGHTGBM_FILE
-    data = _verified_file(path, expected)
-    if data is not None:
-        STATS.file_hits += 1
-        return data.decode(), "file cache"
-    from crypto_platform.ml import registry  # MLflow: only when the file cache cannot answer
 
-    text = registry.model_file_text(tracking_uri, info)
-    STATS.downloads += 1
-    if expected:  # only a file whose checksum was recorded can be checked when read back
-        _write_atomic(path, text.encode())
-    return text, "registry"
+    def download() -> bytes:
+        from crypto_platform.ml import registry  # MLflow: only when the file cache cannot answer
+
+        return registry.model_file_text(tracking_uri, info).encode()
+
+    expected = json.loads(info.tags.get(CHECKSUM_TAG) or "{}").get(LIGHTGBM_FILE)
+    data, cached = _through_cache(_version_dir(cache_dir, key) / LIGHTGBM_FILE, expected, download)
+    if cached:
+        STATS.file_hits += 1
+    else:
+        STATS.downloads += 1
+    return data.decode(), "file cache" if cached else "registry"
 
 
 def _predictor(text: str) -> Any:
