@@ -167,13 +167,14 @@ def cluster_script(env: dict[str, str], *args: str) -> subprocess.CompletedProce
 
 
 # The embedded profile's runs: the same `dagster asset materialize` argument lines, each executed by the
-# dagster CLI's entry point (`python -m dagster` calls `cli(auto_envvar_prefix=...)`) in this one process;
-# the first that fails raises (exit status 1).
+# dagster CLI's entry point in this one process, as the demo runs its own (`cli.dagster_cli`); the first
+# that fails ends the process with its exit status.
 ONE_INTERPRETER = (
     "import json, sys\n"
-    "from dagster._cli import ENV_PREFIX, cli\n"
+    "from crypto_platform.cli import dagster_cli\n"
     "for args in json.loads(sys.argv[1]):\n"
-    "    cli.main(args, prog_name='dagster', auto_envvar_prefix=ENV_PREFIX, standalone_mode=False)\n"
+    "    if status := dagster_cli(args):\n"
+    "        sys.exit(status)\n"
 )
 
 
