@@ -31,20 +31,18 @@ if not SHARED_DATA.is_dir():  # the recorded data is part of the test contract: 
     raise RuntimeError(f"recorded market data not found at {SHARED_DATA} (../shared/data)")
 
 
-# The modules that take longest, heaviest first: by CPU seconds per module (every process it starts
-# included, measured one module at a time on 2026-12-01, which hardly moves with the load) plus what it
-# waits for without using a core (daemon intervals, a stack's start and stop); the others by the full
-# suite's --durations on a clean clone the same evening. The suite is about CPU-bound on two workers
-# (that run's workers used ~790 CPU s, the cluster stacks' own processes not counted, against 2 x 448 s
-# of wall on the idle machine): a long module that starts late becomes the tail of the run.
-# `./run tests` runs the suite on three workers (pytest-xdist `--dist loadfile`: a module stays on one
-# worker, so its module-scoped set-ups are built once and its tests keep their order); a worker takes
-# the next module in collection order when it is nearly done, so the long modules go first, the short
-# ones fill in at the end and both workers finish together. Then every other module with a `slow`
-# test, then the rest (each group in file order).
+# The modules that take longest, heaviest first, by what each costs in the suite (figures below: wall
+# seconds and CPU seconds per module) and what it waits for without using a core (daemon intervals, a
+# stack's start and stop). The suite is about CPU-bound: a long module that starts late becomes the tail
+# of the run. `./run tests` runs it on three workers (pytest-xdist `--dist loadfile`: a module stays on
+# one worker, so its module-scoped set-ups are built once and its tests keep their order); a worker
+# takes the next module in collection order when it is nearly done, so the long modules go first, the
+# short ones fill in at the end and the workers finish together (within 3 s of each other in a
+# 3-worker run on 2026-12-02). Then every other module with a `slow` test, then the rest (each group in
+# file order).
 HEAVIEST_FIRST = (  # wall s / CPU s (own + reaped children) in the clean-clone suite, idle, 2026-12-02
     "test_cluster_e2e",  # 110 / 38.5 (+ ~75 CPU s in the stack's detached processes)
-    "test_offline",  # 80 / 52.6: the README's demo through four dagster CLI processes
+    "test_offline",  # 80 / 52.6: the README's demo (33 CPU s since it runs its commands in one process)
     "test_bench_backfill",  # 63 / 64: a real daemon's backfills
     "test_gold_assets",  # 48 / 43.6, in-process
     "test_live",  # 31 / 26

@@ -15,7 +15,8 @@ import pytest
 
 from crypto_platform_tests.paths import PROJECT_DIR
 
-# the whole demo through four dagster CLI subprocesses (~20 min on the shared 2-core host at load 14)
+# the whole demo: its four dagster commands in one process (~35 s idle; it was ~20 min as four CLI
+# processes on the shared 2-core host at load 14, hence the generous timeout)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 GUARD = """
