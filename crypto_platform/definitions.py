@@ -3,6 +3,8 @@
 The settings are read from the environment once, here, when the code location loads
 (`load_settings()`: a bad value fails the load with a SettingsError naming the variable); sensors,
 schedules, checks and resources receive them, and the UI shows them as the `settings` resource.
+Loading it also sets how often this process's cyclic garbage collector runs (`gc_tuning.py`): every
+process that loads it goes on to hold ~1 M long-lived objects.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from crypto_platform.checks.drift import DRIFT_CHECKS
 from crypto_platform.checks.freshness import build_live_data_lag_checks, with_live_freshness
 from crypto_platform.checks.quality import QUALITY_CHECKS
 from crypto_platform.checks.reconciliation import RECONCILIATION_CHECKS
+from crypto_platform.gc_tuning import tune_gc
 from crypto_platform.platform_settings import PlatformSettings, load_settings
 from crypto_platform.resources.lake import lake_resource
 from crypto_platform.resources.mlflow import MlflowResource
@@ -76,4 +79,6 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_settings())
+_settings = load_settings()
+tune_gc(_settings.gc_young_threshold)
+defs = build_definitions(_settings)

@@ -44,6 +44,11 @@ DEFAULT_OVERLAP_SECONDS = 120
 # How a run executes its steps (crypto_platform/automation/distributed.py): in one process, or as Celery
 # tasks on workers that may run on other machines.
 EXECUTORS = ("in_process", "celery")
+# Python's cyclic garbage collector in the processes that load the code location (gc_tuning.py): a young
+# collection every 10,000 net allocations instead of CPython's 700, so that the full collections, which
+# walk every object of a heap that Dagster, Great Expectations and MLflow fill with ~1 M long-lived ones,
+# come ~10x less often (bench/GC.md).
+GC_YOUNG_THRESHOLD = 10_000
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 Parser = Callable[[str, str], Any]
 
@@ -210,6 +215,9 @@ class PlatformSettings:
     celery_broker_url: str = field(default="", repr=False, metadata=_meta(
         _text, "Celery broker and result backend of CRYPTO_EXECUTOR=celery, e.g. redis://127.0.0.1:6379/0",
         secret=True))
+    gc_young_threshold: int = field(default=GC_YOUNG_THRESHOLD, metadata=_meta(
+        _number(100, integer=True), "allocations between young collections of Python's cyclic garbage "
+        "collector in every process that loads the code location (CPython's default: 700; bench/GC.md)"))
     # fmt: on
     # field -> the variable that set it (absent: the default); how a secret is passed on as an EnvVar
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

@@ -4,6 +4,7 @@ And the settings: one object, read once when the code location loads, reaching e
 check and resource, and shown in the UI (what Dagster serves the UI: the repository snapshot).
 """
 
+import gc
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from dagster._core.remote_representation.external_data import RepositorySnap, Re
 from crypto_platform import tables
 from crypto_platform.definitions import build_definitions, defs
 from crypto_platform.partitions import trade_partitions
-from crypto_platform.platform_settings import PlatformSettings
+from crypto_platform.platform_settings import GC_YOUNG_THRESHOLD, PlatformSettings
 from crypto_platform.resources.lake import LakeResource
 
 EXPECTED = {
@@ -175,11 +176,13 @@ HEAVY_MODULES = (
 
 def _load_code_location(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
     """A fresh process that loads the code location, then prints the heavy libraries the load imported
-    (first line) and the default statuses of its schedules (second line)."""
+    (first line), the default statuses of its schedules (second line) and its garbage collector's young
+    threshold (third line)."""
     code = (
-        "import sys; from crypto_platform.definitions import defs; "
+        "import gc, sys; from crypto_platform.definitions import defs; "
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules)); "
-        "print(sorted({s.default_status.value for s in defs.get_repository_def().schedule_defs}))"
+        "print(sorted({s.default_status.value for s in defs.get_repository_def().schedule_defs})); "
+        "print(gc.get_threshold()[0])"
     )
     env = {**os.environ, "PYTHONWARNINGS": "default", **extra_env}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -187,9 +190,10 @@ def _load_code_location(extra_env: dict[str, str]) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def old_name_load() -> subprocess.CompletedProcess:
-    """One fresh load of the code location with a deprecated variable set (CRYPTO_PLATFORM_AUTOMATION),
-    shared by the two tests that read what a process start does (a load costs a few CPU seconds)."""
-    return _load_code_location({"CRYPTO_PLATFORM_AUTOMATION": "running"})
+    """One fresh load of the code location with a deprecated variable set (CRYPTO_PLATFORM_AUTOMATION) and
+    the collector's threshold at CPython's own, shared by the tests that read what a process start does
+    (a load costs a few CPU seconds)."""
+    return _load_code_location({"CRYPTO_PLATFORM_AUTOMATION": "running", "CRYPTO_GC_YOUNG_THRESHOLD": "700"})
 
 
 @pytest.mark.slow
@@ -216,3 +220,13 @@ def test_loading_the_code_location_imports_no_heavy_library(
     assert old_name_load.returncode == 0, old_name_load.stderr
     imported = old_name_load.stdout.splitlines()[0]
     assert imported == "", f"imported when the code location loads: {imported}"
+
+
+@pytest.mark.slow
+def test_loading_the_code_location_sets_the_collectors_young_threshold(
+    old_name_load: subprocess.CompletedProcess,
+) -> None:
+    # This process loaded it with the default; the fresh one with CPython's own (gc_tuning.py).
+    assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD == PlatformSettings().gc_young_threshold == 10_000
+    assert old_name_load.returncode == 0, old_name_load.stderr
+    assert old_name_load.stdout.splitlines()[2] == "700"

@@ -141,6 +141,7 @@ EVERY_SETTING = {
     "CRYPTO_SERVING_MAX_RANGE_HOURS": "6",
     "CRYPTO_EXECUTOR": "Celery",
     "CRYPTO_CELERY_BROKER_URL": "redis://:BROKER-PASSWORD@redis.internal:6379/0",
+    "CRYPTO_GC_YOUNG_THRESHOLD": "700",
 }
 
 
@@ -191,6 +192,7 @@ def test_every_setting_parsed_from_its_variable(monkeypatch: pytest.MonkeyPatch,
         serving_max_range_hours=6.0,
         executor="celery",
         celery_broker_url="redis://:BROKER-PASSWORD@redis.internal:6379/0",
+        gc_young_threshold=700,
     )
     assert got.sources == {spec.name: spec.env for spec in PlatformSettings.specs()}
     secrets = ("WEBHOOK-TOKEN", "MLFLOW-PASSWORD", "BROKER-PASSWORD")
@@ -218,6 +220,7 @@ def test_every_setting_parsed_from_its_variable(monkeypatch: pytest.MonkeyPatch,
         ("CRYPTO_FRESHNESS_MAX_LAG_SECONDS", "0", "expected a number > 0"),
         ("CRYPTO_SERVING_MAX_RANGE_HOURS", "0", "expected a number > 0"),
         ("CRYPTO_SERVING_CACHE", "maybe", "expected true or false (1/true/yes/on or 0/false/no/off)"),
+        ("CRYPTO_GC_YOUNG_THRESHOLD", "50", "expected a whole number >= 100"),  # 0 would turn it off
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_is_expected(
