@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.report import LoadAvg, Machine, Summary, command, loads, minute, table, write_report
+from bench.report import LoadAvg, Machine, Summary, command, machine_section, minute, table, write_report
 
 PROJECT = Path(__file__).resolve().parents[1]
 OUT = PROJECT / "bench" / "GC.md"
@@ -176,7 +176,6 @@ def render(r: Result) -> str:
         rows.append([name, *(fmt.format(v) for v in values), *ratios])
     cpu = {t: med(t, lambda p: p.cpu) for t in r.options.thresholds}
     gc_cpu = {t: med(t, lambda p: sum(p.gc_seconds)) for t in r.options.thresholds}
-    m = r.machine
     flags = [("--repeats", r.options.repeats), ("--thresholds", ",".join(map(str, r.options.thresholds)))]
     if r.options.trades_per_minute != Options.trades_per_minute:
         flags.append(("--trades-per-minute", r.options.trades_per_minute))
@@ -222,11 +221,7 @@ def render(r: Result) -> str:
             "rrrrrrr",
         ),
         "",
-        "## Machine",
-        "",
-        f"{m.cpu}, nproc {m.nproc}, {m.os}, Python {m.python}; shared with other work: load average "
-        f"(1/5/15 min) before / after: {loads(r.load_avg_before)} / {loads(r.load_avg_after)}.",
-        "",
+        *machine_section(r.machine, r.load_avg_before, r.load_avg_after),
     ]
     return "\n".join(lines)
 

@@ -154,6 +154,17 @@ class Machine:
         )
 
 
+def machine_section(m: Machine, before: LoadAvg, after: LoadAvg) -> list[str]:
+    """A report's closing '## Machine' lines: the machine, and its load average before and after."""
+    return [
+        "## Machine",
+        "",
+        f"{m.cpu}, nproc {m.nproc}, {m.os}, Python {m.python}; shared with other work: load average "
+        f"(1/5/15 min) before / after: {loads(before)} / {loads(after)}.",
+        "",
+    ]
+
+
 # -------------------------------------------------------------------------------------------- write
 
 

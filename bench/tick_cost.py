@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.report import LoadAvg, Machine, loads, minute, table, write_report
+from bench.report import LoadAvg, Machine, machine_section, minute, table, write_report
 
 PROJECT = Path(__file__).resolve().parents[1]
 OUT = PROJECT / "bench" / "TICK_COST.md"
@@ -219,15 +219,7 @@ def render(r: Result) -> str:
                 "lr",
             ),
         ]
-    m = r.machine
-    lines += [
-        "",
-        "## Machine",
-        "",
-        f"{m.cpu}, nproc {m.nproc}, {m.os}, Python {m.python}; shared with other work: load average "
-        f"(1/5/15 min) before / after: {loads(r.load_avg_before)} / {loads(r.load_avg_after)}.",
-        "",
-    ]
+    lines += ["", *machine_section(r.machine, r.load_avg_before, r.load_avg_after)]
     return "\n".join(lines)
 
 
