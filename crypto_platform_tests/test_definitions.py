@@ -226,7 +226,8 @@ def test_loading_the_code_location_imports_no_heavy_library(
 def test_loading_the_code_location_sets_the_collectors_young_threshold(
     old_name_load: subprocess.CompletedProcess,
 ) -> None:
-    # This process loaded it with the default; the fresh one with CPython's own (gc_tuning.py).
+    # The default: this test process runs with it (conftest sets it before collection, the code location
+    # when it loads). The fresh process was given CPython's own, and its load applied that (gc_tuning.py).
     assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD == PlatformSettings().gc_young_threshold == 10_000
     assert old_name_load.returncode == 0, old_name_load.stderr
     assert old_name_load.stdout.splitlines()[2] == "700"
